@@ -1,0 +1,3 @@
+from mrhash.cli import main
+
+raise SystemExit(main())
