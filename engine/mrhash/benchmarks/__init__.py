@@ -1,0 +1,1 @@
+"""Benchmarks behind `mrhash bench`; their recorded output lives in docs/BENCHMARKS.md."""
