@@ -42,7 +42,9 @@ def bigearthnet_dir(tmp_path_factory) -> Path:
     """Real BigEarthNet example patches: Sentinel-1 (VV/VH) and Sentinel-2 pairs, extracted once."""
     root = tmp_path_factory.mktemp("bigearthnet")
     package = _package_dir("bigearthnet_common")
+    # Debian's 3.11.2 predates tarfile extraction filters (3.11.4); use it where present.
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     for archive in ("BigEarthNet-S1-Example.tar.bz2", "BigEarthNet-S2-Example.tar.bz2"):
         with tarfile.open(package / archive) as tar:
-            tar.extractall(root, filter="data")
+            tar.extractall(root, **safe)
     return root

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mrhash import __version__
 from mrhash.errors import MrHashError

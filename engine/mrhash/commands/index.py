@@ -1,0 +1,147 @@
+"""Index sub-commands: `index` (build or update an index), `query` (search it) and `serve`
+(the JSON-lines worker QGIS drives)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser(
+        "index", help="tile, encode and index every raster of a folder (incremental, resumable)")
+    index.add_argument("folder", help="folder of rasters (searched recursively)")
+    index.add_argument("--model", required=True, help="model package (.safetensors)")
+    index.add_argument("--index", required=True, help="index folder (created if missing)")
+    index.add_argument("--tile-size", type=int, help="tile size in pixels (default: the "
+                       "model's patch size)")
+    index.add_argument("--stride", type=int, help="pixels between tiles (default: tile size)")
+    index.add_argument("--min-valid", type=float, default=0.5,
+                       help="skip tiles with a smaller valid-data fraction (default 0.5)")
+    index.add_argument("--rebuild", action="store_true",
+                       help="discard the index folder's index and build it again")
+    index.add_argument("--batch-size", type=int, default=32, help="tiles encoded at once")
+    index.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    index.add_argument("--json", help="write the result here (default: stdout)")
+    index.set_defaults(func=run_index)
+
+    query = subparsers.add_parser("query", help="search an index for tiles like a query patch")
+    query.add_argument("--index", required=True, help="index folder")
+    where = query.add_mutually_exclusive_group(required=True)
+    where.add_argument("--point", nargs=2, type=float, metavar=("X", "Y"),
+                       help="query the indexed raster at this point")
+    where.add_argument("--footprint", help="WKT footprint to read from --raster")
+    where.add_argument("--tile", type=int, help="query with an indexed tile's code")
+    query.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
+    query.add_argument("--raster", help="raster to read --footprint from (any raster)")
+    query.add_argument("--footprint-crs", help="CRS of --footprint (default: the raster's)")
+    query.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
+    query.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
+    query.add_argument("--exclude-radius", type=float, default=0.0,
+                       help="drop hits whose centre is closer than this to the query (metres)")
+    query.add_argument("--thumbnails", action="store_true",
+                       help="render PNG thumbnails of the hits (cached in the index folder)")
+    query.add_argument("--model", help="model package, when the one the index recorded has "
+                       "moved (it must be the same model: same fingerprint)")
+    query.add_argument("--json", help="write the hits here (default: stdout)")
+    query.set_defaults(func=run_query)
+
+    serve = subparsers.add_parser(
+        "serve", help="JSON-lines worker on stdin/stdout (the QGIS plugin's engine)")
+    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.set_defaults(func=run_serve)
+
+
+class ProgressPrinter:
+    """Progress with ETA on stderr: one rewritten line on a terminal, else a line every 5 s."""
+
+    def __init__(self, stream=sys.stderr):
+        import time
+
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._clock = time.monotonic
+        self._last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        now = self._clock()
+        if not self.tty and now - self._last < 5:
+            return
+        self._last = now
+        fraction = event.get("fraction")
+        eta = event.get("eta_s")
+        text = (f"[{fraction * 100:5.1f}%] " if fraction is not None else "") \
+            + (f"ETA {eta:.0f}s " if eta is not None else "") + str(event.get("message", ""))
+        if self.tty:
+            self.stream.write("\r" + text[:120].ljust(120))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.device import limit_threads, resolve_device
+    from mrhash.errors import Cancelled
+    from mrhash.indexer import build_index
+    from mrhash.jobs import JobControl
+    from mrhash.package import load_model
+
+    limit_threads()
+    printer = ProgressPrinter()
+    job = JobControl(printer)
+    # first Ctrl-C: stop at the next batch with everything committed kept; second: abort
+    previous = signal.signal(signal.SIGINT, lambda *_: (job.cancel(),
+                                                        signal.signal(signal.SIGINT, previous)))
+    model = load_model(args.model).to(resolve_device(args.device))
+    try:
+        result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
+                             job, min_valid=args.min_valid, rebuild=args.rebuild,
+                             batch_size=args.batch_size, model=model)
+    except Cancelled:
+        printer.close()
+        print("mrhash index: cancelled; committed tiles are kept, run the same command to "
+              "resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    printer.close()
+    write_json(args.json, result.to_dict())
+    print(f"mrhash index: {result.n_tiles} tiles ({result.added} added, {result.removed} "
+          f"removed, {result.unchanged} rasters unchanged, {len(result.skipped)} skipped) in "
+          f"{result.seconds:.1f} s", file=sys.stderr)
+    for item in result.skipped:
+        print(f"  skipped {item['error']}", file=sys.stderr)
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.device import limit_threads
+    from mrhash.search import Query, query_threads, run_query
+
+    limit_threads()
+    query_threads()
+    query = Query(point=tuple(args.point) if args.point else None, crs=args.crs,
+                  raster=args.raster, footprint=args.footprint,
+                  footprint_crs=args.footprint_crs, tile=args.tile, k=args.k,
+                  within=args.within, exclude_radius=args.exclude_radius,
+                  thumbnails=args.thumbnails)
+    model = None
+    if args.model:
+        from mrhash.package import load_model
+
+        model = load_model(args.model)
+    write_json(args.json, run_query(args.index, query, model))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from mrhash.worker import serve
+
+    return serve(args.device)

@@ -1,0 +1,271 @@
+"""Model sub-commands: `train` (MrHash model package from rasters), `encode` (hash codes for
+the tiles of rasters) and `eval` (retrieval scores of MrHash and baselines on a labelled
+folder)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mrhash.commands.raster import parse_bands
+from mrhash.errors import BadInput
+
+# EuroSAT-MS band order: B01 B02 B03 B04 B05 B06 B07 B08 B09 B10 B11 B12 B8A (1-based below)
+EUROSAT_PRIMARY = "4,3,2"
+EUROSAT_AUX = ["nir=8", "rededge_swir=5,6,7,13,11,12", "atmosphere=1,9,10"]
+
+TRAIN_EPILOG = """\
+sources:
+  The primary source is what queries use; auxiliary sources are only used in training, as
+  reconstruction targets. Two kinds can be mixed:
+    --aux NAME=BANDS          bands of each primary file itself (a multi-band dataset such as
+                              EuroSAT-MS, where all bands are in one file)
+    --aux-source NAME=PATH[,PATH...][@BANDS]
+                              another raster (or a product folder of per-band files) covering
+                              the primary's area; read over each sample's footprint, any CRS
+                              or resolution (e.g. the 20 m bands of a Sentinel-2 product)
+  Bands: 1-based indices (4,3,2) or names (B04,B03,B02).
+  A primary raster about one patch in size is one sample (a folder of small scenes); a bigger
+  one is cut into a tile grid (--patch-size, --stride).
+
+progress and cancellation:
+  Progress lines (percent, ETA, per-epoch loss) go to stderr. Ctrl-C stops between batches;
+  the model file is written atomically at the very end, so nothing half-done is left.
+
+examples:
+  mrhash train --primary eurosat_ms/ --primary-bands 4,3,2 --aux nir=8 \\
+      --aux rededge_swir=5,6,7,13,11,12 --aux atmosphere=1,9,10 --output eurosat.safetensors
+  mrhash train --primary s2/ --primary-bands B04,B03,B02 --stride 32 \\
+      --aux-source rededge_swir=s2/@B05,B06,B07,B8A,B11,B12 \\
+      --aux-source atmosphere=s2/@B01,B09 --output s2.safetensors
+"""
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Hyper-parameters shared by `train` and `eval` (defaults from train.TrainConfig)."""
+    from mrhash.train import TrainConfig
+
+    d = TrainConfig(primary=(), output="")
+    g = parser.add_argument_group("training")
+    g.add_argument("--clusters", type=int, default=d.clusters,
+                   help=f"k of the k-means pseudo-labels (default {d.clusters})")
+    g.add_argument("--latent-dim", type=int, default=d.latent_dim,
+                   help=f"autoencoder latent size (default {d.latent_dim})")
+    g.add_argument("--patch-size", type=int, default=d.patch_size,
+                   help=f"primary pixels per sample/tile (default {d.patch_size})")
+    g.add_argument("--stride", type=int, help="tile stride on big rasters (default: patch size)")
+    g.add_argument("--input-size", type=int, default=d.input_size,
+                   help=f"backbone input size, a multiple of 32 (default {d.input_size})")
+    g.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks,
+                   help="last backbone blocks fine-tuned; 0 freezes the backbone "
+                        f"(default {d.trainable_blocks})")
+    g.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"hash network epochs (default {d.epochs})")
+    g.add_argument("--ae-epochs", type=int, default=d.ae_epochs,
+                   help=f"autoencoder epochs (default {d.ae_epochs})")
+    g.add_argument("--max-steps", type=int, default=d.max_steps,
+                   help="cap on optimisation steps per stage; big sets run fewer epochs "
+                        f"(default {d.max_steps})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr, help=f"heads' learning rate ({d.lr})")
+    g.add_argument("--backbone-lr", type=float, default=d.backbone_lr,
+                   help=f"fine-tuned blocks' learning rate ({d.backbone_lr})")
+    g.add_argument("--recon-weight", type=float, default=d.recon_weight,
+                   help=f"lambda of the reconstruction loss ({d.recon_weight})")
+    g.add_argument("--stats-weight", type=float, default=d.stats_weight,
+                   help="weight of each source's band mean/std target vs its features "
+                        f"({d.stats_weight})")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
+                   "exactly for a seed)")
+    g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+
+
+def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
+             "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
+             "stats_weight", "seed", "device")
+    return {name: getattr(args, name) for name in names}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a MrHash model package from a primary source and auxiliary sources",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--primary", nargs="+", required=True, metavar="PATH",
+                       help="primary raster(s) or folder(s) of rasters")
+    train.add_argument("--primary-bands", help="bands of the primary (default: all)")
+    train.add_argument("--rgb", help="1-based positions of R,G,B within the primary bands "
+                       "when it has more than 3 (default: band-group mean composite)")
+    train.add_argument("--aux", action="append", default=[], metavar="NAME=BANDS",
+                       help="auxiliary source made of bands of each primary file (repeatable)")
+    train.add_argument("--aux-source", action="append", default=[],
+                       metavar="NAME=PATH[,PATH...][@BANDS]",
+                       help="auxiliary source from other raster(s) (repeatable)")
+    train.add_argument("--bits", type=int, default=64, choices=[16, 32, 64, 128],
+                       help="code length (default 64)")
+    train.add_argument("--output", "-o", required=True, help="model package (.safetensors)")
+    train.add_argument("--json", help="write the training result (history, timings) here")
+    add_training_arguments(train)
+    train.set_defaults(func=run_train)
+
+    encode = subparsers.add_parser("encode", help="hash codes for the tiles of rasters")
+    encode.add_argument("--model", "-m", required=True, help="model package (.safetensors)")
+    encode.add_argument("rasters", nargs="+", help="raster files or folders")
+    encode.add_argument("--stride", type=int, help="tile stride (default: the model's patch "
+                        "size); rasters about one patch in size are one tile")
+    encode.add_argument("--json", help="codes as hex strings with tile refs (- = stdout)")
+    encode.add_argument("--npy", help="packed uint8 codes [N, bits/8] as a .npy file")
+    encode.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    encode.set_defaults(func=run_encode)
+
+    ev = subparsers.add_parser(
+        "eval", help="retrieval mAP / P@10 of MrHash and baselines on a labelled folder",
+        description="DIR holds one sub-folder per class. Every method trains unsupervised on "
+        "all images (labels are read only to score); each image queries all others. Scores "
+        "are exact expectations over random order inside Hamming-distance ties.")
+    ev.add_argument("--dataset", required=True, metavar="DIR")
+    ev.add_argument("--bits", default="32,64", help="code lengths (default 32,64)")
+    ev.add_argument("--methods", default="mrhash,itq,lsh,float",
+                    help="among mrhash, itq, lsh, float (default: all)")
+    ev.add_argument("--R", type=int, dest="r", help="cutoff of mAP@R (default: each query's "
+                    "number of relevant images)")
+    ev.add_argument("--primary-bands", default=EUROSAT_PRIMARY,
+                    help=f"primary bands (default {EUROSAT_PRIMARY}: EuroSAT-MS RGB)")
+    ev.add_argument("--aux", action="append", metavar="NAME=BANDS",
+                    help="auxiliary band groups, repeatable; 'none' for the primary alone "
+                    f"(default EuroSAT-MS: {' '.join(EUROSAT_AUX)})")
+    ev.add_argument("--json", help="write the results here (default: stdout)")
+    add_training_arguments(ev)
+    ev.set_defaults(func=run_eval)
+
+
+def parse_aux_bands(items: list[str]) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
+    """["nir=8", "swir=11,12"] -> (("nir", (8,)), ("swir", (11, 12))); ["none"] -> ()."""
+    if items == ["none"]:
+        return ()
+    out = []
+    for item in items:
+        name, sep, bands = item.partition("=")
+        parsed = parse_bands(bands)
+        if not sep or not name.strip() or not parsed:
+            raise BadInput(f"--aux {item!r}: expected NAME=BANDS, e.g. nir=8")
+        out.append((name.strip(), parsed))
+    return tuple(out)
+
+
+def parse_aux_sources(items: list[str]) -> tuple:
+    from mrhash.datasets import aux_source_spec
+
+    specs = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        paths, _, bands = rest.partition("@")
+        if not sep or not name.strip() or not paths:
+            raise BadInput(f"--aux-source {item!r}: expected NAME=PATH[,PATH...][@BANDS]")
+        specs.append(aux_source_spec(name.strip(), paths.split(","), parse_bands(bands)))
+    return tuple(specs)
+
+
+def progress_printer(label: str):
+    """JobControl sink printing one line per event to stderr (percent, ETA, loss)."""
+    def show(event: dict[str, Any]) -> None:
+        fraction = event.get("fraction")
+        eta = event.get("eta_s")
+        parts = [f"{label}:", f"[{event.get('elapsed_s', 0):.0f}s]",
+                 f"{100 * fraction:5.1f}%" if fraction is not None else "",
+                 f"ETA {eta:.0f}s" if eta is not None else "", event.get("message", "")]
+        if "loss" in event:
+            parts.append(f"loss={event['loss']:.4f}")
+        print(" ".join(p for p in parts if p), file=sys.stderr, flush=True)
+
+    return show
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.datasets import specs_from_paths
+    from mrhash.device import limit_threads
+    from mrhash.jobs import JobControl
+    from mrhash.train import TrainConfig, train_model
+
+    limit_threads()
+    rgb = parse_bands(args.rgb)
+    config = TrainConfig(
+        primary=tuple(specs_from_paths(args.primary, parse_bands(args.primary_bands))),
+        output=args.output, auxiliary=parse_aux_sources(args.aux_source),
+        aux_bands=parse_aux_bands(args.aux), bits=args.bits,
+        rgb=tuple(int(b) - 1 for b in rgb) if rgb else None, **training_kwargs(args))
+    job = JobControl(progress_printer("train"), min_interval_s=1.0)
+    result = train_model(config, job)
+    for skip in result.skipped:
+        print(f"skipped {skip['path']}: {skip['error']}", file=sys.stderr)
+    print(f"model {result.model} ({result.n_samples} samples, {result.seconds:.1f} s on "
+          f"{result.device}) fingerprint {result.fingerprint[:16]}", file=sys.stderr)
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from mrhash.cli import write_json
+    from mrhash.datasets import RasterSamples, specs_from_paths
+    from mrhash.device import limit_threads, resolve_device
+    from mrhash.evaluate import encode_samples
+    from mrhash.fileio import atomic_write_bytes
+    from mrhash.package import load_model
+
+    if not args.json and not args.npy:
+        raise BadInput("give --json and/or --npy for the codes")
+    limit_threads()
+    model = load_model(args.model).to(resolve_device(args.device))
+    specs = specs_from_paths(args.rasters, model.primary.bands)
+    with RasterSamples(specs, patch_size=model.patch_size, stride=args.stride) as samples:
+        if len(samples) == 0:
+            raise BadInput("no readable tile in the rasters given: "
+                           + "; ".join(f"{s['path']}: {s['error']}" for s in samples.skipped))
+        packed = encode_samples(model, samples)
+        refs, skipped = samples.refs, samples.skipped
+    if args.npy:
+        buffer = io.BytesIO()
+        np.save(buffer, packed)
+        atomic_write_bytes(args.npy, buffer.getvalue())
+    if args.json:
+        write_json(args.json, {"model": args.model, "fingerprint": model.fingerprint,
+                               "bits": model.bits, "patch_size": model.patch_size,
+                               "codes": [{"ref": r, "code": c.tobytes().hex()}
+                                         for r, c in zip(refs, packed, strict=True)],
+                               "skipped": skipped})
+    for skip in skipped:
+        print(f"skipped {skip['path']}: {skip['error']}", file=sys.stderr)
+    print(f"{len(packed)} codes of {model.bits} bits", file=sys.stderr)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.device import limit_threads
+    from mrhash.evaluate import evaluate_dataset
+    from mrhash.jobs import JobControl
+    from mrhash.train import check_bits
+
+    limit_threads()
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError:
+        raise BadInput(f"--bits {args.bits!r}: expected numbers like 32,64") from None
+    check_bits(bits)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = evaluate_dataset(
+        args.dataset, bits, methods, training_kwargs(args), parse_bands(args.primary_bands),
+        parse_aux_bands(args.aux if args.aux is not None else EUROSAT_AUX), r=args.r,
+        job=JobControl(progress_printer("eval"), min_interval_s=2.0))
+    write_json(args.json, result)
+    for row in result["results"]:
+        print(f"{row['method']:>7} {row['bits'] or '-':>4}  mAP {row['map']:.4f}  "
+              f"mAP@R {row['map_at_r']:.4f}  P@10 {row['p_at_10']:.4f}", file=sys.stderr)
+    return 0

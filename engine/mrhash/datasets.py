@@ -1,0 +1,188 @@
+"""Training and evaluation samples: for every sample, one raw patch per source (primary first).
+
+`Samples` is what training reads; `RasterSamples` reads them through the raster layer: a
+primary raster no bigger than about one patch is one sample (a folder of small scenes such as
+EuroSAT), a bigger one is cut into a tile grid; auxiliary sources are either named band
+groups of the primary file itself or other rasters read over the same footprint
+(co-registered by `coreg.MultiSourceReader`).
+No label is ever read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mrhash.coreg import MultiSourceReader
+from mrhash.errors import BadInput
+from mrhash.sources import (
+    SourceSpec,
+    group_band_files,
+    open_source,
+    raster_files,
+    spec_from_folder,
+)
+from mrhash.tiling import Tile, tile_grid
+
+
+class Samples(Protocol):
+    names: tuple[str, ...]          # source names, primary first
+    band_counts: tuple[int, ...]    # bands per source
+    refs: list[str]                 # one id per sample (path, or path#col,row,w,h)
+
+    def __len__(self) -> int: ...
+
+    def read_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per source: (raw float32 [B, C, H, W], bool valid mask [B, H, W])."""
+        ...
+
+
+def specs_from_paths(paths: Sequence[str | Path], bands: Sequence[int | str] | None = None,
+                     name: str = "primary") -> list[SourceSpec]:
+    """Sources named on a command line: a file is one source; a folder (searched recursively)
+    gives one source per raster, except that per-band files of one product (s2_B02.jp2,
+    s2_B03.jp2, ...) form a single source, and lone files beside a product (a preview image)
+    are ignored."""
+    specs = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            groups = group_band_files(raster_files(p))
+            product_dirs = {Path(g[0]).parent for g in groups if len(g) > 1}
+            groups = [g for g in groups if len(g) > 1 or Path(g[0]).parent not in product_dirs]
+            if not groups:
+                raise BadInput("no raster files in this folder", path=str(p))
+        elif p.is_file():
+            groups = [(str(p),)]
+        else:
+            raise BadInput("no such file or folder", path=str(p))
+        specs += [SourceSpec(name, group, tuple(bands) if bands else None) for group in groups]
+    return specs
+
+
+def aux_source_spec(name: str, paths: Sequence[str | Path],
+                    bands: Sequence[int | str] | None = None) -> SourceSpec:
+    """One auxiliary source: a product folder (its per-band files or single raster, a lone
+    preview ignored) or raster file(s) whose bands are concatenated in order."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return spec_from_folder(paths[0], bands, name)
+    for path in paths:
+        if not Path(path).is_file():
+            raise BadInput(f"auxiliary source {name!r}: no such file", path=str(path))
+    return SourceSpec(name, tuple(str(p) for p in paths), tuple(bands) if bands else None)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    primary: int          # index into the primary specs
+    tile: Tile | None     # None: the whole (small) raster is the sample
+    ref: str
+
+
+class RasterSamples:
+    """Samples read through the raster layer (see the module docstring). Unreadable primary
+    rasters are skipped and listed in `skipped` ({path, error}); one bad file never stops a
+    folder. Sources of the current primary file stay open while its samples are read (samples
+    are ordered by file), auxiliary rasters stay open until `close()`."""
+
+    def __init__(self, primary: Sequence[SourceSpec], auxiliary: Sequence[SourceSpec] = (),
+                 aux_bands: Sequence[tuple[str, tuple[int | str, ...]]] = (),
+                 patch_size: int = 64, stride: int | None = None, min_valid: float = 0.5):
+        self.primary_specs = list(primary)
+        self.aux_bands = [(name, tuple(bands)) for name, bands in aux_bands]
+        self.patch_size = patch_size
+        self.names = ("primary", *(n for n, _ in self.aux_bands), *(s.name for s in auxiliary))
+        if len(set(self.names)) != len(self.names):
+            raise BadInput(f"source names must differ, got {', '.join(self.names)}")
+        self.skipped: list[dict[str, str]] = []
+        self._auxiliary = [open_source(spec) for spec in auxiliary]
+        self._open: tuple[int, MultiSourceReader] | None = None
+        self._samples: list[_Sample] = []
+        counts: tuple[int, ...] | None = None
+        try:
+            for i, spec in enumerate(self.primary_specs):
+                try:
+                    reader = self._reader(i)
+                    file_counts = tuple(s.count for s in reader.sources)
+                    if counts is not None and file_counts != counts:
+                        raise BadInput(f"bands per source {file_counts} differ from the first "
+                                       f"raster's {counts}", path=spec.paths[0])
+                    self._samples += self._plan(i, reader.primary, stride, min_valid)
+                    counts = file_counts
+                except BadInput as error:
+                    self._close_current()
+                    self.skipped.append({"path": spec.paths[0], "error": error.message})
+        except BaseException:
+            self.close()
+            raise
+        self.band_counts = counts or ()
+        self.refs = [s.ref for s in self._samples]
+
+    @classmethod
+    def from_config(cls, config) -> RasterSamples:
+        return cls(config.primary, config.auxiliary, config.aux_bands, config.patch_size,
+                   config.stride)
+
+    def _plan(self, i: int, source, stride: int | None, min_valid: float) -> list[_Sample]:
+        path = source.path
+        # a raster up to 1.5 patches wide is one scene, read whole at patch_size
+        if max(source.width, source.height) <= 1.5 * self.patch_size:
+            return [_Sample(i, None, path)]
+        return [_Sample(i, t, f"{path}#{','.join(map(str, t.window))}")
+                for t in tile_grid(source, self.patch_size, stride, min_valid)]
+
+    def _reader(self, i: int) -> MultiSourceReader:
+        if self._open is not None and self._open[0] == i:
+            return self._open[1]
+        self._close_current()
+        spec = self.primary_specs[i]
+        opened = [open_source(SourceSpec("primary", spec.paths, spec.bands))]
+        try:
+            opened += [open_source(SourceSpec(name, spec.paths, bands))
+                       for name, bands in self.aux_bands]
+            reader = MultiSourceReader(opened[0], opened[1:] + self._auxiliary)
+        except BaseException:
+            for source in opened:
+                source.close()
+            raise
+        self._open = (i, reader)
+        return reader
+
+    def _close_current(self) -> None:
+        if self._open is not None:
+            reader = self._open[1]
+            for source in reader.sources[:1 + len(self.aux_bands)]:
+                source.close()
+            self._open = None
+
+    def close(self) -> None:
+        self._close_current()
+        for source in self._auxiliary:
+            source.close()
+
+    def __enter__(self) -> RasterSamples:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def read_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        per_source: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.names]
+        for index in indices:
+            sample = self._samples[int(index)]
+            reader = self._reader(sample.primary)
+            if sample.tile is None:
+                patches = reader.read(reader.primary.footprint, self.patch_size)
+            else:
+                patches = reader.read_tile(sample.tile)
+            for s, patch in enumerate(patches):
+                per_source[s].append(patch)
+        return [(np.stack([a for a, _ in items]), np.stack([m for _, m in items]))
+                for items in per_source]

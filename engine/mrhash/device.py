@@ -1,0 +1,43 @@
+"""CPU/CUDA choice and thread count, in one place so the CLI, the worker and training agree."""
+
+from __future__ import annotations
+
+import os
+
+from mrhash.errors import BadInput
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto"):
+    """`auto` -> CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a user error."""
+    import torch
+
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+        raise BadInput(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"device {name!r} requested but torch sees no CUDA GPU "
+                       f"(torch {torch.__version__}); use --device cpu")
+    return torch.device(name)
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def limit_threads(max_threads: int | None = None) -> int:
+    """Cap torch's intra-op threads (the CPU is often shared with QGIS or other jobs).
+    MRHASH_THREADS overrides; default: all cores but at most 4."""
+    import torch
+
+    env = os.environ.get("MRHASH_THREADS")
+    if max_threads is None:
+        max_threads = int(env) if env else min(4, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, max_threads))
+    return torch.get_num_threads()

@@ -1,0 +1,417 @@
+"""Binary (Hamming) index of tile codes, on FAISS.
+
+Two layouts, chosen by size (`IndexPolicy.exact_max_bytes`, 32 MiB of codes by default):
+- "flat" (exact): `faiss.IndexBinaryFlat`; tile ids are kept as runs of consecutive ids (ids
+  are added in increasing order), so memory is the raw code bytes plus a few runs.
+- "ivf" (approximate, above that size): codes grouped by coarse cell (centroids trained by
+  FAISS's binary IVF k-means), each query scans the `nprobe` nearest cells with FAISS's
+  Hamming kernel. Unlike `faiss.IndexBinaryIVF` (an int64 id per code: 2x the raw bytes of
+  64-bit codes) ids are stored as uint32, so memory is 1.5x the raw bytes of 64-bit codes.
+  `nprobe` is calibrated when the layout is built: the smallest power of two whose tie-aware
+  recall@k versus the exact scan, on a sample of the indexed codes, reaches `target_recall`.
+
+The SQLite store (metadata.py) holds every code and is the truth; this index is a fast-loading
+cache of it. The file carries the store's `generation`, a CRC of the payload and its length,
+so a stale cache (a build killed between a commit and the save) is told apart from a
+truncated or corrupted file (`IndexCorrupted`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mrhash.errors import IndexCorrupted
+from mrhash.fileio import atomic_write_bytes
+
+MAGIC = b"MRHASHIX"
+FORMAT_VERSION = 1
+_HEADER_LEN = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    # exact scan while the codes fit in 32 MiB (4.2M 64-bit codes, ~2 ms on 2 cores, see
+    # docs/benchmarks/index.md); above, the cell layout keeps a query under a millisecond
+    exact_max_bytes: int = 32 * 2**20
+    target_recall: float = 0.95
+    recall_k: int = 50
+    calibration_queries: int = 200
+    seed: int = 0
+
+
+def _nlist(n: int) -> int:
+    # ~sqrt(N) cells keeps both the centroid scan and the cell scans short
+    return int(min(max(int(np.sqrt(n)), 64), 16384))
+
+
+def tie_aware_recall(dist: np.ndarray, exact_dist: np.ndarray) -> float:
+    """Share of returned hits no farther than the exact k-th distance. Hamming distances tie
+    a lot, so any of the tied codes is as right an answer as the one an exact scan returned."""
+    kth = exact_dist[:, -1:]
+    return float(((dist <= kth) & (dist >= 0)).sum() / dist.size)
+
+
+def _id_dtype(ids: np.ndarray) -> np.dtype:
+    return np.dtype(np.uint32) if not len(ids) or int(ids.max()) < 2**32 else np.dtype(np.int64)
+
+
+class _Flat:
+    """Exact: IndexBinaryFlat; position p of run r holds id run_id[r] + p - run_pos[r]."""
+
+    kind = "flat"
+
+    def __init__(self, bits: int):
+        self.bits, self.code_bytes = bits, bits // 8
+        self.faiss = faiss.IndexBinaryFlat(bits)
+        self.run_pos = np.zeros(0, np.int64)
+        self.run_id = np.zeros(0, np.int64)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.faiss.ntotal)
+
+    def memory_bytes(self) -> int:
+        return self.ntotal * self.code_bytes + 16 * len(self.run_pos)
+
+    def ids(self) -> np.ndarray:
+        lengths = np.diff(np.append(self.run_pos, self.ntotal))
+        return np.repeat(self.run_id - self.run_pos, lengths) + np.arange(self.ntotal)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids(), faiss.vector_to_array(self.faiss.xb).reshape(-1, self.code_bytes)
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        n = self.ntotal
+        last = self.run_id[-1] + n - 1 - self.run_pos[-1] if n else -1
+        if ids[0] <= last or np.any(np.diff(ids) <= 0):
+            raise ValueError("ids must be added in increasing order, above every id present")
+        starts = np.flatnonzero(np.diff(ids, prepend=ids[0] - 2) != 1)
+        if n and ids[0] == last + 1:
+            starts = starts[1:]  # the batch continues the last run
+        self.run_pos = np.append(self.run_pos, n + starts)
+        self.run_id = np.append(self.run_id, ids[starts])
+        self.faiss.add(codes)
+
+    def remove(self, ids: np.ndarray) -> None:
+        present = self.ids()
+        gone = np.isin(present, ids)
+        if gone.any():
+            self.faiss.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(gone).astype(np.int64)))
+            kept = present[~gone]
+            self.run_pos = np.flatnonzero(np.diff(kept, prepend=kept[0] - 2) != 1) \
+                if len(kept) else np.zeros(0, np.int64)
+            self.run_id = kept[self.run_pos] if len(kept) else np.zeros(0, np.int64)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, positions = self.faiss.search(queries, k)
+        run = (np.searchsorted(self.run_pos, positions, side="right") - 1).clip(0)
+        ids = self.run_id[run] + positions - self.run_pos[run]
+        return dist, np.where(positions < 0, -1, ids)
+
+    def to_arrays(self) -> list[np.ndarray]:
+        return [faiss.serialize_index_binary(self.faiss), self.run_pos, self.run_id]
+
+    @classmethod
+    def from_arrays(cls, bits: int, arrays: list[np.ndarray], header: dict) -> _Flat:
+        flat = cls(bits)
+        flat.faiss = faiss.deserialize_index_binary(arrays[0])
+        flat.run_pos, flat.run_id = arrays[1].astype(np.int64), arrays[2].astype(np.int64)
+        return flat
+
+
+class _Cells:
+    """Approximate: codes grouped by nearest centroid (cell), uint32 ids; codes added since
+    the last `regroup()` wait in a tail that every search scans in full."""
+
+    kind = "ivf"
+
+    def __init__(self, bits: int, centroids: np.ndarray, nprobe: int = 1):
+        self.bits, self.code_bytes = bits, bits // 8
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.uint8)
+        self.quantizer = faiss.IndexBinaryFlat(bits)
+        self.quantizer.add(self.centroids)
+        self.nlist = len(centroids)
+        self.nprobe = nprobe
+        self.offsets = np.zeros(self.nlist + 1, np.int64)
+        self.codes = np.zeros((0, self.code_bytes), np.uint8)
+        self.cell_ids = np.zeros(0, np.uint32)
+        self.tail_codes = np.zeros((0, self.code_bytes), np.uint8)
+        self.tail_ids = np.zeros(0, np.int64)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.cell_ids) + len(self.tail_ids)
+
+    def memory_bytes(self) -> int:
+        return (self.codes.nbytes + self.cell_ids.nbytes + self.offsets.nbytes
+                + self.centroids.nbytes + self.tail_codes.nbytes + self.tail_ids.nbytes)
+
+    def _assign(self, codes: np.ndarray) -> np.ndarray:
+        cells = np.empty(len(codes), np.int64)
+        for start in range(0, len(codes), 1 << 20):  # bounds the distance buffers
+            cells[start:start + (1 << 20)] = self.quantizer.search(
+                codes[start:start + (1 << 20)], 1)[1][:, 0]
+        return cells
+
+    def regroup(self) -> None:
+        """Move the tail into the cells (one stable sort of everything)."""
+        if not len(self.tail_ids):
+            return
+        cells = np.concatenate([np.repeat(np.arange(self.nlist), np.diff(self.offsets)),
+                                self._assign(self.tail_codes)])
+        order = np.argsort(cells, kind="stable")
+        ids = np.concatenate([self.cell_ids.astype(np.int64), self.tail_ids])[order]
+        self.codes = np.concatenate([self.codes, self.tail_codes])[order]
+        self.cell_ids = ids.astype(_id_dtype(ids))
+        self.offsets = np.concatenate(
+            [[0], np.cumsum(np.bincount(cells, minlength=self.nlist))]).astype(np.int64)
+        self.tail_codes = np.zeros((0, self.code_bytes), np.uint8)
+        self.tail_ids = np.zeros(0, np.int64)
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.concatenate([self.cell_ids.astype(np.int64), self.tail_ids])
+        order = np.argsort(ids)
+        return ids[order], np.concatenate([self.codes, self.tail_codes])[order]
+
+    def ids(self) -> np.ndarray:
+        return self.contents()[0]
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        self.tail_ids = np.concatenate([self.tail_ids, ids])
+        self.tail_codes = np.concatenate([self.tail_codes, codes])
+
+    def remove(self, ids: np.ndarray) -> None:
+        gone = np.isin(self.cell_ids, ids)
+        if gone.any():
+            kept = np.concatenate([[0], np.cumsum(~gone)])
+            self.offsets = kept[self.offsets]
+            self.codes, self.cell_ids = self.codes[~gone], self.cell_ids[~gone]
+        tail_gone = np.isin(self.tail_ids, ids)
+        self.tail_codes, self.tail_ids = self.tail_codes[~tail_gone], self.tail_ids[~tail_gone]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, cells = self.quantizer.search(queries, min(self.nprobe, self.nlist))
+        dist = np.full((len(queries), k), -1, np.int32)
+        found = np.full((len(queries), k), -1, np.int64)
+        for i, row in enumerate(cells):
+            row = row[row >= 0]
+            parts = [self.codes[self.offsets[c]:self.offsets[c + 1]] for c in row]
+            id_parts = [self.cell_ids[self.offsets[c]:self.offsets[c + 1]] for c in row]
+            candidates = np.concatenate(parts + [self.tail_codes])
+            if not len(candidates):
+                continue
+            candidate_ids = np.concatenate([p.astype(np.int64) for p in id_parts]
+                                           + [self.tail_ids])
+            d, p = faiss.knn_hamming(queries[i:i + 1], candidates, min(k, len(candidates)))
+            dist[i, :d.shape[1]] = d[0]
+            found[i, :d.shape[1]] = candidate_ids[p[0]]
+        return dist, found
+
+    def to_arrays(self) -> list[np.ndarray]:
+        self.regroup()
+        return [self.centroids, self.offsets, self.codes, self.cell_ids]
+
+    @classmethod
+    def from_arrays(cls, bits: int, arrays: list[np.ndarray], header: dict) -> _Cells:
+        code_bytes = bits // 8
+        cells = cls(bits, arrays[0].reshape(-1, code_bytes), int(header["nprobe"]))
+        cells.offsets = arrays[1].astype(np.int64)
+        cells.codes = arrays[2].reshape(-1, code_bytes)
+        cells.cell_ids = arrays[3].astype(np.dtype(header["id_dtype"]))
+        return cells
+
+
+_LAYOUTS = {"flat": _Flat, "ivf": _Cells}
+
+
+class BinaryIndex:
+    """Tile id -> packed code, searched by Hamming distance."""
+
+    def __init__(self, bits: int, policy: IndexPolicy | None = None):
+        if bits % 8 or bits <= 0:
+            raise ValueError(f"bits must be a positive multiple of 8, not {bits}")
+        self.bits = bits
+        self.policy = policy or IndexPolicy()
+        self.calibrated_recall: float | None = None
+        self._layout: _Flat | _Cells = _Flat(bits)
+
+    @property
+    def kind(self) -> str:
+        return self._layout.kind
+
+    @property
+    def nprobe(self) -> int:
+        return getattr(self._layout, "nprobe", 0)
+
+    @property
+    def ntotal(self) -> int:
+        return self._layout.ntotal
+
+    @property
+    def code_bytes(self) -> int:
+        return self.bits // 8
+
+    @property
+    def exact_max(self) -> int:
+        """Most codes searched exactly."""
+        return self.policy.exact_max_bytes // self.code_bytes
+
+    def memory_bytes(self) -> int:
+        """Bytes held for the codes, ids and structure (what a search keeps in memory)."""
+        return self._layout.memory_bytes()
+
+    # -- content -------------------------------------------------------------------------
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[1] != self.code_bytes:
+            raise ValueError(f"codes must be uint8 [n, {self.code_bytes}], got {codes.shape}")
+        return codes
+
+    def all_ids(self) -> np.ndarray:
+        return self._layout.ids()
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids ascending, codes) of everything indexed."""
+        return self._layout.contents()
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        codes = self._check_codes(codes)
+        if len(ids) != len(codes):
+            raise ValueError("ids and codes differ in length")
+        if len(ids):
+            self._layout.add(ids, codes)
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        before = self.ntotal
+        if len(ids) and before:
+            self._layout.remove(ids)
+        return before - self.ntotal
+
+    # -- search --------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (distances int32 [nq, k], ids int64 [nq, k]); missing hits are id -1."""
+        queries = self._check_codes(queries)
+        k = max(int(k), 1)
+        dist = np.full((len(queries), k), -1, np.int32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        if self.ntotal:
+            d, i = self._layout.search(queries, min(k, self.ntotal))
+            dist[:, :d.shape[1]], ids[:, :i.shape[1]] = d, i
+        return dist, ids
+
+    # -- layout --------------------------------------------------------------------------
+    def optimize(self) -> None:
+        """Pick the layout for the current size: exact up to `exact_max` codes, cells above
+        (hysteresis: back to exact only below half of it); fold a tail into the cells."""
+        n = self.ntotal
+        if self.kind == "flat" and n > self.exact_max:
+            self._build_cells(*self.contents())
+        elif self.kind == "ivf" and n < self.exact_max // 2:
+            ids, codes = self.contents()
+            self._layout, self.calibrated_recall = _Flat(self.bits), None
+            self.add(ids, codes)
+        elif self.kind == "ivf":
+            self._layout.regroup()
+
+    def _build_cells(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        policy = self.policy
+        rng = np.random.default_rng(policy.seed)
+        nlist = _nlist(len(codes))
+        sample = codes[rng.choice(len(codes), min(len(codes), 64 * nlist), replace=False)]
+        trainer = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.bits), self.bits, nlist)
+        trainer.cp.niter = 10
+        trainer.train(sample)
+        quantizer = faiss.downcast_IndexBinary(trainer.quantizer)
+        centroids = faiss.vector_to_array(quantizer.xb).reshape(nlist, self.code_bytes)
+        cells = _Cells(self.bits, centroids)
+        cells.add(ids, codes)
+        cells.regroup()
+        # calibrate nprobe on indexed codes used as queries (as in a query by tile id)
+        queries = codes[rng.choice(len(codes), min(len(codes), policy.calibration_queries),
+                                   replace=False)]
+        k = min(policy.recall_k, len(codes))
+        exact_dist, _ = faiss.knn_hamming(queries, codes, k)
+        recall = 0.0
+        while True:
+            dist, _ = cells.search(queries, k)
+            recall = tie_aware_recall(dist, exact_dist)
+            if recall >= policy.target_recall or cells.nprobe >= nlist:
+                break
+            cells.nprobe = min(cells.nprobe * 2, nlist)
+        self._layout, self.calibrated_recall = cells, recall
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_bytes(self, generation: int) -> bytes:
+        arrays = [np.ascontiguousarray(a) for a in self._layout.to_arrays()]
+        blobs = [a.tobytes() for a in arrays]
+        crc = 0
+        for blob in blobs:
+            crc = zlib.crc32(blob, crc)
+        header = {
+            "format_version": FORMAT_VERSION, "bits": self.bits, "kind": self.kind,
+            "ntotal": self.ntotal, "generation": int(generation), "nprobe": self.nprobe,
+            "calibrated_recall": self.calibrated_recall, "policy": asdict(self.policy),
+            "arrays": [[a.dtype.str, len(b)] for a, b in zip(arrays, blobs, strict=True)],
+            "id_dtype": arrays[-1].dtype.str, "crc32": crc,
+        }
+        head = json.dumps(header).encode()
+        return b"".join([MAGIC, _HEADER_LEN.pack(len(head)), head, *blobs])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "index") -> tuple[BinaryIndex, dict]:
+        """-> (index, header); IndexCorrupted naming `source` when anything does not add up."""
+        def corrupted(why: str) -> IndexCorrupted:
+            return IndexCorrupted(f"{why}; rebuild it with `mrhash index --rebuild`",
+                                  path=source)
+
+        if len(data) < len(MAGIC) + _HEADER_LEN.size or not data.startswith(MAGIC):
+            raise corrupted("not an MrHash index file (bad magic or truncated)")
+        (head_len,) = _HEADER_LEN.unpack_from(data, len(MAGIC))
+        start = len(MAGIC) + _HEADER_LEN.size
+        try:
+            header = json.loads(data[start:start + head_len])
+            layout = _LAYOUTS[header["kind"]]
+            specs = [(np.dtype(dtype), int(size)) for dtype, size in header["arrays"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise corrupted(f"unreadable header ({error})") from None
+        if header.get("format_version") != FORMAT_VERSION:
+            raise corrupted(f"unsupported format version {header.get('format_version')}")
+        body = memoryview(data)[start + head_len:]
+        expected = sum(size for _, size in specs)
+        if len(body) != expected:
+            raise corrupted(f"truncated: {len(body)} bytes of data, {expected} expected")
+        arrays, offset, crc = [], 0, 0
+        for dtype, size in specs:
+            blob = body[offset:offset + size]
+            crc = zlib.crc32(blob, crc)
+            arrays.append(np.frombuffer(blob, dtype=dtype))
+            offset += size
+        if crc != header["crc32"]:
+            raise corrupted("checksum mismatch (corrupted file)")
+        index = cls(int(header["bits"]), IndexPolicy(**header["policy"]))
+        index._layout = layout.from_arrays(index.bits, arrays, header)
+        index.calibrated_recall = header["calibrated_recall"]
+        if index.ntotal != header["ntotal"]:
+            raise corrupted(f"holds {index.ntotal} codes, header says {header['ntotal']}")
+        return index, header
+
+    def save(self, path: str | Path, generation: int) -> None:
+        atomic_write_bytes(path, self.to_bytes(generation))
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[BinaryIndex, dict]:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise IndexCorrupted(f"cannot read the index file ({error.strerror})",
+                                 path=str(path)) from None
+        return cls.from_bytes(data, str(path))

@@ -1,0 +1,380 @@
+"""`mrhash index`: tile every raster of a folder, encode the tiles with a model, store them.
+
+Incremental: a raster whose size+mtime (or, after a touch, content hash) is unchanged is
+skipped, new ones are added, removed ones dropped, changed ones re-encoded.
+
+Resumable after a kill at any moment: each batch of a raster's tiles is committed to SQLite in
+one transaction (its last batch also marks the raster done); the tile grid is deterministic, so
+a re-run continues a 'partial' raster at its next tile ordinal with the ids a clean run would
+have given. The FAISS file is a cache of the store's codes, rewritten atomically at the end
+(and on cancel); a stale one is rebuilt from the store when the index is opened.
+
+Reading runs in a thread ahead of the encoder (rasterio and torch both release the GIL), so
+indexing is bound by the encoder, not by reads.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mrhash.errors import BadInput, IndexCorrupted, MrHashError
+from mrhash.index import BinaryIndex
+from mrhash.jobs import JobControl
+from mrhash.metadata import FileRecord, FileState, MetadataStore, TileRow
+from mrhash.sources import (
+    Source,
+    SourceSpec,
+    group_band_files,
+    open_source,
+    raster_files,
+)
+from mrhash.tiling import Tile, tile_grid
+
+DB_FILE = "index.sqlite"
+CODES_FILE = "codes.faiss"
+THUMBNAIL_DIR = "thumbnails"
+BATCH_SIZE = 32
+
+
+class IndexFolder:
+    """An index directory: the SQLite store (truth) and the FAISS cache of its codes."""
+
+    def __init__(self, root: str | Path, *, create: bool = False):
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not (self.root / DB_FILE).is_file():
+            raise IndexCorrupted(f"not an index folder (no {DB_FILE}; build one with "
+                                 "`mrhash index`)", path=str(self.root))
+        self.store = MetadataStore(self.root / DB_FILE, create=create)
+
+    @property
+    def codes_path(self) -> Path:
+        return self.root / CODES_FILE
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return self.root / THUMBNAIL_DIR
+
+    def close(self) -> None:
+        self.store.close()
+
+    def meta(self) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.store.db.execute("SELECT key, value FROM meta")}
+
+    @property
+    def bits(self) -> int:
+        bits = self.store.get("bits")
+        if bits is None:
+            raise IndexCorrupted("index has no model recorded (interrupted before its first "
+                                 "raster); run `mrhash index` again", path=str(self.root))
+        return int(bits)
+
+    def n_tiles(self) -> int:
+        return int(self.store.db.execute(
+            "SELECT COALESCE(SUM(n_tiles), 0) FROM files").fetchone()[0])
+
+    def load_codes(self) -> BinaryIndex:
+        """The FAISS index, checked against the store: a corrupted file raises IndexCorrupted,
+        a stale one (older generation or another size) is rebuilt from the store's codes."""
+        bits = self.bits
+        generation, n_tiles = self.store.generation, self.n_tiles()
+        if self.codes_path.exists():
+            index, header = BinaryIndex.load(self.codes_path)
+            if index.bits != bits:
+                raise IndexCorrupted(f"{index.bits}-bit codes but the database records {bits} "
+                                     "bits; rebuild with `mrhash index --rebuild`",
+                                     path=str(self.codes_path))
+            if header["generation"] == generation and index.ntotal == n_tiles:
+                return index
+            print(f"mrhash: {self.codes_path} is stale (generation {header['generation']}, "
+                  f"database {generation}); rebuilding it from the database", file=sys.stderr)
+        index = BinaryIndex(bits)
+        ids, codes = self.store.all_codes(bits // 8)
+        index.add(ids, codes)
+        index.optimize()
+        return index
+
+    def save_codes(self, index: BinaryIndex) -> None:
+        index.optimize()
+        index.save(self.codes_path, self.store.generation)
+
+
+@dataclass
+class IndexResult:
+    index: str
+    n_tiles: int
+    added: int = 0          # tiles added
+    removed: int = 0        # tiles removed (files gone or changed)
+    unchanged: int = 0      # rasters left as they were
+    files_indexed: int = 0
+    files_removed: int = 0
+    skipped: list[dict] = field(default_factory=list)  # [{path, error}]
+    seconds: float = 0.0
+    tiles_per_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def discover(folder: str | Path, bands: Sequence[int | str] | None) -> list[SourceSpec]:
+    """Every raster (or per-band product) under `folder`, with the model's band selection."""
+    if not Path(folder).is_dir():
+        raise BadInput("not a folder", path=str(folder))
+    return [SourceSpec("primary", paths, bands)
+            for paths in group_band_files(raster_files(folder))]
+
+
+def tile_patches(source: Source, tiles: Sequence[Tile], patch_size: int,
+                 batch_size: int = BATCH_SIZE,
+                 stop: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first tile position, raw float32 [n, C, patch, patch]) batches, read by a thread
+    ahead of the consumer. Read errors are raised in the consumer."""
+    batches: queue.Queue = queue.Queue(maxsize=3)
+    stop = stop or threading.Event()
+
+    def produce() -> None:
+        try:
+            for start in range(0, len(tiles), batch_size):
+                if stop.is_set():
+                    return
+                chunk = tiles[start:start + batch_size]
+                array = np.stack([source.read(t.footprint, (patch_size, patch_size))[0]
+                                  for t in chunk])
+                batches.put((start, array))
+            batches.put(None)
+        except BaseException as error:  # handed to the consumer, which raises it
+            batches.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="mrhash-reader")
+    thread.start()
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                batches.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+def expected_bands(model) -> int | None:
+    """Band count the model encodes (its primary band selection applied)."""
+    return getattr(model, "n_bands", None)
+
+
+def open_for_model(spec: SourceSpec, model, cache_bytes: int | None = None) -> Source:
+    """Open a source and check it has the band count the model encodes."""
+    source = open_source(spec) if cache_bytes is None else open_source(spec, cache_bytes)
+    want = expected_bands(model)
+    if want is not None and source.count != want:
+        source.close()
+        raise BadInput(f"has {source.count} bands with the model's band selection, the model "
+                       f"encodes {want}", path=spec.paths[0])
+    return source
+
+
+def encode_tiles(model, spec: SourceSpec, tile_size: int | None = None,
+                 min_valid: float = 0.5) -> np.ndarray:
+    """Codes of every tile of one source (benchmarks use it to get real codes)."""
+    with open_for_model(spec, model) as source:
+        tiles = tile_grid(source, tile_size or model.patch_size, None, min_valid)
+        return np.concatenate([model.encode(batch)
+                               for _, batch in tile_patches(source, tiles, model.patch_size)])
+
+
+def _tile_rows(tiles: Sequence[Tile], first_ordinal: int) -> list[TileRow]:
+    rows = []
+    for i, tile in enumerate(tiles):
+        try:
+            bounds4326 = tile.footprint.to("EPSG:4326").bounds
+        except MrHashError:
+            bounds4326 = (np.nan,) * 4
+        rows.append(TileRow(first_ordinal + i, tile.window, tile.footprint.bounds,
+                            bounds4326, tile.valid_fraction))
+    return rows
+
+
+class _Builder:
+    """One `build_index` run."""
+
+    def __init__(self, folder: IndexFolder, model, tile_size: int, stride: int,
+                 min_valid: float, job: JobControl | None, batch_size: int):
+        self.folder, self.model, self.job = folder, model, job
+        self.tile_size, self.stride, self.min_valid = tile_size, stride, min_valid
+        self.batch_size = batch_size
+        self.store = folder.store
+        self.index = folder.load_codes()
+        self.tiles_done = 0
+
+    def _progress(self, file_no: int, n_files: int, within: float, message: str) -> None:
+        if self.job:  # no metrics here: they would bypass the report rate limit
+            self.job.report(file_no + within, n_files,
+                            f"raster {file_no + 1}/{n_files} {message} ({self.tiles_done} tiles)")
+
+    def remove(self, path: str) -> int:
+        ids = self.store.remove_file(path)
+        self.index.remove(np.asarray(ids))
+        return len(ids)
+
+    def index_file(self, spec: SourceSpec, record: FileRecord | None, state: FileState,
+                   file_no: int, n_files: int) -> tuple[int, int]:
+        """Index (or finish) one raster. -> (tiles added, tiles removed)."""
+        name = Path(spec.paths[0]).name
+        with open_for_model(spec, self.model) as source:
+            tiles = tile_grid(source, self.tile_size, self.stride, self.min_valid)
+            resume = (record is not None and record.status == "partial"
+                      and record.paths == state.paths and record.n_grid == len(tiles)
+                      and record.size == state.size
+                      and (record.mtime_ns == state.mtime_ns
+                           or record.hash == state.content_hash()))
+            removed = 0
+            if resume:
+                file_id, start = record.id, self.store.next_ordinal(record.id)
+            else:
+                try:
+                    bounds4326 = source.footprint.to("EPSG:4326").bounds
+                except MrHashError:
+                    bounds4326 = (np.nan,) * 4
+                file_id, old_ids = self.store.start_file(
+                    state, state.content_hash(), source.crs, bounds4326, len(tiles),
+                    self.model.fingerprint)
+                self.index.remove(np.asarray(old_ids))
+                removed, start = len(old_ids), 0
+            todo = tiles[start:]
+            added = 0
+            for offset, patches in tile_patches(source, todo, self.model.patch_size,
+                                                self.batch_size):
+                if self.job:
+                    self.job.check()
+                codes = self.model.encode(patches)
+                chunk = todo[offset:offset + len(patches)]
+                done = offset + len(chunk) == len(todo)
+                ids = self.store.add_tiles(file_id, _tile_rows(chunk, start + offset), codes,
+                                           done)
+                self.index.add(ids, codes)
+                added += len(ids)
+                self.tiles_done += len(ids)
+                self._progress(file_no, n_files, (start + offset + len(chunk)) / len(tiles),
+                               f"{name}: tile {start + offset + len(chunk)}/{len(tiles)}")
+        return added, removed
+
+
+def _unchanged(record: FileRecord, state: FileState, store: MetadataStore) -> bool:
+    if record.status != "done" or record.paths != state.paths or record.size != state.size:
+        return False
+    if record.mtime_ns == state.mtime_ns:
+        return True
+    if state.content_hash() == record.hash:  # touched, same content
+        store.touch_file(record.id, state.mtime_ns)
+        return True
+    return False
+
+
+def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
+                    min_valid: float, model_path: str) -> None:
+    """Refuse to mix models or tile grids in one index; record them in a new one."""
+    meta = folder.meta()
+    if "fingerprint" not in meta:
+        folder.store.set_meta({"fingerprint": model.fingerprint, "bits": model.bits,
+                               "model_path": str(Path(model_path).resolve()),
+                               "patch_size": model.patch_size, "tile_size": tile_size,
+                               "stride": stride, "min_valid": min_valid})
+        return
+    if meta["fingerprint"] != model.fingerprint:
+        raise IndexCorrupted(
+            f"index was built with another model (fingerprint {meta['fingerprint'][:12]}, "
+            f"{meta.get('model_path')}); {model_path} has {model.fingerprint[:12]}. Use that "
+            "model, another index folder, or --rebuild", path=str(folder.root))
+    recorded = (int(meta["tile_size"]), int(meta["stride"]), float(meta["min_valid"]))
+    if recorded != (tile_size, stride, min_valid):
+        raise BadInput(f"index was built with tile size {recorded[0]}, stride {recorded[1]}, "
+                       f"min valid {recorded[2]}; use the same or --rebuild",
+                       path=str(folder.root))
+    # the model file may have moved: remember where it is now
+    folder.store.set_meta({"model_path": str(Path(model_path).resolve())})
+
+
+def clear_index(index_dir: str | Path) -> None:
+    """Remove an index's files (for --rebuild), leaving other files of the folder alone."""
+    root = Path(index_dir)
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CODES_FILE):
+        (root / name).unlink(missing_ok=True)
+    shutil.rmtree(root / THUMBNAIL_DIR, ignore_errors=True)
+
+
+def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Path,
+                tile_size: int | None = None, stride: int | None = None,
+                job: JobControl | None = None, *, min_valid: float = 0.5,
+                rebuild: bool = False, batch_size: int = BATCH_SIZE,
+                model=None) -> IndexResult:
+    """Index every raster under `folder` into `index_dir` (see the module doc). `model` may
+    pass an already loaded model package (the worker keeps one warm)."""
+    import time
+
+    from mrhash.package import load_model
+
+    started = time.monotonic()
+    model = model or load_model(model_path)
+    tile_size = int(tile_size or model.patch_size)
+    stride = int(stride or tile_size)
+    specs = discover(folder, model.primary.bands)
+    if rebuild:
+        clear_index(index_dir)
+    index_folder = IndexFolder(index_dir, create=True)
+    try:
+        _check_settings(index_folder, model, tile_size, stride, min_valid, str(model_path))
+        builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
+        result = IndexResult(str(Path(index_dir).resolve()), 0)
+        records = index_folder.store.files()
+        present = {spec.paths[0] for spec in specs}
+        try:
+            for path in sorted(set(records) - present):
+                result.removed += builder.remove(path)
+                result.files_removed += 1
+            for file_no, spec in enumerate(specs):
+                if job:
+                    job.check()
+                path = spec.paths[0]
+                record = records.get(path)
+                try:
+                    state = FileState.of(spec.paths)
+                    if record is not None and _unchanged(record, state, index_folder.store):
+                        result.unchanged += 1
+                        continue
+                    added, removed = builder.index_file(spec, record, state, file_no,
+                                                        len(specs))
+                except (BadInput, OSError) as error:
+                    message = error.message if isinstance(error, MrHashError) else \
+                        f"{path}: {error.strerror or error}"
+                    result.skipped.append({"path": path, "error": message})
+                    # nothing half-indexed stays behind a file that failed midway
+                    result.removed += builder.remove(path)
+                    continue
+                result.added += added
+                result.removed += removed
+                result.files_indexed += 1
+        finally:
+            # also on cancel: what was committed is searchable right away
+            index_folder.save_codes(builder.index)
+        result.n_tiles = builder.index.ntotal
+        result.seconds = round(time.monotonic() - started, 2)
+        result.tiles_per_s = round(result.added / result.seconds, 1) if result.seconds else 0.0
+        if job:
+            job.report(len(specs), len(specs), "done", force=True, tiles=builder.tiles_done)
+        return result
+    finally:
+        index_folder.close()
+

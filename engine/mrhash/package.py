@@ -1,0 +1,149 @@
+"""The model package: ONE safetensors file holding the hash network's weights, with the JSON
+config in the file's metadata (key "mrhash"). Loading never unpickles anything.
+
+Config keys: format_version, mrhash_version, primary (SourceSpec dict), sources ([{name,
+bands}], primary first), auxiliary (specs used in training), bands, rgb, patch_size,
+input_size, stats (primary BandStats dict), source_stats, bits, backbone, params, training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrhash import __version__
+from mrhash.errors import BadInput, ModelFormatError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "mrhash"
+ENCODE_BATCH = 64
+
+
+def save_model(path: str | Path, net, config: dict[str, Any]) -> str:
+    """Write the package atomically; returns its fingerprint (sha256 of the file bytes, i.e.
+    of the weights and the config together)."""
+    from safetensors.torch import save
+
+    from mrhash.fileio import atomic_write_bytes
+
+    full = {"format_version": FORMAT_VERSION, "mrhash_version": __version__, **config}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(full, sort_keys=True)})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+class HashModel:
+    """A trained model ready to encode primary patches (see ARCHITECTURE.md)."""
+
+    def __init__(self, path: str, config: dict[str, Any], net, fingerprint: str):
+        from mrhash.normalize import BandStats
+        from mrhash.sources import SourceSpec
+
+        self.path = path
+        self.config = config
+        self.fingerprint = fingerprint
+        self.bits: int = int(config["bits"])
+        self.patch_size: int = int(config["patch_size"])
+        self.primary = SourceSpec.from_dict(config["primary"])
+        self.n_bands: int = int(config["bands"])
+        self.stats = BandStats.from_dict(config["stats"])
+        self._net = net
+        self._device = None
+
+    def to(self, device) -> HashModel:
+        """Run encodes on `device` (a torch.device or 'cpu' / 'cuda')."""
+        import torch
+
+        self._device = torch.device(device)
+        self._net.to(self._device)
+        return self
+
+    def encode_float(self, patches: np.ndarray) -> np.ndarray:
+        """Raw float32 [N, C, H, W] primary patches -> relaxed codes in (-1, 1), [N, bits]."""
+        import torch
+
+        patches = np.asarray(patches, dtype=np.float32)
+        if patches.ndim != 4 or patches.shape[1] != self.n_bands:
+            raise BadInput(f"patches must be [N, {self.n_bands}, H, W] (the model's primary "
+                           f"bands), got shape {patches.shape}")
+        out = np.empty((len(patches), self.bits), dtype=np.float32)
+        device = self._device or torch.device("cpu")
+        with torch.no_grad():
+            for start in range(0, len(patches), ENCODE_BATCH):
+                batch = patches[start:start + ENCODE_BATCH]
+                x01 = self.stats.apply(batch)
+                code = self._net(torch.from_numpy(x01).to(device))
+                out[start:start + len(batch)] = code.cpu().numpy()
+        return out
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        """Raw float32 [N, C, H, W] primary patches -> packed uint8 codes [N, bits // 8]
+        (bit = relaxed code > 0, np.packbits order)."""
+        return np.packbits(self.encode_float(patches) > 0, axis=1)
+
+
+def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(config, tensors, fingerprint) of a package file; ModelFormatError on anything wrong."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError("a model package is one .safetensors file, not a folder",
+                               path=str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelFormatError(f"cannot read the model file ({error.strerror})",
+                               path=str(path)) from error
+    try:
+        tensors = load(data)
+        config = json.loads(_metadata(data).get(METADATA_KEY, "null"))
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise ModelFormatError(f"not a readable MrHash model package ({error})",
+                               path=str(path)) from error
+    if not isinstance(config, dict):
+        raise ModelFormatError("safetensors file without MrHash model config (metadata "
+                               f"'{METADATA_KEY}' missing)", path=str(path))
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelFormatError(f"model format version {version!r} is not supported by mrhash "
+                               f"{__version__} (reads version 1..{FORMAT_VERSION}); "
+                               "update mrhash or retrain", path=str(path))
+    missing = [k for k in ("bits", "patch_size", "primary", "bands", "stats", "input_size")
+               if k not in config]
+    if missing:
+        raise ModelFormatError(f"model config lacks {', '.join(missing)}", path=str(path))
+    return config, tensors, hashlib.sha256(data).hexdigest()
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The __metadata__ of a safetensors byte string (its JSON header)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]).get("__metadata__") or {}
+
+
+def load_model(path: str | Path) -> HashModel:
+    """Load a package written by `save_model` (never unpickles)."""
+    from mrhash.backbone import Backbone
+    from mrhash.model import HashNet
+
+    config, tensors, fingerprint = read_package(path)
+    rgb = config.get("rgb")
+    try:
+        backbone = Backbone(int(config["bands"]), tuple(rgb) if rgb else None,
+                            int(config["input_size"]), pretrained=False)
+        net = HashNet(backbone, int(config["bits"]))
+        net.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ModelFormatError(f"weights do not match the model config ({error})"[:500],
+                               path=str(path)) from error
+    try:
+        model = HashModel(str(path), config, net.eval(), fingerprint)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(f"invalid model config ({error})", path=str(path)) from error
+    return model

@@ -1,0 +1,642 @@
+"""Raster sources: a `SourceSpec` (file(s) + band selection) opened into a `Source` that keeps
+its datasets open and reads any `Footprint` (in any CRS) onto a fixed-shape grid.
+
+CRS handling lives here. A source is one raster file or the single-band files of one product
+(Landsat B1..B11, Sentinel-2 per-band files at 10/20/60 m). When its files differ in
+resolution the finest one defines the source grid (`transform`, `width`, `height`, `res`);
+every read resamples each file onto the requested grid anyway, so coarser bands are simply
+bilinearly upsampled there. Sampling is bilinear at output pixel centres (a plain copy when
+those sit on the file's pixel centres); a finer source read onto a coarser grid (PAN 15 m onto
+30 m) is point-sampled, not area-averaged.
+
+Reads map each output pixel centre to fractional source pixel coordinates: exactly (an affine
+map) when the footprint is in the file's CRS, otherwise by exactly transforming a coarse lattice
+of points (one every `LATTICE_STEP` output pixels) and interpolating bilinearly between them,
+which is accurate to far below a pixel. Files that fit a memory budget are loaded once and then
+sampled from memory; larger ones are read by window around each footprint.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from mrhash.errors import BadInput
+
+# Raster files a folder scan or a product folder considers (others, like labels JSON, are ignored).
+RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".img", ".vrt")
+# Default memory a Source may use to keep whole files in memory (beyond it: windowed reads).
+DEFAULT_CACHE_BYTES = 1 << 30
+# Exactly transformed points every this many output pixels for reads across CRSs.
+LATTICE_STEP = 32
+
+# band token at the end of a file stem: s2_B04, l8_B4, ..._B8A, l8_BQA, S1 ..._VV / _VH
+_BAND_TOKEN = re.compile(r"^(?P<prefix>.*?)[_\-.]?(?P<band>B\d{1,2}A?|BQA|VV|VH|HH|HV)$", re.I)
+
+
+def normalize_band_name(name: str) -> str:
+    """Canonical band name for matching: "B04" and "b4" -> "B4", "B08A" -> "B8A"."""
+    text = str(name).strip().upper()
+    match = re.fullmatch(r"B0*(\d+)(A?)", text)
+    return f"B{match.group(1)}{match.group(2)}" if match else text
+
+
+def band_token(path: str | Path) -> str | None:
+    """The band a single-band product file holds, from its name (s2_B04.jp2 -> "B04")."""
+    match = _BAND_TOKEN.match(Path(path).stem)
+    return match.group("band").upper() if match else None
+
+
+def _band_sort_key(path: str) -> tuple:
+    token = band_token(path) or ""
+    number = re.search(r"\d+", token)
+    return (int(number.group()) if number else 99, token, path)
+
+
+def group_band_files(paths: Iterable[str | Path]) -> list[tuple[str, ...]]:
+    """Group raster files into products: files of one folder sharing a name prefix and
+    differing only by a band token (`l8_B1.tif`, `l8_B2.tif`, ...) form one group, in band
+    order; every other file is a group of its own."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    singles: list[tuple[str, ...]] = []
+    for path in sorted(str(p) for p in paths):
+        match = _BAND_TOKEN.match(Path(path).stem)
+        if match:
+            groups.setdefault((str(Path(path).parent), match.group("prefix")), []).append(path)
+        else:
+            singles.append((path,))
+    for members in groups.values():
+        if len(members) > 1:
+            singles.append(tuple(sorted(members, key=_band_sort_key)))
+        else:
+            singles.append((members[0],))
+    return sorted(singles)
+
+
+def raster_files(folder: str | Path, recursive: bool = True) -> list[str]:
+    """Raster-looking files (by extension) under `folder`, sorted."""
+    root = Path(folder)
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        str(p) for p in root.glob(pattern)
+        if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS
+    )
+
+
+def spec_from_folder(folder: str | Path, bands: Sequence[int | str] | None = None,
+                     name: str = "primary") -> SourceSpec:
+    """The source held by a product folder (its per-band files, or its single raster file)."""
+    if not Path(folder).is_dir():
+        raise BadInput("not a folder", path=str(folder))
+    groups = group_band_files(raster_files(folder, recursive=False))
+    products = [g for g in groups if len(g) > 1]
+    if len(products) == 1:  # per-band product files beside e.g. a preview image
+        groups = products
+    if len(groups) != 1:
+        found = ", ".join(Path(g[0]).name for g in groups) or "no raster files"
+        raise BadInput(f"expected one product (one raster or per-band files), found {found}",
+                       path=str(folder))
+    return SourceSpec(name=name, paths=groups[0], bands=tuple(bands) if bands else None)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str                                   # "primary", "nir", "pan", "sar", ...
+    paths: tuple[str, ...]                      # one multi-band file, or one product's band files
+    bands: tuple[int | str, ...] | None = None  # 1-based indices or band names; None = all
+
+    def __post_init__(self) -> None:
+        # accept lists (e.g. from JSON) while keeping the spec hashable
+        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "paths": list(self.paths),
+                "bands": list(self.bands) if self.bands is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SourceSpec:
+        paths = d.get("paths")
+        if isinstance(paths, str):
+            paths = [paths]
+        if not paths:
+            raise BadInput(f"source {d.get('name', '?')!r} has no paths")
+        return cls(name=str(d.get("name", "primary")), paths=tuple(paths),
+                   bands=tuple(d["bands"]) if d.get("bands") else None)
+
+
+@lru_cache(maxsize=64)
+def parse_crs(crs: str) -> CRS:
+    """CRS from anything `CRS.from_user_input` takes; cached because reads compare CRSs often."""
+    try:
+        return CRS.from_user_input(crs)
+    except Exception as error:  # rasterio raises CRSError; anything else is equally bad input
+        raise BadInput(f"invalid CRS {crs!r}: {error}") from None
+
+
+@lru_cache(maxsize=256)
+def same_crs(a: str, b: str) -> bool:
+    """Whether two CRS strings (EPSG code, WKT, ...) name the same CRS (cached)."""
+    return a == b or parse_crs(a) == parse_crs(b)
+
+
+def crs_string(crs: CRS) -> str:
+    """Compact, round-trippable text for a CRS ("EPSG:32618" when it has a code, else WKT)."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """An axis-aligned box in some CRS."""
+
+    crs: str
+    bounds: tuple[float, float, float, float]  # minx, miny, maxx, maxy in `crs`
+
+    def __post_init__(self) -> None:
+        minx, miny, maxx, maxy = (float(v) for v in self.bounds)
+        if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+            raise BadInput(f"footprint bounds are not finite: {self.bounds}")
+        if maxx <= minx or maxy <= miny:
+            raise BadInput(f"empty footprint: {self.bounds}")
+        object.__setattr__(self, "bounds", (minx, miny, maxx, maxy))
+        object.__setattr__(self, "crs", str(self.crs))
+
+    @classmethod
+    def around_point(cls, x: float, y: float, crs: str, size_m: float) -> Footprint:
+        """A square of `size_m` metres on the ground centred on (x, y); in a geographic CRS
+        the metres are converted to degrees at the point's latitude."""
+        parsed = parse_crs(str(crs))
+        half = size_m / 2.0
+        if parsed.is_geographic:
+            dlat = half / 111_320.0
+            dlon = half / (111_320.0 * max(math.cos(math.radians(y)), 1e-6))
+            return cls(str(crs), (x - dlon, y - dlat, x + dlon, y + dlat))
+        _, factor = parsed.linear_units_factor  # metres per CRS unit (feet CRSs exist)
+        half /= factor
+        return cls(str(crs), (x - half, y - half, x + half, y + half))
+
+    def to(self, crs: str) -> Footprint:
+        """Bounds of this box transformed to another CRS (densified edges)."""
+        if same_crs(self.crs, str(crs)):
+            return Footprint(str(crs), self.bounds)
+        bounds = transform_bounds(parse_crs(self.crs), parse_crs(str(crs)), *self.bounds,
+                                  densify_pts=21)
+        return Footprint(str(crs), tuple(bounds))
+
+    def polygon(self) -> shapely.Polygon:
+        return shapely.box(*self.bounds)
+
+    def geometry_in(self, crs: str, densify: int = 8) -> shapely.Polygon:
+        """The box's outline reprojected to `crs` (edges densified), e.g. for GeoJSON in
+        EPSG:4326; unlike `to()`, not widened to an axis-aligned box."""
+        polygon = self.polygon()
+        if same_crs(self.crs, str(crs)):
+            return polygon
+        minx, miny, maxx, maxy = self.bounds
+        ring = shapely.segmentize(polygon, max(maxx - minx, maxy - miny) / densify)
+        coords = np.asarray(ring.exterior.coords)
+        tx, ty = transform_points(parse_crs(self.crs), parse_crs(str(crs)),
+                                  coords[:, 0].tolist(), coords[:, 1].tolist())
+        # RFC 7946 wants counter-clockwise exterior rings whatever the CRS axes did
+        return shapely.orient_polygons(shapely.Polygon(np.column_stack([tx, ty])))
+
+    def center(self) -> tuple[float, float]:
+        minx, miny, maxx, maxy = self.bounds
+        return (minx + maxx) / 2.0, (miny + maxy) / 2.0
+
+    def to_dict(self) -> dict:
+        return {"crs": self.crs, "bounds": list(self.bounds)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Footprint:
+        return cls(d["crs"], tuple(d["bounds"]))
+
+
+@dataclass
+class _BandFile:
+    """One opened file of a source and the bands of it the source uses."""
+
+    path: str
+    dataset: rasterio.DatasetReader
+    crs: str
+    transform: Affine
+    indexes: list[int] = field(default_factory=list)  # 1-based band indexes in this file
+    positions: list[int] = field(default_factory=list)  # where they go in the source's bands
+    data: np.ndarray | None = None  # whole selected bands, when within the memory budget
+
+    @property
+    def nodata(self) -> float | None:
+        return self.dataset.nodata
+
+    @property
+    def is_float(self) -> bool:
+        return np.dtype(self.dataset.dtypes[0]).kind == "f"
+
+    @property
+    def checks_values(self) -> bool:
+        """Whether pixel values can be invalid (a nodata value, or NaN in float data)."""
+        return self.nodata is not None or self.is_float
+
+
+def check_raster(path: str) -> rasterio.DatasetReader:
+    """Open a raster and verify it is georeferenced and its data is readable (a read of the
+    last block catches truncated files, which open fine)."""
+    if not Path(path).exists():
+        raise BadInput("file not found", path=path)
+    try:
+        with warnings.catch_warnings():  # reported below as BadInput instead
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path)
+    except RasterioError as error:
+        raise BadInput(f"not a readable raster ({error})", path=path) from None
+    try:
+        if dataset.crs is None:
+            raise BadInput("raster has no CRS (not georeferenced)", path=path)
+        if dataset.transform == Affine.identity():
+            raise BadInput("raster has no geotransform (not georeferenced)", path=path)
+        if dataset.transform.b != 0 or dataset.transform.d != 0:
+            raise BadInput("rotated geotransforms are not supported; warp the raster first",
+                           path=path)
+        block_h, block_w = dataset.block_shapes[0]
+        row, col = (dataset.height - 1) // block_h, (dataset.width - 1) // block_w
+        dataset.read(1, window=Window(col * block_w, row * block_h,
+                                      min(block_w, dataset.width - col * block_w),
+                                      min(block_h, dataset.height - row * block_h)))
+    except BadInput:
+        dataset.close()
+        raise
+    except RasterioError as error:
+        dataset.close()
+        raise BadInput(f"truncated or corrupt raster data ({error})", path=path) from None
+    return dataset
+
+
+def _band_names(path: str, dataset: rasterio.DatasetReader) -> list[str]:
+    token = band_token(path)
+    names = []
+    for index, description in enumerate(dataset.descriptions, start=1):
+        if description:
+            names.append(description)
+        elif dataset.count == 1 and token:
+            names.append(token)
+        else:
+            names.append(f"band{index}")
+    return names
+
+
+class Source:
+    """An opened source: datasets stay open until `close()`; reads are thread-safe."""
+
+    def __init__(self, spec: SourceSpec, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        if not spec.paths:
+            raise BadInput(f"source {spec.name!r} has no files")
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._cache_left = cache_bytes
+        datasets: dict[str, rasterio.DatasetReader] = {}
+        try:
+            available: list[tuple[str, int, str]] = []  # (path, 1-based index, name)
+            for path in spec.paths:
+                dataset = check_raster(path)
+                datasets[path] = dataset
+                names = _band_names(path, dataset)
+                available += [(path, i + 1, n) for i, n in enumerate(names)]
+            chosen = self._select(spec, available)
+        except BaseException:
+            for dataset in datasets.values():
+                dataset.close()
+            raise
+        # keep only the files that hold selected bands
+        self._files: list[_BandFile] = []
+        by_path: dict[str, _BandFile] = {}
+        for position, (path, index, _) in enumerate(chosen):
+            if path not in by_path:
+                ds = datasets[path]
+                by_path[path] = _BandFile(path, ds, crs_string(ds.crs), ds.transform)
+                self._files.append(by_path[path])
+            by_path[path].indexes.append(index)
+            by_path[path].positions.append(position)
+        for path, dataset in datasets.items():
+            if path not in by_path:
+                dataset.close()
+        self.band_names: list[str] = [name for _, _, name in chosen]
+        # (file, 1-based index in it) of each selected band
+        self.band_files: list[tuple[str, int]] = [(path, index) for path, index, _ in chosen]
+        self.count = len(chosen)
+        # finest file defines the source grid
+        finest = min(self._files, key=lambda f: abs(f.transform.a * f.transform.e))
+        grid = finest.dataset
+        self.crs: str = finest.crs
+        self.transform: Affine = grid.transform
+        self.width: int = grid.width
+        self.height: int = grid.height
+        self.res: tuple[float, float] = (abs(grid.transform.a), abs(grid.transform.e))
+        first = self._files[0].dataset
+        self.dtype: str = first.dtypes[self._files[0].indexes[0] - 1]
+        self.nodata: float | None = first.nodata
+        self.footprint = Footprint(self.crs, tuple(grid.bounds))
+        # (x, y) resolution of each selected band (they differ in e.g. a Sentinel-2 product)
+        res_of = {f.path: (abs(f.transform.a), abs(f.transform.e)) for f in self._files}
+        self.band_resolutions: list[tuple[float, float]] = [res_of[p] for p, _, _ in chosen]
+        self.path = spec.paths[0]
+
+    @staticmethod
+    def _select(spec: SourceSpec, available: list[tuple[str, int, str]]):
+        if spec.bands is None:
+            return available
+        chosen = []
+        for band in spec.bands:
+            if isinstance(band, (int, np.integer)) or (isinstance(band, str) and band.isdigit()):
+                number = int(band)
+                if not 1 <= number <= len(available):
+                    raise BadInput(f"band {number} does not exist (source {spec.name!r} has "
+                                   f"{len(available)} bands)", path=spec.paths[0])
+                chosen.append(available[number - 1])
+                continue
+            wanted = normalize_band_name(band)
+            matches = [a for a in available if normalize_band_name(a[2]) == wanted]
+            if not matches:
+                names = ", ".join(a[2] for a in available)
+                raise BadInput(f"band {band!r} does not exist (available: {names})",
+                               path=spec.paths[0])
+            chosen.append(matches[0])
+        return chosen
+
+    def __repr__(self) -> str:
+        return (f"Source({self.spec.name!r}, {self.width}x{self.height}, {self.count} bands, "
+                f"{self.crs}, res={self.res})")
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for band_file in self._files:
+            band_file.dataset.close()
+            band_file.data = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, footprint: Footprint, shape: tuple[int, int], *,
+             allow_outside: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values of the selected bands on a `shape` grid spanning `footprint`:
+        (float32 [bands, h, w], bool [h, w] valid mask). Bilinear resampling, nodata-aware.
+        A footprint that misses the source entirely raises BadInput unless `allow_outside`
+        (then the mask is all False)."""
+        height, width = int(shape[0]), int(shape[1])
+        if height < 1 or width < 1:
+            raise BadInput(f"read shape must be positive, got {shape}")
+        out = np.zeros((self.count, height, width), dtype=np.float32)
+        valid = np.ones((height, width), dtype=bool)
+        touched = False
+        coords_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        with self._lock:
+            for band_file in self._files:
+                key = (band_file.crs, band_file.transform)
+                if key not in coords_cache:
+                    coords_cache[key] = _pixel_coords(footprint, (height, width),
+                                                      band_file.crs, band_file.transform)
+                cols, rows = coords_cache[key]
+                touched |= self._sample(band_file, cols, rows, out, valid)
+        if not touched:
+            if not allow_outside:
+                raise BadInput(f"footprint {footprint.bounds} ({footprint.crs}) is outside "
+                               f"the raster", path=self.path)
+            valid[:] = False
+        return out, valid
+
+    def read_window(self, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Read a (col_off, row_off, width, height) window of the source grid."""
+        col, row, width, height = window
+        t = self.transform
+        x0, y0 = t @ (col, row)
+        x1, y1 = t @ (col + width, row + height)
+        box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        return self.read(Footprint(self.crs, box), (height, width))
+
+    def _load(self, band_file: _BandFile) -> np.ndarray | None:
+        """Whole selected bands of a file in memory, if the budget allows (loaded once)."""
+        if band_file.data is not None:
+            return band_file.data
+        ds = band_file.dataset
+        size = len(band_file.indexes) * ds.width * ds.height * np.dtype(ds.dtypes[0]).itemsize
+        if size > self._cache_left:
+            return None
+        try:
+            band_file.data = ds.read(band_file.indexes)
+        except RasterioError as error:
+            raise BadInput(f"cannot read raster data ({error})", path=band_file.path) from None
+        self._cache_left -= size
+        return band_file.data
+
+    def _block(self, band_file: _BandFile, rows: np.ndarray, cols: np.ndarray,
+               margin: int) -> tuple[np.ndarray, int, int] | None:
+        """Data covering pixel rows/cols (+`margin`) and its (row, col) offset; None when they
+        all fall outside the file."""
+        ds = band_file.dataset
+        rmin, rmax = int(rows.min()), int(rows.max()) + margin
+        cmin, cmax = int(cols.min()), int(cols.max()) + margin
+        if cmax < 0 or rmax < 0 or cmin >= ds.width or rmin >= ds.height:
+            return None
+        data = self._load(band_file)
+        if data is not None:
+            return data, 0, 0
+        # too big for memory: read just the window the samples need
+        r0, c0 = max(rmin, 0), max(cmin, 0)
+        r1, c1 = min(rmax, ds.height - 1), min(cmax, ds.width - 1)
+        try:
+            data = ds.read(band_file.indexes, window=Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1))
+        except RasterioError as error:
+            raise BadInput(f"cannot read raster data ({error})", path=band_file.path) from None
+        return data, r0, c0
+
+    def _sample(self, band_file: _BandFile, cols: np.ndarray, rows: np.ndarray,
+                out: np.ndarray, valid: np.ndarray) -> bool:
+        """Sample one file at fractional pixel coords (arrays broadcasting to [h, w]) into
+        `out`, AND its validity into `valid`: a plain gather when the coords sit on the file's
+        pixel centres, bilinear otherwise (weights renormalised over valid neighbours; a pixel
+        is valid when its nearest neighbour is). Returns whether any pixel fell inside."""
+        shape = valid.shape
+        u, v = cols - 0.5, rows - 0.5  # pixel centres sit at integer + 0.5
+        ru, rv = np.rint(u), np.rint(v)
+        aligned = bool(np.abs(u - ru).max() < 1e-6 and np.abs(v - rv).max() < 1e-6)
+        c0 = (ru if aligned else np.floor(u)).astype(np.int64)
+        r0 = (rv if aligned else np.floor(v)).astype(np.int64)
+        block = self._block(band_file, r0, c0, 0 if aligned else 1)
+        if block is None:
+            valid[:] = False
+            return False
+        data, row_off, col_off = block
+        r0, c0 = r0 - row_off, c0 - col_off
+        checks = band_file.checks_values
+        if aligned:
+            values, inside = _take(data, r0, c0, shape)
+            ok = _and(self._valid_values(band_file, values) if checks else None, inside)
+            if ok is not None:
+                values[:, ~ok] = 0.0
+                valid &= ok
+            out[band_file.positions] = values
+            return inside is None or bool(inside.any())
+        fu = (u - np.floor(u)).astype(np.float32)
+        fv = (v - np.floor(v)).astype(np.float32)
+        # neighbours k = 0..3 are (r0, c0), (r0, c0+1), (r0+1, c0), (r0+1, c0+1)
+        weights = np.stack([np.broadcast_to(w, shape) for w in
+                            ((1 - fv) * (1 - fu), (1 - fv) * fu, fv * (1 - fu), fv * fu)])
+        values, inside = _neighbours(data, r0, c0, shape)  # [bands, 4, h, w], [4, h, w]
+        ok = _and(self._valid_values(band_file, values) if checks else None, inside)
+        if ok is None or ok.all():  # common case: plain bilinear
+            out[band_file.positions] = (values * weights).sum(axis=1)
+            return True
+        weights = np.where(ok, weights, np.float32(0.0))
+        weights_sum = weights.sum(axis=0)
+        acc = (np.where(ok, values, np.float32(0.0)) * weights).sum(axis=1)
+        nearest = 2 * np.broadcast_to(fv >= 0.5, shape) + np.broadcast_to(fu >= 0.5, shape)
+        ok = np.take_along_axis(ok, nearest[None], axis=0)[0] & (weights_sum > 0)
+        result = np.divide(acc, weights_sum, out=np.zeros_like(acc), where=weights_sum > 0)
+        result[:, ~ok] = 0.0
+        out[band_file.positions] = result
+        valid &= ok
+        return bool(inside is None or inside.any())
+
+    @staticmethod
+    def _valid_values(band_file: _BandFile, values: np.ndarray) -> np.ndarray | None:
+        """Mask of pixels valid in every band (values [bands, ...] -> [...]): not nodata, and
+        finite in float data (None: the file has no way to mark a pixel invalid)."""
+        nodata = band_file.nodata
+        ok = None
+        if band_file.is_float:
+            ok = np.isfinite(values).all(axis=0)
+        if nodata is not None and not math.isnan(nodata):
+            differs = (values != np.float32(nodata)).all(axis=0)
+            ok = differs if ok is None else ok & differs
+        return ok
+
+
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """AND of two optional masks (None = all True)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+def _neighbours(data: np.ndarray, r0: np.ndarray, c0: np.ndarray,
+                shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values at the four bilinear neighbours (r0|r0+1, c0|c0+1) as float32
+    [bands, 4, h, w] and their inside-`data` mask [4, h, w] (None when all are inside). When the
+    whole neighbourhood of a non-separable grid is inside, one flat-index gather does it."""
+    height, width = data.shape[1], data.shape[2]
+    if (r0.shape == shape and c0.shape == shape and r0.min() >= 0 and c0.min() >= 0
+            and r0.max() + 1 < height and c0.max() + 1 < width):
+        flat = (r0 * width + c0)[None] + np.array([0, 1, width, width + 1])[:, None, None]
+        base = data.reshape(data.shape[0], -1)
+        return np.take(base, flat, axis=1).astype(np.float32), None
+    taken = [_take(data, r0 + dr, c0 + dc, shape) for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1))]
+    values = np.stack([v for v, _ in taken], axis=1)
+    if all(inside is None for _, inside in taken):
+        return values, None
+    return values, np.stack([np.ones(shape, bool) if inside is None else inside
+                             for _, inside in taken])
+
+
+def _take(data: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+          shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 [bands, h, w] values at integer pixel rows/cols (broadcasting to `shape`) and
+    the mask of those inside `data` (None when all are). Separable coords ([h, 1] rows, [1, w]
+    cols) become a slice when they are consecutive, else an outer-product gather."""
+    height, width = data.shape[1], data.shape[2]
+    in_r = (rows >= 0) & (rows < height)
+    in_c = (cols >= 0) & (cols < width)
+    all_inside = bool(in_r.all() and in_c.all())
+    if rows.shape[1] == 1 and cols.shape[0] == 1:
+        r, c = rows[:, 0], cols[0]
+        r0, c0 = int(r[0]), int(c[0])
+        if (all_inside and np.array_equal(r, np.arange(r0, r0 + len(r)))
+                and np.array_equal(c, np.arange(c0, c0 + len(c)))):
+            values = data[:, r0:r0 + len(r), c0:c0 + len(c)]
+        else:
+            values = data[:, np.clip(r, 0, height - 1)[:, None], np.clip(c, 0, width - 1)]
+    else:
+        flat = (np.clip(rows, 0, height - 1) * width + np.clip(cols, 0, width - 1))
+        values = np.take(data.reshape(data.shape[0], -1), np.broadcast_to(flat, shape), axis=1)
+    inside = None if all_inside else np.broadcast_to(in_r & in_c, shape)
+    return values.astype(np.float32), inside
+
+
+def _pixel_coords(footprint: Footprint, shape: tuple[int, int], crs: str,
+                  transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional (cols, rows) in a file's pixel grid of every output pixel centre, as arrays
+    broadcasting to `shape` ([1, w] and [h, 1] when the mapping is separable)."""
+    height, width = shape
+    minx, miny, maxx, maxy = footprint.bounds
+    dx, dy = (maxx - minx) / width, (maxy - miny) / height
+    inverse = ~transform
+    if same_crs(footprint.crs, crs):
+        # output pixel (r, c) centre -> world -> source pixel: one affine map
+        m = inverse @ Affine(dx, 0, minx + dx / 2, 0, -dy, maxy - dy / 2)
+        cc = np.arange(width, dtype=np.float64)[None, :]
+        rr = np.arange(height, dtype=np.float64)[:, None]
+        if m.b == 0 and m.d == 0:
+            return m.a * cc + m.c, m.e * rr + m.f
+        return m.a * cc + m.b * rr + m.c, m.d * cc + m.e * rr + m.f
+    # exact transform on a coarse lattice of output pixel centres, bilinear in between
+    lattice_r, weights_r = _lattice_weights(height)
+    lattice_c, weights_c = _lattice_weights(width)
+    gx = np.broadcast_to(minx + (lattice_c[None, :] + 0.5) * dx, (len(lattice_r), len(lattice_c)))
+    gy = np.broadcast_to(maxy - (lattice_r[:, None] + 0.5) * dy, gx.shape)
+    try:
+        xs, ys = transform_points(parse_crs(footprint.crs), parse_crs(crs),
+                                  gx.ravel().tolist(), gy.ravel().tolist())
+    except Exception as error:  # PROJ failures (points outside a projection's domain)
+        raise BadInput(f"cannot transform footprint from {footprint.crs} to {crs}: "
+                       f"{error}") from None
+    xs = np.asarray(xs).reshape(gx.shape)
+    ys = np.asarray(ys).reshape(gx.shape)
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise BadInput(f"footprint {footprint.bounds} ({footprint.crs}) has no valid "
+                       f"position in {crs}")
+    lattice_cols = inverse.a * xs + inverse.b * ys + inverse.c
+    lattice_rows = inverse.d * xs + inverse.e * ys + inverse.f
+    return (weights_r @ lattice_cols @ weights_c.T, weights_r @ lattice_rows @ weights_c.T)
+
+
+@lru_cache(maxsize=32)
+def _lattice_weights(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice node positions (every LATTICE_STEP px, first and last pixel included) and the
+    [size, nodes] linear-interpolation weights from them to every pixel (read-only arrays);
+    bilinear interpolation of node values = W_r @ values @ W_c.T."""
+    nodes = max(2, math.ceil((size - 1) / LATTICE_STEP) + 1)
+    positions = np.linspace(0, size - 1, nodes)
+    pixels = np.arange(size)
+    left = np.clip(np.searchsorted(positions, pixels, side="right") - 1, 0, nodes - 2)
+    t = (pixels - positions[left]) / (positions[left + 1] - positions[left])
+    weights = np.zeros((size, nodes))
+    weights[pixels, left] = 1 - t
+    weights[pixels, left + 1] += t
+    weights.flags.writeable = False
+    positions.flags.writeable = False
+    return positions, weights
+
+
+def open_source(spec: SourceSpec, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Source:
+    """Open a source's files (kept open); raises BadInput naming the file and the problem."""
+    return Source(spec, cache_bytes=cache_bytes)

@@ -1,0 +1,69 @@
+"""PNG thumbnails of indexed tiles, cached in the index folder (`thumbnails/<id>_<px>.png`; ids
+are never reused, so a cached file never goes stale).
+
+Display bands: the model's RGB bands when its config names them (`rgb`, 0-based among the
+primary bands), else its first three bands, else its first band in grey. Each band gets a
+2-98 percentile stretch over the tile's valid pixels; invalid pixels are black.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mrhash.errors import BadInput
+from mrhash.fileio import atomic_write_bytes
+from mrhash.metadata import TileRecord
+from mrhash.sources import SourceSpec, open_source
+
+THUMBNAIL_PX = 128
+
+
+def display_bands(n_bands: int, rgb: list[int] | tuple[int, ...] | None) -> list[int]:
+    """0-based band positions to show: RGB, the first three, or one grey band."""
+    if rgb and len(rgb) == 3 and all(0 <= b < n_bands for b in rgb):
+        return [int(b) for b in rgb]
+    return [0, 1, 2] if n_bands >= 3 else [0]
+
+
+def stretch(array: np.ndarray, valid: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
+    """float [bands, h, w] -> uint8 [h, w, bands], per-band percentile stretch."""
+    out = np.zeros(array.shape[1:] + (array.shape[0],), dtype=np.uint8)
+    if not valid.any():
+        return out
+    for i, band in enumerate(array):
+        lo, hi = np.percentile(band[valid], [low, high])
+        scaled = (band - lo) / (hi - lo) if hi > lo else np.zeros_like(band)
+        out[..., i] = np.where(valid, np.clip(scaled * 255 + 0.5, 0, 255), 0).astype(np.uint8)
+    return out
+
+
+def render(record: TileRecord, bands: tuple[int | str, ...] | None,
+           rgb: list[int] | None, size: int = THUMBNAIL_PX) -> bytes:
+    """PNG bytes of one tile, read from its raster with the model's band selection."""
+    with open_source(SourceSpec("primary", record.paths, bands)) as source:
+        shown = display_bands(source.count, rgb)
+        array, valid = source.read_window(record.window)
+    image = stretch(array[shown], valid)
+    picture = Image.fromarray(image[..., 0] if len(shown) == 1 else image)
+    if picture.size != (size, size):
+        # nearest keeps pixels crisp when enlarging a small tile
+        picture = picture.resize((size, size), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def thumbnail(cache_dir: str | Path, record: TileRecord, model,
+              size: int = THUMBNAIL_PX) -> Path:
+    """Path of the tile's cached PNG, rendering it first when missing."""
+    path = Path(cache_dir) / f"{record.id}_{size}.png"
+    if not path.exists():
+        if not Path(record.path).exists():
+            raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
+        atomic_write_bytes(path, render(record, model.primary.bands, model.config.get("rgb"),
+                                        size))
+    return path

@@ -1,0 +1,327 @@
+"""`mrhash serve`: the engine process QGIS talks to, one JSON object per line each way
+(protocol in docs/ARCHITECTURE.md).
+
+- stdout carries protocol lines only: at start the process's fd 1 is moved to a private handle
+  and fd 1 (and `sys.stdout`) point to stderr, so a stray print, even from C code, cannot
+  break the stream.
+- Models and opened indexes stay warm between requests (models keyed by path + mtime + size,
+  indexes reopened when their database changed).
+- train, index and scan run in threads and report progress; status, cancel and queries are
+  answered meanwhile. One train/index job at a time (another gets `busy`), and a query on an
+  index being built gets `busy` too.
+- A malformed line or unknown method gets `bad_request`; an unexpected exception gets
+  `internal` (traceback on stderr); the worker keeps running either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TextIO
+
+from mrhash import __version__
+from mrhash.errors import BadInput, MrHashError
+from mrhash.jobs import JobControl
+
+LONG_JOBS = ("train", "index")
+JOB_METHODS = ("train", "index", "scan")
+
+
+class BadRequest(MrHashError):
+    code = "bad_request"
+
+
+class Busy(MrHashError):
+    code = "busy"
+
+
+def protocol_stdout() -> TextIO:
+    """The real stdout for protocol lines; fd 1 and sys.stdout are redirected to stderr."""
+    sys.stdout.flush()
+    stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return stream
+
+
+def _specs(entry: Any, name: str, what: str) -> list:
+    """Source specs of a train request entry: {paths | folder, bands}."""
+    from mrhash.datasets import specs_from_paths
+
+    if not isinstance(entry, dict):
+        raise BadInput(f"{what} must be an object with paths or folder")
+    paths = entry.get("paths") or ([entry["folder"]] if entry.get("folder") else None)
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise BadInput(f"{what} needs paths or a folder")
+    return specs_from_paths(paths, entry.get("bands"), entry.get("name", name))
+
+
+def train_config(params: dict):
+    """TrainConfig from a `train` request: primary/auxiliary entries become source specs; every
+    other TrainConfig field may be given by name (bits, clusters, epochs, patch_size, ...)."""
+    from mrhash.train import TrainConfig
+
+    if not params.get("output"):
+        raise BadInput("train needs an output model path")
+    known = {f.name for f in fields(TrainConfig)} - {"primary", "auxiliary", "aux_bands"}
+    unknown = set(params) - known - {"primary", "auxiliary", "aux_bands"}
+    if unknown:
+        raise BadInput(f"unknown train parameters: {', '.join(sorted(unknown))}")
+    auxiliary = []
+    for i, entry in enumerate(params.get("auxiliary") or []):
+        auxiliary += _specs(entry, f"aux{i + 1}", f"auxiliary[{i}]")
+    aux_bands = tuple((str(e["name"]), tuple(e["bands"])) for e in params.get("aux_bands") or [])
+    values = {k: v for k, v in params.items() if k in known and v is not None}
+    for key in ("rgb",):
+        if key in values:
+            values[key] = tuple(values[key])
+    return TrainConfig(primary=tuple(_specs(params.get("primary"), "primary", "primary")),
+                       auxiliary=tuple(auxiliary), aux_bands=aux_bands, **values)
+
+
+class Worker:
+    def __init__(self, out: TextIO, device: str = "auto"):
+        from mrhash.device import device_name, limit_threads, resolve_device
+        from mrhash.search import query_threads
+
+        limit_threads()
+        query_threads()
+        self.out = out
+        self.device = resolve_device(device)
+        self.device_name = device_name(self.device)
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._jobs: dict[str, tuple[str, JobControl, threading.Thread, str | None]] = {}
+        self._models: dict[str, tuple[tuple, Any]] = {}
+        self._searchers: dict[str, Any] = {}
+        self.model_path: str | None = None
+        self.index_path: str | None = None
+
+    # -- output --------------------------------------------------------------------------
+    def send(self, message: dict) -> None:
+        line = json.dumps(message, default=str, allow_nan=False)
+        with self._write_lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def send_error(self, request_id: Any, error: BaseException) -> None:
+        if isinstance(error, MrHashError):
+            code, message = error.code, error.message
+        else:
+            code, message = "internal", f"{type(error).__name__}: {error}"
+            traceback.print_exception(error, file=sys.stderr)
+        self.send({"id": request_id, "error": {"code": code, "message": message}})
+
+    def ready(self) -> None:
+        self.send({"id": None, "event": "ready", "version": __version__,
+                   "device": self.device.type, "device_name": self.device_name})
+
+    # -- warm state ----------------------------------------------------------------------
+    def model(self, path: str):
+        from mrhash.errors import ModelFormatError
+        from mrhash.package import load_model
+
+        resolved = str(Path(path).resolve())
+        try:
+            stat = Path(resolved).stat()
+        except OSError as error:
+            raise ModelFormatError(f"cannot read the model file ({error.strerror})",
+                                   path=path) from None
+        key = (stat.st_mtime_ns, stat.st_size)
+        with self._state_lock:
+            cached = self._models.get(resolved)
+        if cached and cached[0] == key:
+            return cached[1]
+        model = load_model(resolved).to(self.device)
+        with self._state_lock:
+            self._models[resolved] = (key, model)
+            self.model_path = resolved
+        return model
+
+    def searcher(self, index_dir: str):
+        from mrhash.search import Searcher
+
+        resolved = str(Path(index_dir).resolve())
+        with self._state_lock:
+            searcher = self._searchers.get(resolved)
+        if searcher is not None and searcher.stale():
+            searcher.close()
+            searcher = None
+        if searcher is None:
+            searcher = Searcher(resolved, model_loader=self.model)
+            with self._state_lock:
+                self._searchers[resolved] = searcher
+        self.index_path = resolved
+        return searcher
+
+    def _drop_searcher(self, index_dir: str) -> None:
+        with self._state_lock:
+            searcher = self._searchers.pop(str(Path(index_dir).resolve()), None)
+        if searcher is not None:
+            searcher.close()
+
+    # -- methods -------------------------------------------------------------------------
+    def status(self, _params: dict) -> dict:
+        with self._state_lock:
+            jobs = list(self._jobs)
+        return {"version": __version__, "device": self.device.type,
+                "device_name": self.device_name, "model": self.model_path,
+                "index": self.index_path, "jobs": jobs}
+
+    def cancel(self, params: dict) -> dict:
+        job_id = params.get("job")
+        if job_id is None:
+            raise BadRequest("cancel needs params.job (the id of the job to cancel)")
+        with self._state_lock:
+            entry = self._jobs.get(str(job_id))
+        if entry is None:
+            return {"cancelled": False}
+        entry[1].cancel()
+        return {"cancelled": True}
+
+    def query(self, params: dict) -> dict:
+        from mrhash.search import Query
+
+        if not params.get("index"):
+            raise BadInput("query needs an index folder")
+        index_dir = str(Path(params["index"]).resolve())
+        with self._state_lock:
+            building = any(kind == "index" and target == index_dir
+                           for kind, _, _, target in self._jobs.values())
+        if building:
+            raise Busy(f"index {index_dir} is being built; query it when the job ends")
+        searcher = self.searcher(index_dir)
+        if params.get("model"):  # the index's model moved: this one must have its fingerprint
+            searcher.use_model(self.model(params["model"]))
+        return searcher.search(Query.from_params(params))
+
+    def _run_scan(self, params: dict, job: JobControl) -> dict:
+        from mrhash.catalog import scan
+
+        if not params.get("folder"):
+            raise BadInput("scan needs a folder")
+        return scan(params["folder"], job)
+
+    def _run_train(self, params: dict, job: JobControl) -> dict:
+        from mrhash.train import train_model
+
+        config = train_config(params)
+        if config.device == "auto":
+            config.device = self.device.type
+        return train_model(config, job).to_dict()
+
+    def _run_index(self, params: dict, job: JobControl) -> dict:
+        from mrhash.indexer import build_index
+
+        for key in ("folder", "model", "index"):
+            if not params.get(key):
+                raise BadInput(f"index needs {key}")
+        model = self.model(params["model"])
+        try:
+            result = build_index(params["folder"], params["model"], params["index"],
+                                 params.get("tile_size"), params.get("stride"), job,
+                                 min_valid=float(params.get("min_valid", 0.5)),
+                                 rebuild=bool(params.get("rebuild", False)), model=model)
+        finally:
+            self._drop_searcher(params["index"])
+        return result.to_dict()
+
+    def start_job(self, request_id: Any, method: str, params: dict) -> None:
+        target = str(Path(params["index"]).resolve()) \
+            if method == "index" and params.get("index") else None
+        runner: Callable[[dict, JobControl], dict] = getattr(self, f"_run_{method}")
+        job = JobControl(lambda event: self.send({"id": request_id, "progress": event}))
+        key = str(request_id)
+
+        def work() -> None:
+            # the job leaves the list before its last line, so a client that reacts to that
+            # line never gets `busy` from it
+            try:
+                result = runner(params, job)
+            except BaseException as error:  # reported on the protocol, never raised
+                self._end_job(key)
+                self.send_error(request_id, error)
+            else:
+                self._end_job(key)
+                self.send({"id": request_id, "result": result})
+
+        with self._state_lock:
+            if key in self._jobs:
+                raise BadRequest(f"a job with id {request_id} is already running")
+            if method in LONG_JOBS:
+                running = [i for i, (kind, *_) in self._jobs.items() if kind in LONG_JOBS]
+                if running:
+                    raise Busy(f"job {running[0]} is running; cancel it or wait for it")
+            thread = threading.Thread(target=work, daemon=True, name=f"mrhash-{method}")
+            self._jobs[key] = (method, job, thread, target)
+        thread.start()
+
+    def _end_job(self, key: str) -> None:
+        with self._state_lock:
+            self._jobs.pop(key, None)
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        with self._state_lock:
+            jobs = list(self._jobs.values())
+        for _, job, _, _ in jobs:
+            job.cancel()
+        for _, _, thread, _ in jobs:
+            thread.join(timeout_s)
+        with self._state_lock:
+            searchers = list(self._searchers.values())
+            self._searchers.clear()
+        for searcher in searchers:
+            searcher.close()
+
+    # -- dispatch ------------------------------------------------------------------------
+    def handle(self, line: str) -> bool:
+        """Answer one request line; False after `shutdown`."""
+        request_id = None
+        try:
+            try:
+                request = json.loads(line)
+            except ValueError as error:
+                raise BadRequest(f"not a JSON line ({error})") from None
+            if not isinstance(request, dict):
+                raise BadRequest("a request must be a JSON object")
+            request_id = request.get("id")  # echoed as given; jobs are keyed by str(id)
+            method, params = request.get("method"), request.get("params") or {}
+            if not isinstance(params, dict):
+                raise BadRequest("params must be a JSON object")
+            if method == "shutdown":
+                self.shutdown()
+                self.send({"id": request_id, "result": {}})
+                return False
+            if method in JOB_METHODS:
+                if request_id is None:
+                    raise BadRequest(f"{method} needs a request id (it names the job)")
+                self.start_job(request_id, method, params)
+            elif method in ("status", "cancel", "query"):
+                self.send({"id": request_id, "result": getattr(self, method)(params)})
+            else:
+                raise BadRequest(f"unknown method {method!r}")
+        except Exception as error:  # every failure becomes an error line; the loop goes on
+            self.send_error(request_id, error)
+        return True
+
+    def serve(self, lines: TextIO) -> None:
+        self.ready()
+        for line in lines:
+            if line.strip() and not self.handle(line):
+                return
+        self.shutdown()  # stdin closed: the client went away
+
+
+def serve(device: str = "auto") -> int:
+    out = protocol_stdout()
+    worker = Worker(out, device)
+    worker.serve(sys.stdin)
+    return 0

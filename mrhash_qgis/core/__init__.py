@@ -1,0 +1,1 @@
+"""Plugin core: engine client, settings, and the layers built from engine results."""

@@ -1,0 +1,150 @@
+"""Plugin object QGIS creates: toolbar, menu, dock, map tool and Processing provider.
+
+Everything `initGui` adds, `unload` removes (reload-safe), and the worker is stopped.
+Heavy widgets are created on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+
+try:  # Qt6 (QGIS 4) has QAction in QtGui, Qt5 in QtWidgets
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
+
+from mrhash_qgis.core.engine_client import shared_client, shutdown_shared_client
+from mrhash_qgis.map_tool import QueryMapTool
+
+ICONS = Path(__file__).parent / "resources" / "icons"
+MENU = "&MrHash"
+
+
+def icon(name: str) -> QIcon:
+    return QIcon(str(ICONS / f"{name}.svg"))
+
+
+class MrHashPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.client = None
+        self.dock = None
+        self.map_tool = None
+        self.provider = None
+        self.toolbar = None
+        self.actions: list[QAction] = []
+        self.dialogs: list = []
+
+    # QGIS hooks
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
+        from mrhash_qgis.processing.provider import MrHashProvider
+
+        if self.provider is not None:  # qgis_process calls this, the desktop calls initGui
+            return
+        self.provider = MrHashProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS API)
+        from mrhash_qgis.ui.dock import MrHashDock
+
+        self.initProcessing()
+        self.client = shared_client()
+        canvas = self.iface.mapCanvas()
+        self.map_tool = QueryMapTool(canvas)
+        self.dock = MrHashDock(self.iface, self.client, self.map_tool, self.iface.mainWindow())
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.map_tool.queryRequested.connect(self.dock.run_query)
+
+        self.toolbar = self.iface.addToolBar("MrHash")
+        self.toolbar.setObjectName("MrHashToolbar")
+        self.dock_action = self._action("mrhash", "MrHash panel", self.dock.toggleUserVisible,
+                                        checkable=True)
+        self.dock_action.setChecked(True)
+        self.dock.visibilityChanged.connect(self.dock_action.setChecked)
+        self.query_action = self._action("query", "Query similar places on the map",
+                                         self.toggle_query_tool, checkable=True)
+        self.map_tool.setAction(self.query_action)
+        self.dock.query_button.toggled.connect(self.toggle_query_tool)
+        self._action("index", "Build index…", self.show_index_dialog)
+        self._action("train", "Train model…", self.show_train_wizard)
+        self._action("settings", "Settings…", self.show_settings, toolbar=False)
+        self.client.start()
+
+    def _action(self, icon_name: str, text: str, slot, checkable: bool = False,
+                toolbar: bool = True) -> QAction:
+        action = QAction(icon(icon_name), text, self.iface.mainWindow())
+        action.setCheckable(checkable)
+        # triggered(bool) passes `checked`: only checkable actions' slots take it
+        action.triggered.connect(slot if checkable else lambda _checked=False: slot())
+        self.iface.addPluginToMenu(MENU, action)
+        if toolbar:
+            self.toolbar.addAction(action)
+        self.actions.append(action)
+        return action
+
+    def unload(self) -> None:
+        for dialog in self.dialogs:
+            dialog.close()
+        self.dialogs.clear()
+        if self.map_tool is not None:
+            if self.iface.mapCanvas().mapTool() is self.map_tool:
+                self.iface.mapCanvas().unsetMapTool(self.map_tool)
+            self.map_tool.release()
+            self.map_tool = None
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+            action.deleteLater()
+        self.actions.clear()
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        shutdown_shared_client()
+        self.client = None
+
+    # actions
+    def toggle_query_tool(self, checked: bool) -> None:
+        canvas = self.iface.mapCanvas()
+        if checked:
+            canvas.setMapTool(self.map_tool)
+        elif canvas.mapTool() is self.map_tool:
+            canvas.unsetMapTool(self.map_tool)
+        self.dock.query_button.setChecked(checked)
+        self.query_action.setChecked(checked)
+
+    def _show(self, dialog) -> None:
+        self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
+        dialog.show()
+        dialog.raise_()
+
+    def show_index_dialog(self, model: str = "") -> None:
+        from mrhash_qgis.ui.index_dialog import IndexDialog
+
+        dialog = IndexDialog(self.iface, self.client, self.iface.mainWindow())
+        if model or self.dock.model_widget.filePath():
+            dialog.model_widget.setFilePath(model or self.dock.model_widget.filePath())
+        dialog.indexBuilt.connect(self.dock.index_widget.setFilePath)
+        self._show(dialog)
+
+    def show_train_wizard(self) -> None:
+        from mrhash_qgis.ui.train_wizard import TrainWizard
+
+        wizard = TrainWizard(self.iface, self.client, self.iface.mainWindow())
+        wizard.modelTrained.connect(self.dock.model_widget.setFilePath)
+        wizard.indexRequested.connect(self.show_index_dialog)
+        self._show(wizard)
+
+    def show_settings(self) -> None:
+        from mrhash_qgis.ui.settings_dialog import SettingsDialog
+
+        SettingsDialog(self.client, self.iface.mainWindow()).exec()

@@ -1,0 +1,89 @@
+"""What every MrHash algorithm shares: running one engine request with Processing feedback
+(progress, cancel) and turning engine errors into QgsProcessingException."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingUtils,
+)
+
+from mrhash_qgis.core.engine_client import EngineError, shared_client
+
+
+class EngineAlgorithm(QgsProcessingAlgorithm):
+    """Subclasses define name/params and call `self.run_engine(method, params, feedback)`."""
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return ""
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    @staticmethod
+    def run_engine(method: str, params: dict, feedback: QgsProcessingFeedback) -> dict:
+        def on_progress(event: dict) -> None:
+            if event.get("fraction") is not None:
+                feedback.setProgress(100.0 * float(event["fraction"]))
+            text = event.get("message") or ""
+            if "loss" in event:
+                text = f"{text} epoch {event.get('epoch')} loss {event['loss']:.4f}".strip()
+            if text:
+                feedback.setProgressText(text)
+
+        try:
+            return shared_client().call(method, params, on_progress=on_progress,
+                                        is_cancelled=feedback.isCanceled)
+        except EngineError as error:
+            raise QgsProcessingException(f"MrHash {method}: {error.message}") from error
+
+
+def source_paths(value, context: QgsProcessingContext) -> list[str]:
+    """File paths of a layer-list parameter value: layers, layer ids or paths."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    paths = []
+    for item in items:
+        if item in (None, ""):
+            continue
+        if isinstance(item, QgsMapLayer):
+            paths.append(item.source().split("|")[0])
+        elif isinstance(item, str) and os.path.exists(item):
+            paths.append(item)
+        else:
+            layer = QgsProcessingUtils.mapLayerFromString(str(item), context)
+            if layer is None:
+                raise QgsProcessingException(f"{item}: not a raster layer, file or folder")
+            paths.append(layer.source().split("|")[0])
+    return paths
+
+
+def source_spec(paths: list[str], bands: list[int] | None, name: str | None = None) -> dict:
+    """The protocol's source object: one folder, or the files of one product."""
+    spec: dict = {"folder": paths[0]} if len(paths) == 1 and os.path.isdir(paths[0]) else {
+        "paths": paths}
+    if bands:
+        spec["bands"] = bands
+    if name:
+        spec["name"] = name
+    return spec
+
+
+def parse_bands(text: str) -> list[int] | None:
+    """'4,3,2' -> [4, 3, 2]; '' -> None (all bands)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError as error:
+        raise QgsProcessingException(
+            f"bands '{text}': give 1-based band numbers separated by commas") from error

@@ -1,0 +1,92 @@
+"""mrhash:queryatpoint — the k indexed places most similar to the patch at a point."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterPoint,
+    QgsProcessingParameterRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, hit_features, hits_layer, style_hits
+from mrhash_qgis.map_tool import crs_text
+from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
+
+
+class HitsStyler(QgsProcessingLayerPostProcessorInterface):
+    """Gives the output layer the dock's style (graduated by distance, rank labels)."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        if isinstance(layer, QgsVectorLayer):
+            style_hits(layer)
+
+
+# QgsProcessingAlgorithm.run() works on a copy of the algorithm that is deleted before the
+# layer is loaded, so the post-processor lives here; it holds no state.
+HITS_STYLER = HitsStyler()
+
+
+class QueryAtPointAlgorithm(EngineAlgorithm):
+    def name(self) -> str:
+        return "queryatpoint"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return "Query at point"
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return ("Finds the K places of INDEX most similar to the patch centred on POINT. The "
+                "patch is read from RASTER when given (any raster covering the point), "
+                "otherwise from the indexed rasters. OUTPUT: hit footprints (EPSG:4326) with "
+                "rank, Hamming distance and source raster.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterFile(
+            "INDEX", "Index", behavior=QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(QgsProcessingParameterPoint("POINT", "Query point"))
+        self.addParameter(QgsProcessingParameterNumber(
+            "K", "Number of hits", QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
+            maxValue=10000))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "RASTER", "Raster to read the query patch from", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EXCLUDE_RADIUS", "Exclude hits within (metres of the point)",
+            QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "OUTPUT", HITS_LAYER_NAME, QgsProcessing.SourceType.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        point = self.parameterAsPoint(parameters, "POINT", context)
+        crs = self.parameterAsPointCrs(parameters, "POINT", context)
+        if not crs.isValid():
+            crs = context.project().crs() if context.project() else crs
+        if not crs.isValid():
+            raise QgsProcessingException("POINT: give the point's CRS, e.g. '500000,4170000 "
+                                         "[EPSG:32618]'")
+        params = {"index": self.parameterAsFile(parameters, "INDEX", context),
+                  "point": [point.x(), point.y()], "crs": crs_text(crs),
+                  "k": self.parameterAsInt(parameters, "K", context)}
+        raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
+        if raster is not None:
+            params["raster"] = raster.source().split("|")[0]
+        radius = self.parameterAsDouble(parameters, "EXCLUDE_RADIUS", context)
+        if radius > 0:
+            params["exclude_radius"] = radius
+        hits = self.run_engine("query", params, feedback).get("hits", [])
+        template = hits_layer([])
+        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, template.fields(),
+                                          QgsWkbTypes.Type.Polygon, template.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+        sink.addFeatures(hit_features(template, hits), QgsFeatureSink.Flag.FastInsert)
+        feedback.pushInfo(f"{len(hits)} hits")
+        if context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(HITS_STYLER)
+        return {"OUTPUT": dest}

@@ -1,0 +1,104 @@
+"""mrhash:trainmodel — train a MrHash model from a primary source and auxiliary sources."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from mrhash_qgis.processing.algorithms.base import (
+    EngineAlgorithm,
+    parse_bands,
+    source_paths,
+    source_spec,
+)
+
+BITS = (16, 32, 64, 128)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class TrainModelAlgorithm(EngineAlgorithm):
+    def name(self) -> str:
+        return "trainmodel"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return "Train model"
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return ("Trains an unsupervised MrHash model (no labels). PRIMARY: rasters or a folder "
+                "of rasters; it is the only source needed at query time. AUXILIARY: other "
+                "sources of the same place (other bands, SAR, another sensor), found by "
+                "coordinates; each raster is one source, and so is the auxiliary folder, where "
+                "the single-band files of one product (s2_B05.tif, s2_B06.tif, ...) group.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "PRIMARY", "Primary raster(s)", QgsProcessing.SourceType.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "PRIMARY_FOLDER", "or a primary folder of rasters", optional=True,
+            behavior=QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(QgsProcessingParameterString(
+            "PRIMARY_BANDS", "Primary bands (1-based, e.g. 4,3,2; empty = all)", "",
+            optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "AUXILIARY", "Auxiliary rasters (one source each)",
+            QgsProcessing.SourceType.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "AUXILIARY_FOLDER", "Auxiliary folder (e.g. the band files of one product)",
+            optional=True, behavior=QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(QgsProcessingParameterEnum(
+            "BITS", "Hash bits", [str(b) for b in BITS], defaultValue=BITS.index(64)))
+        self.addParameter(QgsProcessingParameterNumber(
+            "CLUSTERS", "Pseudo-label clusters", QgsProcessingParameterNumber.Type.Integer, 16,
+            minValue=2, maxValue=1000))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
+            maxValue=1000))
+        self.addParameter(QgsProcessingParameterNumber(
+            "AE_EPOCHS", "Autoencoder epochs", QgsProcessingParameterNumber.Type.Integer, 30,
+            minValue=1, maxValue=1000))
+        self.addParameter(QgsProcessingParameterNumber(
+            "PATCH_SIZE", "Patch size (primary pixels)", QgsProcessingParameterNumber.Type.Integer,
+            64, minValue=16, maxValue=1024))
+        self.addParameter(QgsProcessingParameterEnum(
+            "DEVICE", "Device", list(DEVICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer, 0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "Model package", "MrHash model (*.safetensors)"))
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Training seconds"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        primary = (self.parameterAsString(parameters, "PRIMARY_FOLDER", context)
+                   or source_paths(parameters.get("PRIMARY"), context))
+        if not primary:
+            raise QgsProcessingException("give primary rasters or a primary folder")
+        auxiliary = source_paths(parameters.get("AUXILIARY"), context)
+        aux_folder = self.parameterAsString(parameters, "AUXILIARY_FOLDER", context)
+        auxiliary += [aux_folder] if aux_folder else []
+        aux_specs = [source_spec([path], None, f"aux{i}") for i, path in enumerate(auxiliary, 1)]
+        output = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
+        params = {
+            "primary": source_spec([primary] if isinstance(primary, str) else primary, parse_bands(
+                self.parameterAsString(parameters, "PRIMARY_BANDS", context))),
+            "auxiliary": aux_specs,
+            "bits": BITS[self.parameterAsEnum(parameters, "BITS", context)],
+            "clusters": self.parameterAsInt(parameters, "CLUSTERS", context),
+            "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+            "ae_epochs": self.parameterAsInt(parameters, "AE_EPOCHS", context),
+            "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            "seed": self.parameterAsInt(parameters, "SEED", context),
+            "output": output,
+        }
+        result = self.run_engine("train", params, feedback)
+        feedback.pushInfo(f"model {result.get('model')} ({result.get('fingerprint', '')[:12]})")
+        return {"OUTPUT_MODEL": result.get("model", output), "SECONDS": result.get("seconds")}

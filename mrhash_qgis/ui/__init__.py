@@ -1,0 +1,1 @@
+"""Plugin widgets: dock (engine state, query results), index dialog, training wizard."""

@@ -1,0 +1,73 @@
+"""A small line plot of the training losses, one line per stage (autoencoder, hash),
+painted with QPainter (no matplotlib)."""
+
+from __future__ import annotations
+
+from qgis.PyQt.QtCore import QPointF, QRectF, Qt
+from qgis.PyQt.QtGui import QColor, QPainter, QPainterPath, QPen
+from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
+
+MARGIN = 40
+STAGE_COLOURS = ("#1d4e89", "#e07a1f", "#2a9d8f", "#7b2cbf")
+
+
+class LossPlot(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.points: list[tuple[str, float]] = []  # (stage, loss) in arrival order
+        self.setMinimumHeight(160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def add(self, value: float, stage: str = "loss") -> None:
+        self.points.append((stage, float(value)))
+        self.update()
+
+    def clear(self) -> None:
+        self.points.clear()
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.fillRect(self.rect(), QColor("white"))
+        area = QRectF(MARGIN, 22, self.width() - MARGIN - 10, self.height() - 22 - 26)
+        painter.setPen(QPen(QColor("#888888"), 1))
+        painter.drawRect(area)
+        if not self.points:
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "losses appear here")
+            painter.end()
+            return
+        values = [v for _, v in self.points]
+        low, high = min(values), max(values)
+        span = (high - low) or 1.0
+        n = len(self.points)
+        stages = list(dict.fromkeys(stage for stage, _ in self.points))
+
+        def at(i: int, value: float) -> QPointF:
+            x = area.left() + (area.width() * i / (n - 1) if n > 1 else area.width() / 2)
+            return QPointF(x, area.bottom() - area.height() * (value - low) / span)
+
+        for s, stage in enumerate(stages):
+            colour = QColor(STAGE_COLOURS[s % len(STAGE_COLOURS)])
+            path = QPainterPath()
+            mine = [(i, v) for i, (st, v) in enumerate(self.points) if st == stage]
+            for j, (i, value) in enumerate(mine):
+                path.moveTo(at(i, value)) if j == 0 else path.lineTo(at(i, value))
+            painter.setPen(QPen(colour, 2))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawPath(path)
+            painter.setBrush(colour)
+            for i, value in mine:
+                painter.drawEllipse(at(i, value), 2.5, 2.5)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawText(QRectF(area.left() + 110 * s, 2, 108, 16),
+                             Qt.AlignmentFlag.AlignLeft, f"— {stage}")
+        painter.setPen(QColor("#333333"))
+        painter.drawText(QRectF(0, area.top() - 6, MARGIN - 4, 14),
+                         Qt.AlignmentFlag.AlignRight, f"{high:.3g}")
+        painter.drawText(QRectF(0, area.bottom() - 8, MARGIN - 4, 14),
+                         Qt.AlignmentFlag.AlignRight, f"{low:.3g}")
+        painter.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 16),
+                         Qt.AlignmentFlag.AlignCenter,
+                         f"{n} epochs · last loss {values[-1]:.4g}")
+        painter.end()

@@ -1,0 +1,68 @@
+"""`make package`: dist/mrhash_qgis-<version>.zip, installable from QGIS ("Install from ZIP").
+
+The zip holds the plugin (mrhash_qgis/, metadata.txt, LICENSE) with the engine source bundled
+at mrhash_qgis/engine/mrhash plus its requirements; the plugin puts that folder on the
+engine interpreter's PYTHONPATH (see docs/PLUGIN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "mrhash_qgis"
+ENGINE = REPO / "engine"
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+
+def version() -> str:
+    metadata = configparser.ConfigParser()
+    metadata.read(PLUGIN / "metadata.txt")
+    return metadata["general"]["version"]
+
+
+def files_under(root: Path):
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix not in SKIP_SUFFIXES:
+            yield path
+
+
+def build(out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"mrhash_qgis-{version()}.zip"
+    partial = target.with_suffix(".zip.partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files_under(PLUGIN):
+            if "engine" in path.relative_to(PLUGIN).parts[:1]:
+                continue  # a stale bundled copy; the engine is taken from engine/ below
+            archive.write(path, "mrhash_qgis/" + path.relative_to(PLUGIN).as_posix())
+        for path in files_under(ENGINE / "mrhash"):
+            archive.write(path, "mrhash_qgis/engine/" + path.relative_to(ENGINE).as_posix())
+        for name in ("requirements.txt", "pyproject.toml"):
+            archive.write(ENGINE / name, f"mrhash_qgis/engine/{name}")
+    names = set(zipfile.ZipFile(partial).namelist())
+    for required in ("mrhash_qgis/__init__.py", "mrhash_qgis/metadata.txt", "mrhash_qgis/LICENSE",
+                     "mrhash_qgis/engine/mrhash/__init__.py",
+                     "mrhash_qgis/engine/mrhash/worker.py"):
+        if required not in names:
+            partial.unlink()
+            raise SystemExit(f"package incomplete: {required} missing")
+    partial.replace(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "dist")
+    target = build(parser.parse_args(argv).out)
+    print(f"{target} ({target.stat().st_size / 1024:.0f} KiB, "
+          f"{len(zipfile.ZipFile(target).namelist())} files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

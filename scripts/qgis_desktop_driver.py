@@ -1,0 +1,62 @@
+"""Drive the QGIS desktop end-to-end check: prepare real imagery + model + index (engine CLI),
+make a throw-away profile with the plugin enabled, run
+`xvfb-run -a qgis --nologo --noversioncheck --profiles-path P --code qgis_desktop_e2e.py`,
+and report its status.json. Exit code 0 when QGIS reported success."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from demo_data import REPO, Demo, prepare, rgb_centre_point  # noqa: E402
+from qgis_profile import make_profile  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "e2e")
+    parser.add_argument("--screenshots", type=Path, default=REPO / "docs" / "img")
+    parser.add_argument("--timeout", type=float, default=400)
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    demo = prepare(Demo(work / "data"), size_px=320, offset_px=640, scene_px=1280)
+    profile_root = work / "profile"
+    shutil.rmtree(profile_root, ignore_errors=True)
+    make_profile(profile_root)
+    status_path = work / "status.json"
+    status_path.unlink(missing_ok=True)
+    (work / "wizard_model.safetensors").unlink(missing_ok=True)
+    config = {"scene": str(demo.scene), "primary": str(demo.rgb), "aux": str(demo.aux),
+              "archive": str(demo.archive), "index": str(demo.index), "model": str(demo.model),
+              "point": list(rgb_centre_point(demo)), "status": str(status_path),
+              "screenshots": str(args.screenshots.resolve()),
+              "wizard_model": str(work / "wizard_model.safetensors")}
+    config_path = work / "e2e_config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}  # a real X display
+    env["MRHASH_E2E_CONFIG"] = str(config_path)
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo",
+               "--noversioncheck", "--profiles-path", str(profile_root),
+               "--code", str(Path(__file__).with_name("qgis_desktop_e2e.py"))]
+    print("$", " ".join(command), flush=True)
+    log = (work / "qgis.log").open("w")
+    try:
+        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        code = "timeout"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {"ok": False}
+    status["qgis_exit"] = code
+    print(json.dumps(status, indent=2))
+    return 0 if status.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

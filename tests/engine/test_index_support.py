@@ -1,0 +1,57 @@
+"""Shared set-up of the index/search/worker tests: a tiny real model trained once per test
+process on a few real EuroSAT tiles, and folders of real EuroSAT rasters to index."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+# trained once per process, shared by every test module that uses it
+_MODELS: dict[str, Path] = {}
+
+TILE = 32  # EuroSAT rasters are 64 px: 4 tiles each
+
+
+def train_tiny_model(out_dir: Path, eurosat_dir: Path, seed: int = 0) -> Path:
+    """1 hash epoch, 2 autoencoder epochs, 32 px patches at 32 px backbone input, 3 bands."""
+    from mrhash.sources import SourceSpec
+    from mrhash.train import TrainConfig, train_model
+
+    files = sorted(eurosat_dir.glob("*/*.tif"))[::25][:8]
+    config = TrainConfig(
+        primary=tuple(SourceSpec("primary", (str(f),), (4, 3, 2)) for f in files),
+        output=str(out_dir / f"tiny_{seed}.safetensors"), bits=64, clusters=4,
+        patch_size=TILE, input_size=32, epochs=1, ae_epochs=2, batch_size=16, device="cpu",
+        rgb=(0, 1, 2), seed=seed)
+    return Path(train_model(config).model)
+
+
+def model_path(tmp_path_factory, eurosat_dir: Path, seed: int = 0) -> Path:
+    key = f"seed{seed}"
+    if key not in _MODELS:
+        _MODELS[key] = train_tiny_model(tmp_path_factory.mktemp("model"), eurosat_dir, seed)
+    return _MODELS[key]
+
+
+def raster_folder(dest: Path, eurosat_dir: Path, classes=("Forest", "River", "Highway"),
+                  per_class: int = 3) -> Path:
+    """A folder of real EuroSAT rasters (copies, so tests may modify them)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in classes:
+        for src in sorted((eurosat_dir / name).glob("*.tif"))[:per_class]:
+            shutil.copy2(src, dest / src.name)
+    return dest
+
+
+# one torch thread: on a CPU shared with other jobs, OpenMP threads spin against each other
+# and a 2-thread forward pass gets many times slower than a 1-thread one
+THREADS_ENV = {**os.environ, "MRHASH_THREADS": "1"}
+
+
+def tiny_model_path(tmp_path_factory, eurosat_dir: Path) -> Path:
+    """The tiny model (trained on first use in this process), run on one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    return model_path(tmp_path_factory, eurosat_dir)

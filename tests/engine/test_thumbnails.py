@@ -1,0 +1,72 @@
+"""Thumbnails of real indexed tiles: display bands, percentile stretch, PNG cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_index_support as support
+from mrhash.errors import BadInput
+from mrhash.indexer import IndexFolder, build_index
+from mrhash.package import load_model
+from mrhash.sources import SourceSpec, open_source
+from mrhash.thumbnails import display_bands, stretch, thumbnail
+from PIL import Image
+from test_index_support import TILE
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory, eurosat_dir) -> Path:
+    return support.tiny_model_path(tmp_path_factory, eurosat_dir)
+
+
+@pytest.fixture
+def rasters(tmp_path, eurosat_dir) -> Path:
+    return support.raster_folder(tmp_path / "rasters", eurosat_dir)
+
+
+def test_display_bands():
+    assert display_bands(13, [3, 2, 1]) == [3, 2, 1]
+    assert display_bands(3, None) == [0, 1, 2]
+    assert display_bands(2, None) == [0]
+    assert display_bands(3, [5, 1, 0]) == [0, 1, 2]  # out of range: ignored
+
+
+def test_stretch_maps_percentiles_and_blanks_invalid_pixels():
+    band = np.linspace(0, 1000, 100, dtype=np.float32).reshape(1, 10, 10)
+    valid = np.ones((10, 10), bool)
+    valid[0, 0] = False
+    out = stretch(band, valid)
+    assert out.shape == (10, 10, 1) and out.dtype == np.uint8
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255 and out[0, 1, 0] == 0
+    assert 100 < out[5, 5, 0] < 160  # the middle value lands mid-range
+    assert not stretch(band, np.zeros((10, 10), bool)).any()
+
+
+def test_thumbnail_of_an_indexed_tile_is_rendered_once(tiny_model, rasters, tmp_path):
+    build_index(rasters, tiny_model, tmp_path / "index", TILE)
+    folder = IndexFolder(tmp_path / "index")
+    try:
+        record = folder.store.tiles([2])[2]
+    finally:
+        folder.close()
+    model = load_model(tiny_model)
+    path = thumbnail(folder.thumbnail_dir, record, model)
+    image = Image.open(path)
+    assert image.size == (128, 128) and image.mode == "RGB"
+    pixels = np.asarray(image)
+    # the tile's red band (EuroSAT band 4), stretched: same ordering of pixels as the raw data
+    with open_source(SourceSpec("primary", record.paths, (4,))) as source:
+        red, _ = source.read_window(record.window)
+    scale = 128 // TILE
+    small = pixels[::scale, ::scale, 0].astype(int)
+    assert np.corrcoef(small.ravel(), red[0].ravel())[0, 1] > 0.95
+    mtime = path.stat().st_mtime_ns
+    assert thumbnail(folder.thumbnail_dir, record, model) == path
+    assert path.stat().st_mtime_ns == mtime  # served from the cache
+
+    (rasters / record.path.split("/")[-1]).unlink()
+    path.unlink()
+    with pytest.raises(BadInput, match="gone"):
+        thumbnail(folder.thumbnail_dir, record, model)

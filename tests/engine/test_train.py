@@ -1,0 +1,107 @@
+"""Training end to end on real rasters: tile grids with an auxiliary raster of another
+resolution, determinism for a seed, progress events, clean cancellation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mrhash.datasets import RasterSamples, specs_from_paths
+from mrhash.errors import BadInput, Cancelled
+from mrhash.jobs import JobControl
+from mrhash.package import load_model
+from mrhash.sources import SourceSpec
+from mrhash.train import TrainConfig, train_model
+
+
+def _landsat_config(landsat_dir: Path, output: Path, **overrides) -> TrainConfig:
+    """Landsat-8 30 m RGB tiles as primary, the 15 m panchromatic band as auxiliary raster."""
+    params = dict(bits=16, clusters=4, patch_size=64, stride=96, input_size=32, epochs=2,
+                  ae_epochs=2, batch_size=16, device="cpu", seed=7)
+    params.update(overrides)
+    primary = SourceSpec("primary", tuple(str(landsat_dir / f"l8_B{b}.tif") for b in (4, 3, 2)))
+    pan = SourceSpec("pan", (str(landsat_dir / "l8_B8.tif"),))
+    return TrainConfig(primary=(primary,), auxiliary=(pan,), output=str(output), **params)
+
+
+def _patches(landsat_dir: Path) -> np.ndarray:
+    spec = SourceSpec("primary", tuple(str(landsat_dir / f"l8_B{b}.tif") for b in (4, 3, 2)))
+    with RasterSamples([spec], patch_size=64, stride=200) as samples:
+        return samples.read_batch(range(len(samples)))[0][0]
+
+
+def test_train_on_tiles_with_auxiliary_raster(landsat_dir: Path, tmp_path: Path) -> None:
+    events: list[dict] = []
+    result = train_model(_landsat_config(landsat_dir, tmp_path / "m.safetensors"),
+                         JobControl(events.append, min_interval_s=0))
+    assert result.n_samples == 36 and result.device == "cpu"  # 6 x 6 tiles at stride 96
+    model = load_model(result.model)
+    assert model.fingerprint == result.fingerprint and model.bits == 16
+    assert [s["name"] for s in model.config["sources"]] == ["primary", "pan"]
+    # progress: global fraction rises to 1; epoch events carry the loss for a live plot
+    fractions = [e["fraction"] for e in events if "fraction" in e]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0, abs=1e-3)
+    epochs = [e for e in events if e.get("stage") == "hash"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in epochs)
+    assert [h["stage"] for h in result.history] == ["autoencoder"] * 2 + ["hash"] * 2
+    codes = model.encode(_patches(landsat_dir))
+    assert codes.shape == (9, 2) and codes.dtype == np.uint8
+    assert len({c.tobytes() for c in codes}) > 1  # codes differ between places
+
+
+def test_same_seed_same_codes(landsat_dir: Path, tmp_path: Path) -> None:
+    patches = _patches(landsat_dir)
+    codes = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        config = _landsat_config(landsat_dir, tmp_path / f"{name}.safetensors", seed=seed,
+                                 trainable_blocks=1)
+        train_model(config)
+        codes.append(load_model(config.output).encode_float(patches))
+    assert np.array_equal(codes[0], codes[1])
+    assert not np.array_equal(codes[0], codes[2])
+
+
+def test_cancel_between_batches_writes_nothing(landsat_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "cancelled.safetensors"
+    job = JobControl(lambda event: job.cancel() if event["done"] > 20 else None,
+                     min_interval_s=0)
+    with pytest.raises(Cancelled):
+        train_model(_landsat_config(landsat_dir, output), job)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_files_are_skipped_and_named(eurosat_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a raster")
+    files = sorted((eurosat_dir / "River").glob("*.tif"))[:5] + [broken]
+    config = TrainConfig(primary=tuple(specs_from_paths(files, (4, 3, 2))),
+                         output=str(tmp_path / "m.safetensors"), aux_bands=(("swir", (11, 12)),),
+                         bits=16, clusters=2, input_size=32, epochs=1, ae_epochs=1,
+                         device="cpu")
+    result = train_model(config)
+    assert result.n_samples == 5
+    assert [s["path"] for s in result.skipped] == [str(broken)]
+    with pytest.raises(BadInput, match="clusters"):
+        train_model(TrainConfig(**{**config.__dict__, "clusters": 50}))
+    with pytest.raises(BadInput, match="bits"):
+        train_model(TrainConfig(**{**config.__dict__, "bits": 24}))
+
+
+def test_product_folder_is_one_source_and_preview_is_ignored(sentinel2_dir: Path,
+                                                              eurosat_dir: Path) -> None:
+    specs = specs_from_paths([sentinel2_dir], ("B04", "B03", "B02"))
+    assert len(specs) == 1 and len(specs[0].paths) == 13
+    assert not any("preview" in p for p in specs[0].paths)
+    assert len(specs_from_paths([eurosat_dir])) == 200  # small scenes: one source per file
+    with pytest.raises(BadInput, match="no such file"):
+        specs_from_paths([eurosat_dir / "missing"])
+
+
+def test_step_cap_shortens_epochs_only_for_big_sets() -> None:
+    config = TrainConfig(primary=(), output="", ae_epochs=30, epochs=10, batch_size=64,
+                         max_steps=1000)
+    assert config.stage_epochs(200) == (30, 10)  # 4 batches per epoch: far below the cap
+    assert config.stage_epochs(10_920) == (5, 5)  # 171 batches per epoch
+    assert config.stage_epochs(1_000_000) == (1, 1)

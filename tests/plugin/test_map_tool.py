@@ -1,0 +1,194 @@
+"""A simulated click on the canvas (in another CRS) yields the hits layer and thumbnails."""
+
+from __future__ import annotations
+
+from conftest import wait_for
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME
+
+
+def _mouse(canvas, kind, pixel: QPoint) -> QgsMapMouseEvent:
+    return QgsMapMouseEvent(canvas, kind, pixel, Qt.MouseButton.LeftButton,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+
+
+def _pixel(canvas, point_32618: QgsPointXY) -> QPoint:
+    to_canvas = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32618"),
+                                       canvas.mapSettings().destinationCrs(),
+                                       QgsProject.instance())
+    pixel = canvas.getCoordinateTransform().transform(to_canvas.transform(point_32618))
+    return QPoint(round(pixel.x()), round(pixel.y()))
+
+
+def _setup(qgis_iface, built_index, rgb_layer):
+    from mrhash_qgis.core.engine_client import shared_client
+    from mrhash_qgis.map_tool import QueryMapTool
+    from mrhash_qgis.ui.dock import MrHashDock
+
+    canvas = qgis_iface.mapCanvas()
+    window = canvas.window()  # a hidden canvas never gets the resize that sets its output size
+    window.resize(600, 600)
+    canvas.resize(600, 600)
+    window.show()
+    wait_for(lambda: canvas.mapSettings().outputSize().width() > 500, 10, "the canvas size")
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))  # not the raster's
+    canvas.setLayers([rgb_layer])
+    extent = QgsCoordinateTransform(rgb_layer.crs(), canvas.mapSettings().destinationCrs(),
+                                    QgsProject.instance()).transformBoundingBox(rgb_layer.extent())
+    canvas.setExtent(extent)
+    tool = QueryMapTool(canvas)
+    dock = MrHashDock(qgis_iface, shared_client(), tool)
+    dock.index_widget.setFilePath(built_index.index_widget.filePath())
+    dock.k_spin.setValue(5)
+    dock.snap_check.setChecked(False)
+    tool.queryRequested.connect(dock.run_query)
+    return canvas, tool, dock
+
+
+def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rgb_layer, s2):
+    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    extent = rgb_layer.extent()
+    # centre of the tile at column 1, row 2 of the 64 px grid (10 m pixels)
+    target = QgsPointXY(extent.xMinimum() + 96 * 10, extent.yMaximum() - 160 * 10)
+    # zoom in around it: a canvas pixel of ~0.3 m keeps the click within a raster pixel
+    to_canvas = QgsCoordinateTransform(rgb_layer.crs(), canvas.mapSettings().destinationCrs(),
+                                       QgsProject.instance())
+    canvas.setExtent(to_canvas.transformBoundingBox(QgsRectangle(
+        target.x() - 100, target.y() - 100, target.x() + 100, target.y() + 100)))
+    pixel = _pixel(canvas, target)
+    results: list[dict] = []
+    dock.queryFinished.connect(results.append)
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    wait_for(lambda: results, 60, "the query")
+
+    hits = results[0]["hits"]
+    assert len(hits) == 5
+    layer = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)[0]
+    features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+    assert [f["rank"] for f in features] == [h["rank"] for h in hits]
+    distances = [f["distance"] for f in features]
+    assert distances == sorted(distances)
+    # the archive holds the clicked crop itself: the best hit is that very tile
+    best = features[0]
+    assert best["distance"] == 0
+    assert best["source"] == str(s2.archive_dir / "s2_rgb_a.tif")
+    assert results[0]["query"]["path"] == best["source"]  # read from the indexed raster
+    to_wgs84 = QgsCoordinateTransform(rgb_layer.crs(), layer.crs(), QgsProject.instance())
+    assert best.geometry().contains(to_wgs84.transform(target))
+    assert layer.renderer().type() == "graduatedSymbol"
+    # thumbnails: one per hit, real pictures from the engine
+    assert dock.grid.count() == 5
+    assert dock.grid.item(0).text().startswith("#1  d=0")
+    assert all(hit.get("thumbnail") for hit in hits)
+    # the user removes the hits layer; the next query makes a new one
+    QgsProject.instance().removeMapLayers([layer.id()])
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    wait_for(lambda: len(results) == 2, 60, "the second query")
+    [again] = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)
+    assert again.featureCount() == 5
+    QgsProject.instance().removeAllMapLayers()
+    tool.release()
+
+
+def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s2):
+    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    dock.snap_check.setChecked(True)
+    dock.k_spin.setValue(12)
+    extent = rgb_layer.extent()
+    target = QgsPointXY(extent.xMinimum() + 100 * 10, extent.yMaximum() - 150 * 10)
+    pixel = _pixel(canvas, target)  # whole-crop view: a canvas pixel is ~5 m, off-centre
+    results: list[dict] = []
+    dock.queryFinished.connect(results.append)
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    wait_for(lambda: results, 60, "the snapped query")
+    query = results[0]["query"]
+    assert query["path"] == str(s2.archive_dir / "s2_rgb_a.tif")
+    # the query is the stored tile (64 px = 640 m) under the click, found exactly
+    minx, miny, maxx, maxy = query["bounds"]
+    assert (maxx - minx, maxy - miny) == (640, 640)
+    assert minx <= target.x() <= maxx and miny <= target.y() <= maxy
+    hits = results[0]["hits"]
+    assert hits[0]["distance"] == 0
+    assert any(h["distance"] == 0 and h["window"] == [64, 128, 64, 64] for h in hits)
+    QgsProject.instance().removeAllMapLayers()
+    tool.release()
+
+
+def test_rectangle_drag_and_result_actions(qgis_iface, built_index, rgb_layer, s2):
+    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    extent = rgb_layer.extent()
+    start = _pixel(canvas, QgsPointXY(extent.xMinimum() + 640, extent.yMaximum() - 640))
+    end = _pixel(canvas, QgsPointXY(extent.xMinimum() + 1280, extent.yMaximum() - 1280))
+    locations: list = []
+    tool.queryRequested.connect(locations.append)
+    results: list[dict] = []
+    dock.queryFinished.connect(results.append)
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, start))
+    tool.canvasMoveEvent(_mouse(canvas, QEvent.Type.MouseMove, end))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, end))
+    location = locations[0]
+    assert location.crs == "EPSG:32618" and location.raster == str(s2.rgb)
+    assert location.footprint_wkt.startswith("Polygon")
+    wait_for(lambda: results, 60, "the rectangle query")
+    hits = results[0]["hits"]
+    assert results[0]["query"]["path"] == str(s2.rgb)  # a rectangle reads the raster under it
+    dock.zoom_to_hit(hits[0])
+    assert canvas.extent().contains(QgsCoordinateTransform(
+        rgb_layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance()
+    ).transform(QgsPointXY(extent.xMinimum() + 960, extent.yMaximum() - 960)))
+    added = dock.add_hit_raster(hits[0])
+    assert added.isValid() and added.source() == hits[0]["path"]
+    QgsProject.instance().removeAllMapLayers()
+    tool.release()
+
+
+def test_query_without_index_explains(qgis_iface, engine):
+    from mrhash_qgis.map_tool import QueryLocation
+    from mrhash_qgis.ui.dock import MrHashDock
+
+    dock = MrHashDock(qgis_iface, engine)
+    dock.index_widget.setFilePath("")
+    assert dock.run_query(QueryLocation((0.0, 0.0), "EPSG:4326")) is None
+    assert "Choose an index" in dock.status_label.text()
+
+
+def test_click_on_a_raster_outside_the_index_queries_that_raster(
+        qgis_iface, built_index, tmp_path, sentinel2_dir):
+    from osgeo import gdal
+
+    elsewhere = tmp_path / "s2_elsewhere.tif"  # same scene, a place the index does not cover
+    rgb = gdal.BuildVRT("/vsimem/elsewhere.vrt", [str(sentinel2_dir / f"s2_{b}.jp2")
+                                                  for b in ("B04", "B03", "B02")], separate=True)
+    gdal.Translate(str(elsewhere), rgb, srcWin=[1400, 200, 320, 320])
+    rgb = None
+    gdal.Unlink("/vsimem/elsewhere.vrt")
+    layer = QgsRasterLayer(str(elsewhere), "elsewhere")
+    QgsProject.instance().addMapLayer(layer)
+    canvas, tool, dock = _setup(qgis_iface, built_index, layer)
+    dock.snap_check.setChecked(True)  # no indexed tile there: falls back to the raster
+    results: list[dict] = []
+    dock.queryFinished.connect(results.append)
+    pixel = _pixel(canvas, layer.extent().center())
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    wait_for(lambda: results, 60, "the fallback query")
+    query = results[0]["query"]
+    assert query["path"] == str(elsewhere)
+    minx, miny, maxx, maxy = query["bounds"]
+    assert round(maxx - minx) == 640  # the index's 64 px tiles x 10 m
+    assert len(results[0]["hits"]) == 5
+    QgsProject.instance().removeAllMapLayers()
+    tool.release()

@@ -1,0 +1,36 @@
+"""`make package` builds an installable zip whose plugin finds the bundled engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_zip_holds_plugin_and_engine_and_the_engine_is_found(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "scripts" / "package_plugin.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    [package] = tmp_path.glob("mrhash_qgis-*.zip")
+    names = zipfile.ZipFile(package).namelist()
+    assert "mrhash_qgis/metadata.txt" in names and "mrhash_qgis/LICENSE" in names
+    assert "mrhash_qgis/engine/mrhash/worker.py" in names
+    assert "mrhash_qgis/engine/requirements.txt" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    zipfile.ZipFile(package).extractall(tmp_path / "plugins")
+    # the unpacked plugin's settings put its bundled engine first on the engine's path
+    probe = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from mrhash_qgis.core.settings import EngineSettings;"
+        "print(json.dumps(EngineSettings(sys.executable).environment()['PYTHONPATH']))")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "plugins")],
+                         capture_output=True, text=True, check=True).stdout
+    pythonpath = out.strip().strip('"')
+    engine_dir = str(tmp_path / "plugins" / "mrhash_qgis" / "engine")
+    assert pythonpath.split(":")[0] == engine_dir
+    where = subprocess.run([sys.executable, "-c", "import mrhash; print(mrhash.__file__)"],
+                           env={"PYTHONPATH": pythonpath}, capture_output=True, text=True,
+                           check=True).stdout
+    assert where.startswith(engine_dir)

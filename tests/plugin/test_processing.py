@@ -1,0 +1,61 @@
+"""The `mrhash` Processing algorithms run in-process with the provider registered."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY_TRAINING
+from qgis.core import QgsApplication, QgsProcessingException, QgsProject, QgsVectorLayer
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    from mrhash_qgis.processing.provider import MrHashProvider
+
+    provider = MrHashProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def test_train_index_query(provider, s2, tmp_path, engine):
+    import processing
+
+    model = tmp_path / "proc.safetensors"
+    trained = processing.run("mrhash:trainmodel", {
+        "PRIMARY": [str(s2.rgb)], "AUXILIARY_FOLDER": str(s2.aux_dir), "BITS": 0,
+        "CLUSTERS": TINY_TRAINING["clusters"], "EPOCHS": 1, "AE_EPOCHS": 1,
+        "PATCH_SIZE": 64, "DEVICE": 1, "OUTPUT_MODEL": str(model)})
+    assert trained["OUTPUT_MODEL"] == str(model) and model.is_file()
+
+    index = tmp_path / "proc_index"
+    built = processing.run("mrhash:buildindex", {
+        "INPUT_FOLDER": str(s2.archive_dir), "MODEL": str(model), "TILE_SIZE": 128,
+        "STRIDE": 0, "OUTPUT_INDEX": str(index)})
+    assert built["N_TILES"] == 8 and built["ADDED"] == 8 and built["SKIPPED"] == 0
+
+    point = "444370,4170820 [EPSG:32618]"  # centre of the first 128 px tile of the crop
+    result = processing.run("mrhash:queryatpoint", {
+        "INDEX": str(index), "POINT": point, "K": 4, "OUTPUT": "memory:hits"})
+    layer = result["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
+    assert [f.name() for f in layer.fields()][:3] == ["rank", "distance", "source"]
+    rows = sorted((f["rank"], f["distance"]) for f in layer.getFeatures())
+    assert [rank for rank, _ in rows] == [1, 2, 3, 4]
+    assert rows[0][1] == 0  # the indexed copy of the clicked place
+
+    # run from the GUI (loaded on completion): styled like the dock's hits layer
+    loaded = processing.runAndLoadResults("mrhash:queryatpoint", {
+        "INDEX": str(index), "POINT": point, "K": 4, "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = QgsProject.instance().mapLayer(loaded["OUTPUT"])
+    assert layer.featureCount() == 4
+    assert layer.renderer().type() == "graduatedSymbol"
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_engine_errors_become_processing_errors(provider, tmp_path, engine):
+    import processing
+
+    with pytest.raises(QgsProcessingException, match="no_such.safetensors"):
+        processing.run("mrhash:buildindex", {
+            "INPUT_FOLDER": str(tmp_path), "MODEL": str(tmp_path / "no_such.safetensors"),
+            "OUTPUT_INDEX": str(tmp_path / "idx")})
