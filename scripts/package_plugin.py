@@ -1,7 +1,8 @@
 """`make package`: dist/mrhash_qgis-<version>.zip, installable from QGIS ("Install from ZIP").
 
-The zip holds the plugin (mrhash_qgis/, metadata.txt, LICENSE) with the engine source bundled
-at mrhash_qgis/engine/mrhash plus its requirements; the plugin puts that folder on the
+The zip holds the plugin (mrhash_qgis/, LICENSE), the top-level metadata.txt and resources/
+(symlinked into mrhash_qgis/ in the checkout, real files in the zip) and the engine source
+bundled at mrhash_qgis/engine/mrhash plus its requirements; the plugin puts that folder on the
 engine interpreter's PYTHONPATH (see docs/PLUGIN.md)."""
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 def version() -> str:
     metadata = configparser.ConfigParser()
-    metadata.read(PLUGIN / "metadata.txt")
+    metadata.read(REPO / "metadata.txt")
     return metadata["general"]["version"]
 
 
 def files_under(root: Path):
+    """Plain files below root; symlinks (metadata.txt, resources/) are added from REPO instead."""
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix not in SKIP_SUFFIXES:
+        if (path.is_file() and not path.is_symlink() and not SKIP_PARTS & set(path.parts)
+                and path.suffix not in SKIP_SUFFIXES):
             yield path
 
 
@@ -40,12 +43,16 @@ def build(out_dir: Path) -> Path:
             if "engine" in path.relative_to(PLUGIN).parts[:1]:
                 continue  # a stale bundled copy; the engine is taken from engine/ below
             archive.write(path, "mrhash_qgis/" + path.relative_to(PLUGIN).as_posix())
+        archive.write(REPO / "metadata.txt", "mrhash_qgis/metadata.txt")
+        for path in files_under(REPO / "resources"):
+            archive.write(path, "mrhash_qgis/" + path.relative_to(REPO).as_posix())
         for path in files_under(ENGINE / "mrhash"):
             archive.write(path, "mrhash_qgis/engine/" + path.relative_to(ENGINE).as_posix())
         for name in ("requirements.txt", "pyproject.toml"):
             archive.write(ENGINE / name, f"mrhash_qgis/engine/{name}")
     names = set(zipfile.ZipFile(partial).namelist())
     for required in ("mrhash_qgis/__init__.py", "mrhash_qgis/metadata.txt", "mrhash_qgis/LICENSE",
+                     "mrhash_qgis/resources/icons/mrhash.svg",
                      "mrhash_qgis/engine/mrhash/__init__.py",
                      "mrhash_qgis/engine/mrhash/worker.py"):
         if required not in names:

@@ -16,6 +16,8 @@ def test_zip_holds_plugin_and_engine_and_the_engine_is_found(tmp_path):
     [package] = tmp_path.glob("mrhash_qgis-*.zip")
     names = zipfile.ZipFile(package).namelist()
     assert "mrhash_qgis/metadata.txt" in names and "mrhash_qgis/LICENSE" in names
+    # the checkout's symlinks become real files, so QGIS finds the metadata and icons
+    assert "mrhash_qgis/resources/icons/mrhash.svg" in names
     assert "mrhash_qgis/engine/mrhash/worker.py" in names
     assert "mrhash_qgis/engine/requirements.txt" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
