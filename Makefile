@@ -36,6 +36,10 @@ run: install
 package: install
 	$(PY) scripts/package_plugin.py
 
+# Every benchmark of docs/BENCHMARKS.md (about 20 minutes); figures in build/bench/.
+bench: install
+	scripts/run_benchmarks.sh
+
 lint: install
 	$(VENV)/bin/ruff check engine mrhash_qgis tests scripts
 

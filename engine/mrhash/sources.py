@@ -427,12 +427,43 @@ class Source:
 
     def read_window(self, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Read a (col_off, row_off, width, height) window of the source grid."""
+        return self.read(self._window_footprint(window), (window[3], window[2]))
+
+    def valid_mask(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """bool [h, w] valid-data mask of a window of the source grid, without resampling any
+        value: a pixel is valid when the nearest pixel of every file lies inside that file
+        and, in files that can mark pixels invalid (nodata, float NaN), holds valid values.
+        The tile grid needs only this, so files without nodata are never read for it."""
+        col, row, width, height = window
+        footprint = self._window_footprint(window)
+        valid = np.ones((height, width), dtype=bool)
+        with self._lock:
+            for band_file in self._files:
+                cols, rows = _pixel_coords(footprint, (height, width), band_file.crs,
+                                           band_file.transform)
+                c = np.floor(cols).astype(np.int64)  # the pixel holding each sample point
+                r = np.floor(rows).astype(np.int64)
+                if not band_file.checks_values:
+                    ds = band_file.dataset
+                    valid &= (c >= 0) & (c < ds.width) & (r >= 0) & (r < ds.height)
+                    continue
+                block = self._block(band_file, r, c, 0)
+                if block is None:
+                    valid[:] = False
+                    continue
+                data, row_off, col_off = block
+                values, inside = _take(data, r - row_off, c - col_off, (height, width))
+                ok = _and(self._valid_values(band_file, values), inside)
+                if ok is not None:
+                    valid &= ok
+        return valid
+
+    def _window_footprint(self, window: tuple[int, int, int, int]) -> Footprint:
         col, row, width, height = window
         t = self.transform
         x0, y0 = t @ (col, row)
         x1, y1 = t @ (col + width, row + height)
-        box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        return self.read(Footprint(self.crs, box), (height, width))
+        return Footprint(self.crs, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
 
     def _load(self, band_file: _BandFile) -> np.ndarray | None:
         """Whole selected bands of a file in memory, if the budget allows (loaded once)."""
@@ -499,6 +530,18 @@ class Source:
             return inside is None or bool(inside.any())
         fu = (u - np.floor(u)).astype(np.float32)
         fv = (v - np.floor(v)).astype(np.float32)
+        if not checks and _separable_inside(data, r0, c0):
+            # the common case (same CRS, other resolution): two 1-D passes on a slice, the
+            # same bilinear values without gathering four [h, w] neighbour grids
+            r, c = r0[:, 0], c0[0]
+            c_lo = int(c.min())
+            columns = data[:, :, c_lo:int(c.max()) + 2]
+            top = np.take(columns, r, axis=1).astype(np.float32)
+            rows_mixed = top + (np.take(columns, r + 1, axis=1) - top) * fv
+            left = np.take(rows_mixed, c - c_lo, axis=2)
+            out[band_file.positions] = left + (np.take(rows_mixed, c - c_lo + 1, axis=2)
+                                               - left) * fu
+            return True
         # neighbours k = 0..3 are (r0, c0), (r0, c0+1), (r0+1, c0), (r0+1, c0+1)
         weights = np.stack([np.broadcast_to(w, shape) for w in
                             ((1 - fv) * (1 - fu), (1 - fv) * fu, fv * (1 - fu), fv * fu)])
@@ -537,6 +580,13 @@ def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return b
     return a if b is None else a & b
+
+
+def _separable_inside(data: np.ndarray, r0: np.ndarray, c0: np.ndarray) -> bool:
+    """Whether coords are separable ([h, 1] rows, [1, w] cols) with every bilinear
+    neighbour (r0|r0+1, c0|c0+1) inside `data`."""
+    return (r0.shape[1] == 1 and c0.shape[0] == 1 and r0.min() >= 0 and c0.min() >= 0
+            and r0.max() + 1 < data.shape[1] and c0.max() + 1 < data.shape[2])
 
 
 def _neighbours(data: np.ndarray, r0: np.ndarray, c0: np.ndarray,

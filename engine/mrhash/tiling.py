@@ -84,7 +84,7 @@ def tile_grid(source: Source, tile_size: int, stride: int | None = None,
         strip_rows = row_offsets[start:start + rows_per_strip]
         top = strip_rows[0]
         height = strip_rows[-1] + tile_size - top
-        _, valid = source.read_window((0, top, source.width, height))
+        valid = source.valid_mask((0, top, source.width, height))
         any_valid |= bool(valid.any())
         # summed-area table: valid count of any window in O(1)
         table = np.zeros((height + 1, source.width + 1), dtype=np.int64)

@@ -195,3 +195,19 @@ def test_read_point_in_another_crs(landsat_dir, size):
         window = ((start_row, start_row + size), (start_col, start_col + size))
         np.testing.assert_array_equal(patch[0], ds.read(1, window=window))
         assert valid.all() and pan_valid.all() and pan_patch.shape == (1, size, size)
+
+
+def test_separable_fast_path_is_plain_bilinear(sentinel2_dir, monkeypatch):
+    """Same-CRS reads of coarser bands take a two-pass shortcut; it must give the values of the
+    general four-neighbour bilinear (float32 rounding aside)."""
+    import mrhash.sources as sources
+
+    spec = SourceSpec("p", tuple(str(sentinel2_dir / f"s2_{b}.jp2") for b in ("B04", "B05", "B09")))
+    with open_source(spec) as source:
+        places = [t.footprint for t in tile_grid(source, 48, stride=293)]
+        fast = [source.read(f, (48, 48))[0] for f in places]
+        monkeypatch.setattr(sources, "_separable_inside", lambda *_: False)
+        general = [source.read(f, (48, 48))[0] for f in places]
+    assert len(places) > 20
+    for a, b in zip(fast, general, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)

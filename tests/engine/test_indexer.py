@@ -15,22 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_index_support as support
 from mrhash.errors import BadInput, Cancelled, IndexCorrupted
 from mrhash.indexer import CODES_FILE, DB_FILE, IndexFolder, build_index
 from mrhash.jobs import JobControl
 from mrhash.search import Query, run_query
 from test_index_support import THREADS_ENV, TILE
-
-
-@pytest.fixture
-def tiny_model(tmp_path_factory, eurosat_dir) -> Path:
-    return support.tiny_model_path(tmp_path_factory, eurosat_dir)
-
-
-@pytest.fixture
-def rasters(tmp_path, eurosat_dir) -> Path:
-    return support.raster_folder(tmp_path / "rasters", eurosat_dir)
 
 
 def rows(index_dir: Path) -> list[tuple]:

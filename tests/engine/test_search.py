@@ -6,26 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
-import test_index_support as support
 from mrhash.errors import BadInput
 from mrhash.indexer import IndexFolder, build_index
 from mrhash.search import Query, Searcher, haversine_m, run_query
 from test_index_support import THREADS_ENV, TILE
-
-
-@pytest.fixture
-def tiny_model(tmp_path_factory, eurosat_dir) -> Path:
-    return support.tiny_model_path(tmp_path_factory, eurosat_dir)
-
-
-@pytest.fixture
-def rasters(tmp_path, eurosat_dir) -> Path:
-    return support.raster_folder(tmp_path / "rasters", eurosat_dir)
 
 
 @pytest.fixture

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import test_index_support as support
 from mrhash.errors import BadInput
 from mrhash.indexer import IndexFolder, build_index
 from mrhash.package import load_model
@@ -14,16 +11,6 @@ from mrhash.sources import SourceSpec, open_source
 from mrhash.thumbnails import display_bands, stretch, thumbnail
 from PIL import Image
 from test_index_support import TILE
-
-
-@pytest.fixture
-def tiny_model(tmp_path_factory, eurosat_dir) -> Path:
-    return support.tiny_model_path(tmp_path_factory, eurosat_dir)
-
-
-@pytest.fixture
-def rasters(tmp_path, eurosat_dir) -> Path:
-    return support.raster_folder(tmp_path / "rasters", eurosat_dir)
 
 
 def test_display_bands():

@@ -98,3 +98,18 @@ def test_tiles_command_bad_raster(tmp_path):
     with pytest.raises(BadInput, match=r"bad\.tif: not a readable raster"):
         run_cli("tiles", str(bad), "--geojson", str(tmp_path / "t.geojson"))
     assert not (tmp_path / "t.geojson").exists()
+
+
+def test_valid_mask_matches_the_read_mask_across_resolutions(sentinel2_dir, tmp_path):
+    # a 10 m band with a 20 m band of the same product whose top rows are nodata: the grid's
+    # mask-only pass must agree with the mask of a full co-registered read
+    b05 = _with_nodata(sentinel2_dir / "s2_B05.jp2", tmp_path / "s2_B05.tif", slice(0, 101))
+    spec = SourceSpec("p", (str(sentinel2_dir / "s2_B04.jp2"), b05))
+    with open_source(spec) as source:
+        for window in ((0, 150, 700, 120), (37, 190, 300, 40), (1800, 1850, 133, 97)):
+            expected = source.read_window(window)[1]
+            assert np.array_equal(source.valid_mask(window), expected), window
+        assert not source.valid_mask((0, 0, 64, 64)).any()  # under the 20 m hole
+        fractions = {t.window[1]: t.valid_fraction for t in tile_grid(source, 64, min_valid=0.1)}
+    # the hole is 202 rows at 10 m: rows 192..201 of the first kept tile row are nodata
+    assert min(fractions) == 192 and fractions[192] == pytest.approx(54 / 64)

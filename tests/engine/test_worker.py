@@ -9,21 +9,9 @@ import queue
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
-import test_index_support as support
 from test_index_support import THREADS_ENV, TILE
-
-
-@pytest.fixture
-def tiny_model(tmp_path_factory, eurosat_dir) -> Path:
-    return support.tiny_model_path(tmp_path_factory, eurosat_dir)
-
-
-@pytest.fixture
-def rasters(tmp_path, eurosat_dir) -> Path:
-    return support.raster_folder(tmp_path / "rasters", eurosat_dir)
 
 
 class Engine:

