@@ -2,8 +2,11 @@
 are never reused, so a cached file never goes stale).
 
 Display bands: the model's RGB bands when its config names them (`rgb`, 0-based among the
-primary bands), else its first three bands, else its first band in grey. Each band gets a
-2-98 percentile stretch over the tile's valid pixels; invalid pixels are black.
+primary bands), else its first three bands, else its first band in grey. Each band is
+stretched with the model's normalisation range (its robust per-band percentiles over the
+training data), so every thumbnail of a result grid shares one colour scale, as the map does;
+without usable model statistics, a 2-98 percentile stretch over the tile's valid pixels.
+Invalid pixels are black.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from PIL import Image
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_write_bytes
 from mrhash.metadata import TileRecord
+from mrhash.normalize import BandStats
 from mrhash.sources import SourceSpec, open_source
 
 THUMBNAIL_PX = 128
@@ -29,25 +33,36 @@ def display_bands(n_bands: int, rgb: list[int] | tuple[int, ...] | None) -> list
     return [0, 1, 2] if n_bands >= 3 else [0]
 
 
-def stretch(array: np.ndarray, valid: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
-    """float [bands, h, w] -> uint8 [h, w, bands], per-band percentile stretch."""
+def stretch(array: np.ndarray, valid: np.ndarray,
+            limits: tuple[list[float], list[float]] | None = None,
+            low: float = 2, high: float = 98) -> np.ndarray:
+    """float [bands, h, w] -> uint8 [h, w, bands]: each band scaled from limits (per-band lows,
+    highs) to 0-255, or from its own low/high percentiles when no limits are given."""
     out = np.zeros(array.shape[1:] + (array.shape[0],), dtype=np.uint8)
     if not valid.any():
         return out
     for i, band in enumerate(array):
-        lo, hi = np.percentile(band[valid], [low, high])
+        if limits is None:
+            lo, hi = np.percentile(band[valid], [low, high])
+        else:
+            lo, hi = limits[0][i], limits[1][i]
         scaled = (band - lo) / (hi - lo) if hi > lo else np.zeros_like(band)
         out[..., i] = np.where(valid, np.clip(scaled * 255 + 0.5, 0, 255), 0).astype(np.uint8)
     return out
 
 
 def render(record: TileRecord, bands: tuple[int | str, ...] | None,
-           rgb: list[int] | None, size: int = THUMBNAIL_PX) -> bytes:
-    """PNG bytes of one tile, read from its raster with the model's band selection."""
+           rgb: list[int] | None, size: int = THUMBNAIL_PX,
+           stats: BandStats | None = None) -> bytes:
+    """PNG bytes of one tile, read from its raster with the model's band selection and
+    stretched with `stats` (the model's, one range per selected band) when they fit."""
     with open_source(SourceSpec("primary", record.paths, bands)) as source:
         shown = display_bands(source.count, rgb)
         array, valid = source.read_window(record.window)
-    image = stretch(array[shown], valid)
+    limits = None
+    if stats is not None and stats.bands == array.shape[0]:
+        limits = ([stats.low[b] for b in shown], [stats.high[b] for b in shown])
+    image = stretch(array[shown], valid, limits)
     picture = Image.fromarray(image[..., 0] if len(shown) == 1 else image)
     if picture.size != (size, size):
         # nearest keeps pixels crisp when enlarging a small tile
@@ -65,5 +80,5 @@ def thumbnail(cache_dir: str | Path, record: TileRecord, model,
         if not Path(record.path).exists():
             raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
         atomic_write_bytes(path, render(record, model.primary.bands, model.config.get("rgb"),
-                                        size))
+                                        size, model.stats))
     return path

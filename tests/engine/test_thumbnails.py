@@ -57,3 +57,30 @@ def test_thumbnail_of_an_indexed_tile_is_rendered_once(tiny_model, rasters, tmp_
     path.unlink()
     with pytest.raises(BadInput, match="gone"):
         thumbnail(folder.thumbnail_dir, record, model)
+
+
+def test_thumbnails_share_the_models_colour_scale(tiny_model, rasters, tmp_path):
+    """A dark tile stays dark beside a bright one: every thumbnail is stretched with the
+    model's per-band range, not its own percentiles."""
+    build_index(rasters, tiny_model, tmp_path / "index", TILE)
+    folder = IndexFolder(tmp_path / "index")
+    try:
+        records = list(folder.store.tiles(range(1, 1 + folder.store.db.execute(
+            "SELECT COUNT(*) FROM tiles").fetchone()[0])).values())
+    finally:
+        folder.close()
+    model = load_model(tiny_model)
+    shown = list(model.config.get("rgb") or [0, 1, 2])
+    lows = np.array([model.stats.low[b] for b in shown])[:, None, None]
+    highs = np.array([model.stats.high[b] for b in shown])[:, None, None]
+    scale = 128 // TILE
+    means = []
+    for record in records[:: max(1, len(records) // 6)]:
+        with open_source(SourceSpec("primary", record.paths, model.primary.bands)) as source:
+            raw, _ = source.read_window(record.window)
+        expected = np.clip((raw[shown] - lows) / (highs - lows) * 255 + 0.5, 0, 255)
+        pixels = np.asarray(Image.open(thumbnail(folder.thumbnail_dir, record, model)))
+        got = pixels[::scale, ::scale].transpose(2, 0, 1).astype(float)
+        assert np.abs(got - np.floor(expected)).max() <= 1
+        means.append(got.mean())
+    assert max(means) - min(means) > 40  # per-tile stretching would level them
