@@ -83,11 +83,41 @@ def render_png(demo: Demo, result: dict, out: Path) -> Path:
     return out
 
 
+def save_to_geopackage(layer, path: Path, table: str):
+    """A GeoPackage copy of a memory layer, with its name, style and labels."""
+    from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
+
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = table
+    options.actionOnExistingFile = (
+        QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer if path.exists()
+        else QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile)
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(path), QgsProject.instance().transformContext(), options)
+    if error != QgsVectorFileWriter.WriterError.NoError:
+        raise RuntimeError(f"{path}: cannot write {table}: {message}")
+    saved = QgsVectorLayer(f"{path}|layername={table}", layer.name())
+    saved.setRenderer(layer.renderer().clone())
+    if layer.labeling() is not None:
+        saved.setLabeling(layer.labeling().clone())
+        saved.setLabelsEnabled(layer.labelsEnabled())
+    return saved
+
+
 def open_desktop(demo: Demo, result: dict) -> int:
-    from qgis.core import QgsProject
+    from qgis.core import QgsProject, QgsReferencedRectangle
     from qgis_profile import make_profile
 
-    load_layers(demo, result)
+    scene, hits, footprint = load_layers(demo, result)
+    # memory layers lose their features in a saved project: keep them in a GeoPackage
+    for layer, name in ((hits, "hits"), (footprint, "query")):
+        saved = save_to_geopackage(layer, demo.root / "demo_results.gpkg", name)
+        QgsProject.instance().removeMapLayer(layer.id())
+        QgsProject.instance().addMapLayer(saved)
+    # written without a map canvas: QGIS opens the project on this extent
+    QgsProject.instance().viewSettings().setDefaultViewExtent(
+        QgsReferencedRectangle(scene.extent(), scene.crs()))
     project_path = demo.root / "mrhash_demo.qgz"
     QgsProject.instance().write(str(project_path))
     QgsProject.instance().removeAllMapLayers()

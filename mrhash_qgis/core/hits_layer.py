@@ -81,21 +81,29 @@ def hits_layer(hits: list[dict], layer: QgsVectorLayer | None = None,
     return layer
 
 
+def distance_classes(distances: list[float], max_classes: int) -> list[tuple[int, int]]:
+    """Up to `max_classes` inclusive integer ranges of Hamming distance covering min..max,
+    as equal as integers allow: [(0, 0), (1, 2), (3, 4)]."""
+    low, high = int(min(distances)), int(max(distances))
+    classes = min(max_classes, len(set(int(d) for d in distances)))
+    span = high - low + 1
+    edges = [low + int(i * span / classes + 0.5) for i in range(classes + 1)]
+    return [(edges[i], edges[i + 1] - 1) for i in range(classes)]
+
+
 def style_hits(layer: QgsVectorLayer) -> None:
-    """Graduated outline colour by distance (equal intervals), rank as label."""
-    distances = [f["distance"] for f in layer.getFeatures()] or [0.0]
-    low, high = min(distances), max(distances)
-    classes = min(len(DISTANCE_COLOURS), max(1, len(set(distances))))
-    step = (high - low) / classes if high > low else 1.0
+    """Graduated outline colour by Hamming distance (integer classes), rank as label."""
+    distances = [f["distance"] for f in layer.getFeatures()] or [0]
+    classes = distance_classes(distances, len(DISTANCE_COLOURS))
     ranges = []
-    for i in range(classes):
-        lower, upper = low + i * step, (high if i == classes - 1 else low + (i + 1) * step)
-        colour = DISTANCE_COLOURS[round(i * (len(DISTANCE_COLOURS) - 1) / max(classes - 1, 1))]
+    for i, (lower, upper) in enumerate(classes):
+        colour = DISTANCE_COLOURS[round(i * (len(DISTANCE_COLOURS) - 1) / max(len(classes) - 1, 1))]
         rgb = QColor(colour)
         symbol = QgsFillSymbol.createSimple({
             "color": f"{rgb.red()},{rgb.green()},{rgb.blue()},50", "outline_color": colour,
             "outline_width": "0.8", "outline_width_unit": "MM"})
-        ranges.append(QgsRendererRange(lower, upper, symbol, f"{lower:g} – {upper:g}"))
+        label = f"distance {lower}" if lower == upper else f"distance {lower}–{upper}"
+        ranges.append(QgsRendererRange(lower - 0.5, upper + 0.5, symbol, label))
     layer.setRenderer(QgsGraduatedSymbolRenderer("distance", ranges))
     labels = QgsPalLayerSettings()
     labels.fieldName = "rank"
