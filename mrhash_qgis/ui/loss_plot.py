@@ -1,5 +1,5 @@
-"""A small line plot of the training losses, one line per stage (autoencoder, hash),
-painted with QPainter (no matplotlib)."""
+"""A small line plot of the training losses, one line per series (autoencoder, hash, the
+hash stage's code KL), one x position per epoch, painted with QPainter (no matplotlib)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,22 @@ STAGE_COLOURS = ("#1d4e89", "#e07a1f", "#2a9d8f", "#7b2cbf")
 class LossPlot(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.points: list[tuple[str, float]] = []  # (stage, loss) in arrival order
+        self.points: list[tuple[str, float]] = []  # (series, loss) in arrival order
+        self.positions: list[int] = []  # x position (epoch number over both stages) of each
         self.setMinimumHeight(160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
-    def add(self, value: float, stage: str = "loss") -> None:
+    def add(self, value: float, stage: str = "loss", same_epoch: bool = False) -> None:
+        """A point at the next epoch, or at the last point's epoch with `same_epoch` (another
+        measure of that epoch)."""
+        last = self.positions[-1] if self.positions else -1
+        self.positions.append(last if same_epoch and self.positions else last + 1)
         self.points.append((stage, float(value)))
         self.update()
 
     def clear(self) -> None:
         self.points.clear()
+        self.positions.clear()
         self.update()
 
     def paintEvent(self, _event) -> None:  # noqa: N802 (Qt API)
@@ -40,7 +46,7 @@ class LossPlot(QWidget):
         values = [v for _, v in self.points]
         low, high = min(values), max(values)
         span = (high - low) or 1.0
-        n = len(self.points)
+        n = self.positions[-1] + 1
         stages = list(dict.fromkeys(stage for stage, _ in self.points))
 
         def at(i: int, value: float) -> QPointF:
@@ -50,7 +56,8 @@ class LossPlot(QWidget):
         for s, stage in enumerate(stages):
             colour = QColor(STAGE_COLOURS[s % len(STAGE_COLOURS)])
             path = QPainterPath()
-            mine = [(i, v) for i, (st, v) in enumerate(self.points) if st == stage]
+            mine = [(x, v) for x, (st, v) in zip(self.positions, self.points, strict=True)
+                    if st == stage]
             for j, (i, value) in enumerate(mine):
                 path.moveTo(at(i, value)) if j == 0 else path.lineTo(at(i, value))
             painter.setPen(QPen(colour, 2))
@@ -69,5 +76,5 @@ class LossPlot(QWidget):
                          Qt.AlignmentFlag.AlignRight, f"{low:.3g}")
         painter.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 16),
                          Qt.AlignmentFlag.AlignCenter,
-                         f"{n} epochs · last loss {values[-1]:.4g}")
+                         f"{n} epochs")
         painter.end()

@@ -337,6 +337,10 @@ class TrainPage(QWizardPage):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
+        self.plot.setToolTip(
+            "The autoencoder's reconstruction loss should fall. The hash losses are KL "
+            "divergences to pseudo-label targets that are re-sharpened every epoch, so they "
+            "need not fall: a rise means sharper targets, not a failed training.")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumHeight(90)
@@ -422,13 +426,20 @@ class TrainWizard(QWizard):
             page.progress.setValue(int(100 * float(event["fraction"])))
         if event.get("loss") is not None:
             page.plot.add(float(event["loss"]), str(event.get("stage") or "loss"))
+        if event.get("kl_code") is not None:
+            # the total hash loss may rise as its target is re-sharpened each epoch; the
+            # code's KL to that target is the part that shapes the codes
+            page.plot.add(float(event["kl_code"]), "code KL", same_epoch=True)
         text = event.get("message", "")
         if event.get("eta_s") is not None:
             text += f" · about {event['eta_s']:.0f} s left"
         page.status_label.setText(text)
         if event.get("epoch") is not None and event.get("loss") is not None:
+            parts = f"loss {event['loss']:.4f}"
+            if event.get("kl_code") is not None:
+                parts += f" (code KL {event['kl_code']:.4f})"
             page.log_view.appendPlainText(
-                f"{event.get('stage', '')} epoch {event['epoch']}: loss {event['loss']:.4f}")
+                f"{event.get('stage', '')} epoch {event['epoch']}: {parts}")
 
     def _on_finished(self, result: dict) -> None:
         page = self.train_page

@@ -11,7 +11,7 @@ def test_distance_classes_are_integer_ranges_covering_every_distance():
     assert distance_classes([0, 4, 7, 8, 8], 5) == [(0, 1), (2, 4), (5, 6), (7, 8)]
     wide = distance_classes(list(range(0, 30, 3)), 5)
     assert len(wide) == 5 and wide[0][0] == 0 and wide[-1][1] == 27
-    assert all(b[0] == a[1] + 1 for a, b in zip(wide, wide[1:]))  # no gap, no overlap
+    assert all(b[0] == a[1] + 1 for a, b in zip(wide, wide[1:], strict=False))  # no gap, no overlap
 
 
 def test_hits_layer_legend_names_distances():

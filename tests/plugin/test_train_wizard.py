@@ -18,6 +18,13 @@ def test_wizard_trained_and_saved_the_model(trained):
     stages = [stage for stage, _ in page.plot.points]
     assert stages.count("hash") == TINY_TRAINING["epochs"]
     assert stages.count("autoencoder") == TINY_TRAINING["ae_epochs"]
+    # each hash epoch also plots its code KL, at that epoch's position
+    assert stages.count("code KL") == TINY_TRAINING["epochs"]
+    placed = list(zip(page.plot.positions, page.plot.points, strict=True))
+    hash_x = [x for x, (st, _) in placed if st == "hash"]
+    kl_x = [x for x, (st, _) in placed if st == "code KL"]
+    assert hash_x == kl_x and max(page.plot.positions) + 1 == (
+        TINY_TRAINING["epochs"] + TINY_TRAINING["ae_epochs"])
     assert page.index_button.isEnabled()
 
 
