@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhash.errors import BadInput
+
 FEATURE_DIM = 1280
 BACKBONE_NAME = "efficientnet-lite0"
 
@@ -66,9 +68,14 @@ def load_lite0(input_size: int, weights_path: str | None = None) -> nn.Module:
     net = EfficientNet.from_name(BACKBONE_NAME, image_size=input_size)
     path = weights_path or default_weights_path()
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: backbone weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
+        raise BadInput("backbone weights not found", path=str(path))
+    try:  # weights_only: tensors and plain containers, never arbitrary pickled objects
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    except Exception as error:  # torch raises many kinds of errors for a bad file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise BadInput(f"not EfficientNet-Lite0 weights ({first_line[:300]})",
+                       path=str(path)) from None
     return net
 
 

