@@ -36,7 +36,7 @@ run: install
 package: install
 	$(PY) scripts/package_plugin.py
 
-# Every benchmark of docs/BENCHMARKS.md (about 20 minutes); figures in build/bench/.
+# Every benchmark of docs/BENCHMARKS.md (about 6 minutes on 2 cores); figures in build/bench/.
 bench: install
 	scripts/run_benchmarks.sh
 
