@@ -8,7 +8,9 @@ Two layouts, chosen by size (`IndexPolicy.exact_max_bytes`, 32 MiB of codes by d
   Hamming kernel. Unlike `faiss.IndexBinaryIVF` (an int64 id per code: 2x the raw bytes of
   64-bit codes) ids are stored as uint32, so memory is 1.5x the raw bytes of 64-bit codes.
   `nprobe` is calibrated when the layout is built: the smallest power of two whose tie-aware
-  recall@k versus the exact scan, on a sample of the indexed codes, reaches `target_recall`.
+  recall@k versus the exact scan reaches `target_recall` both on a sample of the indexed codes
+  (queries by tile id) and on those codes with 1/8 of their bits flipped (a new patch of a
+  place like an indexed one, or a code far from any cell centre).
 
 The SQLite store (metadata.py) holds every code and is the truth; this index is a fast-loading
 cache of it. The file carries the store's `generation`, a CRC of the payload and its length,
@@ -43,6 +45,7 @@ class IndexPolicy:
     target_recall: float = 0.95
     recall_k: int = 50
     calibration_queries: int = 200
+    calibration_bit_noise: float = 0.125  # share of bits flipped in the unseen-code queries
     seed: int = 0
 
 
@@ -335,15 +338,18 @@ class BinaryIndex:
         cells = _Cells(self.bits, centroids)
         cells.add(ids, codes)
         cells.regroup()
-        # calibrate nprobe on indexed codes used as queries (as in a query by tile id)
-        queries = codes[rng.choice(len(codes), min(len(codes), policy.calibration_queries),
+        # calibrate nprobe on indexed codes used as queries (as in a query by tile id) and on
+        # the same codes with bits flipped (codes the index has not seen)
+        indexed = codes[rng.choice(len(codes), min(len(codes), policy.calibration_queries),
                                    replace=False)]
+        flips = rng.random((len(indexed), self.bits)) < policy.calibration_bit_noise
+        unseen = indexed ^ np.packbits(flips, axis=1)
         k = min(policy.recall_k, len(codes))
-        exact_dist, _ = faiss.knn_hamming(queries, codes, k)
-        recall = 0.0
+        query_sets = [(queries, faiss.knn_hamming(queries, codes, k)[0])
+                      for queries in (indexed, unseen)]
         while True:
-            dist, _ = cells.search(queries, k)
-            recall = tie_aware_recall(dist, exact_dist)
+            recall = min(tie_aware_recall(cells.search(queries, k)[0], exact)
+                         for queries, exact in query_sets)
             if recall >= policy.target_recall or cells.nprobe >= nlist:
                 break
             cells.nprobe = min(cells.nprobe * 2, nlist)

@@ -116,13 +116,15 @@ def test_ivf_layout_above_exact_max_reaches_target_recall():
     index.optimize()
     assert index.kind == "ivf" and index.nprobe >= 1
     assert index.calibrated_recall >= 0.95
-    # new codes near the indexed ones (what a query patch of a similar scene gives)
-    bits = np.unpackbits(codes[rng.integers(0, len(codes), 50)], axis=1)
-    bits ^= (rng.random(bits.shape) < 0.04).astype(np.uint8)
-    queries = np.packbits(bits, axis=1)
-    dist, found = index.search(queries, 20)
-    exact = np.stack([numpy_scan(codes, q, 20)[0] for q in queries])
-    assert tie_aware_recall(dist, exact) >= 0.9
+    # new codes near the indexed ones (what a query patch of a similar scene gives): the
+    # calibration covered codes it had not seen, up to 1/8 of the bits away
+    for noise in (0.04, 0.125):
+        bits = np.unpackbits(codes[rng.integers(0, len(codes), 50)], axis=1)
+        bits ^= (rng.random(bits.shape) < noise).astype(np.uint8)
+        queries = np.packbits(bits, axis=1)
+        dist, found = index.search(queries, 20)
+        exact = np.stack([numpy_scan(codes, q, 20)[0] for q in queries])
+        assert tie_aware_recall(dist, exact) >= 0.95, noise
     assert index.memory_bytes() <= 1.5 * codes.nbytes + 2 * 2**16  # uint32 ids, centroids
     # new codes wait in a tail that searches cover, then join their cells
     extra = _clustered(300, np.random.default_rng(7))
