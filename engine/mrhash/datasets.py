@@ -4,7 +4,9 @@
 primary raster no bigger than about one patch is one sample (a folder of small scenes such as
 EuroSAT), a bigger one is cut into a tile grid; auxiliary sources are either named band
 groups of the primary file itself or other rasters read over the same footprint
-(co-registered by `coreg.MultiSourceReader`).
+(co-registered by `coreg.MultiSourceReader`). An auxiliary source given by several rasters
+(a folder of SAR tiles, another satellite's scenes) is a collection: each primary raster is
+paired, by coordinates, with the member that overlaps it most.
 No label is ever read here.
 """
 
@@ -20,11 +22,11 @@ import numpy as np
 from mrhash.coreg import MultiSourceReader
 from mrhash.errors import BadInput
 from mrhash.sources import (
+    Source,
     SourceSpec,
     group_band_files,
     open_source,
     raster_files,
-    spec_from_folder,
 )
 from mrhash.tiling import Tile, tile_grid
 
@@ -64,16 +66,34 @@ def specs_from_paths(paths: Sequence[str | Path], bands: Sequence[int | str] | N
     return specs
 
 
-def aux_source_spec(name: str, paths: Sequence[str | Path],
-                    bands: Sequence[int | str] | None = None) -> SourceSpec:
-    """One auxiliary source: a product folder (its per-band files or single raster, a lone
-    preview ignored) or raster file(s) whose bands are concatenated in order."""
+def aux_source_specs(name: str, paths: Sequence[str | Path],
+                     bands: Sequence[int | str] | None = None) -> list[SourceSpec]:
+    """One auxiliary source: raster file(s) whose bands are concatenated in order (one spec),
+    or a folder: one product (its per-band files, a lone preview ignored) or a collection of
+    rasters and products, one spec each, paired with the primaries by coordinates."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
-        return spec_from_folder(paths[0], bands, name)
+        return specs_from_paths(paths, bands, name)
     for path in paths:
         if not Path(path).is_file():
             raise BadInput(f"auxiliary source {name!r}: no such file", path=str(path))
-    return SourceSpec(name, tuple(str(p) for p in paths), tuple(bands) if bands else None)
+    return [SourceSpec(name, tuple(str(p) for p in paths), tuple(bands) if bands else None)]
+
+
+@dataclass
+class _Collection:
+    """The members of a many-raster auxiliary source, with their EPSG:4326 outlines."""
+
+    name: str
+    members: list[tuple[SourceSpec, object]]  # (spec, shapely polygon in EPSG:4326)
+
+    def best_for(self, primary: Source) -> SourceSpec:
+        area = primary.footprint.to("EPSG:4326").polygon()
+        overlap, spec = max(((outline.intersection(area).area, spec)
+                             for spec, outline in self.members), key=lambda item: item[0])
+        if overlap <= 0:
+            raise BadInput(f"no raster of auxiliary source {self.name!r} overlaps it",
+                           path=primary.path)
+        return spec
 
 
 @dataclass(frozen=True)
@@ -95,15 +115,22 @@ class RasterSamples:
         self.primary_specs = list(primary)
         self.aux_bands = [(name, tuple(bands)) for name, bands in aux_bands]
         self.patch_size = patch_size
-        self.names = ("primary", *(n for n, _ in self.aux_bands), *(s.name for s in auxiliary))
+        groups: dict[str, list[SourceSpec]] = {}
+        for spec in auxiliary:  # specs sharing a name form one source (a collection)
+            groups.setdefault(spec.name, []).append(spec)
+        self.names = ("primary", *(n for n, _ in self.aux_bands), *groups)
         if len(set(self.names)) != len(self.names):
             raise BadInput(f"source names must differ, got {', '.join(self.names)}")
         self.skipped: list[dict[str, str]] = []
-        self._auxiliary = [open_source(spec) for spec in auxiliary]
-        self._open: tuple[int, MultiSourceReader] | None = None
+        # one raster: opened once for the whole run; several: paired per primary raster
+        self._auxiliary: list[Source | _Collection] = []
+        self._open: tuple[int, MultiSourceReader, list[Source]] | None = None
         self._samples: list[_Sample] = []
         counts: tuple[int, ...] | None = None
         try:
+            for name, specs in groups.items():
+                self._auxiliary.append(open_source(specs[0]) if len(specs) == 1
+                                       else self._collection(name, specs))
             for i, spec in enumerate(self.primary_specs):
                 try:
                     reader = self._reader(i)
@@ -135,34 +162,54 @@ class RasterSamples:
         return [_Sample(i, t, f"{path}#{','.join(map(str, t.window))}")
                 for t in tile_grid(source, self.patch_size, stride, min_valid)]
 
+    def _collection(self, name: str, specs: list[SourceSpec]) -> _Collection:
+        members = []
+        for spec in specs:
+            try:
+                with open_source(spec) as source:  # lazy: no pixel is read here
+                    members.append((spec, source.footprint.to("EPSG:4326").polygon()))
+            except BadInput as error:
+                self.skipped.append({"path": spec.paths[0], "error": error.message})
+        if not members:
+            raise BadInput(f"auxiliary source {name!r}: none of its {len(specs)} rasters "
+                           "can be read", path=specs[0].paths[0])
+        return _Collection(name, members)
+
     def _reader(self, i: int) -> MultiSourceReader:
         if self._open is not None and self._open[0] == i:
             return self._open[1]
         self._close_current()
         spec = self.primary_specs[i]
-        opened = [open_source(SourceSpec("primary", spec.paths, spec.bands))]
+        owned = [open_source(SourceSpec("primary", spec.paths, spec.bands))]
         try:
-            opened += [open_source(SourceSpec(name, spec.paths, bands))
-                       for name, bands in self.aux_bands]
-            reader = MultiSourceReader(opened[0], opened[1:] + self._auxiliary)
+            owned += [open_source(SourceSpec(name, spec.paths, bands))
+                      for name, bands in self.aux_bands]
+            auxiliaries = [*owned[1:]]
+            for aux in self._auxiliary:
+                if isinstance(aux, _Collection):
+                    owned.append(open_source(aux.best_for(owned[0])))
+                    auxiliaries.append(owned[-1])
+                else:
+                    auxiliaries.append(aux)
+            reader = MultiSourceReader(owned[0], auxiliaries)
         except BaseException:
-            for source in opened:
+            for source in owned:
                 source.close()
             raise
-        self._open = (i, reader)
+        self._open = (i, reader, owned)
         return reader
 
     def _close_current(self) -> None:
         if self._open is not None:
-            reader = self._open[1]
-            for source in reader.sources[:1 + len(self.aux_bands)]:
+            for source in self._open[2]:
                 source.close()
             self._open = None
 
     def close(self) -> None:
         self._close_current()
-        for source in self._auxiliary:
-            source.close()
+        for aux in self._auxiliary:
+            if isinstance(aux, Source):
+                aux.close()
 
     def __enter__(self) -> RasterSamples:
         return self

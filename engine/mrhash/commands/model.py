@@ -24,7 +24,10 @@ sources:
     --aux-source NAME=PATH[,PATH...][@BANDS]
                               another raster (or a product folder of per-band files) covering
                               the primary's area; read over each sample's footprint, any CRS
-                              or resolution (e.g. the 20 m bands of a Sentinel-2 product)
+                              or resolution (e.g. the 20 m bands of a Sentinel-2 product); or
+                              a folder of many rasters/products (SAR tiles, another
+                              satellite's scenes): each primary raster is paired, by
+                              coordinates, with the one overlapping it most
   Bands: 1-based indices (4,3,2) or names (B04,B03,B02).
   A primary raster about one patch in size is one sample (a folder of small scenes); a bigger
   one is cut into a tile grid (--patch-size, --stride).
@@ -158,7 +161,7 @@ def parse_aux_bands(items: list[str]) -> tuple[tuple[str, tuple[int | str, ...]]
 
 
 def parse_aux_sources(items: list[str]) -> tuple:
-    from mrhash.datasets import aux_source_spec
+    from mrhash.datasets import aux_source_specs
 
     specs = []
     for item in items:
@@ -166,7 +169,7 @@ def parse_aux_sources(items: list[str]) -> tuple:
         paths, _, bands = rest.partition("@")
         if not sep or not name.strip() or not paths:
             raise BadInput(f"--aux-source {item!r}: expected NAME=PATH[,PATH...][@BANDS]")
-        specs.append(aux_source_spec(name.strip(), paths.split(","), parse_bands(bands)))
+        specs += aux_source_specs(name.strip(), paths.split(","), parse_bands(bands))
     return tuple(specs)
 
 
