@@ -25,7 +25,7 @@ from mrhash_qgis.core.fields import field
 HITS_LAYER_NAME = "MrHash hits"
 QUERY_LAYER_NAME = "MrHash query"
 HIT_FIELDS = (("rank", "int"), ("distance", "double"), ("source", "string"),
-              ("hit_id", "string"), ("thumbnail", "string"))
+              ("hit_id", "string"), ("thumbnail", "string"), ("query", "int"))
 # near -> far; a short, colour-blind-safe ramp
 DISTANCE_COLOURS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
 
@@ -56,26 +56,30 @@ def _new_layer(name: str, fields: tuple[tuple[str, str], ...]) -> QgsVectorLayer
     return layer
 
 
-def hit_features(layer: QgsVectorLayer, hits: list[dict]) -> list[QgsFeature]:
+def hit_features(layer: QgsVectorLayer, hits: list[dict], query: int = 1) -> list[QgsFeature]:
+    """One feature per hit; `query` numbers the query the hits answer (layers that keep the
+    results of several queries)."""
     features = []
     for hit in hits:
         feature = QgsFeature(layer.fields())
         feature.setGeometry(geometry_from_geojson(hit["footprint"]))
         feature.setAttributes([int(hit["rank"]), float(hit["distance"]), str(hit["path"]),
-                               str(hit.get("id", "")), str(hit.get("thumbnail") or "")])
+                               str(hit.get("id", "")), str(hit.get("thumbnail") or ""), query])
         features.append(feature)
     return features
 
 
 def hits_layer(hits: list[dict], layer: QgsVectorLayer | None = None,
-               replace: bool = True, name: str = HITS_LAYER_NAME) -> QgsVectorLayer:
-    """Fill `layer` (or a new memory layer) with the hits; `replace` drops earlier hits,
-    otherwise they are appended. The style is re-graduated over all distances."""
+               replace: bool = True, name: str = HITS_LAYER_NAME,
+               query: int = 1) -> QgsVectorLayer:
+    """Fill `layer` (or a new memory layer) with the hits of query number `query`; `replace`
+    drops earlier hits, otherwise they are appended. The style is re-graduated over all
+    distances."""
     if layer is None or sip.isdeleted(layer) or not layer.isValid():  # e.g. removed by the user
         layer = _new_layer(name, HIT_FIELDS)
     elif replace:
         layer.dataProvider().truncate()
-    layer.dataProvider().addFeatures(hit_features(layer, hits))
+    layer.dataProvider().addFeatures(hit_features(layer, hits, query))
     layer.updateExtents()
     style_hits(layer)
     return layer

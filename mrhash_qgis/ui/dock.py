@@ -91,6 +91,14 @@ class MrHashDock(QgsDockWidget):
         self.snap_check.toggled.connect(
             lambda on: settings.put("query/snap", "true" if on else "false"))
         layout.addWidget(self.snap_check)
+        self.append_check = QCheckBox("Keep earlier results (add each query's hits)")
+        self.append_check.setToolTip("Off: each query replaces the hits layer. On: hits are "
+                                     "added, numbered by query in its 'query' field")
+        self.append_check.setChecked(settings.get("query/append", "false") == "true")
+        self.append_check.toggled.connect(
+            lambda on: settings.put("query/append", "true" if on else "false"))
+        layout.addWidget(self.append_check)
+        self.queries_made = 0
 
         self.query_button = QPushButton("Query on map")
         self.query_button.setCheckable(True)
@@ -152,7 +160,10 @@ class MrHashDock(QgsDockWidget):
     def _show_result(self, result: dict) -> None:
         hits = result.get("hits", [])
         project = QgsProject.instance()
-        self.hits_layer = hits_layer(hits, self.hits_layer)
+        self.queries_made += 1
+        self.hits_layer = hits_layer(hits, self.hits_layer,
+                                     replace=not self.append_check.isChecked(),
+                                     query=self.queries_made)
         replace_in_project(self.hits_layer, project)
         footprint = (result.get("query") or {}).get("footprint")
         if footprint:

@@ -127,6 +127,31 @@ def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s
     tool.release()
 
 
+def test_append_keeps_earlier_results_numbered_by_query(qgis_iface, built_index, rgb_layer):
+    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    dock.append_check.setChecked(True)
+    extent = rgb_layer.extent()
+    results: list[dict] = []
+    dock.queryFinished.connect(results.append)
+    for n, (col, row) in enumerate(((96, 160), (224, 32)), start=1):
+        pixel = _pixel(canvas, QgsPointXY(extent.xMinimum() + col * 10,
+                                          extent.yMaximum() - row * 10))
+        tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+        tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+        wait_for(lambda n=n: len(results) == n, 60, f"query {n}")
+    [layer] = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)
+    queries = sorted((f["query"], f["rank"]) for f in layer.getFeatures())
+    assert queries == [(q, r) for q in (1, 2) for r in range(1, 6)]
+    assert dock.grid.count() == 5  # the thumbnails show the latest query
+    dock.append_check.setChecked(False)  # back to replacing
+    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    wait_for(lambda: len(results) == 3, 60, "query 3")
+    assert {f["query"] for f in layer.getFeatures()} == {3} and layer.featureCount() == 5
+    QgsProject.instance().removeAllMapLayers()
+    tool.release()
+
+
 def test_rectangle_drag_and_result_actions(qgis_iface, built_index, rgb_layer, s2):
     canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
     extent = rgb_layer.extent()
