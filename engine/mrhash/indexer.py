@@ -15,6 +15,7 @@ indexing is bound by the encoder, not by reads.
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import sys
@@ -284,14 +285,17 @@ def _unchanged(record: FileRecord, state: FileState, store: MetadataStore) -> bo
 
 
 def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
-                    min_valid: float, model_path: str) -> None:
-    """Refuse to mix models or tile grids in one index; record them in a new one."""
+                    min_valid: float, model_path: str,
+                    bands: tuple[int | str, ...] | None) -> None:
+    """Refuse to mix models, tile grids or band selections in one index; record them in a
+    new one."""
     meta = folder.meta()
     if "fingerprint" not in meta:
         folder.store.set_meta({"fingerprint": model.fingerprint, "bits": model.bits,
                                "model_path": str(Path(model_path).resolve()),
                                "patch_size": model.patch_size, "tile_size": tile_size,
-                               "stride": stride, "min_valid": min_valid})
+                               "stride": stride, "min_valid": min_valid,
+                               "bands": json.dumps(list(bands) if bands else None)})
         return
     if meta["fingerprint"] != model.fingerprint:
         raise IndexCorrupted(
@@ -303,8 +307,23 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
         raise BadInput(f"index was built with tile size {recorded[0]}, stride {recorded[1]}, "
                        f"min valid {recorded[2]}; use the same or --rebuild",
                        path=str(folder.root))
+    if index_bands(meta, model) != bands:
+        raise BadInput(f"index was built with bands {_bands_text(index_bands(meta, model))}, "
+                       f"not {_bands_text(bands)}; use the same or --rebuild",
+                       path=str(folder.root))
     # the model file may have moved: remember where it is now
     folder.store.set_meta({"model_path": str(Path(model_path).resolve())})
+
+
+def index_bands(meta: dict[str, str], model) -> tuple[int | str, ...] | None:
+    """The band selection an index reads its rasters with: the one given when it was built,
+    else the model's primary bands."""
+    recorded = json.loads(meta.get("bands") or "null")
+    return tuple(recorded) if recorded else model.primary.bands
+
+
+def _bands_text(bands: tuple[int | str, ...] | None) -> str:
+    return ",".join(map(str, bands)) if bands else "all"
 
 
 def clear_index(index_dir: str | Path) -> None:
@@ -319,9 +338,11 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
                 tile_size: int | None = None, stride: int | None = None,
                 job: JobControl | None = None, *, min_valid: float = 0.5,
                 rebuild: bool = False, batch_size: int = BATCH_SIZE,
-                model=None) -> IndexResult:
+                model=None, bands: Sequence[int | str] | None = None) -> IndexResult:
     """Index every raster under `folder` into `index_dir` (see the module doc). `model` may
-    pass an already loaded model package (the worker keeps one warm)."""
+    pass an already loaded model package (the worker keeps one warm). `bands` selects the
+    rasters' bands the model encodes when they differ from its training data (e.g. 1,2,3 of
+    RGB files for a model trained on bands 4,3,2 of 13-band files); default: the model's."""
     import time
 
     from mrhash.package import load_model
@@ -330,12 +351,14 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     model = model or load_model(model_path)
     tile_size = int(tile_size or model.patch_size)
     stride = int(stride or tile_size)
-    specs = discover(folder, model.primary.bands)
+    selection = tuple(bands) if bands else model.primary.bands
+    specs = discover(folder, selection)
     if rebuild:
         clear_index(index_dir)
     index_folder = IndexFolder(index_dir, create=True)
     try:
-        _check_settings(index_folder, model, tile_size, stride, min_valid, str(model_path))
+        _check_settings(index_folder, model, tile_size, stride, min_valid, str(model_path),
+                        selection)
         builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
         result = IndexResult(str(Path(index_dir).resolve()), 0)
         records = index_folder.store.files()

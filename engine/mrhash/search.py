@@ -23,7 +23,7 @@ import shapely
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.index import BinaryIndex
-from mrhash.indexer import DB_FILE, IndexFolder, open_for_model
+from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
 from mrhash.metadata import TileRecord
 from mrhash.sources import Footprint, Source, SourceSpec, parse_crs
 
@@ -138,6 +138,7 @@ class Searcher:
                  model_loader: Callable[[str], object] | None = None):
         self.folder = IndexFolder(index_dir)
         meta = self.folder.meta()
+        self._meta = meta
         self.fingerprint = meta.get("fingerprint")
         self.model_path = meta.get("model_path")
         self.tile_size = int(meta.get("tile_size", 0))
@@ -165,7 +166,7 @@ class Searcher:
         since a query reads one patch and loading whole files would cost more than that."""
         source = self._sources.pop(paths, None)
         if source is None:
-            spec = SourceSpec("primary", paths, self.model.primary.bands)
+            spec = SourceSpec("primary", paths, self.bands)
             source = open_for_model(spec, self.model, cache_bytes=0)
         self._sources[paths] = source  # most recently used last
         while len(self._sources) > OPEN_SOURCES:
@@ -183,6 +184,11 @@ class Searcher:
                 "or rebuild the index with `mrhash index --rebuild`",
                 path=str(self.folder.root))
         self._model = model
+
+    @property
+    def bands(self) -> tuple[int | str, ...] | None:
+        """The band selection the index was built with (queries read rasters with it)."""
+        return index_bands(self._meta, self.model)
 
     @property
     def model(self):
@@ -322,7 +328,7 @@ class Searcher:
 
                 try:
                     hit["thumbnail"] = str(thumbnail(self.folder.thumbnail_dir, record,
-                                                         self.model))
+                                                         self.model, self.bands))
                 except MrHashError as error:  # a moved raster must not lose the hit
                     print(f"mrhash: no thumbnail for tile {tile_id}: {error}", file=sys.stderr)
                     hit["thumbnail"] = None

@@ -73,12 +73,13 @@ def render(record: TileRecord, bands: tuple[int | str, ...] | None,
 
 
 def thumbnail(cache_dir: str | Path, record: TileRecord, model,
-              size: int = THUMBNAIL_PX) -> Path:
-    """Path of the tile's cached PNG, rendering it first when missing."""
+              bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX) -> Path:
+    """Path of the tile's cached PNG, rendering it first when missing; `bands`: the index's
+    band selection (default: the model's primary bands)."""
     path = Path(cache_dir) / f"{record.id}_{size}.png"
     if not path.exists():
         if not Path(record.path).exists():
             raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
-        atomic_write_bytes(path, render(record, model.primary.bands, model.config.get("rgb"),
-                                        size, model.stats))
+        atomic_write_bytes(path, render(record, bands or model.primary.bands,
+                                        model.config.get("rgb"), size, model.stats))
     return path

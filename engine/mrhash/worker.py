@@ -229,7 +229,8 @@ class Worker:
             result = build_index(params["folder"], params["model"], params["index"],
                                  params.get("tile_size"), params.get("stride"), job,
                                  min_valid=float(params.get("min_valid", 0.5)),
-                                 rebuild=bool(params.get("rebuild", False)), model=model)
+                                 rebuild=bool(params.get("rebuild", False)), model=model,
+                                 bands=params.get("bands") or None)
         finally:
             self._drop_searcher(params["index"])
         return result.to_dict()

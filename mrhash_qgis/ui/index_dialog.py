@@ -14,12 +14,14 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QSpinBox,
     QVBoxLayout,
 )
 
 from mrhash_qgis.core import settings
+from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.core.engine_client import EngineClient, EngineError, log
 from mrhash_qgis.core.index_footprints import footprints_layer
 
@@ -89,15 +91,19 @@ class IndexDialog(QDialog):
         self.stride_spin.setRange(0, 4096)
         self.stride_spin.setSpecialValueText("= tile size")
         self.rebuild_check = QCheckBox("Rebuild from scratch (otherwise only new/changed files)")
-        bands = QLabel("Bands: those the model was trained on (its primary band selection).")
-        bands.setWordWrap(True)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText("the model's bands")
+        self.bands_edit.setToolTip(
+            "Bands of these rasters the model encodes, 1-based numbers or names (e.g. 1,2,3 "
+            "for RGB files when the model was trained on bands 4,3,2 of 13-band files). "
+            "Empty: the bands the model was trained on.")
         form.addRow("Rasters folder", self.folder_widget)
         form.addRow("Model", self.model_widget)
         form.addRow("Index folder", self.index_widget)
         form.addRow("Tile size (px)", self.tile_spin)
         form.addRow("Stride (px)", self.stride_spin)
+        form.addRow("Bands", self.bands_edit)
         form.addRow("", self.rebuild_check)
-        form.addRow("", bands)
         layout.addLayout(form)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -126,6 +132,9 @@ class IndexDialog(QDialog):
             params["tile_size"] = self.tile_spin.value()
         if self.stride_spin.value():
             params["stride"] = self.stride_spin.value()
+        bands = parse_bands(self.bands_edit.text())
+        if bands:
+            params["bands"] = bands
         return params
 
     def start(self) -> EngineTask | None:
@@ -160,7 +169,8 @@ class IndexDialog(QDialog):
         text = (f"{result.get('n_tiles')} tiles indexed (added {result.get('added')}, "
                 f"removed {result.get('removed')}, unchanged {result.get('unchanged')})")
         if skipped:
-            text += f"; {len(skipped)} file(s) skipped, see the MrHash log"
+            text += (f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].get('error')} "
+                     "(all in the MrHash log)")
         self.status_label.setText(text)
         index = result.get("index", self.index_widget.filePath())
         settings.put("last/index", index)
@@ -169,7 +179,8 @@ class IndexDialog(QDialog):
             QgsProject.instance().addMapLayer(self.footprints)
         except ValueError as error:
             log(str(error), Qgis.MessageLevel.Warning)
-        self.iface.messageBar().pushMessage("MrHash", text, Qgis.MessageLevel.Success, 5)
+        level = Qgis.MessageLevel.Warning if skipped else Qgis.MessageLevel.Success
+        self.iface.messageBar().pushMessage("MrHash", text, level, 10 if skipped else 5)
         self.indexBuilt.emit(index)
 
     def _failed(self, code: str, message: str) -> None:

@@ -38,6 +38,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from mrhash_qgis.core import settings
+from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
 from mrhash_qgis.map_tool import polygon_band
@@ -70,11 +71,6 @@ def layer_outline(layer: QgsRasterLayer) -> QgsGeometry:
     geometry = QgsGeometry.fromRect(layer.extent())
     geometry.transform(QgsCoordinateTransform(layer.crs(), WGS84, QgsProject.instance()))
     return geometry
-
-
-def parse_bands(text: str) -> list[int] | None:
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    return [int(p) for p in parts if p.isdigit()] or None
 
 
 class SourcePicker(QVBoxLayout):

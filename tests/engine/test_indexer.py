@@ -260,3 +260,41 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_finishes(tiny_model, rasters, tmp_pa
                           env=THREADS_ENV)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 225 - kept
+
+
+def test_index_rasters_of_another_band_layout(tiny_model, rasters, tmp_path):
+    """A model trained on bands 4,3,2 of 13-band EuroSAT files indexes RGB-only copies of the
+    same places with --bands 1,2,3: the same pixels give the same codes, and queries,
+    thumbnails and updates read those files with the index's band selection."""
+    import rasterio
+
+    rgb_dir = tmp_path / "rgb"
+    rgb_dir.mkdir()
+    for src in sorted(rasters.glob("*.tif")):
+        with rasterio.open(src) as ds:
+            profile = ds.profile | {"count": 3}
+            data = ds.read([4, 3, 2])
+        with rasterio.open(rgb_dir / src.name, "w", **profile) as out:
+            out.write(data)
+    # without a band selection the model's 4,3,2 do not exist in 3-band files
+    plain = build_index(rgb_dir, tiny_model, tmp_path / "plain", TILE)
+    assert plain.n_tiles == 0 and len(plain.skipped) == 9
+    assert "band 4" in plain.skipped[0]["error"]
+
+    mapped = build_index(rgb_dir, tiny_model, tmp_path / "mapped", TILE, bands=(1, 2, 3))
+    original = build_index(rasters, tiny_model, tmp_path / "original", TILE)
+    assert mapped.n_tiles == original.n_tiles == 36 and not mapped.skipped
+    codes = {Path(r[1]).name + str(r[2]): r[5] for r in rows(tmp_path / "mapped")}
+    assert codes == {Path(r[1]).name + str(r[2]): r[5] for r in rows(tmp_path / "original")}
+
+    some = sorted(rgb_dir.glob("*.tif"))[0]
+    with rasterio.open(some) as ds:
+        x, y = ds.xy(16, 16, offset="ul")  # the centre of the first 32 px tile
+        crs = ds.crs.to_string()
+    result = run_query(tmp_path / "mapped", Query(point=(x, y), crs=crs, k=3, thumbnails=True))
+    assert result["hits"][0]["distance"] == 0 and all(h["thumbnail"] for h in result["hits"])
+    # re-runs must keep the selection: another one is refused with the reason
+    assert build_index(rgb_dir, tiny_model, tmp_path / "mapped", TILE,
+                       bands=(1, 2, 3)).unchanged == 9
+    with pytest.raises(BadInput, match=r"built with bands 1,2,3, not 4,3,2"):
+        build_index(rgb_dir, tiny_model, tmp_path / "mapped", TILE)

@@ -51,3 +51,35 @@ def test_missing_fields_are_named(qgis_iface, engine):
     dialog.model_widget.setFilePath("")
     assert dialog.start() is None
     assert dialog.status_label.text() == "Choose the rasters folder, model, index folder."
+
+
+def test_band_selection_reaches_the_engine(qgis_iface, trained, s2, tmp_path, engine):
+    """Bands typed in the dialog select the rasters' bands the model encodes; a band the
+    rasters lack is a clear error naming the file, and the rest of the folder still runs."""
+    from mrhash_qgis.core.bands import parse_bands
+    from mrhash_qgis.ui.index_dialog import IndexDialog
+
+    assert parse_bands(" 4, 3,2 ") == [4, 3, 2] and parse_bands("B04,B03") == ["B04", "B03"]
+    assert parse_bands("") is None
+    dialog = IndexDialog(qgis_iface, engine)
+    dialog.folder_widget.setFilePath(str(s2.archive_dir))
+    dialog.model_widget.setFilePath(trained.model)
+    dialog.index_widget.setFilePath(str(tmp_path / "bands_index"))
+    dialog.bands_edit.setText("3,2,1")  # blue-green-red: another reading of the same files
+    assert dialog.params()["bands"] == [3, 2, 1]
+    built: list[str] = []
+    dialog.indexBuilt.connect(built.append)
+    dialog.start()
+    wait_for(lambda: built, 120, "the index with bands 3,2,1")
+    assert "50 tiles indexed" in dialog.status_label.text()
+    QgsProject.instance().removeAllMapLayers()
+
+    dialog.index_widget.setFilePath(str(tmp_path / "bad_bands_index"))
+    dialog.bands_edit.setText("1,2,7")
+    built.clear()
+    dialog.start()
+    wait_for(lambda: built or "skipped" in dialog.status_label.text(), 120, "the bad bands")
+    text = dialog.status_label.text()
+    assert "0 tiles indexed" in text and "2 file(s) skipped" in text and "band 7" in text
+    assert "s2_rgb_a.tif" in text or "s2_rgb_b.tif" in text
+    QgsProject.instance().removeAllMapLayers()

@@ -30,7 +30,7 @@ def test_train_index_query(provider, s2, tmp_path, engine):
     index = tmp_path / "proc_index"
     built = processing.run("mrhash:buildindex", {
         "INPUT_FOLDER": str(s2.archive_dir), "MODEL": str(model), "TILE_SIZE": 128,
-        "STRIDE": 0, "OUTPUT_INDEX": str(index)})
+        "STRIDE": 0, "BANDS": "1,2,3", "OUTPUT_INDEX": str(index)})
     assert built["N_TILES"] == 8 and built["ADDED"] == 8 and built["SKIPPED"] == 0
 
     point = "444370,4170820 [EPSG:32618]"  # centre of the first 128 px tile of the crop

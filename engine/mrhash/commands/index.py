@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--tile-size", type=int, help="tile size in pixels (default: the "
                        "model's patch size)")
     index.add_argument("--stride", type=int, help="pixels between tiles (default: tile size)")
+    index.add_argument("--bands", help="bands of these rasters the model encodes, when they "
+                       "differ from its training data (e.g. 1,2,3 of RGB files for a model "
+                       "trained on bands 4,3,2); default: the model's")
     index.add_argument("--min-valid", type=float, default=0.5,
                        help="skip tiles with a smaller valid-data fraction (default 0.5)")
     index.add_argument("--rebuild", action="store_true",
@@ -86,6 +89,7 @@ class ProgressPrinter:
 
 def run_index(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
+    from mrhash.commands.raster import parse_bands
     from mrhash.device import limit_threads, resolve_device
     from mrhash.errors import Cancelled
     from mrhash.indexer import build_index
@@ -102,7 +106,8 @@ def run_index(args: argparse.Namespace) -> int:
     try:
         result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
                              job, min_valid=args.min_valid, rebuild=args.rebuild,
-                             batch_size=args.batch_size, model=model)
+                             batch_size=args.batch_size, model=model,
+                             bands=parse_bands(args.bands))
     except Cancelled:
         printer.close()
         print("mrhash index: cancelled; committed tiles are kept, run the same command to "

@@ -75,15 +75,3 @@ def source_spec(paths: list[str], bands: list[int] | None, name: str | None = No
     if name:
         spec["name"] = name
     return spec
-
-
-def parse_bands(text: str) -> list[int] | None:
-    """'4,3,2' -> [4, 3, 2]; '' -> None (all bands)."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError as error:
-        raise QgsProcessingException(
-            f"bands '{text}': give 1-based band numbers separated by commas") from error

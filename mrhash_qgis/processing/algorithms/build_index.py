@@ -8,8 +8,10 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
 )
 
+from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
 
@@ -37,6 +39,9 @@ class BuildIndexAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "STRIDE", "Stride (pixels, 0 = tile size)",
             QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", "Bands of these rasters the model encodes (e.g. 1,2,3; empty = the "
+            "model's)", "", optional=True))
         self.addParameter(QgsProcessingParameterBoolean("REBUILD", "Rebuild from scratch", False))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_INDEX", "Index"))
         for name in ("N_TILES", "ADDED", "REMOVED", "UNCHANGED", "SKIPPED"):
@@ -53,6 +58,9 @@ class BuildIndexAlgorithm(EngineAlgorithm):
             value = self.parameterAsInt(parameters, key.upper(), context)
             if value:
                 params[key] = value
+        bands = parse_bands(self.parameterAsString(parameters, "BANDS", context))
+        if bands:
+            params["bands"] = bands
         result = self.run_engine("index", params, feedback)
         for skipped in result.get("skipped", []):
             feedback.reportError(f"skipped {skipped.get('path')}: {skipped.get('error')}")

@@ -14,12 +14,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from mrhash_qgis.processing.algorithms.base import (
-    EngineAlgorithm,
-    parse_bands,
-    source_paths,
-    source_spec,
-)
+from mrhash_qgis.core.bands import parse_bands
+from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths, source_spec
 
 BITS = (16, 32, 64, 128)
 DEVICES = ("auto", "cpu", "cuda")
