@@ -59,3 +59,29 @@ def test_engine_errors_become_processing_errors(provider, tmp_path, engine):
         processing.run("mrhash:buildindex", {
             "INPUT_FOLDER": str(tmp_path), "MODEL": str(tmp_path / "no_such.safetensors"),
             "OUTPUT_INDEX": str(tmp_path / "idx")})
+
+
+def test_shipped_model_runs_in_the_modeller_engine(provider, s2, trained, tmp_path, engine):
+    """resources/models holds a graphical-modeller model chaining buildindex -> queryatpoint;
+    it loads and runs like any model a user draws."""
+    from pathlib import Path
+
+    import processing
+    from qgis.core import QgsProcessingModelAlgorithm, QgsRasterLayer
+
+    model = QgsProcessingModelAlgorithm()
+    path = Path(__file__).resolve().parents[2] / "resources/models/mrhash_index_and_query.model3"
+    assert model.fromFile(str(path))
+    assert sorted(c.algorithmId() for c in model.childAlgorithms().values()) == [
+        "mrhash:buildindex", "mrhash:queryatpoint"]
+    extent = QgsRasterLayer(str(s2.rgb), "rgb").extent()
+    point = f"{extent.xMinimum() + 96 * 10},{extent.yMaximum() - 160 * 10} [EPSG:32618]"
+    result = processing.run(model, {
+        "rasters": str(s2.archive_dir), "model": trained.model, "point": point, "k": 4,
+        "buildindex:Index": str(tmp_path / "model_index"),
+        "queryatpoint:Similar places": "memory:hits"})
+    assert (tmp_path / "model_index" / "index.sqlite").is_file()
+    layer = result["queryatpoint:Similar places"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
+    rows = sorted((f["rank"], f["distance"]) for f in layer.getFeatures())
+    assert [rank for rank, _ in rows] == [1, 2, 3, 4] and rows[0][1] == 0
