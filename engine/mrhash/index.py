@@ -8,9 +8,10 @@ Two layouts, chosen by size (`IndexPolicy.exact_max_bytes`, 32 MiB of codes by d
   Hamming kernel. Unlike `faiss.IndexBinaryIVF` (an int64 id per code: 2x the raw bytes of
   64-bit codes) ids are stored as uint32, so memory is 1.5x the raw bytes of 64-bit codes.
   `nprobe` is calibrated when the layout is built: the smallest power of two whose tie-aware
-  recall@k versus the exact scan reaches `target_recall` both on a sample of the indexed codes
-  (queries by tile id) and on those codes with 1/8 of their bits flipped (a new patch of a
-  place like an indexed one, or a code far from any cell centre).
+  recall@k versus the exact scan reaches `target_recall`, less two standard errors, on each of
+  three query samples: indexed codes (queries by tile id), those codes with 1/8 of their bits
+  flipped (a new patch of a place like an indexed one) and uniform random codes (a query like
+  nothing indexed, the worst case).
 
 The SQLite store (metadata.py) holds every code and is the truth; this index is a fast-loading
 cache of it. The file carries the store's `generation`, a CRC of the payload and its length,
@@ -44,7 +45,7 @@ class IndexPolicy:
     exact_max_bytes: int = 32 * 2**20
     target_recall: float = 0.95
     recall_k: int = 50
-    calibration_queries: int = 200
+    calibration_queries: int = 500
     calibration_bit_noise: float = 0.125  # share of bits flipped in the unseen-code queries
     seed: int = 0
 
@@ -59,6 +60,13 @@ def tie_aware_recall(dist: np.ndarray, exact_dist: np.ndarray) -> float:
     a lot, so any of the tied codes is as right an answer as the one an exact scan returned."""
     kth = exact_dist[:, -1:]
     return float(((dist <= kth) & (dist >= 0)).sum() / dist.size)
+
+
+def recall_lower_bound(dist: np.ndarray, exact_dist: np.ndarray) -> float:
+    """Tie-aware recall less two standard errors of its mean over the queries: what
+    calibration must reach so the target holds for queries it did not sample."""
+    per_query = ((dist <= exact_dist[:, -1:]) & (dist >= 0)).mean(axis=1)
+    return float(per_query.mean() - 2 * per_query.std() / np.sqrt(len(per_query)))
 
 
 def _id_dtype(ids: np.ndarray) -> np.dtype:
@@ -344,11 +352,12 @@ class BinaryIndex:
                                    replace=False)]
         flips = rng.random((len(indexed), self.bits)) < policy.calibration_bit_noise
         unseen = indexed ^ np.packbits(flips, axis=1)
+        far = rng.integers(0, 256, indexed.shape, dtype=np.uint8)  # like nothing indexed
         k = min(policy.recall_k, len(codes))
         query_sets = [(queries, faiss.knn_hamming(queries, codes, k)[0])
-                      for queries in (indexed, unseen)]
+                      for queries in (indexed, unseen, far)]
         while True:
-            recall = min(tie_aware_recall(cells.search(queries, k)[0], exact)
+            recall = min(recall_lower_bound(cells.search(queries, k)[0], exact)
                          for queries, exact in query_sets)
             if recall >= policy.target_recall or cells.nprobe >= nlist:
                 break

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mrhash.benchmarks.search import numpy_scan
 from mrhash.errors import IndexCorrupted
-from mrhash.index import BinaryIndex, IndexPolicy, tie_aware_recall
+from mrhash.index import BinaryIndex, IndexPolicy, recall_lower_bound, tie_aware_recall
 
 
 def _brute(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -151,3 +151,12 @@ def test_tie_aware_recall():
     exact = np.array([[0, 1, 2, 2]])
     assert tie_aware_recall(np.array([[0, 1, 2, 2]]), exact) == 1.0
     assert tie_aware_recall(np.array([[0, 2, 2, 3]]), exact) == 0.75
+
+
+def test_recall_lower_bound_is_cautious_about_uneven_queries():
+    exact = np.array([[0, 1, 2, 2]] * 4)
+    even = np.array([[0, 2, 2, 3]] * 4)  # every query 0.75: no spread, no margin
+    assert recall_lower_bound(even, exact) == pytest.approx(0.75)
+    uneven = np.array([[0, 1, 2, 2], [0, 1, 2, 2], [0, 1, 2, 2], [3, 3, 3, 3]])  # 1, 1, 1, 0
+    assert tie_aware_recall(uneven, exact) == 0.75
+    assert recall_lower_bound(uneven, exact) == pytest.approx(0.75 - 2 * np.sqrt(3) / 4 / 2)
