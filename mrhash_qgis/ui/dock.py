@@ -39,6 +39,15 @@ from mrhash_qgis.ui.thumbnails import ThumbnailGrid
 WGS84 = "EPSG:4326"
 
 
+def _setting_checkbox(text: str, key: str, default: bool, tooltip: str) -> QCheckBox:
+    """A checkbox whose state lives in the plugin settings under `key`."""
+    box = QCheckBox(text)
+    box.setToolTip(tooltip)
+    box.setChecked(settings.get(key, "true" if default else "false") == "true")
+    box.toggled.connect(lambda on: settings.put(key, "true" if on else "false"))
+    return box
+
+
 class MrHashDock(QgsDockWidget):
     """Emits `queryFinished(result)` once hits are on the map and in the grid."""
 
@@ -84,19 +93,15 @@ class MrHashDock(QgsDockWidget):
         form.addRow("Index", self.index_widget)
         form.addRow("Results (k)", self.k_spin)
         layout.addLayout(form)
-        self.snap_check = QCheckBox("Snap clicks to the indexed tile under them")
-        self.snap_check.setToolTip("Query with the stored code of the tile under the click "
-                                   "(exact, fast); off: encode the patch centred on the click")
-        self.snap_check.setChecked(settings.get("query/snap", "true") == "true")
-        self.snap_check.toggled.connect(
-            lambda on: settings.put("query/snap", "true" if on else "false"))
+        self.snap_check = _setting_checkbox(
+            "Snap clicks to the indexed tile under them", "query/snap", True,
+            "Query with the stored code of the tile under the click (exact, fast); off: "
+            "encode the patch centred on the click")
+        self.append_check = _setting_checkbox(
+            "Keep earlier results (add each query's hits)", "query/append", False,
+            "Off: each query replaces the hits layer. On: hits are added, numbered by query "
+            "in its 'query' field")
         layout.addWidget(self.snap_check)
-        self.append_check = QCheckBox("Keep earlier results (add each query's hits)")
-        self.append_check.setToolTip("Off: each query replaces the hits layer. On: hits are "
-                                     "added, numbered by query in its 'query' field")
-        self.append_check.setChecked(settings.get("query/append", "false") == "true")
-        self.append_check.toggled.connect(
-            lambda on: settings.put("query/append", "true" if on else "false"))
         layout.addWidget(self.append_check)
         self.queries_made = 0
 
