@@ -31,6 +31,7 @@ class MrHashPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.client = None
+        self.setup = None
         self.dock = None
         self.map_tool = None
         self.provider = None
@@ -48,13 +49,16 @@ class MrHashPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (QGIS API)
+        from mrhash_qgis.core.setup_task import EngineSetup
         from mrhash_qgis.ui.dock import MrHashDock
 
         self.initProcessing()
         self.client = shared_client()
+        self.setup = EngineSetup(self.client)
         canvas = self.iface.mapCanvas()
         self.map_tool = QueryMapTool(canvas)
-        self.dock = MrHashDock(self.iface, self.client, self.map_tool, self.iface.mainWindow())
+        self.dock = MrHashDock(self.iface, self.client, self.map_tool, self.iface.mainWindow(),
+                               setup=self.setup)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.map_tool.queryRequested.connect(self.dock.run_query)
 
@@ -86,6 +90,9 @@ class MrHashPlugin:
         return action
 
     def unload(self) -> None:
+        if self.setup is not None:
+            self.setup.cancel()  # the task stops pip; the environment stays "incomplete"
+            self.setup = None
         for dialog in self.dialogs:
             dialog.close()
         self.dialogs.clear()
@@ -147,4 +154,4 @@ class MrHashPlugin:
     def show_settings(self) -> None:
         from mrhash_qgis.ui.settings_dialog import SettingsDialog
 
-        SettingsDialog(self.client, self.iface.mainWindow()).exec()
+        SettingsDialog(self.client, self.setup, self.iface.mainWindow()).exec()

@@ -2,13 +2,15 @@
 
 The zip holds the plugin (mrhash_qgis/, LICENSE), the top-level metadata.txt and resources/
 (symlinked into mrhash_qgis/ in the checkout, real files in the zip) and the engine source
-bundled at mrhash_qgis/engine/mrhash plus its requirements; the plugin puts that folder on the
-engine interpreter's PYTHONPATH (see docs/PLUGIN.md)."""
+bundled at mrhash_qgis/engine/mrhash plus its requirements, from which *Set up the engine*
+builds the engine's private environment (mrhash_qgis/core/environment.py, docs/PLUGIN.md).
+Standard library only, so it runs without `make install`."""
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -21,9 +23,17 @@ SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 
 def version() -> str:
-    metadata = configparser.ConfigParser()
+    """The plugin's version, which the bundled engine must carry too (the plugin refuses an
+    engine of another version and offers Repair)."""
+    metadata = configparser.ConfigParser(interpolation=None)
     metadata.read(REPO / "metadata.txt")
-    return metadata["general"]["version"]
+    plugin = metadata["general"]["version"]
+    engine = re.search(r'^__version__ = "([^"]+)"',
+                       (ENGINE / "mrhash" / "__init__.py").read_text(), re.MULTILINE)
+    if not engine or engine.group(1) != plugin:
+        raise SystemExit(f"metadata.txt says version {plugin} but engine/mrhash/__init__.py "
+                         f"says {engine.group(1) if engine else 'nothing'}: make them equal")
+    return plugin
 
 
 def files_under(root: Path):

@@ -1,7 +1,11 @@
-"""Drive the QGIS desktop end-to-end check: prepare real imagery + model + index (engine CLI),
+"""Drive the QGIS desktop end-to-end checks: prepare real imagery + model + index (engine CLI),
 make a throw-away profile with the plugin enabled, run
-`xvfb-run -a qgis --nologo --noversioncheck --profiles-path P --code qgis_desktop_e2e.py`,
-and report its status.json. Exit code 0 when QGIS reported success."""
+`xvfb-run -a qgis --nologo --noversioncheck --profiles-path P --code SCRIPT`,
+and report its status.json. Exit code 0 when QGIS reported success.
+
+SCRIPT is qgis_desktop_e2e.py (the checkout's plugin and engine: query, dialogs, wizard) or,
+with --from-zip, qgis_zip_e2e.py: the plugin installed from `make package`'s zip into a fresh
+profile, no checkout or .venv reachable, and the engine set up from the plugin's dock."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_data import REPO, Demo, prepare, rgb_centre_point  # noqa: E402
+from package_plugin import build  # noqa: E402
 from qgis_profile import make_profile  # noqa: E402
 
 
@@ -24,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "build" / "e2e")
     parser.add_argument("--screenshots", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--timeout", type=float, default=400)
+    parser.add_argument("--from-zip", action="store_true",
+                        help="install the plugin zip in the profile and set the engine up there")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     demo = prepare(Demo(work / "data"), size_px=320, offset_px=640, scene_px=1280)
     profile_root = work / "profile"
     shutil.rmtree(profile_root, ignore_errors=True)
-    make_profile(profile_root)
+    make_profile(profile_root, plugin_zip=build(work / "dist") if args.from_zip else None)
+    script = "qgis_zip_e2e.py" if args.from_zip else "qgis_desktop_e2e.py"
     status_path = work / "status.json"
     status_path.unlink(missing_ok=True)
     (work / "wizard_model.safetensors").unlink(missing_ok=True)
@@ -40,11 +48,17 @@ def main(argv: list[str] | None = None) -> int:
               "wizard_model": str(work / "wizard_model.safetensors")}
     config_path = work / "e2e_config.json"
     config_path.write_text(json.dumps(config, indent=2))
-    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}  # a real X display
+    # a real X display; nothing of this checkout's venv reaches QGIS
+    venv_bin = str(REPO / ".venv" / "bin")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QT_QPA_PLATFORM", "VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p != venv_bin)
     env["MRHASH_E2E_CONFIG"] = str(config_path)
+    env["MRHASH_E2E_SCRIPTS"] = str(Path(__file__).resolve().parent)
     command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo",
                "--noversioncheck", "--profiles-path", str(profile_root),
-               "--code", str(Path(__file__).with_name("qgis_desktop_e2e.py"))]
+               "--code", str(Path(__file__).with_name(script))]
     print("$", " ".join(command), flush=True)
     log = (work / "qgis.log").open("w")
     try:

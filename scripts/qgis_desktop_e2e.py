@@ -7,74 +7,27 @@ the index dialog and the training wizard pages (training a tiny model for the lo
 PNG, writes status.json and quits QGIS. Steps run from the event loop (QTimer), never
 blocking it, as a user would see them."""
 
-import json
 import os
-import traceback
-from pathlib import Path
+import sys
 
-from qgis.core import (
-    QgsCoordinateTransform,
-    QgsPointXY,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
-from qgis.gui import QgsMapMouseEvent
-from qgis.PyQt.QtCore import QEvent, QPoint, Qt, QTimer
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.utils import iface, plugins
 
-CONFIG = json.loads(Path(os.environ["MRHASH_E2E_CONFIG"]).read_text())
-OUT = Path(CONFIG["screenshots"])
-STATUS = Path(CONFIG["status"])
-status = {"ok": False, "steps": [], "screenshots": []}
-keep = {}  # widgets and layers kept alive between steps
-
-
-def log_step(name, **info):
-    status["steps"].append({"step": name, **info})
-    STATUS.write_text(json.dumps(status, indent=2))
-
-
-def grab(widget, name):
-    path = OUT / name
-    widget.grab().save(str(path))
-    status["screenshots"].append(str(path))
-
-
-def later(seconds, function):
-    def run():
-        try:
-            function()
-        except Exception:  # the status file says what broke, and QGIS still quits
-            status["error"] = traceback.format_exc()
-            finish()
-    QTimer.singleShot(int(seconds * 1000), run)
-
-
-def wait_until(predicate, then, timeout=120.0, what=""):
-    deadline = [timeout]
-
-    def poll():
-        if predicate():
-            then()
-        elif deadline[0] <= 0:
-            raise TimeoutError(f"timed out waiting for {what}")
-        else:
-            deadline[0] -= 0.25
-            later(0.25, poll)
-    later(0.25, poll)
-
-
-def finish():
-    STATUS.write_text(json.dumps(status, indent=2))
-    project = QgsProject.instance()
-    project.removeAllMapLayers()
-    project.setDirty(False)
-    QTimer.singleShot(300, iface.actionExit().trigger)
-
-
-def plugin():
-    return plugins["mrhash_qgis"]
+sys.path.insert(0, os.environ["MRHASH_E2E_SCRIPTS"])
+from qgis_e2e_steps import (  # noqa: E402
+    CONFIG,
+    OUT,
+    click_query,
+    finish,
+    grab,
+    hits_step,
+    keep,
+    later,
+    log_step,
+    plugin,
+    status,
+    wait_until,
+)
 
 
 def start():
@@ -109,31 +62,12 @@ def engine_ready():
 
 
 def click():
-    canvas = iface.mapCanvas()
     x, y = CONFIG["point"]
-    to_canvas = QgsCoordinateTransform(keep["scene"].crs(), canvas.mapSettings().destinationCrs(),
-                                       QgsProject.instance())
-    pixel = canvas.getCoordinateTransform().transform(to_canvas.transform(QgsPointXY(x, y)))
-    pos = QPoint(round(pixel.x()), round(pixel.y()))
-    tool = canvas.mapTool()
-    results = []
-    plugin().dock.queryFinished.connect(results.append)
-    for kind in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonRelease):
-        event = QgsMapMouseEvent(canvas, kind, pos, Qt.MouseButton.LeftButton,
-                                 Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-        (tool.canvasPressEvent if kind == QEvent.Type.MouseButtonPress
-         else tool.canvasReleaseEvent)(event)
-    log_step("clicked", pixel=[pos.x(), pos.y()], tool=type(tool).__name__)
-    wait_until(lambda: results, lambda: got_hits(results[0]), 60, "the query")
+    click_query(x, y, keep["scene"].crs(), got_hits)
 
 
 def got_hits(result):
-    hits = result["hits"]
-    names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
-    log_step("hits", n=len(hits), best_distance=hits[0]["distance"] if hits else None,
-             best_path=hits[0]["path"] if hits else None, layers=names,
-             thumbnails=plugin().dock.grid.count())
-    status["n_hits"] = len(hits)
+    hits_step(result)
     later(3.0, screenshots_main)
 
 
@@ -210,7 +144,7 @@ def done():
     keep["wizard"].close()
     from mrhash_qgis.ui.settings_dialog import SettingsDialog
 
-    settings = SettingsDialog(plugin().client, iface.mainWindow())
+    settings = SettingsDialog(plugin().client, plugin().setup, iface.mainWindow())
     settings.show()
     grab(settings, "settings_dialog.png")
     settings.close()

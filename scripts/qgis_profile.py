@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import configparser
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_profile(root: Path, mrhash_settings: dict[str, str] | None = None) -> Path:
+def make_profile(root: Path, mrhash_settings: dict[str, str] | None = None,
+                 plugin_zip: Path | None = None) -> Path:
     """Create <root>/profiles/default with the plugin enabled (and MrHash settings such as
-    {"last/index": ...}); returns `root` for `qgis --profiles-path`."""
+    {"last/index": ...}); returns `root` for `qgis --profiles-path`. The plugin is this
+    checkout's (symlinked) or, with `plugin_zip`, unpacked from that zip as QGIS's "Install
+    from ZIP" does (then no checkout, and no .venv, is reachable from it)."""
     profile = root / "profiles" / "default"
     plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     link = plugins / "mrhash_qgis"
-    if not link.exists():
+    if plugin_zip is not None:
+        zipfile.ZipFile(plugin_zip).extractall(plugins)
+    elif not link.exists():
         link.symlink_to(REPO / "mrhash_qgis", target_is_directory=True)
     ini_path = profile / "QGIS" / "QGIS3.ini"
     ini_path.parent.mkdir(parents=True, exist_ok=True)

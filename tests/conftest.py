@@ -1,4 +1,5 @@
-"""Paths to the real data every test suite uses (installed by `make install` or beside the repo)."""
+"""Paths to the real data every test suite uses (shipped in tests/data or installed by
+`make install`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EUROSAT_DIR = REPO.parent / "shared" / "data" / "eurosat_ms_dev"
+# 10 classes x 5 real EuroSAT patches, shipped with the tests (see its README.md)
+EUROSAT_DIR = REPO / "tests" / "data" / "eurosat_ms_mini"
 
 
 def _package_dir(name: str) -> Path:
@@ -21,7 +23,7 @@ def _package_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def eurosat_dir() -> Path:
     if not EUROSAT_DIR.is_dir():
-        pytest.fail(f"real EuroSAT dev data missing at {EUROSAT_DIR}")
+        pytest.fail(f"real EuroSAT test data missing at {EUROSAT_DIR}")
     return EUROSAT_DIR
 
 

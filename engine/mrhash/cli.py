@@ -14,7 +14,7 @@ from mrhash import __version__
 from mrhash.errors import MrHashError
 
 # area module -> registers its sub-commands (see each module's `register`)
-COMMAND_MODULES = ("raster", "model", "index", "bench")
+COMMAND_MODULES = ("raster", "model", "index", "bench", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

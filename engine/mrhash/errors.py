@@ -40,3 +40,14 @@ class Cancelled(MrHashError):
     """The user cancelled a long job; work done so far is kept consistent."""
 
     code = "cancelled"
+
+
+class MissingDependency(MrHashError):
+    """The engine's environment lacks a runtime requirement (`package`, imported as `module`)."""
+
+    code = "missing_dependency"
+
+    def __init__(self, module: str, package: str):
+        self.module, self.package = module, package
+        super().__init__(f"the engine's Python lacks the package {package} "
+                         f"(import {module} failed)")

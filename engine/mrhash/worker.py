@@ -87,6 +87,22 @@ def train_config(params: dict):
                        auxiliary=tuple(auxiliary), aux_bands=aux_bands, **values)
 
 
+def error_payload(error: BaseException) -> dict:
+    """The protocol's error object: code and message, plus the package a missing import names
+    (so the plugin can give the exact fix); unexpected errors keep their traceback on stderr."""
+    if isinstance(error, ModuleNotFoundError):
+        from mrhash.doctor import missing_dependency
+
+        error = missing_dependency(error)
+    if not isinstance(error, MrHashError):
+        traceback.print_exception(error, file=sys.stderr)
+        return {"code": "internal", "message": f"{type(error).__name__}: {error}"}
+    payload = {"code": error.code, "message": error.message}
+    payload.update({key: getattr(error, key) for key in ("module", "package")
+                    if hasattr(error, key)})
+    return payload
+
+
 class Worker:
     def __init__(self, out: TextIO, device: str = "auto"):
         from mrhash.device import device_name, limit_threads, resolve_device
@@ -113,12 +129,7 @@ class Worker:
             self.out.flush()
 
     def send_error(self, request_id: Any, error: BaseException) -> None:
-        if isinstance(error, MrHashError):
-            code, message = error.code, error.message
-        else:
-            code, message = "internal", f"{type(error).__name__}: {error}"
-            traceback.print_exception(error, file=sys.stderr)
-        self.send({"id": request_id, "error": {"code": code, "message": message}})
+        self.send({"id": request_id, "error": error_payload(error)})
 
     def ready(self) -> None:
         self.send({"id": None, "event": "ready", "version": __version__,
@@ -169,6 +180,11 @@ class Worker:
             searcher.close()
 
     # -- methods -------------------------------------------------------------------------
+    def doctor(self, _params: dict) -> dict:
+        from mrhash.doctor import check
+
+        return {**check(), "device": self.device.type, "device_name": self.device_name}
+
     def status(self, _params: dict) -> dict:
         with self._state_lock:
             jobs = list(self._jobs)
@@ -305,7 +321,7 @@ class Worker:
                 if request_id is None:
                     raise BadRequest(f"{method} needs a request id (it names the job)")
                 self.start_job(request_id, method, params)
-            elif method in ("status", "cancel", "query"):
+            elif method in ("status", "cancel", "query", "doctor"):
                 self.send({"id": request_id, "result": getattr(self, method)(params)})
             else:
                 raise BadRequest(f"unknown method {method!r}")
@@ -323,6 +339,13 @@ class Worker:
 
 def serve(device: str = "auto") -> int:
     out = protocol_stdout()
-    worker = Worker(out, device)
+    try:
+        worker = Worker(out, device)
+    except (ModuleNotFoundError, MrHashError) as error:
+        # said on the protocol, so the plugin can name the missing package and the fix
+        out.write(json.dumps({"id": None, "event": "failed", "error": error_payload(error)})
+                  + "\n")
+        out.flush()
+        return 1
     worker.serve(sys.stdin)
     return 0

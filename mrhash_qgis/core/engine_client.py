@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import threading
 import time
@@ -21,10 +22,13 @@ from typing import Any
 from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from mrhash_qgis.core.environment import PLUGIN_DIR, plugin_version
 from mrhash_qgis.core.settings import EngineSettings
 
 LOG_TAG = "MrHash"
 STATE_STOPPED, STATE_STARTING, STATE_READY, STATE_FAILED = "stopped", "starting", "ready", "failed"
+# What fixes a failed engine, for the buttons the dock and Settings show.
+FIX_SETUP, FIX_REPAIR, FIX_SETTINGS = "setup", "repair", "settings"
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
@@ -113,6 +117,9 @@ class EngineClient(QObject):
         self.state = STATE_STOPPED
         self.info: dict[str, Any] = {}
         self.last_error = ""
+        self.fix = ""  # FIX_* when the engine failed
+        self.kind = ""  # EngineSettings.kind of the running worker
+        self.recent_errors: deque[str] = deque(maxlen=10)  # for the diagnostics report
         self._process: subprocess.Popen | None = None
         self._pending: dict[str, EngineRequest] = {}
         self._lock = threading.Lock()
@@ -122,6 +129,8 @@ class EngineClient(QObject):
 
     # lifecycle
     def _set_state(self, state: str) -> None:
+        if state != STATE_FAILED:
+            self.fix = ""
         self.state = state
         self.stateChanged.emit(state)
 
@@ -135,22 +144,26 @@ class EngineClient(QObject):
         if self.running:
             return
         settings = self.settings or EngineSettings.load()
+        self.kind = settings.kind
         problem = settings.problem()
         if problem:
-            self._fail(problem)
+            self._fail(problem, FIX_SETUP if settings.kind == "none" else FIX_SETTINGS)
             return
         self._ready.clear()
         self._stderr_tail.clear()
         self._set_state(STATE_STARTING)
-        log(f"starting engine: {' '.join(settings.command())}")
+        log(f"starting engine ({settings.kind}): {' '.join(settings.command())}")
         try:
+            # a fixed working directory: a `mrhash` folder where QGIS was started from must
+            # never shadow the engine (`python -m` puts the working directory on sys.path)
             self._process = subprocess.Popen(
                 settings.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=settings.environment(), text=True, bufsize=1,
-                encoding="utf-8", creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                encoding="utf-8", cwd=str(PLUGIN_DIR),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except OSError as error:
             self._fail(f"Cannot run the engine interpreter {settings.python}: {error}. "
-                       "Set another one in MrHash > Settings.")
+                       "Choose another one in MrHash › Settings.", FIX_SETTINGS)
             return
         process = self._process
         threading.Thread(target=self._read_stdout, args=(process,), daemon=True,
@@ -242,8 +255,9 @@ class EngineClient(QObject):
         if process is self._process:  # died on its own, not stopped by us
             self._process = None
             tail = "\n".join(self._stderr_tail)
-            self._fail(f"The engine exited (code {code}). "
-                       f"{self._explain(tail)}\n{tail}".strip())
+            if self.state != STATE_FAILED:  # a `failed` event already said why
+                message, fix = self._explain(tail)
+                self._fail(f"The engine exited (code {code}). {message}\n{tail}".strip(), fix)
             self._fail_pending("engine_failed", self.last_error)
 
     def _read_stderr(self, process: subprocess.Popen) -> None:
@@ -255,8 +269,22 @@ class EngineClient(QObject):
 
     def _dispatch(self, message: dict) -> None:
         request_id = message.get("id")
+        if message.get("event") == "failed":
+            error = message.get("error") or {}
+            self._fail(*self._advice(error.get("code", ""), error.get("message", ""),
+                                     error.get("package")))
+            return
         if message.get("event") == "ready":
             self.info = {k: v for k, v in message.items() if k not in ("id", "event")}
+            wanted = plugin_version()
+            if self.info.get("version") != wanted:
+                self._fail(f"The engine (mrhash {self.info.get('version')}) does not match this "
+                           f"plugin ({wanted}): press Repair in MrHash › Settings to update it.",
+                           FIX_REPAIR)
+                self.stop_process()
+                self._fail_pending("engine_failed", self.last_error)
+                return
+            self.last_error = ""
             self._ready.set()
             self._set_state(STATE_READY)
             self.ready.emit(self.info)
@@ -269,8 +297,10 @@ class EngineClient(QObject):
             request._on_progress(message["progress"])
         elif "error" in message:
             error = message["error"] or {}
-            self._resolve(request.id, None, EngineError(error.get("code", "internal"),
-                                                        error.get("message", "unknown error")))
+            code, text = error.get("code", "internal"), error.get("message", "unknown error")
+            if code == "missing_dependency":
+                text = self._advice(code, text, error.get("package"))[0]
+            self._resolve(request.id, None, EngineError(code, text))
         elif "result" in message:
             self._resolve(request.id, message["result"] or {}, None)
 
@@ -281,26 +311,51 @@ class EngineClient(QObject):
             if error and error.code not in ("cancelled",):
                 log(f"{request.method} failed [{error.code}]: {error.message}",
                     Qgis.MessageLevel.Warning)
+                self.recent_errors.append(f"{request.method} [{error.code}]: {error.message}")
             request._finish(result, error)
 
     def _fail_pending(self, code: str, message: str) -> None:
         for request_id in list(self._pending):
             self._resolve(request_id, None, EngineError(code, message))
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, fix: str = FIX_SETTINGS) -> None:
         self.last_error = message
+        self.recent_errors.append(message.splitlines()[0] if message else "")
         log(message, Qgis.MessageLevel.Critical)
+        self.fix = fix
         self._set_state(STATE_FAILED)
 
-    @staticmethod
-    def _explain(stderr_tail: str) -> str:
-        if "No module named" in stderr_tail and "mrhash" in stderr_tail:
-            return ("The interpreter has no MrHash engine: install it there "
-                    "(pip install -e engine) or choose another interpreter in MrHash > Settings.")
-        if "No module named" in stderr_tail:
-            return ("The interpreter lacks an engine requirement: install "
-                    "engine/requirements.txt there, or choose another interpreter.")
-        return "See the MrHash tab of the log panel for details."
+    def stop_process(self) -> None:
+        """Stop the worker but keep the failed state (and its advice) on show."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+    def _advice(self, code: str, message: str, package: str | None) -> tuple[str, str]:
+        """The user's next step for an engine failure: (message, FIX_*)."""
+        if code == "missing_dependency" and package:
+            if self.kind == "custom":
+                return (f"The engine's Python lacks the package {package}: install it there "
+                        f"(python -m pip install {package}), or clear Engine Python in "
+                        "MrHash › Settings to use the private engine environment.", FIX_SETTINGS)
+            return (f"The engine environment lacks the package {package}: press Repair in "
+                    "MrHash › Settings.", FIX_REPAIR)
+        return message or "The engine failed to start.", FIX_SETTINGS
+
+    def _explain(self, stderr_tail: str) -> tuple[str, str]:
+        """Advice from the stderr of a worker that died before it could say why itself."""
+        missing = re.findall(r"No module named '?([\w.]+)", stderr_tail)
+        if missing and missing[-1].split(".")[0] == "mrhash":
+            return ("This Python has no MrHash engine. Clear Engine Python in MrHash › Settings "
+                    "to use the private engine environment (Set up the engine), or choose a "
+                    "Python that has it.", FIX_SETTINGS)
+        if missing:
+            return self._advice("missing_dependency", "", missing[-1].split(".")[0])
+        if "cannot import name" in stderr_tail and "mrhash" in stderr_tail:
+            return ("Another `mrhash` module hides the engine: press Repair in "
+                    "MrHash › Settings.", FIX_REPAIR)
+        return "See the MrHash tab of the log panel for details.", FIX_SETTINGS
 
 
 _shared: EngineClient | None = None

@@ -1,39 +1,35 @@
 """Where the engine lives and the user's choices, kept in QgsSettings under `mrhash/`.
 
-The engine runs in its own Python interpreter. By default the plugin uses, in order: the
-interpreter set by the user, the `.venv` of the repository checkout the plugin sits in (a
-developer install), or the system `python3` with the engine bundled in the plugin zip
-(`mrhash_qgis/engine/mrhash`) put on its PYTHONPATH.
+The engine runs in its own Python. The plugin uses, in order:
+1. `custom`: the interpreter the user chose (Settings › Use another Python); the engine bundled
+   with the plugin (`mrhash_qgis/engine/`) is put first on its PYTHONPATH;
+2. `managed`: the private environment built by *Set up the engine* in the profile's data
+   folder (`<profile>/mrhash/engine`, core/environment.py), once its set-up has finished;
+3. `checkout`: the `.venv` of the repository checkout the plugin sits in (developers);
+otherwise `none`: the dock and Settings offer *Set up the engine*.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
+from mrhash_qgis.core.environment import (
+    PLUGIN_DIR,
+    STAMP_NAME,
+    EnvState,
+    SetupOptions,
+    clean_environment,
+    default_target,
+    env_python,
+    inspect_env,
+)
+
 BUNDLED_ENGINE_DIR = PLUGIN_DIR / "engine"
 _PREFIX = "mrhash/"
-
-# Variables QGIS may set for its own GDAL/PROJ/Python; the engine brings its own.
-ENV_NOT_INHERITED = ("PYTHONHOME", "GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "GDAL_DRIVER_PATH")
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
-def default_interpreter() -> str:
-    """The interpreter used when the user has not chosen one ('' when none is found)."""
-    checkout_venv = _venv_python(PLUGIN_DIR.parent / ".venv")
-    if checkout_venv.exists():
-        return str(checkout_venv)
-    return shutil.which("python3") or shutil.which("python") or ""
 
 
 def get(key: str, default: str = "") -> str:
@@ -44,40 +40,84 @@ def put(key: str, value: str) -> None:
     QgsSettings().setValue(_PREFIX + key, value)
 
 
+def managed_target() -> Path:
+    """The profile's private engine environment (it may not exist yet)."""
+    return default_target(Path(QgsApplication.qgisSettingsDirPath()))
+
+
+def managed_state() -> EnvState:
+    return inspect_env(managed_target())
+
+
+def checkout_interpreter() -> str:
+    """A developer checkout's `.venv` python beside the plugin folder, or ''."""
+    venv = PLUGIN_DIR.parent / ".venv"
+    python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    return str(python) if python.exists() else ""
+
+
+def setup_options(fresh: bool) -> SetupOptions:
+    """The set-up the user configured in Settings (torch build, wheel folder, index, Python)."""
+    return SetupOptions(target=managed_target(), python=get("setup/python"),
+                        device=get("setup/device", "auto"), find_links=get("setup/find_links"),
+                        index_url=get("setup/index_url"), fresh=fresh)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
-    """How to start the worker (`<python> -m mrhash serve`) and the device jobs ask for."""
+    """How to start the worker (`<python> -m mrhash serve`) and the device jobs ask for.
+    `kind`: custom | managed | checkout | none (see the module docstring)."""
 
     python: str
     device: str = "auto"
+    kind: str = "custom"
 
     @classmethod
     def load(cls) -> EngineSettings:
-        return cls(python=get("engine/python") or default_interpreter(),
-                   device=get("engine/device", "auto"))
+        device = get("engine/device", "auto")
+        custom = get("engine/python")
+        if custom:
+            return cls(custom, device, "managed" if _is_managed(custom) else "custom")
+        if managed_state().usable:
+            return cls(str(env_python(managed_target())), device, "managed")
+        checkout = checkout_interpreter()
+        if checkout:
+            return cls(checkout, device, "checkout")
+        return cls("", device, "none")
 
     def save(self) -> None:
-        # An empty value means "use the default", so a moved checkout keeps working.
-        put("engine/python", "" if self.python == default_interpreter() else self.python)
+        # Only another Python is stored: an empty value means "the default", so a moved
+        # checkout or a rebuilt environment keeps working.
+        put("engine/python", self.python if self.kind == "custom" else "")
         put("engine/device", self.device)
 
     def command(self) -> list[str]:
         return [self.python, "-m", "mrhash", "serve"]
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ENV_NOT_INHERITED}
-        if (BUNDLED_ENGINE_DIR / "mrhash" / "__init__.py").exists():
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(BUNDLED_ENGINE_DIR), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        """The worker's environment: QGIS's Python/GDAL/PROJ variables left out; another
+        Python gets the bundled engine first on its path (a managed environment has the
+        engine installed, so its version is checked instead)."""
+        env = clean_environment()
+        if self.kind == "custom" and (BUNDLED_ENGINE_DIR / "mrhash" / "__init__.py").exists():
+            env["PYTHONPATH"] = str(BUNDLED_ENGINE_DIR)
         return env
 
     def problem(self) -> str | None:
         """Why the worker cannot start with these settings, in words for the user, or None."""
-        if not self.python:
-            return ("No Python interpreter found for the MrHash engine. Set one in "
-                    "MrHash > Settings (a Python with the engine's requirements installed).")
+        if self.kind == "none":
+            state = managed_state()
+            return ("The MrHash engine is not set up yet: press Set up the engine (in the "
+                    "MrHash panel or MrHash › Settings). It installs PyTorch and the engine in "
+                    "a private folder of your QGIS profile." if state.state == "missing"
+                    else state.message)
         if not Path(self.python).is_file():
-            return (f"The engine interpreter {self.python} does not exist. Set an existing one "
-                    "in MrHash > Settings.")
+            return (f"The engine interpreter {self.python} does not exist. Choose another one "
+                    "in MrHash › Settings, or clear it to use the private engine environment.")
         return None
+
+
+def _is_managed(python: str) -> bool:
+    """An interpreter inside an environment that *Set up the engine* built (anywhere)."""
+    folder = Path(python).parent.parent
+    return (folder / STAMP_NAME).exists()

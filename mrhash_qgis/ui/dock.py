@@ -18,6 +18,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -25,7 +26,14 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.engine_client import STATE_FAILED, EngineClient, EngineRequest, log
+from mrhash_qgis.core.engine_client import (
+    FIX_REPAIR,
+    FIX_SETUP,
+    STATE_FAILED,
+    EngineClient,
+    EngineRequest,
+    log,
+)
 from mrhash_qgis.core.hits_layer import (
     geometry_from_geojson,
     hits_layer,
@@ -33,6 +41,7 @@ from mrhash_qgis.core.hits_layer import (
     replace_in_project,
 )
 from mrhash_qgis.core.index_footprints import tile_at, tile_size_px
+from mrhash_qgis.core.setup_task import EngineSetup
 from mrhash_qgis.map_tool import QueryLocation
 from mrhash_qgis.ui.thumbnails import ThumbnailGrid
 
@@ -54,11 +63,13 @@ class MrHashDock(QgsDockWidget):
     queryFinished = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
     queryFailed = pyqtSignal(str)     # noqa: N815
 
-    def __init__(self, iface, client: EngineClient, map_tool=None, parent=None):
+    def __init__(self, iface, client: EngineClient, map_tool=None, parent=None,
+                 setup: EngineSetup | None = None):
         super().__init__("MrHash", parent)
         self.setObjectName("MrHashDock")
         self.iface = iface
         self.client = client
+        self.setup = setup or EngineSetup(client)
         self.map_tool = map_tool
         self.hits_layer = None
         self._request: EngineRequest | None = None
@@ -72,9 +83,21 @@ class MrHashDock(QgsDockWidget):
         self.restart_button = QPushButton("Restart")
         self.restart_button.setToolTip("Restart the engine worker")
         self.restart_button.clicked.connect(self.client.restart)
+        self.setup_button = QPushButton("Set up the engine")
+        self.setup_button.setToolTip("Install PyTorch and the MrHash engine in a private folder "
+                                     "of your QGIS profile (about 1.2 GB for the CPU build)")
+        self.setup_button.clicked.connect(self._setup_clicked)
         engine_row.addWidget(self.engine_label, 1)
         engine_row.addWidget(self.restart_button)
         layout.addLayout(engine_row)
+        layout.addWidget(self.setup_button)
+        self.setup_progress = QProgressBar()
+        self.setup_progress.setRange(0, 100)
+        self.setup_progress.setVisible(False)
+        layout.addWidget(self.setup_progress)
+        self.setup.started.connect(lambda: self._show_state(self.client.state))
+        self.setup.stepped.connect(self._show_setup_step)
+        self.setup.finished.connect(self._setup_finished)
 
         form = QFormLayout()
         self.model_widget = QgsFileWidget()
@@ -123,16 +146,47 @@ class MrHashDock(QgsDockWidget):
         self._show_state(self.client.state)
 
     # engine state
+    def _setup_clicked(self) -> None:
+        if self.setup.running:
+            self.setup.cancel()
+        else:
+            self.setup.start(fresh=self.client.fix != FIX_REPAIR)
+
+    def _show_setup_step(self, fraction: float, message: str) -> None:
+        self.setup_progress.setValue(int(100 * fraction))
+        self.engine_label.setText(f"Setting up the engine… {message}")
+
+    def _setup_finished(self, ok: bool, message: str) -> None:
+        self.setup_progress.setVisible(False)
+        if not ok:
+            self.iface.messageBar().pushMessage(
+                "MrHash", f"Engine set-up failed: {message}", Qgis.MessageLevel.Critical, 0)
+        self._show_state(self.client.state)
+
     def _show_state(self, state: str) -> None:
         info = self.client.info
+        running = self.setup.running
+        self.setup_progress.setVisible(running)
+        self.setup_button.setVisible(running or (state == STATE_FAILED
+                                                 and self.client.fix in (FIX_SETUP, FIX_REPAIR)))
+        self.setup_button.setText("Cancel set-up" if running else
+                                  "Repair the engine" if self.client.fix == FIX_REPAIR
+                                  else "Set up the engine")
+        self.restart_button.setVisible(not self.setup_button.isVisibleTo(self))
+        if running:
+            self.engine_label.setText(f"Setting up the engine… {self.setup.last_message}")
+            return
         if state == "ready":
             text = (f"Engine ready · {info.get('device', '?')} · "
                     f"mrhash {info.get('version', '?')}")
+        elif state == STATE_FAILED and self.client.fix == FIX_SETUP:
+            text = ("The engine is not set up yet: press Set up the engine (once, a few "
+                    "minutes).")
         elif state == STATE_FAILED:
             text = f"Engine failed: {self.client.last_error.splitlines()[0]}"
             self.iface.messageBar().pushMessage(
-                "MrHash", f"{text} — details in the MrHash tab of the log panel; choose the "
-                "engine's Python in MrHash > Settings.", Qgis.MessageLevel.Critical, 15)
+                "MrHash", f"{text} — details in the MrHash tab of the log panel and in "
+                "MrHash › Settings.", Qgis.MessageLevel.Critical, 15)
         else:
             text = f"Engine {state}"
         self.engine_label.setText(text)

@@ -1,78 +1,281 @@
-"""Settings: which Python runs the engine, and the default device for training."""
+"""Settings: the engine's environment (set up, repair, remove, another Python), how it is
+installed (torch build, offline wheel folder, index URL), the device for jobs, an asynchronous
+engine test and the diagnostics report."""
 
 from __future__ import annotations
 
+from qgis.core import QgsApplication
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
 )
 
-from mrhash_qgis.core.engine_client import EngineClient, EngineError
-from mrhash_qgis.core.settings import EngineSettings, default_interpreter
+from mrhash_qgis.core import settings
+from mrhash_qgis.core.diagnostics import report
+from mrhash_qgis.core.engine_client import STATE_READY, EngineClient
+from mrhash_qgis.core.environment import BUILD_DEVICES, SetupError, nvidia_gpu
+from mrhash_qgis.core.settings import EngineSettings
+from mrhash_qgis.core.setup_task import EngineSetup
 
-DEVICES = ("auto", "cpu", "cuda")
+JOB_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _dir_widget(path: str, tooltip: str) -> QgsFileWidget:
+    widget = QgsFileWidget()
+    widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+    widget.setFilePath(path)
+    widget.setToolTip(tooltip)
+    return widget
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, client: EngineClient, parent=None):
+    def __init__(self, client: EngineClient, setup: EngineSetup | None = None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("MrHash settings")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(620)
         self.client = client
+        self.setup = setup or EngineSetup(client)
         current = EngineSettings.load()
         layout = QVBoxLayout(self)
-        form = QFormLayout()
+
+        engine_box = QGroupBox("Engine")
+        engine_layout = QVBoxLayout(engine_box)
+        self.state_label = QLabel()
+        self.state_label.setWordWrap(True)
+        engine_layout.addWidget(self.state_label)
+        buttons_row = QHBoxLayout()
+        self.setup_button = QPushButton("Set up the engine")
+        self.setup_button.setToolTip("Build the engine's private environment from scratch "
+                                     "(PyTorch, FAISS, rasterio and the engine bundled with "
+                                     "this plugin) in your QGIS profile")
+        self.setup_button.clicked.connect(lambda: self.start_setup(fresh=True))
+        self.repair_button = QPushButton("Repair")
+        self.repair_button.setToolTip("Reinstall what is missing or outdated, keep the rest")
+        self.repair_button.clicked.connect(lambda: self.start_setup(fresh=False))
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Delete the private environment (frees its disk space)")
+        self.remove_button.clicked.connect(self.remove)
+        self.log_button = QPushButton("Show set-up log")
+        self.log_button.clicked.connect(self.show_log)
+        for button in (self.setup_button, self.repair_button, self.remove_button,
+                       self.log_button):
+            buttons_row.addWidget(button)
+        engine_layout.addLayout(buttons_row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        engine_layout.addWidget(self.progress)
+        other = QFormLayout()
         self.python_widget = QgsFileWidget()
-        self.python_widget.setFilePath(current.python)
-        self.python_widget.setToolTip(
-            f"A Python with the MrHash engine installed. Default: {default_interpreter()}")
+        self.python_widget.setFilePath(current.python if current.kind == "custom" else "")
+        self.python_widget.lineEdit().setPlaceholderText("empty: the private environment")
+        self.python_widget.setToolTip("Use another Python: an interpreter where the engine's "
+                                      "requirements are installed (engine/requirements.txt). "
+                                      "The engine bundled with the plugin runs in it.")
+        other.addRow("Use another Python", self.python_widget)
+        engine_layout.addLayout(other)
+        layout.addWidget(engine_box)
+
+        install_box = QGroupBox("How the engine is installed")
+        install = QFormLayout(install_box)
+        self.build_combo = QComboBox()
+        gpu = nvidia_gpu()
+        auto_text = f"auto (NVIDIA {gpu}: CUDA)" if gpu else "auto (no NVIDIA GPU: CPU)"
+        for device in BUILD_DEVICES:
+            self.build_combo.addItem(auto_text if device == "auto" else device, device)
+        self.build_combo.setCurrentIndex(BUILD_DEVICES.index(settings.get("setup/device", "auto")))
+        self.wheels_widget = _dir_widget(settings.get("setup/find_links"),
+                                         "Install offline from this folder of wheels only")
+        self.index_edit = QLineEdit(settings.get("setup/index_url"))
+        self.index_edit.setPlaceholderText("default: PyPI (and PyTorch's index for the build)")
+        self.base_widget = QgsFileWidget()
+        self.base_widget.setFilePath(settings.get("setup/python"))
+        self.base_widget.lineEdit().setPlaceholderText("empty: found automatically")
+        install.addRow("PyTorch build", self.build_combo)
+        install.addRow("Wheel folder (offline)", self.wheels_widget)
+        install.addRow("Package index URL", self.index_edit)
+        install.addRow("Base Python", self.base_widget)
+        layout.addWidget(install_box)
+
+        jobs = QFormLayout()
         self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
+        self.device_combo.addItems(JOB_DEVICES)
         self.device_combo.setCurrentText(current.device)
-        form.addRow("Engine Python", self.python_widget)
-        form.addRow("Device", self.device_combo)
-        layout.addLayout(form)
-        hint = QLabel("The engine runs in its own Python (torch, faiss, rasterio). "
-                      "Use the project's .venv/bin/python, or any Python where "
-                      "<code>pip install -r engine/requirements.txt</code> was run.")
-        hint.setWordWrap(True)
-        layout.addWidget(hint)
+        jobs.addRow("Device for jobs", self.device_combo)
+        layout.addLayout(jobs)
+
+        tools = QHBoxLayout()
         self.test_button = QPushButton("Test engine")
+        self.test_button.setToolTip("Start the engine and load every part of it (PyTorch, "
+                                    "FAISS, rasterio, Pillow, the backbone weights)")
         self.test_button.clicked.connect(self.test_engine)
+        self.report_button = QPushButton("Copy diagnostics report")
+        self.report_button.setToolTip("Copy what to paste into an issue: versions, paths, "
+                                      "engine state and its last errors")
+        self.report_button.clicked.connect(self.copy_report)
+        tools.addWidget(self.test_button)
+        tools.addWidget(self.report_button)
+        layout.addLayout(tools)
         self.result_label = QLabel()
         self.result_label.setWordWrap(True)
-        layout.addWidget(self.test_button)
         layout.addWidget(self.result_label)
+        self.output = QPlainTextEdit()
+        self.output.setReadOnly(True)
+        self.output.setMinimumHeight(120)
+        layout.addWidget(self.output)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
 
+        self.setup.started.connect(self.refresh)
+        self.setup.stepped.connect(self._on_step)
+        self.setup.finished.connect(self._on_setup_finished)
+        self.client.stateChanged.connect(lambda _state: self.refresh())
+        self.refresh()
+
+    # state
+    def refresh(self) -> None:
+        state = settings.managed_state()
+        engine = EngineSettings.load()
+        running = self.setup.running
+        uses = {"custom": f"another Python ({engine.python})",
+                "managed": "the private environment", "checkout": f"the checkout's {engine.python}",
+                "none": "no engine yet"}[engine.kind]
+        headline = ("Setting up the engine… you can keep working in QGIS meanwhile."
+                    if running else state.message)
+        self.state_label.setText(f"<b>{headline}</b><br>Private environment: {state.target}<br>"
+                                 f"The plugin uses {uses}. {self._engine_text()}")
+        self.setup_button.setText("Cancel set-up" if running else
+                                  "Set up again" if state.state != "missing"
+                                  else "Set up the engine")
+        self.repair_button.setEnabled(not running and state.state in ("incomplete", "outdated",
+                                                                      "ready"))
+        self.remove_button.setEnabled(not running and state.state != "missing")
+        self.progress.setVisible(running)
+
+    def _engine_text(self) -> str:
+        if self.client.state == STATE_READY:
+            return (f"Engine ready · {self.client.info.get('device')} · "
+                    f"mrhash {self.client.info.get('version')}")
+        if self.client.state == "failed" and self.client.fix != "setup":
+            return f"Engine failed: {self.client.last_error.splitlines()[0]}"
+        return ""
+
+    # set-up, repair, remove
+    def save_setup_options(self) -> None:
+        settings.put("setup/device", self.build_combo.currentData())
+        settings.put("setup/find_links", self.wheels_widget.filePath().strip())
+        settings.put("setup/index_url", self.index_edit.text().strip())
+        settings.put("setup/python", self.base_widget.filePath().strip())
+
+    def start_setup(self, fresh: bool) -> None:
+        if self.setup.running:
+            self.setup.cancel()
+            return
+        self.save_setup_options()
+        self.output.clear()
+        self.progress.setValue(0)
+        self.setup.start(fresh)
+
+    def _on_step(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(100 * fraction))
+        self.output.appendPlainText(message)
+
+    def _on_setup_finished(self, ok: bool, message: str) -> None:
+        self.result_label.setText(message if ok else f"Set-up failed: {message}")
+        if ok:
+            self.python_widget.setFilePath("")
+        self.refresh()
+
+    def remove(self) -> None:
+        target = settings.managed_target()
+        answer = QMessageBox.question(self, "MrHash", f"Delete the engine environment in "
+                                      f"{target}? You can set it up again later.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.setup.remove()
+            self.result_label.setText(f"Removed {target}.")
+        except (SetupError, OSError) as error:
+            self.result_label.setText(f"Could not remove {target}: {error}")
+        self.refresh()
+
+    def show_log(self) -> None:
+        path = self.setup.log_path()
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = [f"No set-up log yet ({path})."]
+        self.output.setPlainText("\n".join(lines[-400:]))
+        self.output.verticalScrollBar().setValue(self.output.verticalScrollBar().maximum())
+
+    # test and report (asynchronous: QGIS never waits on the engine)
     def chosen(self) -> EngineSettings:
-        return EngineSettings(self.python_widget.filePath().strip(),
-                              self.device_combo.currentText())
+        python = self.python_widget.filePath().strip()
+        if python:
+            return EngineSettings(python, self.device_combo.currentText(), "custom")
+        default = EngineSettings.load()
+        if default.kind == "custom":  # the field was just cleared: back to the default
+            settings.put("engine/python", "")
+            default = EngineSettings.load()
+        return EngineSettings(default.python, self.device_combo.currentText(), default.kind)
 
     def test_engine(self) -> None:
-        """Restart the worker with the chosen settings and show its status."""
+        """Restart the worker with the chosen settings and ask it to load every part."""
         self.client.settings = self.chosen()
         self.client.stop()
-        try:
-            info = self.client.wait_ready(timeout=60)
-            status = self.client.call("status", timeout=30)
-            device = status.get("device_name") or info.get("device")
-            self.result_label.setText(f"OK: mrhash {info.get('version')} on {device}")
-        except EngineError as error:
-            self.result_label.setText(f"Engine failed: {error.message}")
+        self.result_label.setText("Testing the engine…")
+        self.test_button.setEnabled(False)
+        self.client.request("doctor", finished=self._tested, failed=self._test_failed)
+
+    def _tested(self, result: dict) -> None:
+        self.test_button.setEnabled(True)
+        if result.get("ok"):
+            self.result_label.setText(f"OK: mrhash {result.get('engine')} on "
+                                      f"{result.get('device_name') or result.get('device')} · "
+                                      f"torch {result['packages'].get('torch')} · GDAL "
+                                      f"{result.get('gdal')}")
+        else:
+            problems = "; ".join(f"{p.get('package') or p.get('module')}: {p.get('message')}"
+                                 for p in result.get("problems", []))
+            self.result_label.setText(f"Engine incomplete: {problems}. Press Repair.")
+        self.output.setPlainText(report(self.client, result))
+        self.refresh()
+
+    def _test_failed(self, _code: str, message: str) -> None:
+        self.test_button.setEnabled(True)
+        self.result_label.setText(f"Engine failed: {message}")
+        self.refresh()
+
+    def copy_report(self) -> None:
+        def copy(doctor: dict | None) -> None:
+            text = report(self.client, doctor)
+            QgsApplication.clipboard().setText(text)
+            self.output.setPlainText(text)
+            self.result_label.setText("Diagnostics report copied to the clipboard.")
+
+        if self.client.state == STATE_READY:
+            self.client.request("doctor", finished=copy, failed=lambda _c, _m: copy(None))
+        else:
+            copy(None)
 
     def accept(self) -> None:
+        self.save_setup_options()
         self.chosen().save()
         self.client.settings = None  # read from QgsSettings again
-        self.client.restart()
+        if not self.setup.running:
+            self.client.restart()
         super().accept()

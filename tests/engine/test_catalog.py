@@ -53,7 +53,7 @@ def test_scan_groups_products_and_lists_bad_files(mixed_folder):
 
 def test_scan_eurosat_folder(eurosat_dir):
     catalogue = scan(eurosat_dir / "River")
-    assert catalogue["errors"] == [] and len(catalogue["sources"]) == catalogue["n_files"] == 20
+    assert catalogue["errors"] == [] and len(catalogue["sources"]) == catalogue["n_files"] == 5
     entry = catalogue["sources"][0]
     assert entry["count"] == 13 and entry["width"] == entry["height"] == 64
 

@@ -94,7 +94,7 @@ def test_product_folder_is_one_source_and_preview_is_ignored(sentinel2_dir: Path
     specs = specs_from_paths([sentinel2_dir], ("B04", "B03", "B02"))
     assert len(specs) == 1 and len(specs[0].paths) == 13
     assert not any("preview" in p for p in specs[0].paths)
-    assert len(specs_from_paths([eurosat_dir])) == 200  # small scenes: one source per file
+    assert len(specs_from_paths([eurosat_dir])) == 50  # small scenes: one source per file
     with pytest.raises(BadInput, match="no such file"):
         specs_from_paths([eurosat_dir / "missing"])
 

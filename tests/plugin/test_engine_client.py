@@ -9,12 +9,16 @@ import pytest
 from qgis.core import Qgis
 
 from mrhash_qgis.core.engine_client import STATE_FAILED, EngineClient, EngineError
-from mrhash_qgis.core.settings import EngineSettings, default_interpreter
+from mrhash_qgis.core.settings import EngineSettings, checkout_interpreter
 
 
-def test_default_interpreter_is_the_checkout_venv():
+def test_a_checkout_without_private_environment_uses_its_venv(monkeypatch, tmp_path):
+    from mrhash_qgis.core import settings
+
+    monkeypatch.setattr(settings, "managed_target", lambda: tmp_path / "no-env")
     repo = Path(__file__).resolve().parents[2]
-    assert default_interpreter() == str(repo / ".venv" / "bin" / "python")
+    assert checkout_interpreter() == str(repo / ".venv" / "bin" / "python")
+    assert EngineSettings.load().kind == "checkout"
 
 
 def test_status(engine):
@@ -49,19 +53,33 @@ def test_missing_interpreter_fails_with_advice(qgis_app):
     assert client.state == STATE_FAILED
     assert "/nonexistent/python" in caught.value.message
     assert "Settings" in caught.value.message
+    assert client.fix == "settings"
 
 
 def test_interpreter_without_engine_says_what_to_install(qgis_app):
     client = EngineClient(EngineSettings(python=sys.base_prefix + "/bin/python3"))
     with pytest.raises(EngineError) as caught:
         client.wait_ready(timeout=30)
-    assert "no MrHash engine" in caught.value.message
+    assert "This Python has no MrHash engine" in caught.value.message
     assert "No module named mrhash" in caught.value.message
+    assert "private engine environment" in caught.value.message  # the way out for zip users
+    client.stop()
+
+
+def test_a_mrhash_folder_where_qgis_started_does_not_hide_the_engine(qgis_app, tmp_path,
+                                                                    monkeypatch):
+    decoy = tmp_path / "mrhash"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("# not the engine\n")
+    (decoy / "__main__.py").write_text("raise SystemExit('the decoy ran')\n")
+    monkeypatch.chdir(tmp_path)
+    client = EngineClient(EngineSettings(python=checkout_interpreter(), kind="checkout"))
+    assert client.wait_ready(timeout=120)["version"]
     client.stop()
 
 
 def test_restart_gives_a_ready_worker(qgis_app):
-    client = EngineClient(EngineSettings(python=default_interpreter()))
+    client = EngineClient(EngineSettings(python=checkout_interpreter(), kind="checkout"))
     first = client.wait_ready(timeout=120)
     pid = client._process.pid
     client.restart()
@@ -82,4 +100,23 @@ def test_dock_tells_the_user_when_the_engine_cannot_start(qgis_iface):
     assert dock.engine_label.text().startswith("Engine failed: The engine interpreter "
                                                "/nonexistent/python does not exist")
     [message] = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
-    assert "MrHash > Settings" in message
+    assert "MrHash › Settings" in message
+    assert dock.setup_button.isHidden()  # another Python was chosen: Settings is the fix
+
+
+def test_first_start_without_engine_offers_set_up(qgis_iface, monkeypatch, tmp_path):
+    from mrhash_qgis.core import settings
+    from mrhash_qgis.ui.dock import MrHashDock
+
+    monkeypatch.setattr(settings, "managed_target", lambda: tmp_path / "engine")
+    client = EngineClient(EngineSettings(python="", kind="none"))
+    dock = MrHashDock(qgis_iface, client)
+    qgis_iface.messageBar().clear_messages()
+    client.start()
+    assert client.fix == "setup"
+    assert "not set up yet" in dock.engine_label.text()
+    assert not dock.setup_button.isHidden() and dock.setup_button.text() == "Set up the engine"
+    assert not qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)  # no alarm
+    with pytest.raises(EngineError) as caught:
+        client.request("status").wait(timeout=10)
+    assert "Set up the engine" in caught.value.message

@@ -1,2 +1,2 @@
 """CLI sub-commands, one module per area: raster (scan, tiles), model (train, encode, eval),
-index (index, query, serve, bench)."""
+index (index, query, serve, bench), doctor."""

@@ -47,7 +47,7 @@ examples:
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Hyper-parameters shared by `train` and `eval` (defaults from train.TrainConfig)."""
-    from mrhash.train import TrainConfig
+    from mrhash.config import TrainConfig
 
     d = TrainConfig(primary=(), output="")
     g = parser.add_argument_group("training")
