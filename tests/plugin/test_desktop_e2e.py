@@ -34,3 +34,35 @@ def test_qgis_desktop_click_query(tmp_path):
     assert steps["trained"]["error"] is None and steps["trained"]["losses"] > 0
     for name in SHOTS:
         assert (shots / name).stat().st_size > 5_000, name
+
+
+ZIP_SHOTS = ("setup_1_not_set_up.png", "setup_2_progress_dock.png",
+             "setup_3_progress_settings.png", "setup_4_first_query.png", "setup_5_dock_ready.png",
+             "settings_dialog.png")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("xvfb-run") or not shutil.which("qgis"),
+                    reason="needs the qgis desktop and xvfb-run (make install)")
+def test_zip_install_sets_up_its_engine_and_queries(tmp_path):
+    """The zip in a fresh profile (no checkout, no .venv): Set up the engine in the dock builds
+    the private environment from the package index, then a click query has thumbnails."""
+    shots = tmp_path / "shots"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "qgis_desktop_driver.py"),
+                          "--from-zip", "--timeout", "1500", "--work", str(tmp_path / "work"),
+                          "--screenshots", str(shots)],
+                         capture_output=True, text=True, timeout=1800)
+    status = json.loads((tmp_path / "work" / "status.json").read_text())
+    assert run.returncode == 0, (status, run.stdout[-3000:], run.stderr[-3000:])
+    steps = {step["step"]: step for step in status["steps"]}
+    assert steps["before set-up"]["fix"] == "setup"
+    assert "not set up yet" in steps["before set-up"]["label"]
+    assert steps["engine"]["label"].startswith("Engine ready · cpu")
+    assert steps["hits"]["n"] == 8 and steps["hits"]["thumbnails"] == 8
+    assert steps["test engine"]["result"].startswith("OK: mrhash")
+    report = steps["report"]["text"]
+    assert "Private environment: ready" in report and "Pillow 13.0.0" in report
+    target = tmp_path / "work" / "profile" / "profiles" / "default" / "mrhash" / "engine"
+    assert (target / "mrhash-engine.json").exists()
+    for name in ZIP_SHOTS:
+        assert (shots / name).stat().st_size > 5_000, name

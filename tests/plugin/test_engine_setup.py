@@ -24,10 +24,13 @@ from mrhash_qgis.core.environment import (
     STAMP_NAME,
     SetupError,
     SetupOptions,
+    build_device,
     engine_wheel,
     inspect_env,
+    nvidia_gpu,
     remove_env,
     setup_engine,
+    torch_index,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,18 +56,26 @@ def unzipped_plugin(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_env(unzipped_plugin, tmp_path_factory) -> dict:
-    """`python3 -m mrhash_qgis.setup_engine --target DIR` with only the unzipped plugin on
-    PYTHONPATH, run from a folder holding a decoy `mrhash` package."""
+    """What an administrator without internet does: download the engine's wheels from the
+    package index (the zip's requirements), then, with the network cut,
+    `python3 -m mrhash_qgis.setup_engine --target DIR --find-links WHEELS` with only the
+    unzipped plugin on PYTHONPATH, run from a folder holding a decoy `mrhash` package. (The
+    desktop test builds its environment from the package index itself.)"""
     work = tmp_path_factory.mktemp("headless")
     (work / "mrhash").mkdir()
     (work / "mrhash" / "__init__.py").write_text("raise ImportError('decoy')\n")
+    wheels = work / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), "-r",
+                    str(unzipped_plugin / "mrhash_qgis" / "engine" / "requirements.txt")],
+                   check=True, capture_output=True, timeout=900)
     target = work / "engine env"  # a space in the path, as in many Windows profiles
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PYTHONPATH"] = str(unzipped_plugin)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_FIND_LINKS")}
+    env.update(NO_NETWORK, PYTHONPATH=str(unzipped_plugin))
     started = time.monotonic()
     run = subprocess.run([BASE_PYTHON, "-m", "mrhash_qgis.setup_engine", "--target",
-                          str(target)], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=1500)
+                          str(target), "--find-links", str(wheels)], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=1500)
     seconds = time.monotonic() - started
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file() and not f.is_symlink())
@@ -308,6 +319,22 @@ def test_remove_deletes_only_an_environment(tmp_path):
     (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
     remove_env(env)
     assert not env.exists()
+
+
+def test_torch_build_follows_the_gpu(tmp_path, monkeypatch):
+    """auto -> cuda when nvidia-smi names a GPU (a stand-in here: this machine has none),
+    else cpu; an explicit choice wins; the CPU build comes from PyTorch's CPU index."""
+    assert build_device("auto") == "cpu" and nvidia_gpu() == ""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert nvidia_gpu() == "NVIDIA H200"
+    assert build_device("auto") == "cuda" and build_device("cpu") == "cpu"
+    assert torch_index("cpu").endswith("/whl/cpu") and torch_index("cuda") == ""  # Linux
+    with pytest.raises(SetupError) as caught:
+        build_device("tpu")
+    assert caught.value.code == "bad_option"
 
 
 def test_engine_wheel_holds_the_bundled_engine(tmp_path):
