@@ -106,7 +106,7 @@ def screenshots():
 def tested():
     dialog = keep["settings"]
     log_step("test engine", result=dialog.result_label.text())
-    later(1.0, lambda: (grab(dialog, "settings_dialog.png"), report()))
+    later(1.0, lambda: (grab(dialog, "setup_6_settings_ready.png"), report()))
 
 
 def report():

@@ -154,8 +154,12 @@ class SettingsDialog(QDialog):
         uses = {"custom": f"another Python ({engine.python})",
                 "managed": "the private environment", "checkout": f"the checkout's {engine.python}",
                 "none": "no engine yet"}[engine.kind]
-        headline = ("Setting up the engine… you can keep working in QGIS meanwhile."
-                    if running else state.message)
+        if running:
+            headline = "Setting up the engine… you can keep working in QGIS meanwhile."
+        elif state.state == "missing" and engine.kind in ("custom", "checkout"):
+            headline = "No private engine environment (not needed while another Python is used)."
+        else:
+            headline = state.message
         self.state_label.setText(f"<b>{headline}</b><br>Private environment: {state.target}<br>"
                                  f"The plugin uses {uses}. {self._engine_text()}")
         self.setup_button.setText("Cancel set-up" if running else

@@ -38,7 +38,7 @@ def test_qgis_desktop_click_query(tmp_path):
 
 ZIP_SHOTS = ("setup_1_not_set_up.png", "setup_2_progress_dock.png",
              "setup_3_progress_settings.png", "setup_4_first_query.png", "setup_5_dock_ready.png",
-             "settings_dialog.png")
+             "setup_6_settings_ready.png")
 
 
 @pytest.mark.slow
