@@ -8,7 +8,7 @@ from pathlib import Path
 
 import shapely
 
-from mrhash.errors import BadInput, MrHashError
+from mrhash.errors import MrHashError
 from mrhash.jobs import JobControl
 from mrhash.sources import (
     Source,
@@ -16,8 +16,8 @@ from mrhash.sources import (
     band_token,
     check_raster,
     group_band_files,
+    list_rasters,
     open_source,
-    raster_files,
 )
 
 WGS84 = "EPSG:4326"
@@ -57,11 +57,9 @@ def _source_name(paths: tuple[str, ...]) -> str:
 def scan(folder: str | Path, job: JobControl | None = None) -> dict:
     """Describe every raster source under `folder` (recursively):
     {folder, sources: [...], errors: [{path, error}]}."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise BadInput("not a folder", path=str(folder))
-    files = raster_files(root)
-    errors: list[dict] = []
+    listing = list_rasters(folder)
+    root, files = Path(listing.root), listing.files
+    errors: list[dict] = list(listing.problems)
     good: list[str] = []
     for done, path in enumerate(files):
         if job:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from mrhash import __version__
-from mrhash.errors import MrHashError
+from mrhash.errors import BadInput, MrHashError, user_error
 
 # area module -> registers its sub-commands (see each module's `register`)
 COMMAND_MODULES = ("raster", "model", "index", "bench", "doctor")
@@ -20,11 +21,36 @@ COMMAND_MODULES = ("raster", "model", "index", "bench", "doctor")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrhash", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mrhash {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (also MRHASH_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"mrhash.commands.{name}")
         module.register(subparsers)
     return parser
+
+
+# arguments that name a file the command writes: checked before any work starts
+OUTPUT_ARGUMENTS = ("output", "json", "npy")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output file can be written: not a folder, in an existing writable folder. A
+    training run must not find out after an hour that it cannot save its model."""
+    from pathlib import Path
+
+    for name in OUTPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        if not value or value == "-":
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise BadInput(f"is a folder; --{name} needs a file name", path=value)
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise BadInput(f"the folder {folder} does not exist", path=value)
+        if not os.access(folder, os.W_OK):
+            raise BadInput(f"the folder {folder} is not writable", path=value)
 
 
 def write_json(path: str | None, payload: object) -> None:
@@ -40,11 +66,21 @@ def write_json(path: str | None, payload: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MRHASH_DEBUG", "") not in ("", "0")
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
-    except MrHashError as error:
-        print(f"mrhash {args.command}: error: {error.message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"mrhash {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        known = user_error(error)
+        if known is not None and not (debug and not isinstance(error, MrHashError)):
+            print(f"mrhash {args.command}: error: {known.message}", file=sys.stderr)
+            return 2
+        if debug:
+            raise
+        print(f"mrhash {args.command}: internal error: {type(error).__name__}: {error} "
+              "(run with --debug or MRHASH_DEBUG=1 for the traceback, and report it)",
+              file=sys.stderr)
+        return 3

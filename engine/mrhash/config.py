@@ -69,6 +69,17 @@ class TrainConfig:
             raise BadInput(f"max_steps must be >= 1, got {self.max_steps}")
         if self.input_size % 32:
             raise BadInput(f"input_size must be a multiple of 32, got {self.input_size}")
+        for name in ("lr", "backbone_lr"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise BadInput(f"{name} must be a positive number, got {value}")
+        for name in ("recon_weight", "stats_weight", "alpha"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise BadInput(f"{name} must be a number >= 0, got {value}")
+        if self.clusters < 2:
+            raise BadInput(f"clusters must be >= 2 (pseudo-labels need groups), got "
+                           f"{self.clusters}")
 
     def stage_epochs(self, n_samples: int) -> tuple[int, int]:
         """(autoencoder, hash) epochs actually run on n_samples, after the max_steps cap."""

@@ -27,6 +27,7 @@ from mrhash.sources import (
     group_band_files,
     open_source,
     raster_files,
+    regular_file,
 )
 from mrhash.tiling import Tile, tile_grid
 
@@ -58,10 +59,8 @@ def specs_from_paths(paths: Sequence[str | Path], bands: Sequence[int | str] | N
             groups = [g for g in groups if len(g) > 1 or Path(g[0]).parent not in product_dirs]
             if not groups:
                 raise BadInput("no raster files in this folder", path=str(p))
-        elif p.is_file():
-            groups = [(str(p),)]
         else:
-            raise BadInput("no such file or folder", path=str(p))
+            groups = [(regular_file(p, "raster"),)]
         specs += [SourceSpec(name, group, tuple(bands) if bands else None) for group in groups]
     return specs
 

@@ -24,6 +24,12 @@ class BadInput(MrHashError):
     code = "bad_input"
 
 
+class OutsideIndex(BadInput):
+    """A point query on no indexed raster, with no raster given to read the patch from."""
+
+    code = "outside_index"
+
+
 class ModelFormatError(MrHashError):
     """A model package that is missing, corrupted, or of an unsupported format version."""
 
@@ -51,3 +57,26 @@ class MissingDependency(MrHashError):
         self.module, self.package = module, package
         super().__init__(f"the engine's Python lacks the package {package} "
                          f"(import {module} failed)")
+
+
+def user_error(error: BaseException) -> MrHashError | None:
+    """The user-facing form of an error raised below the engine's own checks (a missing
+    package, a damaged database, a file system failure), or None for a real bug."""
+    import sqlite3
+
+    if isinstance(error, MrHashError):
+        return error
+    if isinstance(error, ModuleNotFoundError):
+        from mrhash.doctor import missing_dependency
+
+        return missing_dependency(error)
+    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+        return BadInput("the disk is full: free some space and run again (what was committed "
+                        "is kept)")
+    if isinstance(error, sqlite3.DatabaseError):
+        return IndexCorrupted(f"the index database is damaged or unreadable ({error}); "
+                              "rebuild the index")
+    if isinstance(error, OSError):
+        where = error.filename if isinstance(error.filename, str) else None
+        return BadInput(error.strerror or str(error), path=where)
+    return None

@@ -202,11 +202,11 @@ def evaluate_dataset(dataset: str | Path, bits: Sequence[int], methods: Sequence
 
 
 def encode_samples(model, samples, batch: int = 256) -> np.ndarray:
-    """Packed codes of every sample's primary patch (invalid pixels passed as NaN)."""
+    """Packed codes of every sample's primary patch, with its valid mask."""
     out = []
     for start in range(0, len(samples), batch):
         arrays, masks = samples.read_batch(range(start, min(start + batch, len(samples))))[0]
-        out.append(model.encode(np.where(masks[:, None], arrays, np.nan)))
+        out.append(model.encode(arrays, masks))
     return np.concatenate(out)
 
 

@@ -365,7 +365,7 @@ class BinaryIndex:
         self._layout, self.calibrated_recall = cells, recall
 
     # -- persistence ---------------------------------------------------------------------
-    def to_bytes(self, generation: int) -> bytes:
+    def to_bytes(self, generation: int, index_uid: str | None = None) -> bytes:
         arrays = [np.ascontiguousarray(a) for a in self._layout.to_arrays()]
         blobs = [a.tobytes() for a in arrays]
         crc = 0
@@ -376,7 +376,7 @@ class BinaryIndex:
             "ntotal": self.ntotal, "generation": int(generation), "nprobe": self.nprobe,
             "calibrated_recall": self.calibrated_recall, "policy": asdict(self.policy),
             "arrays": [[a.dtype.str, len(b)] for a, b in zip(arrays, blobs, strict=True)],
-            "id_dtype": arrays[-1].dtype.str, "crc32": crc,
+            "id_dtype": arrays[-1].dtype.str, "crc32": crc, "index_uid": index_uid,
         }
         head = json.dumps(header).encode()
         return b"".join([MAGIC, _HEADER_LEN.pack(len(head)), head, *blobs])
@@ -385,8 +385,7 @@ class BinaryIndex:
     def from_bytes(cls, data: bytes, source: str = "index") -> tuple[BinaryIndex, dict]:
         """-> (index, header); IndexCorrupted naming `source` when anything does not add up."""
         def corrupted(why: str) -> IndexCorrupted:
-            return IndexCorrupted(f"{why}; rebuild it with `mrhash index --rebuild`",
-                                  path=source)
+            return IndexCorrupted(why, path=source)
 
         if len(data) < len(MAGIC) + _HEADER_LEN.size or not data.startswith(MAGIC):
             raise corrupted("not an MrHash index file (bad magic or truncated)")
@@ -419,8 +418,10 @@ class BinaryIndex:
             raise corrupted(f"holds {index.ntotal} codes, header says {header['ntotal']}")
         return index, header
 
-    def save(self, path: str | Path, generation: int) -> None:
-        atomic_write_bytes(path, self.to_bytes(generation))
+    def save(self, path: str | Path, generation: int, index_uid: str | None = None) -> None:
+        """`index_uid` ties the file to its index (a cache copied from another index of the
+        same size and generation is then told apart)."""
+        atomic_write_bytes(path, self.to_bytes(generation, index_uid))
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[BinaryIndex, dict]:

@@ -15,6 +15,7 @@ indexing is bound by the encoder, not by reads.
 
 from __future__ import annotations
 
+import errno
 import json
 import queue
 import shutil
@@ -27,20 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
+from mrhash.fileio import exclusive_lock
 from mrhash.index import BinaryIndex
 from mrhash.jobs import JobControl
 from mrhash.metadata import FileRecord, FileState, MetadataStore, TileRow
 from mrhash.sources import (
+    FolderListing,
     Source,
     SourceSpec,
     group_band_files,
+    list_rasters,
     open_source,
-    raster_files,
 )
 from mrhash.tiling import Tile, tile_grid
 
 DB_FILE = "index.sqlite"
 CODES_FILE = "codes.faiss"
+LOCK_FILE = "index.lock"  # held by the one process writing the index
 THUMBNAIL_DIR = "thumbnails"
 BATCH_SIZE = 32
 
@@ -48,14 +52,20 @@ BATCH_SIZE = 32
 class IndexFolder:
     """An index directory: the SQLite store (truth) and the FAISS cache of its codes."""
 
-    def __init__(self, root: str | Path, *, create: bool = False):
+    def __init__(self, root: str | Path, *, create: bool = False, read_only: bool = False):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput("is a file, not an index folder", path=str(self.root))
         if create:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise BadInput(f"cannot create the index folder ({error.strerror})",
+                               path=str(self.root)) from None
         elif not (self.root / DB_FILE).is_file():
             raise IndexCorrupted(f"not an index folder (no {DB_FILE}; build one with "
                                  "`mrhash index`)", path=str(self.root))
-        self.store = MetadataStore(self.root / DB_FILE, create=create)
+        self.store = MetadataStore(self.root / DB_FILE, create=create, read_only=read_only)
 
     @property
     def codes_path(self) -> Path:
@@ -84,20 +94,25 @@ class IndexFolder:
             "SELECT COALESCE(SUM(n_tiles), 0) FROM files").fetchone()[0])
 
     def load_codes(self) -> BinaryIndex:
-        """The FAISS index, checked against the store: a corrupted file raises IndexCorrupted,
-        a stale one (older generation or another size) is rebuilt from the store's codes."""
+        """The FAISS index of the store's codes. The file is only a cache: when it is missing,
+        damaged, stale (older generation, another size) or another index's (its uid), it is
+        rebuilt from the store, which holds every code."""
         bits = self.bits
-        generation, n_tiles = self.store.generation, self.n_tiles()
+        generation, n_tiles, uid = self.store.generation, self.n_tiles(), self.store.get("uid")
         if self.codes_path.exists():
-            index, header = BinaryIndex.load(self.codes_path)
-            if index.bits != bits:
-                raise IndexCorrupted(f"{index.bits}-bit codes but the database records {bits} "
-                                     "bits; rebuild with `mrhash index --rebuild`",
-                                     path=str(self.codes_path))
-            if header["generation"] == generation and index.ntotal == n_tiles:
-                return index
-            print(f"mrhash: {self.codes_path} is stale (generation {header['generation']}, "
-                  f"database {generation}); rebuilding it from the database", file=sys.stderr)
+            try:
+                index, header = BinaryIndex.load(self.codes_path)
+            except IndexCorrupted as error:
+                print(f"mrhash: {error.message}; rebuilding the codes from the database",
+                      file=sys.stderr)
+            else:
+                if (index.bits == bits and header["generation"] == generation
+                        and index.ntotal == n_tiles and header.get("index_uid") == uid):
+                    return index
+                print(f"mrhash: {self.codes_path} does not match the database (generation "
+                      f"{header['generation']} vs {generation}, {index.ntotal} vs {n_tiles} "
+                      "codes, or another index's file); rebuilding it from the database",
+                      file=sys.stderr)
         index = BinaryIndex(bits)
         ids, codes = self.store.all_codes(bits // 8)
         index.add(ids, codes)
@@ -106,7 +121,7 @@ class IndexFolder:
 
     def save_codes(self, index: BinaryIndex) -> None:
         index.optimize()
-        index.save(self.codes_path, self.store.generation)
+        index.save(self.codes_path, self.store.generation, self.store.get("uid"))
 
 
 @dataclass
@@ -119,6 +134,7 @@ class IndexResult:
     files_indexed: int = 0
     files_removed: int = 0
     skipped: list[dict] = field(default_factory=list)  # [{path, error}]
+    kept: list[dict] = field(default_factory=list)  # indexed rasters whose folder was unread
     seconds: float = 0.0
     tiles_per_s: float = 0.0
 
@@ -126,19 +142,21 @@ class IndexResult:
         return asdict(self)
 
 
-def discover(folder: str | Path, bands: Sequence[int | str] | None) -> list[SourceSpec]:
-    """Every raster (or per-band product) under `folder`, with the model's band selection."""
-    if not Path(folder).is_dir():
-        raise BadInput("not a folder", path=str(folder))
-    return [SourceSpec("primary", paths, bands)
-            for paths in group_band_files(raster_files(folder))]
+def discover(folder: str | Path, bands: Sequence[int | str] | None
+             ) -> tuple[list[SourceSpec], FolderListing]:
+    """Every raster (or per-band product) under `folder` (absolute paths), with the model's
+    band selection, and the listing that says which folders could be read."""
+    listing = list_rasters(folder)
+    return ([SourceSpec("primary", paths, bands) for paths in group_band_files(listing.files)],
+            listing)
 
 
 def tile_patches(source: Source, tiles: Sequence[Tile], patch_size: int,
                  batch_size: int = BATCH_SIZE,
-                 stop: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(first tile position, raw float32 [n, C, patch, patch]) batches, read by a thread
-    ahead of the consumer. Read errors are raised in the consumer."""
+                 stop: threading.Event | None = None
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first tile position, raw float32 [n, C, patch, patch], bool valid [n, patch, patch])
+    batches, read by a thread ahead of the consumer. Read errors are raised in the consumer."""
     batches: queue.Queue = queue.Queue(maxsize=3)
     stop = stop or threading.Event()
 
@@ -148,9 +166,9 @@ def tile_patches(source: Source, tiles: Sequence[Tile], patch_size: int,
                 if stop.is_set():
                     return
                 chunk = tiles[start:start + batch_size]
-                array = np.stack([source.read(t.footprint, (patch_size, patch_size))[0]
-                                  for t in chunk])
-                batches.put((start, array))
+                reads = [source.read(t.footprint, (patch_size, patch_size)) for t in chunk]
+                batches.put((start, np.stack([r[0] for r in reads]),
+                             np.stack([r[1] for r in reads])))
             batches.put(None)
         except BaseException as error:  # handed to the consumer, which raises it
             batches.put(error)
@@ -192,20 +210,16 @@ def encode_tiles(model, spec: SourceSpec, tile_size: int | None = None,
     """Codes of every tile of one source (benchmarks use it to get real codes)."""
     with open_for_model(spec, model) as source:
         tiles = tile_grid(source, tile_size or model.patch_size, None, min_valid)
-        return np.concatenate([model.encode(batch)
-                               for _, batch in tile_patches(source, tiles, model.patch_size)])
+        return np.concatenate([model.encode(batch, valid) for _, batch, valid
+                               in tile_patches(source, tiles, model.patch_size)])
 
 
 def _tile_rows(tiles: Sequence[Tile], first_ordinal: int) -> list[TileRow]:
-    rows = []
-    for i, tile in enumerate(tiles):
-        try:
-            bounds4326 = tile.footprint.to("EPSG:4326").bounds
-        except MrHashError:
-            bounds4326 = (np.nan,) * 4
-        rows.append(TileRow(first_ordinal + i, tile.window, tile.footprint.bounds,
-                            bounds4326, tile.valid_fraction))
-    return rows
+    """Rows to store; BadInput when a tile has no position in EPSG:4326 (then the raster is
+    skipped: a hit must be placeable on the map and in a spatial filter)."""
+    return [TileRow(first_ordinal + i, tile.window, tile.footprint.bounds,
+                    tile.footprint.to("EPSG:4326").bounds, tile.valid_fraction)
+            for i, tile in enumerate(tiles)]
 
 
 class _Builder:
@@ -219,6 +233,7 @@ class _Builder:
         self.store = folder.store
         self.index = folder.load_codes()
         self.tiles_done = 0
+        self.new_hashes: set[str] = set()  # content of the rasters (re)indexed in this run
 
     def _progress(self, file_no: int, n_files: int, within: float, message: str) -> None:
         if self.job:  # no metrics here: they would bypass the report rate limit
@@ -247,20 +262,23 @@ class _Builder:
             else:
                 try:
                     bounds4326 = source.footprint.to("EPSG:4326").bounds
-                except MrHashError:
-                    bounds4326 = (np.nan,) * 4
+                except BadInput as error:
+                    raise BadInput(f"cannot be placed on the map: {error.message}",
+                                   path=spec.paths[0]) from None
+                content = state.content_hash()
+                self.new_hashes.add(content)
                 file_id, old_ids = self.store.start_file(
-                    state, state.content_hash(), source.crs, bounds4326, len(tiles),
+                    state, content, source.crs, bounds4326, len(tiles),
                     self.model.fingerprint)
                 self.index.remove(np.asarray(old_ids))
                 removed, start = len(old_ids), 0
             todo = tiles[start:]
             added = 0
-            for offset, patches in tile_patches(source, todo, self.model.patch_size,
-                                                self.batch_size):
+            for offset, patches, valid in tile_patches(source, todo, self.model.patch_size,
+                                                       self.batch_size):
                 if self.job:
                     self.job.check()
-                codes = self.model.encode(patches)
+                codes = self.model.encode(patches, valid)
                 chunk = todo[offset:offset + len(patches)]
                 done = offset + len(chunk) == len(todo)
                 ids = self.store.add_tiles(file_id, _tile_rows(chunk, start + offset), codes,
@@ -334,6 +352,18 @@ def clear_index(index_dir: str | Path) -> None:
     shutil.rmtree(root / THUMBNAIL_DIR, ignore_errors=True)
 
 
+def check_build_options(tile_size: int, stride: int, min_valid: float,
+                        batch_size: int) -> None:
+    """Refuse settings that would be written into a new index and then demand a rebuild."""
+    for name, value, low, high in (("tile size", tile_size, 4, 8192),
+                                   ("stride", stride, 1, 8192),
+                                   ("batch size", batch_size, 1, 4096)):
+        if not low <= value <= high:
+            raise BadInput(f"{name} must be between {low} and {high}, got {value}")
+    if not (isinstance(min_valid, (int, float)) and 0.0 <= min_valid <= 1.0):
+        raise BadInput(f"min valid must be a fraction between 0 and 1, got {min_valid}")
+
+
 def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Path,
                 tile_size: int | None = None, stride: int | None = None,
                 job: JobControl | None = None, *, min_valid: float = 0.5,
@@ -342,62 +372,102 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     """Index every raster under `folder` into `index_dir` (see the module doc). `model` may
     pass an already loaded model package (the worker keeps one warm). `bands` selects the
     rasters' bands the model encodes when they differ from its training data (e.g. 1,2,3 of
-    RGB files for a model trained on bands 4,3,2 of 13-band files); default: the model's."""
-    import time
-
+    RGB files for a model trained on bands 4,3,2 of 13-band files); default: the model's.
+    One writer at a time: a second build of the same index gets "index in use"."""
     from mrhash.package import load_model
 
-    started = time.monotonic()
     model = model or load_model(model_path)
     tile_size = int(tile_size or model.patch_size)
     stride = int(stride or tile_size)
+    check_build_options(tile_size, stride, min_valid, batch_size)
     selection = tuple(bands) if bands else model.primary.bands
-    specs = discover(folder, selection)
-    if rebuild:
-        clear_index(index_dir)
-    index_folder = IndexFolder(index_dir, create=True)
+    specs, listing = discover(folder, selection)
+    root = Path(index_dir)
+    if root.exists() and not root.is_dir():
+        raise BadInput("is a file, not an index folder", path=str(root))
     try:
-        _check_settings(index_folder, model, tile_size, stride, min_valid, str(model_path),
-                        selection)
-        builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
-        result = IndexResult(str(Path(index_dir).resolve()), 0)
-        records = index_folder.store.files()
-        present = {spec.paths[0] for spec in specs}
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"cannot create the index folder ({error.strerror})",
+                       path=str(root)) from None
+    with exclusive_lock(root / LOCK_FILE, "index"):
+        if rebuild:
+            clear_index(root)
+        index_folder = IndexFolder(root, create=True)
         try:
-            for path in sorted(set(records) - present):
+            return _build(index_folder, model, str(model_path), specs, listing, tile_size,
+                          stride, min_valid, selection, job, batch_size)
+        finally:
+            index_folder.close()
+
+
+def _build(index_folder: IndexFolder, model, model_path: str, specs: list[SourceSpec],
+           listing: FolderListing, tile_size: int, stride: int, min_valid: float,
+           selection: tuple[int | str, ...] | None, job: JobControl | None,
+           batch_size: int) -> IndexResult:
+    import time
+
+    started = time.monotonic()
+    _check_settings(index_folder, model, tile_size, stride, min_valid, model_path, selection)
+    builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
+    result = IndexResult(str(index_folder.root.resolve()), 0)
+    records = index_folder.store.files()
+    present = {spec.paths[0] for spec in specs}
+    result.skipped += listing.problems
+    unreached: list[str] = []
+    try:
+        for path in sorted(set(records) - present):
+            if not listing.was_listed(path):
+                # an unreadable, empty or vanished folder (an unmounted share) is never
+                # taken for deleted files; decided after indexing (moved files)
+                unreached.append(path)
+                continue
+            result.removed += builder.remove(path)
+            result.files_removed += 1
+        for file_no, spec in enumerate(specs):
+            if job:
+                job.check()
+            path = spec.paths[0]
+            record = records.get(path)
+            try:
+                state = FileState.of(spec.paths)
+                if record is not None and _unchanged(record, state, index_folder.store):
+                    result.unchanged += 1
+                    continue
+                added, removed = builder.index_file(spec, record, state, file_no, len(specs))
+            except (BadInput, OSError) as error:
+                if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                    raise
+                message = error.message if isinstance(error, MrHashError) else \
+                    f"{path}: {error.strerror or error}"
+                result.skipped.append({"path": path, "error": message})
+                # nothing half-indexed stays behind a file that failed midway
+                result.removed += builder.remove(path)
+                continue
+            result.added += added
+            result.removed += removed
+            result.files_indexed += 1
+        for path in unreached:
+            if records[path].hash in builder.new_hashes:  # moved: its content is indexed
                 result.removed += builder.remove(path)
                 result.files_removed += 1
-            for file_no, spec in enumerate(specs):
-                if job:
-                    job.check()
-                path = spec.paths[0]
-                record = records.get(path)
-                try:
-                    state = FileState.of(spec.paths)
-                    if record is not None and _unchanged(record, state, index_folder.store):
-                        result.unchanged += 1
-                        continue
-                    added, removed = builder.index_file(spec, record, state, file_no,
-                                                        len(specs))
-                except (BadInput, OSError) as error:
-                    message = error.message if isinstance(error, MrHashError) else \
-                        f"{path}: {error.strerror or error}"
-                    result.skipped.append({"path": path, "error": message})
-                    # nothing half-indexed stays behind a file that failed midway
-                    result.removed += builder.remove(path)
-                    continue
-                result.added += added
-                result.removed += removed
-                result.files_indexed += 1
-        finally:
-            # also on cancel: what was committed is searchable right away
+            else:
+                result.kept.append({"path": path, "error": "its folder is gone, empty or "
+                                    "unreadable (an unmounted share?): its tiles are kept "
+                                    "(rebuild the index to drop them)"})
+    except BaseException:
+        # also on cancel or a full disk: what was committed stays searchable; a failure to
+        # save the cache must not hide the error that stopped the build
+        try:
             index_folder.save_codes(builder.index)
-        result.n_tiles = builder.index.ntotal
-        result.seconds = round(time.monotonic() - started, 2)
-        result.tiles_per_s = round(result.added / result.seconds, 1) if result.seconds else 0.0
-        if job:
-            job.report(len(specs), len(specs), "done", force=True, tiles=builder.tiles_done)
-        return result
-    finally:
-        index_folder.close()
-
+        except (OSError, MrHashError) as error:
+            print(f"mrhash: codes cache not saved ({error}); it is rebuilt from the database "
+                  "on next use", file=sys.stderr)
+        raise
+    index_folder.save_codes(builder.index)
+    result.n_tiles = builder.index.ntotal
+    result.seconds = round(time.monotonic() - started, 2)
+    result.tiles_per_s = round(result.added / result.seconds, 1) if result.seconds else 0.0
+    if job:
+        job.report(len(specs), len(specs), "done", force=True, tiles=builder.tiles_done)
+    return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -133,26 +134,49 @@ def _file_record(row: sqlite3.Row) -> FileRecord:
                       row["n_grid"], row["n_tiles"], row["fingerprint"])
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open for queries only: on read-only storage (a DVD, a read-only share, a folder without
+    write permission) SQLite cannot make its WAL index, so it is opened as immutable there."""
+    uri = path.absolute().as_uri()
+    for options in ("?mode=ro", "?mode=ro&immutable=1"):
+        db = sqlite3.connect(uri + options, uri=True, timeout=30, check_same_thread=False,
+                             isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM meta").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+            if options.endswith("immutable=1"):
+                raise
+    raise AssertionError("unreachable")
+
+
 class MetadataStore:
     """One SQLite database (WAL mode: queries read while a build writes)."""
 
-    def __init__(self, path: str | Path, *, create: bool = False):
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False):
         self.path = str(path)
         if not create and not Path(path).is_file():
             raise IndexCorrupted("no index database here (build one with `mrhash index`)",
                                  path=self.path)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
-                                      isolation_level=None)
+            if read_only:
+                self.db = _connect_read_only(Path(path))
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                                          isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a killed process (only power loss loses commits)
+                self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (only power loss can lose commits)
-            self.db.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self.db.executescript(_SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                 (str(SCHEMA_VERSION),))
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                # names this index: its codes cache records it (index.py)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)",
+                                (secrets.token_hex(8),))
             version = self.get("schema_version")
         except sqlite3.DatabaseError as error:
             raise IndexCorrupted(f"unreadable index database ({error}); rebuild it with "
@@ -279,12 +303,18 @@ class MetadataStore:
 
     def all_codes(self, code_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids ascending, codes [n, code_bytes]) of every tile: rebuilds the FAISS cache."""
-        ids, blobs = [], []
-        for tile_id, code in self.db.execute("SELECT id, code FROM tiles ORDER BY id"):
-            ids.append(tile_id)
-            blobs.append(code)
-        codes = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(-1, code_bytes)
-        return np.asarray(ids, dtype=np.int64), codes
+        rows = self.db.execute("SELECT id, code FROM tiles ORDER BY id").fetchall()
+        return self._codes(rows, code_bytes)
+
+    def _codes(self, rows: list, code_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+        bad = next((row[0] for row in rows if not isinstance(row[1], bytes)
+                    or len(row[1]) != code_bytes), None)
+        if bad is not None:
+            raise IndexCorrupted(f"tile {bad} has a code that is not {code_bytes} bytes: the "
+                                 "database is damaged; rebuild the index", path=self.path)
+        ids = np.asarray([row[0] for row in rows], dtype=np.int64)
+        codes = np.frombuffer(b"".join(row[1] for row in rows), np.uint8).reshape(-1, code_bytes)
+        return ids, codes
 
     def codes_within(self, bounds4326: tuple[float, float, float, float],
                      code_bytes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,9 +324,7 @@ class MetadataStore:
             "SELECT t.id, t.code FROM tiles_rtree r JOIN tiles t ON t.id = r.id "
             "WHERE r.east >= ? AND r.west <= ? AND r.north >= ? AND r.south <= ? "
             "ORDER BY t.id", (west, east, south, north)).fetchall()
-        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        codes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(-1, code_bytes)
-        return ids, codes
+        return self._codes(rows, code_bytes)
 
 
 class _Transaction:

@@ -63,28 +63,36 @@ class HashModel:
         self._net.to(self._device)
         return self
 
-    def encode_float(self, patches: np.ndarray) -> np.ndarray:
-        """Raw float32 [N, C, H, W] primary patches -> relaxed codes in (-1, 1), [N, bits]."""
+    def encode_float(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Raw float32 [N, C, H, W] primary patches (and their bool [N, H, W] valid masks) ->
+        relaxed codes in (-1, 1), [N, bits]. The one way a patch becomes a code, in training
+        (train.normalise), evaluation, indexing and queries alike: normalise with the model's
+        band statistics, then invalid pixels -> 0, whatever their raw fill value."""
         import torch
 
         patches = np.asarray(patches, dtype=np.float32)
         if patches.ndim != 4 or patches.shape[1] != self.n_bands:
             raise BadInput(f"patches must be [N, {self.n_bands}, H, W] (the model's primary "
                            f"bands), got shape {patches.shape}")
+        if valid is not None and np.shape(valid) != (patches.shape[0], *patches.shape[2:]):
+            raise BadInput(f"valid masks must be [N, H, W] like the patches, got "
+                           f"{np.shape(valid)}")
         out = np.empty((len(patches), self.bits), dtype=np.float32)
         device = self._device or torch.device("cpu")
         with torch.no_grad():
             for start in range(0, len(patches), ENCODE_BATCH):
                 batch = patches[start:start + ENCODE_BATCH]
                 x01 = self.stats.apply(batch)
+                if valid is not None:
+                    x01 *= valid[start:start + ENCODE_BATCH, None]
                 code = self._net(torch.from_numpy(x01).to(device))
                 out[start:start + len(batch)] = code.cpu().numpy()
         return out
 
-    def encode(self, patches: np.ndarray) -> np.ndarray:
-        """Raw float32 [N, C, H, W] primary patches -> packed uint8 codes [N, bits // 8]
-        (bit = relaxed code > 0, np.packbits order)."""
-        return np.packbits(self.encode_float(patches) > 0, axis=1)
+    def encode(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Raw float32 [N, C, H, W] primary patches (+ valid masks, see `encode_float`) ->
+        packed uint8 codes [N, bits // 8] (bit = relaxed code > 0, np.packbits order)."""
+        return np.packbits(self.encode_float(patches, valid) > 0, axis=1)
 
 
 def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -95,6 +103,8 @@ def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]
     if path.is_dir():
         raise ModelFormatError("a model package is one .safetensors file, not a folder",
                                path=str(path))
+    if path.exists() and not path.is_file():  # a FIFO or a device would block the read
+        raise ModelFormatError("not a regular file (a pipe, socket or device)", path=str(path))
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -118,6 +128,18 @@ def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]
                if k not in config]
     if missing:
         raise ModelFormatError(f"model config lacks {', '.join(missing)}", path=str(path))
+    broken = [name for name, tensor in tensors.items()
+              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:  # NaN/inf weights would give all-zero codes without a word
+        raise ModelFormatError(f"weights with NaN or infinite values ({', '.join(broken[:3])}"
+                               f"{'…' if len(broken) > 3 else ''}): retrain the model",
+                               path=str(path))
+    for key, low, high in (("bits", 8, 4096), ("patch_size", 4, 4096), ("input_size", 32, 1024),
+                           ("bands", 1, 1024)):
+        value = config[key]
+        if not isinstance(value, int) or not low <= value <= high:
+            raise ModelFormatError(f"model config {key}={value!r} is out of range "
+                                   f"({low}..{high})", path=str(path))
     return config, tensors, hashlib.sha256(data).hexdigest()
 
 

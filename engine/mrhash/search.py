@@ -12,6 +12,7 @@ query's centre, great-circle distance), applied while widening the search until 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -21,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from mrhash.errors import BadInput, IndexCorrupted, MrHashError
+from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex
 from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
 from mrhash.metadata import TileRecord
-from mrhash.sources import Footprint, Source, SourceSpec, parse_crs
+from mrhash.sources import Footprint, Source, SourceSpec, parse_crs, regular_file
 
 EARTH_RADIUS_M = 6_371_008.8
 OPEN_SOURCES = 8  # rasters a Searcher keeps open for point queries
+MAX_K = 100_000  # hits a query may ask for (thumbnails and layers beyond that are no use)
 
 
 @dataclass
@@ -73,10 +75,15 @@ class Query:
             raise BadInput("give exactly one of a point, a raster footprint or a tile id")
         if self.footprint is not None and not self.raster:
             raise BadInput("a footprint query needs the raster to read it from")
-        if self.k < 1:
-            raise BadInput(f"k must be at least 1, got {self.k}")
-        if self.exclude_radius < 0:
-            raise BadInput(f"exclude radius must be >= 0 metres, got {self.exclude_radius}")
+        if not 1 <= self.k <= MAX_K:
+            raise BadInput(f"k must be between 1 and {MAX_K:,}, got {self.k}")
+        if not math.isfinite(self.exclude_radius) or self.exclude_radius < 0:
+            raise BadInput(f"exclude radius must be a distance >= 0 metres, got "
+                           f"{self.exclude_radius}")
+        if self.point is not None and not all(math.isfinite(v) for v in self.point):
+            raise BadInput(f"the point {self.point} is not a finite position")
+        if self.tile is not None and not 1 <= self.tile < 2**62:
+            raise BadInput(f"no tile {self.tile}: tile ids are positive integers")
 
 
 def _geojson(footprint: Footprint) -> dict:
@@ -136,7 +143,7 @@ class Searcher:
 
     def __init__(self, index_dir: str | Path, model=None,
                  model_loader: Callable[[str], object] | None = None):
-        self.folder = IndexFolder(index_dir)
+        self.folder = IndexFolder(index_dir, read_only=True)  # queries never write
         meta = self.folder.meta()
         self._meta = meta
         self.fingerprint = meta.get("fingerprint")
@@ -214,8 +221,8 @@ class Searcher:
             minx, miny, maxx, maxy = source.footprint.bounds
             if minx <= px <= maxx and miny <= py <= maxy:
                 return row[0], paths
-        raise BadInput(f"point ({x}, {y}) in {crs} is outside every indexed raster; query "
-                       "another raster with a footprint instead")
+        raise OutsideIndex(f"point ({x}, {y}) in {crs} is outside every indexed raster; "
+                           "give the raster to read the query patch from")
 
     def _read_patch(self, paths: tuple[str, ...], footprint: Footprint | None,
                     point: tuple[float, float] | None, crs: str) -> tuple[np.ndarray, Footprint]:
@@ -232,7 +239,7 @@ class Searcher:
         if not valid.any():
             raise BadInput(f"the query footprint {footprint.bounds} ({footprint.crs}) holds "
                            "no valid pixels", path=paths[0])
-        return self.model.encode(patch[None]), footprint
+        return self.model.encode(patch[None], valid[None]), footprint
 
     def query_code(self, query: Query) -> tuple[np.ndarray, Footprint, dict]:
         if query.tile is not None:
@@ -243,7 +250,11 @@ class Searcher:
             code = np.frombuffer(record.code, np.uint8)[None]
             return code, footprint, {"tile": query.tile, "path": record.path}
         if query.point is not None:
-            path, paths = self._covering_file(*query.point, query.crs)
+            # the raster given (any raster, indexed or not), else the indexed one under it
+            if query.raster:
+                path, paths = regular_file(query.raster, "raster"), (query.raster,)
+            else:
+                path, paths = self._covering_file(*query.point, query.crs)
             code, footprint = self._read_patch(paths, None, query.point, query.crs)
             return code, footprint, {"path": path}
         geometry = _parse_wkt(query.footprint, "footprint")

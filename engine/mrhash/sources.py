@@ -18,8 +18,11 @@ sampled from memory; larger ones are read by window around each footprint.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -31,6 +34,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from rasterio._err import CPLE_BaseError  # GDAL's errors (e.g. a failed reprojection)
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform as transform_points
@@ -89,14 +93,96 @@ def group_band_files(paths: Iterable[str | Path]) -> list[tuple[str, ...]]:
     return sorted(singles)
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """A path fit for a message even when its name is not valid UTF-8 (bytes shown escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class FolderListing:
+    """What a folder walk saw. Removing an indexed raster needs positive evidence that it is
+    gone: its folder is in `listed` (read successfully) and the file is not in `files`."""
+
+    root: str
+    files: list[str] = field(default_factory=list)        # raster files, absolute, sorted
+    listed: set[str] = field(default_factory=set)          # folders read, not empty
+    problems: list[dict] = field(default_factory=list)     # [{path, error}]: skipped, said why
+
+    def was_listed(self, path: str) -> bool:
+        return os.path.dirname(os.path.abspath(path)) in self.listed
+
+
+def list_rasters(folder: str | Path, recursive: bool = True) -> FolderListing:
+    """Raster-looking files (by extension) under `folder`, as absolute paths. Symlinked
+    folders are followed (each real folder once); a folder that cannot be read and a name
+    that is not valid UTF-8 are reported in `problems`. Neither an unreadable folder nor an
+    empty one (an unmounted share's mount point) is evidence that its files were deleted."""
+    root = os.path.abspath(folder)
+    listing = FolderListing(root)
+    if not os.path.isdir(root):
+        raise BadInput("not a folder", path=str(folder))
+    seen: set[str] = set()
+
+    def walk(directory: str) -> None:
+        real = os.path.realpath(directory)
+        if real in seen:  # a symlink loop, or a folder linked twice
+            return
+        seen.add(real)
+        try:
+            with os.scandir(directory) as entries:
+                found = sorted(entries, key=lambda entry: entry.name)
+        except OSError as error:
+            if directory == root:
+                raise BadInput(f"cannot read the folder ({error.strerror or error})",
+                               path=printable_path(root)) from None
+            listing.problems.append({"path": printable_path(directory), "error": "folder "
+                                     f"cannot be read ({error.strerror or error}); its rasters "
+                                     "are left as they were"})
+            return
+        if found:
+            listing.listed.add(directory)
+        for entry in found:
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                listing.problems.append({"path": printable_path(entry.path), "error":
+                                         "file name is not valid UTF-8: rename it"})
+                continue
+            try:
+                if entry.is_dir():
+                    if recursive:
+                        walk(entry.path)
+                elif entry.is_file() and Path(entry.name).suffix.lower() in RASTER_EXTENSIONS:
+                    listing.files.append(entry.path)
+            except OSError as error:
+                listing.problems.append({"path": entry.path,
+                                         "error": f"cannot be read ({error.strerror})"})
+
+    walk(root)
+    listing.files.sort()
+    return listing
+
+
 def raster_files(folder: str | Path, recursive: bool = True) -> list[str]:
-    """Raster-looking files (by extension) under `folder`, sorted."""
-    root = Path(folder)
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        str(p) for p in root.glob(pattern)
-        if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS
-    )
+    """Raster-looking files (by extension) under `folder`, absolute and sorted."""
+    return list_rasters(folder, recursive).files
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> str:
+    """`path` if it is an existing regular file; BadInput for a missing path, a folder, or a
+    special file (a FIFO or a device would block a reader forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise BadInput("file not found (no such file or folder)" if error.errno == errno.ENOENT
+                       else f"cannot read the {what} ({error.strerror})",
+                       path=printable_path(path)) from None
+    if stat.S_ISDIR(mode):
+        raise BadInput(f"is a folder, not a {what}", path=printable_path(path))
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"is not a regular file (a pipe, socket or device): not a {what}",
+                       path=printable_path(path))
+    return str(path)
 
 
 def spec_from_folder(folder: str | Path, bands: Sequence[int | str] | None = None,
@@ -113,6 +199,12 @@ def spec_from_folder(folder: str | Path, bands: Sequence[int | str] | None = Non
         raise BadInput(f"expected one product (one raster or per-band files), found {found}",
                        path=str(folder))
     return SourceSpec(name=name, paths=groups[0], bands=tuple(bands) if bands else None)
+
+
+def _off_domain(footprint: Footprint, crs: str, why: object) -> BadInput:
+    return BadInput(f"the box {tuple(round(b, 3) for b in footprint.bounds)} in "
+                    f"{footprint.crs} has no position in {crs} (outside the projection's "
+                    f"valid area: {why})")
 
 
 @dataclass(frozen=True)
@@ -197,8 +289,13 @@ class Footprint:
         """Bounds of this box transformed to another CRS (densified edges)."""
         if same_crs(self.crs, str(crs)):
             return Footprint(str(crs), self.bounds)
-        bounds = transform_bounds(parse_crs(self.crs), parse_crs(str(crs)), *self.bounds,
-                                  densify_pts=21)
+        try:
+            bounds = transform_bounds(parse_crs(self.crs), parse_crs(str(crs)), *self.bounds,
+                                      densify_pts=21)
+        except (RasterioError, CPLE_BaseError) as error:
+            raise _off_domain(self, crs, error) from None
+        if not all(math.isfinite(b) for b in bounds):
+            raise _off_domain(self, crs, "infinite coordinates")
         return Footprint(str(crs), tuple(bounds))
 
     def polygon(self) -> shapely.Polygon:
@@ -213,8 +310,13 @@ class Footprint:
         minx, miny, maxx, maxy = self.bounds
         ring = shapely.segmentize(polygon, max(maxx - minx, maxy - miny) / densify)
         coords = np.asarray(ring.exterior.coords)
-        tx, ty = transform_points(parse_crs(self.crs), parse_crs(str(crs)),
-                                  coords[:, 0].tolist(), coords[:, 1].tolist())
+        try:
+            tx, ty = transform_points(parse_crs(self.crs), parse_crs(str(crs)),
+                                      coords[:, 0].tolist(), coords[:, 1].tolist())
+        except (RasterioError, CPLE_BaseError) as error:
+            raise _off_domain(self, crs, error) from None
+        if not np.isfinite(tx).all() or not np.isfinite(ty).all():
+            raise _off_domain(self, crs, "infinite coordinates")
         # RFC 7946 wants counter-clockwise exterior rings whatever the CRS axes did
         return shapely.orient_polygons(shapely.Polygon(np.column_stack([tx, ty])))
 
@@ -259,8 +361,13 @@ class _BandFile:
 def check_raster(path: str) -> rasterio.DatasetReader:
     """Open a raster and verify it is georeferenced and its data is readable (a read of the
     last block catches truncated files, which open fine)."""
-    if not Path(path).exists():
-        raise BadInput("file not found", path=path)
+    if "://" not in str(path) and not str(path).startswith("/vsi"):  # local files
+        regular_file(path, "raster")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput("file name is not valid UTF-8: rename it",
+                       path=printable_path(path)) from None
     try:
         with warnings.catch_warnings():  # reported below as BadInput instead
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -11,7 +11,9 @@ Invalid pixels are black.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +78,27 @@ def thumbnail(cache_dir: str | Path, record: TileRecord, model,
               bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX) -> Path:
     """Path of the tile's cached PNG, rendering it first when missing; `bands`: the index's
     band selection (default: the model's primary bands)."""
-    path = Path(cache_dir) / f"{record.id}_{size}.png"
-    if not path.exists():
-        if not Path(record.path).exists():
-            raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
-        atomic_write_bytes(path, render(record, bands or model.primary.bands,
-                                        model.config.get("rgb"), size, model.stats))
-    return path
+    name = f"{record.id}_{size}.png"
+    places = [Path(cache_dir) / name, _fallback_dir(cache_dir) / name]
+    for path in places:
+        if path.exists():
+            return path
+    if not Path(record.path).exists():
+        raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
+    picture = render(record, bands or model.primary.bands, model.config.get("rgb"), size,
+                     model.stats)
+    try:
+        atomic_write_bytes(places[0], picture)
+        return places[0]
+    except OSError:  # a read-only index (a DVD, a read-only share): the user's temp folder
+        atomic_write_bytes(places[1], picture)
+        return places[1]
+
+
+def _fallback_dir(cache_dir: str | Path) -> Path:
+    """Thumbnails of an index whose folder cannot be written, one folder per index (its path
+    and its database file: a rebuilt index restarts its tile ids)."""
+    database = Path(cache_dir).parent / "index.sqlite"
+    identity = f"{Path(cache_dir).absolute()}:{database.stat().st_ino if database.exists() else 0}"
+    key = hashlib.sha1(identity.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "mrhash-thumbnails" / key

@@ -122,8 +122,13 @@ def extract_features(samples: Samples, config: TrainConfig, device: torch.device
     if len(samples) < config.clusters:
         raise BadInput(f"{len(samples)} samples are fewer than the {config.clusters} clusters "
                        "asked for: give more data or fewer --clusters")
+    n_bands = samples.band_counts[0]
+    if config.rgb and (len(config.rgb) != 3 or not all(0 <= i < n_bands for i in config.rgb)):
+        raise BadInput(f"--rgb needs the positions of red, green and blue among the primary's "
+                       f"{n_bands} bands (1..{n_bands}), got "
+                       f"{','.join(str(i + 1) for i in config.rgb)}")
     stats = compute_source_stats(samples)
-    primary = Backbone(samples.band_counts[0], config.rgb, config.input_size,
+    primary = Backbone(n_bands, config.rgb, config.input_size,
                        weights_path=config.backbone_weights).to(device).eval()
     # auxiliary sources share the primary's Lite0 weights, each with its own band stem
     aux_nets = [Backbone(c, None, config.input_size, net=primary.net).to(device).eval()

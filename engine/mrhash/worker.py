@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mrhash import __version__
-from mrhash.errors import BadInput, MrHashError
+from mrhash.errors import BadInput, MrHashError, user_error
 from mrhash.jobs import JobControl
 
 LONG_JOBS = ("train", "index")
@@ -87,19 +88,27 @@ def train_config(params: dict):
                        auxiliary=tuple(auxiliary), aux_bands=aux_bands, **values)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def error_payload(error: BaseException) -> dict:
     """The protocol's error object: code and message, plus the package a missing import names
     (so the plugin can give the exact fix); unexpected errors keep their traceback on stderr."""
-    if isinstance(error, ModuleNotFoundError):
-        from mrhash.doctor import missing_dependency
-
-        error = missing_dependency(error)
-    if not isinstance(error, MrHashError):
+    known = user_error(error)
+    if known is None:
         traceback.print_exception(error, file=sys.stderr)
         return {"code": "internal", "message": f"{type(error).__name__}: {error}"}
-    payload = {"code": error.code, "message": error.message}
-    payload.update({key: getattr(error, key) for key in ("module", "package")
-                    if hasattr(error, key)})
+    payload = {"code": known.code, "message": known.message}
+    payload.update({key: getattr(known, key) for key in ("module", "package")
+                    if hasattr(known, key)})
     return payload
 
 
@@ -123,7 +132,12 @@ class Worker:
 
     # -- output --------------------------------------------------------------------------
     def send(self, message: dict) -> None:
-        line = json.dumps(message, default=str, allow_nan=False)
+        try:
+            line = json.dumps(message, default=str, allow_nan=False)
+        except ValueError as error:  # a NaN in a result: an error line, never a dead worker
+            line = json.dumps({"id": message.get("id") if isinstance(message.get("id"), (str, int))
+                               else None, "error": {"code": "internal",
+                                                    "message": f"unencodable reply ({error})"}})
         with self._write_lock:
             self.out.write(line + "\n")
             self.out.flush()
@@ -304,7 +318,8 @@ class Worker:
         request_id = None
         try:
             try:
-                request = json.loads(line)
+                request = json.loads(line, parse_constant=_reject_constant,
+                                     parse_float=_finite_float)
             except ValueError as error:
                 raise BadRequest(f"not a JSON line ({error})") from None
             if not isinstance(request, dict):

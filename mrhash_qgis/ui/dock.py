@@ -236,7 +236,7 @@ class MrHashDock(QgsDockWidget):
 
     def _show_error(self, code: str, message: str) -> None:
         location = self._location
-        if code == "bad_input" and location is not None and not location.footprint_wkt:
+        if code == "outside_index" and location is not None and not location.footprint_wkt:
             # the point lies outside the indexed rasters: query the raster under it instead
             size = tile_size_px(self.index_widget.filePath())
             retry = location.around(size) if size else None

@@ -163,14 +163,20 @@ class IndexDialog(QDialog):
     def _done(self, result: dict) -> None:
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)
         self.progress.setValue(100)
-        skipped = result.get("skipped", [])
-        for item in skipped:
-            log(f"index skipped {item.get('path')}: {item.get('error')}", Qgis.MessageLevel.Warning)
+        skipped, kept = result.get("skipped", []), result.get("kept", [])
+        for verb, items in (("skipped", skipped), ("kept", kept)):
+            for item in items:
+                log(f"index {verb} {item.get('path')}: {item.get('error')}",
+                    Qgis.MessageLevel.Warning)
         text = (f"{result.get('n_tiles')} tiles indexed (added {result.get('added')}, "
                 f"removed {result.get('removed')}, unchanged {result.get('unchanged')})")
         if skipped:
             text += (f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].get('error')} "
                      "(all in the MrHash log)")
+        if kept:
+            text += (f"; the tiles of {len(kept)} raster(s) in folders that are gone or "
+                     "unreadable were kept (tick Rebuild to drop them)")
+        skipped = skipped or kept
         self.status_label.setText(text)
         index = result.get("index", self.index_widget.filePath())
         settings.put("last/index", index)

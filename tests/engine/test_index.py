@@ -87,7 +87,7 @@ def test_file_roundtrip_and_corruption(tmp_path):
 
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
-    with pytest.raises(IndexCorrupted, match="truncated.*--rebuild"):
+    with pytest.raises(IndexCorrupted, match="truncated"):
         BinaryIndex.load(path)
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import shapely
-from mrhash.errors import BadInput
+from mrhash.errors import BadInput, OutsideIndex
 from mrhash.indexer import IndexFolder, build_index
 from mrhash.search import Query, Searcher, haversine_m, run_query
 from test_index_support import THREADS_ENV, TILE
@@ -84,8 +84,35 @@ def test_query_by_footprint_on_another_raster(index_dir, eurosat_dir):
 
 
 def test_point_outside_every_raster(index_dir):
-    with pytest.raises(BadInput, match="outside every indexed raster"):
+    with pytest.raises(OutsideIndex, match="outside every indexed raster") as caught:
         run_query(index_dir, Query(point=(-120.0, -45.0), k=5))
+    assert caught.value.code == "outside_index"
+
+
+def test_point_on_a_raster_that_is_not_indexed_reads_the_raster_given(index_dir, eurosat_dir,
+                                                                      tmp_path):
+    """`--raster` with `--point`: the patch around the point is read from that raster."""
+    import rasterio
+
+    other = sorted((eurosat_dir / "Industrial").glob("*.tif"))[0]
+    with rasterio.open(other) as ds:
+        x = ds.bounds.left + TILE / 2 * ds.res[0]
+        y = ds.bounds.top - TILE / 2 * ds.res[1]
+        crs, half = ds.crs.to_string(), TILE / 2 * ds.res[0]
+    with pytest.raises(OutsideIndex):
+        run_query(index_dir, Query(point=(x, y), crs=crs, k=3))
+    result = run_query(index_dir, Query(point=(x, y), crs=crs, raster=str(other), k=3))
+    assert result["query"]["path"] == str(other) and len(result["hits"]) == 3
+    # the same patch as a footprint query: the same code
+    box = shapely.box(x - half, y - half, x + half, y + half)
+    same = run_query(index_dir, Query(raster=str(other), footprint=box.wkt, k=3))
+    assert same["query"]["code"] == result["query"]["code"]
+    out = tmp_path / "hits.json"
+    run = subprocess.run([sys.executable, "-m", "mrhash", "query", "--index", str(index_dir),
+                          "--point", str(x), str(y), "--crs", crs, "--raster", str(other),
+                          "-k", "5", "--json", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(out.read_text())["hits"]) == 5
 
 
 def test_exclude_radius_drops_neighbours_of_the_query(index_dir):

@@ -141,7 +141,7 @@ def test_index_jobs_progress_busy_cancel_and_queries(engine, tiny_model, rasters
     for key in ("id", "distance", "path", "window", "crs", "footprint"):
         assert key in first
     outside = engine.request("8", "query", index=index, point=[-120.0, -45.0], crs="EPSG:4326")
-    assert outside["error"]["code"] == "bad_input"
+    assert outside["error"]["code"] == "outside_index"
     bad_k = engine.request("9", "query", index=index, tile=3, k="many")
     assert bad_k["error"]["code"] == "bad_input"
     status = engine.request("10", "status")["result"]

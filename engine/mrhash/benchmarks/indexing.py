@@ -43,18 +43,18 @@ def bare_encoder(model, folder: str, tile_size: int, batch_size: int) -> dict:
     from mrhash.tiling import tile_grid
 
     batches = []
-    for spec in discover(folder, model.primary.bands):
+    for spec in discover(folder, model.primary.bands)[0]:
         try:
             with open_for_model(spec, model) as source:
                 tiles = tile_grid(source, tile_size, None)
-                batches += [b for _, b in tile_patches(source, tiles, model.patch_size,
-                                                       batch_size)]
+                batches += [(b, v) for _, b, v in tile_patches(source, tiles,
+                                                               model.patch_size, batch_size)]
         except Exception as error:  # a bad raster is skipped as the indexer skips it
             print(f"bench: skipped {spec.paths[0]}: {error}", file=sys.stderr)
-    n = sum(len(b) for b in batches)
+    n = sum(len(b) for b, _ in batches)
     start = time.perf_counter()
-    for batch in batches:
-        model.encode(batch)
+    for batch, valid in batches:
+        model.encode(batch, valid)
     seconds = time.perf_counter() - start
     return {"tiles": n, "seconds": round(seconds, 2), "tiles_per_s": round(n / seconds, 1)}
 

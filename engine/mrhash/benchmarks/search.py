@@ -63,7 +63,7 @@ def model_codes(model_path: str, folder: str) -> np.ndarray:
     limit_threads()
     model = load_model(model_path)
     return np.concatenate([encode_tiles(model, spec)
-                           for spec in discover(folder, model.primary.bands)])
+                           for spec in discover(folder, model.primary.bands)[0]])
 
 
 def _latencies(search, queries: np.ndarray) -> tuple[list[float], list]:

@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--footprint", help="WKT footprint to read from --raster")
     where.add_argument("--tile", type=int, help="query with an indexed tile's code")
     query.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
-    query.add_argument("--raster", help="raster to read --footprint from (any raster)")
+    query.add_argument("--raster", help="raster to read the query patch from: the "
+                       "--footprint, or the tile-sized patch around --point (any raster, "
+                       "indexed or not; default for --point: the indexed raster under it)")
     query.add_argument("--footprint-crs", help="CRS of --footprint (default: the raster's)")
     query.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
     query.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
@@ -118,10 +120,14 @@ def run_index(args: argparse.Namespace) -> int:
     printer.close()
     write_json(args.json, result.to_dict())
     print(f"mrhash index: {result.n_tiles} tiles ({result.added} added, {result.removed} "
-          f"removed, {result.unchanged} rasters unchanged, {len(result.skipped)} skipped) in "
+          f"removed, {result.unchanged} rasters unchanged, {len(result.skipped)} skipped, "
+          f"{len(result.kept)} kept unread) in "
           f"{result.seconds:.1f} s", file=sys.stderr)
-    for item in result.skipped:
-        print(f"  skipped {item['error']}", file=sys.stderr)
+    for verb, items in (("skipped", result.skipped), ("kept", result.kept)):
+        for item in items:
+            said = item["error"] if item["error"].startswith(item["path"]) else \
+                f"{item['path']}: {item['error']}"
+            print(f"  {verb} {said}", file=sys.stderr)
     return 0
 
 
