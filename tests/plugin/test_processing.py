@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from conftest import TINY_TRAINING
-from qgis.core import QgsApplication, QgsProcessingException, QgsProject, QgsVectorLayer
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +23,7 @@ def provider(qgis_processing):
     QgsApplication.processingRegistry().removeProvider(provider)
 
 
-def test_train_index_query(provider, s2, tmp_path, engine):
+def test_train_index_query(provider, s2, sentinel2_dir, tmp_path, engine):
     import processing
 
     model = tmp_path / "proc.safetensors"
@@ -42,6 +48,30 @@ def test_train_index_query(provider, s2, tmp_path, engine):
     rows = sorted((f["rank"], f["distance"]) for f in layer.getFeatures())
     assert [rank for rank, _ in rows] == [1, 2, 3, 4]
     assert rows[0][1] == 0  # the indexed copy of the clicked place
+
+    # a point on a raster that is not indexed: read from RASTER (without it: outside_index)
+    from osgeo import gdal
+
+    elsewhere = str(tmp_path / "not_indexed.tif")  # another part of the scene
+    rgb = gdal.BuildVRT("/vsimem/elsewhere.vrt",
+                        [str(sentinel2_dir / f"s2_{b}.jp2") for b in ("B04", "B03", "B02")],
+                        separate=True)
+    gdal.Translate(elsewhere, rgb, srcWin=[1400, 200, 160, 160])
+    rgb = None
+    gdal.Unlink("/vsimem/elsewhere.vrt")
+    info = gdal.Info(elsewhere, format="json")["cornerCoordinates"]["center"]
+    far_point = f"{info[0]},{info[1]} [EPSG:32618]"
+    with pytest.raises(QgsProcessingException, match="outside every indexed raster"):
+        processing.run("mrhash:queryatpoint", {
+            "INDEX": str(index), "POINT": far_point, "K": 4, "OUTPUT": "memory:hits"})
+    raster_layer = QgsRasterLayer(elsewhere, "not indexed")
+    result = processing.run("mrhash:queryatpoint", {
+        "INDEX": str(index), "POINT": far_point, "RASTER": raster_layer, "K": 4,
+        "OUTPUT": "memory:hits"})
+    layer = result["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
+    assert layer.featureCount() == 4
+    del raster_layer
 
     # run from the GUI (loaded on completion): styled like the dock's hits layer
     loaded = processing.runAndLoadResults("mrhash:queryatpoint", {
