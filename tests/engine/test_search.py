@@ -98,13 +98,13 @@ def test_point_on_a_raster_that_is_not_indexed_reads_the_raster_given(index_dir,
     with rasterio.open(other) as ds:
         x = ds.bounds.left + TILE / 2 * ds.res[0]
         y = ds.bounds.top - TILE / 2 * ds.res[1]
-        crs, half = ds.crs.to_string(), TILE / 2 * ds.res[0]
+        crs, half_x, half_y = ds.crs.to_string(), TILE / 2 * ds.res[0], TILE / 2 * ds.res[1]
     with pytest.raises(OutsideIndex):
         run_query(index_dir, Query(point=(x, y), crs=crs, k=3))
     result = run_query(index_dir, Query(point=(x, y), crs=crs, raster=str(other), k=3))
     assert result["query"]["path"] == str(other) and len(result["hits"]) == 3
     # the same patch as a footprint query: the same code
-    box = shapely.box(x - half, y - half, x + half, y + half)
+    box = shapely.box(x - half_x, y - half_y, x + half_x, y + half_y)
     same = run_query(index_dir, Query(raster=str(other), footprint=box.wkt, k=3))
     assert same["query"]["code"] == result["query"]["code"]
     out = tmp_path / "hits.json"
