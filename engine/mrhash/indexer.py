@@ -294,10 +294,12 @@ class _Builder:
 def _unchanged(record: FileRecord, state: FileState, store: MetadataStore) -> bool:
     if record.status != "done" or record.paths != state.paths or record.size != state.size:
         return False
-    if record.mtime_ns == state.mtime_ns:
+    if record.mtime_ns == state.mtime_ns and record.ident == state.ident:
         return True
-    if state.content_hash() == record.hash:  # touched, same content
-        store.touch_file(record.id, state.mtime_ns)
+    # touched, or replaced by a file of the same size (and perhaps the same mtime): the hash
+    # decides; a record from before idents were kept gets one here
+    if state.content_hash() == record.hash:
+        store.touch_file(record.id, state)
         return True
     return False
 

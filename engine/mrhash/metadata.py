@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL CHECK (status IN ('partial', 'done')),
     n_grid INTEGER NOT NULL,            -- tiles of the grid (ordinals 0..n_grid-1)
     n_tiles INTEGER NOT NULL DEFAULT 0, -- tiles stored so far
-    fingerprint TEXT NOT NULL           -- model that encoded the tiles
+    fingerprint TEXT NOT NULL,          -- model that encoded the tiles
+    ident TEXT NOT NULL DEFAULT ''      -- inode + ctime of its files (FileState.ident)
 );
 CREATE TABLE IF NOT EXISTS tiles (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -55,17 +56,21 @@ CREATE VIRTUAL TABLE IF NOT EXISTS tiles_rtree USING rtree(id, west, east, south
 
 @dataclass(frozen=True)
 class FileState:
-    """What identifies a raster's content: unchanged when size+mtime match, or, after a mere
-    touch, when the content hash matches."""
+    """What identifies a raster's content: unchanged when size, mtime and `ident` (inode and
+    ctime: a file replaced by another, even with the same size and mtime, changes them) match;
+    otherwise unchanged only when the content hash matches (a touch, a chmod, a copy back)."""
 
     paths: tuple[str, ...]
     size: int
     mtime_ns: int
+    ident: str = ""
 
     @classmethod
     def of(cls, paths: Sequence[str]) -> FileState:
         stats = [Path(p).stat() for p in paths]
-        return cls(tuple(paths), sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats))
+        ident = hashlib.sha1(repr([(s.st_ino, s.st_ctime_ns) for s in stats]).encode())
+        return cls(tuple(paths), sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats),
+                   ident.hexdigest()[:16])
 
     def content_hash(self) -> str:
         digest = hashlib.sha256()
@@ -90,6 +95,7 @@ class FileRecord:
     n_grid: int
     n_tiles: int
     fingerprint: str
+    ident: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ def _file_record(row: sqlite3.Row) -> FileRecord:
     return FileRecord(row["id"], row["path"], tuple(json.loads(row["paths"])), row["size"],
                       row["mtime_ns"], row["hash"], row["crs"],
                       (row["west"], row["south"], row["east"], row["north"]), row["status"],
-                      row["n_grid"], row["n_tiles"], row["fingerprint"])
+                      row["n_grid"], row["n_tiles"], row["fingerprint"],
+                      row["ident"] if "ident" in row.keys() else "")
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -171,6 +178,10 @@ class MetadataStore:
             self.db.row_factory = sqlite3.Row
             if create:
                 self.db.executescript(_SCHEMA)
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
+                if "ident" not in columns:  # an index made before files recorded it
+                    self.db.execute("ALTER TABLE files ADD COLUMN ident TEXT NOT NULL "
+                                    "DEFAULT ''")
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                 (str(SCHEMA_VERSION),))
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
@@ -215,10 +226,11 @@ class MetadataStore:
         rows = self.db.execute("SELECT * FROM files ORDER BY path").fetchall()
         return {row["path"]: _file_record(row) for row in rows}
 
-    def touch_file(self, file_id: int, mtime_ns: int) -> None:
-        """Record a new mtime for content whose hash did not change."""
+    def touch_file(self, file_id: int, state: FileState) -> None:
+        """Record a new mtime and ident for content whose hash did not change."""
         with self._transaction():
-            self.db.execute("UPDATE files SET mtime_ns = ? WHERE id = ?", (mtime_ns, file_id))
+            self.db.execute("UPDATE files SET mtime_ns = ?, ident = ? WHERE id = ?",
+                            (state.mtime_ns, state.ident, file_id))
 
     def start_file(self, state: FileState, content_hash: str, crs: str,
                    bounds4326: tuple[float, float, float, float], n_grid: int,
@@ -229,10 +241,10 @@ class MetadataStore:
             removed = self._delete_file(state.paths[0])
             cursor = self.db.execute(
                 "INSERT INTO files (path, paths, size, mtime_ns, hash, crs, west, south, east, "
-                "north, status, n_grid, n_tiles, fingerprint) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'partial', ?, 0, ?)",
+                "north, status, n_grid, n_tiles, fingerprint, ident) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'partial', ?, 0, ?, ?)",
                 (state.paths[0], json.dumps(list(state.paths)), state.size, state.mtime_ns,
-                 content_hash, crs, *bounds4326, n_grid, fingerprint))
+                 content_hash, crs, *bounds4326, n_grid, fingerprint, state.ident))
             if n_grid == 0:
                 self.db.execute("UPDATE files SET status = 'done' WHERE id = ?",
                                 (cursor.lastrowid,))

@@ -240,6 +240,41 @@ def test_a_codes_cache_from_another_index_is_not_used(tiny_model, eurosat_dir, t
     assert all("SeaLake" in h["path"] for h in hits)
 
 
+def _uncompressed_copy(source: Path, target: Path) -> None:
+    with rasterio.open(source) as src:
+        profile = {**src.profile, "compress": None, "tiled": False}
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(src.read())
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_encoded_again(tiny_model, tmp_path,
+                                                                       eurosat_dir):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    forest = sorted((eurosat_dir / "Forest").glob("*.tif"))[0]
+    sea = sorted((eurosat_dir / "SeaLake").glob("*.tif"))[0]
+    target = archive / "scene.tif"
+    _uncompressed_copy(forest, target)
+    _uncompressed_copy(sea, tmp_path / "other.tif")
+    assert target.stat().st_size == (tmp_path / "other.tif").stat().st_size
+    index = tmp_path / "index"
+    assert build(archive, tiny_model, index).returncode == 0
+    before = index_rows(index)
+    stamp = target.stat()
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # a touch
+    assert build(archive, tiny_model, index).returncode == 0
+    assert result_of(index)["unchanged"] == 1 and index_rows(index) == before
+    stamp = target.stat()
+    shutil.copy(tmp_path / "other.tif", target)  # replaced, then its mtime set back
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert target.stat().st_size == stamp.st_size
+    assert target.stat().st_mtime_ns == stamp.st_mtime_ns
+    assert build(archive, tiny_model, index).returncode == 0
+    result = result_of(index)
+    assert result["files_indexed"] == 1 and result["unchanged"] == 0
+    assert [r[3] for r in index_rows(index)] != [r[3] for r in before]
+
+
 def test_a_model_with_nan_weights_is_refused(tiny_model, archive, tmp_path):
     from mrhash.package import METADATA_KEY, _metadata
     from safetensors.torch import load_file, save_file
