@@ -20,6 +20,7 @@ the ImageNet statistics and CPU runs are deterministic for a given seed.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    previous: str | None = None  # where the model this run replaced was kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,12 +321,23 @@ def train_model(config: TrainConfig, job: JobControl | None = None) -> TrainResu
     t_features = time.monotonic() - started
     net, history = fit(cache, config, device, progress)
     meta = {"n_samples": len(cache), "skipped": len(skipped), "history": history[-1:]}
+    previous = keep_previous(Path(config.output))
     fingerprint = save_model(config.output, net, package_config(config, cache, meta))
     seconds = time.monotonic() - started
     return TrainResult(str(Path(config.output)), fingerprint, round(seconds, 2), len(cache),
                        str(device), history, skipped,
                        {"features_s": round(t_features, 2),
-                        "fit_s": round(seconds - t_features, 2)})
+                        "fit_s": round(seconds - t_features, 2)}, previous)
+
+
+def keep_previous(output: Path) -> str | None:
+    """A model about to be replaced is kept as `<name>.previous.safetensors`: indexes built
+    with it still need it (their queries name it and take `--model` to find it)."""
+    if not output.is_file():
+        return None
+    previous = output.with_name(f"{output.stem}.previous{output.suffix}")
+    shutil.copy2(output, previous)
+    return str(previous)
 
 
 def check_bits(bits: Sequence[int]) -> None:

@@ -444,7 +444,11 @@ class TrainWizard(QWizard):
         page.cancel_button.setEnabled(False)
         page.index_button.setEnabled(True)
         model = result.get("model", "")
-        page.status_label.setText(f"Model saved: {model} ({result.get('seconds', 0):.0f} s)")
+        text = f"Model saved: {model} ({result.get('seconds', 0):.0f} s)"
+        if result.get("previous"):
+            text += (f". The model it replaced is kept as {result['previous']} (indexes "
+                     "built with it still use it)")
+        page.status_label.setText(text)
         settings.put("last/model", model)
         page.completeChanged.emit()
         self.modelTrained.emit(model)

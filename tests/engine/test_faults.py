@@ -395,6 +395,18 @@ def test_absurd_training_settings(eurosat_dir, tmp_path, args, fragment):
     assert not model.exists()
 
 
+def test_retraining_to_an_existing_model_keeps_the_one_it_replaces(eurosat_dir, tmp_path):
+    model = tmp_path / "m.safetensors"
+    args = ("train", "--primary", eurosat_dir / "Forest", "--primary-bands", "4,3,2",
+            "--epochs", "1", "--ae-epochs", "1", "--clusters", "2", "-o", model)
+    assert mrhash(*args).returncode == 0
+    first = model.read_bytes()
+    run = mrhash(*args, "--seed", "1")
+    assert run.returncode == 0 and "m.previous.safetensors" in run.stderr
+    assert (tmp_path / "m.previous.safetensors").read_bytes() == first
+    assert model.read_bytes() != first
+
+
 def test_absurd_sizes_in_a_model_package_are_refused(tiny_model, tmp_path):
     from mrhash.package import METADATA_KEY, _metadata
     from safetensors.torch import load_file, save_file

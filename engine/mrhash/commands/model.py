@@ -208,6 +208,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"skipped {skip['path']}: {skip['error']}", file=sys.stderr)
     print(f"model {result.model} ({result.n_samples} samples, {result.seconds:.1f} s on "
           f"{result.device}) fingerprint {result.fingerprint[:16]}", file=sys.stderr)
+    if result.previous:
+        print(f"the model it replaced is kept as {result.previous} (indexes built with it "
+              "need it: mrhash query --model ...)", file=sys.stderr)
     if args.json:
         write_json(args.json, result.to_dict())
     return 0
