@@ -536,6 +536,21 @@ class Source:
         """Read a (col_off, row_off, width, height) window of the source grid."""
         return self.read(self._window_footprint(window), (window[3], window[2]))
 
+    def beyond_float32(self) -> bool:
+        """Whether a float64 source holds finite values float32 cannot represent (they would
+        read as infinite, hence invalid); looked for in a decimated read of each file."""
+        limit = float(np.finfo(np.float32).max)
+        for band_file in self._files:
+            ds = band_file.dataset
+            if np.dtype(ds.dtypes[band_file.indexes[0] - 1]) != np.float64:
+                continue
+            shape = (len(band_file.indexes), min(ds.height, 64), min(ds.width, 64))
+            values = ds.read(band_file.indexes, out_shape=shape)
+            finite = values[np.isfinite(values)]
+            if finite.size and float(np.abs(finite).max()) > limit:
+                return True
+        return False
+
     def valid_mask(self, window: tuple[int, int, int, int]) -> np.ndarray:
         """bool [h, w] valid-data mask of a window of the source grid, without resampling any
         value: a pixel is valid when the nearest pixel of every file lies inside that file

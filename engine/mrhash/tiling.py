@@ -100,5 +100,8 @@ def tile_grid(source: Source, tile_size: int, stride: int | None = None,
                     tiles.append(Tile(source.path, window, window_footprint(source, window),
                                       round(float(fraction), 6)))
     if not any_valid:
+        if source.beyond_float32():
+            raise BadInput("values beyond the float32 range (the engine computes in float32): "
+                           "rescale the raster", path=source.path)
         raise BadInput("raster holds no valid data (all pixels are nodata)", path=source.path)
     return tiles

@@ -344,6 +344,16 @@ def test_files_and_folders_in_the_wrong_place(tiny_model, archive, tmp_path, eur
     assert run.returncode == 2 and "index.sqlite" in run.stderr
 
 
+def test_float64_values_float32_cannot_hold_are_named(tmp_path):
+    raster = tmp_path / "f64.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=64, height=64, count=1,
+                       dtype="float64", crs="EPSG:32631",
+                       transform=from_origin(500000, 5000000, 10, 10)) as dataset:
+        dataset.write(np.full((1, 64, 64), 1e300))
+    run = mrhash("tiles", raster)
+    assert run.returncode == 2 and "f64.tif: values beyond the float32 range" in run.stderr
+
+
 def test_damaged_databases(tiny_model, archive, tmp_path):
     index = tmp_path / "index"
     assert build(archive, tiny_model, index).returncode == 0
