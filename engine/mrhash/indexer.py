@@ -19,6 +19,7 @@ import errno
 import json
 import queue
 import shutil
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -399,6 +400,11 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
         try:
             return _build(index_folder, model, str(model_path), specs, listing, tile_size,
                           stride, min_valid, selection, job, batch_size)
+        except sqlite3.OperationalError as error:
+            if "full" not in str(error):
+                raise
+            raise BadInput("the disk is full: free some space and run again (what was "
+                           "committed is kept)", path=str(root)) from None
         finally:
             index_folder.close()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrhash.errors import IndexCorrupted
+from mrhash.errors import BadInput, IndexCorrupted
 
 SCHEMA_VERSION = 1
 
@@ -190,6 +190,9 @@ class MetadataStore:
                                 (secrets.token_hex(8),))
             version = self.get("schema_version")
         except sqlite3.DatabaseError as error:
+            if "full" in str(error):
+                raise BadInput("the disk is full: free some space and run again",
+                               path=self.path) from None
             raise IndexCorrupted(f"unreadable index database ({error}); rebuild it with "
                                  "`mrhash index --rebuild`", path=self.path) from None
         if version != str(SCHEMA_VERSION):

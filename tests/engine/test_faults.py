@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def mrhash(*args: str, cwd: Path | None = None, user: str | None = None,
 
 
 def index_rows(index: Path) -> list[tuple]:
-    with sqlite3.connect(index / "index.sqlite") as db:
+    with closing(sqlite3.connect(index / "index.sqlite")) as db:
         return db.execute("SELECT t.id, f.path, t.ordinal, t.code FROM tiles t "
                           "JOIN files f ON f.id = t.file_id ORDER BY t.id").fetchall()
 
@@ -127,6 +128,39 @@ def test_an_unreadable_root_folder_is_an_error_and_removes_nothing(tiny_model, a
     run = build(tmp_path / "no-such-archive", tiny_model, index)
     assert run.returncode == 2 and "no-such-archive: not a folder" in run.stderr
     assert index_rows(index) == before
+
+
+def test_symlinked_subfolders_are_followed_once(tiny_model, archive, tmp_path):
+    outside = tmp_path / "elsewhere"
+    (archive / "b").rename(outside)
+    (archive / "linked").symlink_to(outside, target_is_directory=True)
+    (outside / "loop").symlink_to(archive, target_is_directory=True)  # a cycle
+    index = tmp_path / "index"
+    run = build(archive, tiny_model, index)
+    assert run.returncode == 0, run.stderr
+    assert result_of(index)["files_indexed"] == 4  # a/ twice reachable, indexed once
+    assert any("/linked/" in row[1] for row in index_rows(index))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a file system here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_during_a_build_is_said_and_committed_tiles_are_kept(
+        tiny_model, archive, small_disk):
+    index = small_disk / "index"
+    run = mrhash("index", archive, "--model", tiny_model, "--index", index, "--tile-size", "32")
+    assert run.returncode == 2, run.stderr
+    assert f"{index}: the disk is full" in run.stderr
+    rows = index_rows(index)  # what was committed is readable and consistent
+    assert len({(r[1], r[2]) for r in rows}) == len(rows)
 
 
 # -- 2. one bad raster never stops a folder ----------------------------------------------------
