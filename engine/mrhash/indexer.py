@@ -50,20 +50,27 @@ THUMBNAIL_DIR = "thumbnails"
 BATCH_SIZE = 32
 
 
+def index_root(root: str | Path, create: bool) -> Path:
+    """An index folder's path, made when `create`; BadInput when it is a file or cannot be
+    made."""
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise BadInput("is a file, not an index folder", path=str(path))
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadInput(f"cannot create the index folder ({error.strerror})",
+                           path=str(path)) from None
+    return path
+
+
 class IndexFolder:
     """An index directory: the SQLite store (truth) and the FAISS cache of its codes."""
 
     def __init__(self, root: str | Path, *, create: bool = False, read_only: bool = False):
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise BadInput("is a file, not an index folder", path=str(self.root))
-        if create:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise BadInput(f"cannot create the index folder ({error.strerror})",
-                               path=str(self.root)) from None
-        elif not (self.root / DB_FILE).is_file():
+        self.root = index_root(root, create)
+        if not create and not (self.root / DB_FILE).is_file():
             raise IndexCorrupted(f"not an index folder (no {DB_FILE}; build one with "
                                  "`mrhash index`)", path=str(self.root))
         self.store = MetadataStore(self.root / DB_FILE, create=create, read_only=read_only)
@@ -385,14 +392,7 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     check_build_options(tile_size, stride, min_valid, batch_size)
     selection = tuple(bands) if bands else model.primary.bands
     specs, listing = discover(folder, selection)
-    root = Path(index_dir)
-    if root.exists() and not root.is_dir():
-        raise BadInput("is a file, not an index folder", path=str(root))
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BadInput(f"cannot create the index folder ({error.strerror})",
-                       path=str(root)) from None
+    root = index_root(index_dir, create=True)  # the lock file lives in it
     with exclusive_lock(root / LOCK_FILE, "index"):
         if rebuild:
             clear_index(root)

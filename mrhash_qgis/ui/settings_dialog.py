@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.diagnostics import report
-from mrhash_qgis.core.engine_client import STATE_READY, EngineClient
+from mrhash_qgis.core.engine_client import FIX_SETUP, STATE_FAILED, STATE_READY, EngineClient
 from mrhash_qgis.core.environment import BUILD_DEVICES, SetupError, nvidia_gpu
 from mrhash_qgis.core.settings import EngineSettings
 from mrhash_qgis.core.setup_task import EngineSetup
@@ -174,7 +174,7 @@ class SettingsDialog(QDialog):
         if self.client.state == STATE_READY:
             return (f"Engine ready · {self.client.info.get('device')} · "
                     f"mrhash {self.client.info.get('version')}")
-        if self.client.state == "failed" and self.client.fix != "setup":
+        if self.client.state == STATE_FAILED and self.client.fix != FIX_SETUP:
             return f"Engine failed: {self.client.last_error.splitlines()[0]}"
         return ""
 
