@@ -9,13 +9,22 @@ class MrHashError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, *, path: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, fix: str | None = None):
         self.path = path
+        # machine-readable next step (one of FIXES) for a client that words it its own way
+        # (the plugin says "tick Rebuild" where the CLI message names --rebuild)
+        self.fix = fix
         super().__init__(f"{path}: {message}" if path else message)
 
     @property
     def message(self) -> str:
         return str(self)
+
+
+# values of MrHashError.fix (docs/ARCHITECTURE.md): rebuild = build the index again from
+# scratch (`--rebuild`); index = run the same index build again; model = give the index's
+# model file (it moved: `--model`)
+FIXES = ("rebuild", "index", "model")
 
 
 class BadInput(MrHashError):
@@ -75,7 +84,7 @@ def user_error(error: BaseException) -> MrHashError | None:
                         "is kept)")
     if isinstance(error, sqlite3.DatabaseError):
         return IndexCorrupted(f"the index database is damaged or unreadable ({error}); "
-                              "rebuild the index")
+                              "rebuild the index", fix="rebuild")
     if isinstance(error, OSError):
         where = error.filename if isinstance(error.filename, str) else None
         return BadInput(error.strerror or str(error), path=where)

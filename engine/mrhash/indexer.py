@@ -22,18 +22,20 @@ import shutil
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mrhash.embeddings import EmbeddingTable, pack_codes
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
 from mrhash.index import BinaryIndex
 from mrhash.jobs import JobControl
 from mrhash.metadata import FileRecord, FileState, MetadataStore, TileRow
 from mrhash.sources import (
+    RASTER_EXTENSIONS,
     FolderListing,
     Source,
     SourceSpec,
@@ -45,6 +47,7 @@ from mrhash.tiling import Tile, tile_grid
 
 DB_FILE = "index.sqlite"
 CODES_FILE = "codes.faiss"
+EMBEDDINGS_FILE = "embeddings.f16"  # cache of the tiles' embeddings (embeddings.py)
 LOCK_FILE = "index.lock"  # held by the one process writing the index
 THUMBNAIL_DIR = "thumbnails"
 BATCH_SIZE = 32
@@ -94,42 +97,62 @@ class IndexFolder:
         bits = self.store.get("bits")
         if bits is None:
             raise IndexCorrupted("index has no model recorded (interrupted before its first "
-                                 "raster); run `mrhash index` again", path=str(self.root))
+                                 "raster); run `mrhash index` again", path=str(self.root),
+                                 fix="index")
         return int(bits)
 
     def n_tiles(self) -> int:
         return int(self.store.db.execute(
             "SELECT COALESCE(SUM(n_tiles), 0) FROM files").fetchone()[0])
 
+    @property
+    def embeddings_path(self) -> Path:
+        return self.root / EMBEDDINGS_FILE
+
+    def _cached(self, path: Path, load: Callable, what: str, rebuild: Callable):
+        """What a cache file holds when it matches the store (bits, generation, tile count,
+        index uid), else `rebuild()` from the store, which holds everything."""
+        bits = self.bits
+        generation, n_tiles, uid = self.store.generation, self.n_tiles(), self.store.get("uid")
+        if path.exists():
+            try:
+                value, header = load(path)
+            except IndexCorrupted as error:
+                print(f"mrhash: {error.message}; rebuilding the {what} from the database",
+                      file=sys.stderr)
+            else:
+                if (header["bits"] == bits and header["generation"] == generation
+                        and header["ntotal"] == n_tiles and header.get("index_uid") == uid):
+                    return value
+                print(f"mrhash: {path} does not match the database (generation "
+                      f"{header['generation']} vs {generation}, {header['ntotal']} vs "
+                      f"{n_tiles} {what}, or another index's file); rebuilding it from the "
+                      "database", file=sys.stderr)
+        return rebuild(bits)
+
     def load_codes(self) -> BinaryIndex:
         """The FAISS index of the store's codes. The file is only a cache: when it is missing,
         damaged, stale (older generation, another size) or another index's (its uid), it is
         rebuilt from the store, which holds every code."""
-        bits = self.bits
-        generation, n_tiles, uid = self.store.generation, self.n_tiles(), self.store.get("uid")
-        if self.codes_path.exists():
-            try:
-                index, header = BinaryIndex.load(self.codes_path)
-            except IndexCorrupted as error:
-                print(f"mrhash: {error.message}; rebuilding the codes from the database",
-                      file=sys.stderr)
-            else:
-                if (index.bits == bits and header["generation"] == generation
-                        and index.ntotal == n_tiles and header.get("index_uid") == uid):
-                    return index
-                print(f"mrhash: {self.codes_path} does not match the database (generation "
-                      f"{header['generation']} vs {generation}, {index.ntotal} vs {n_tiles} "
-                      "codes, or another index's file); rebuilding it from the database",
-                      file=sys.stderr)
-        index = BinaryIndex(bits)
-        ids, codes = self.store.all_codes(bits // 8)
-        index.add(ids, codes)
-        index.optimize()
-        return index
+        def rebuild(bits: int) -> BinaryIndex:
+            index = BinaryIndex(bits)
+            index.add(*self.store.all_codes(bits // 8))
+            index.optimize()
+            return index
+
+        return self._cached(self.codes_path, BinaryIndex.load, "codes", rebuild)
+
+    def load_embeddings(self) -> EmbeddingTable:
+        """Every tile's unit embedding (embeddings.py); a cache like the codes' file."""
+        return self._cached(self.embeddings_path, EmbeddingTable.load, "embeddings",
+                            self.store.all_embeddings)
 
     def save_codes(self, index: BinaryIndex) -> None:
         index.optimize()
         index.save(self.codes_path, self.store.generation, self.store.get("uid"))
+
+    def save_embeddings(self, table: EmbeddingTable) -> None:
+        table.save(self.embeddings_path, self.store.generation, self.store.get("uid"))
 
 
 @dataclass
@@ -240,6 +263,7 @@ class _Builder:
         self.batch_size = batch_size
         self.store = folder.store
         self.index = folder.load_codes()
+        self.embeddings = folder.load_embeddings()
         self.tiles_done = 0
         self.new_hashes: set[str] = set()  # content of the rasters (re)indexed in this run
 
@@ -250,8 +274,17 @@ class _Builder:
 
     def remove(self, path: str) -> int:
         ids = self.store.remove_file(path)
-        self.index.remove(np.asarray(ids))
+        self._forget(ids)
         return len(ids)
+
+    def _forget(self, ids: list[int]) -> None:
+        self.index.remove(np.asarray(ids))
+        self.embeddings.remove(ids)
+
+    def save(self) -> None:
+        """Both caches at the store's generation."""
+        self.folder.save_codes(self.index)
+        self.folder.save_embeddings(self.embeddings)
 
     def index_file(self, spec: SourceSpec, record: FileRecord | None, state: FileState,
                    file_no: int, n_files: int) -> tuple[int, int]:
@@ -278,7 +311,7 @@ class _Builder:
                 file_id, old_ids = self.store.start_file(
                     state, content, source.crs, bounds4326, len(tiles),
                     self.model.fingerprint)
-                self.index.remove(np.asarray(old_ids))
+                self._forget(old_ids)
                 removed, start = len(old_ids), 0
             todo = tiles[start:]
             added = 0
@@ -286,12 +319,15 @@ class _Builder:
                                                        self.batch_size):
                 if self.job:
                     self.job.check()
-                codes = self.model.encode(patches, valid)
+                # one forward pass gives both: the code is the sign of the embedding
+                embeddings = self.model.encode_float(patches, valid)
+                codes = pack_codes(embeddings)
                 chunk = todo[offset:offset + len(patches)]
                 done = offset + len(chunk) == len(todo)
                 ids = self.store.add_tiles(file_id, _tile_rows(chunk, start + offset), codes,
-                                           done)
+                                           done, embeddings)
                 self.index.add(ids, codes)
+                self.embeddings.add(ids, embeddings)
                 added += len(ids)
                 self.tiles_done += len(ids)
                 self._progress(file_no, n_files, (start + offset + len(chunk)) / len(tiles),
@@ -329,16 +365,16 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
         raise IndexCorrupted(
             f"index was built with another model (fingerprint {meta['fingerprint'][:12]}, "
             f"{meta.get('model_path')}); {model_path} has {model.fingerprint[:12]}. Use that "
-            "model, another index folder, or --rebuild", path=str(folder.root))
+            "model, another index folder, or --rebuild", path=str(folder.root), fix="rebuild")
     recorded = (int(meta["tile_size"]), int(meta["stride"]), float(meta["min_valid"]))
     if recorded != (tile_size, stride, min_valid):
         raise BadInput(f"index was built with tile size {recorded[0]}, stride {recorded[1]}, "
                        f"min valid {recorded[2]}; use the same or --rebuild",
-                       path=str(folder.root))
+                       path=str(folder.root), fix="rebuild")
     if index_bands(meta, model) != bands:
         raise BadInput(f"index was built with bands {_bands_text(index_bands(meta, model))}, "
                        f"not {_bands_text(bands)}; use the same or --rebuild",
-                       path=str(folder.root))
+                       path=str(folder.root), fix="rebuild")
     # the model file may have moved: remember where it is now
     folder.store.set_meta({"model_path": str(Path(model_path).resolve())})
 
@@ -357,7 +393,7 @@ def _bands_text(bands: tuple[int | str, ...] | None) -> str:
 def clear_index(index_dir: str | Path) -> None:
     """Remove an index's files (for --rebuild), leaving other files of the folder alone."""
     root = Path(index_dir)
-    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CODES_FILE):
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CODES_FILE, EMBEDDINGS_FILE):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / THUMBNAIL_DIR, ignore_errors=True)
 
@@ -392,10 +428,12 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     check_build_options(tile_size, stride, min_valid, batch_size)
     selection = tuple(bands) if bands else model.primary.bands
     specs, listing = discover(folder, selection)
+    check_found(folder, listing)
     root = index_root(index_dir, create=True)  # the lock file lives in it
     with exclusive_lock(root / LOCK_FILE, "index"):
         if rebuild:
             clear_index(root)
+        first = not (root / DB_FILE).exists()
         index_folder = IndexFolder(root, create=True)
         try:
             return _build(index_folder, model, str(model_path), specs, listing, tile_size,
@@ -406,7 +444,31 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
             raise BadInput("the disk is full: free some space and run again (what was "
                            "committed is kept)", path=str(root)) from None
         finally:
+            empty = first and _holds_nothing(index_folder)
             index_folder.close()
+            if empty:
+                # a first build that indexed nothing (every raster skipped, cancelled at
+                # once) leaves no index: its recorded settings would refuse a retry with
+                # other bands or another model
+                clear_index(root)
+
+
+def check_found(folder: str | Path, listing: FolderListing) -> None:
+    """BadInput naming the folder when it holds no raster at all (rather than "0 tiles")."""
+    if listing.files:
+        return
+    unread = (f"; {len(listing.problems)} could not be read, e.g. "
+              f"{listing.problems[0]['path']}: {listing.problems[0]['error']}"
+              if listing.problems else "")
+    raise BadInput(f"no raster in this folder or its sub-folders (looked for "
+                   f"{', '.join(RASTER_EXTENSIONS)} files){unread}", path=str(folder))
+
+
+def _holds_nothing(index_folder: IndexFolder) -> bool:
+    try:
+        return index_folder.store.count() == 0
+    except sqlite3.Error:  # a damaged store is left for the user to see, never deleted
+        return False
 
 
 def _build(index_folder: IndexFolder, model, model_path: str, specs: list[SourceSpec],
@@ -467,12 +529,12 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
         # also on cancel or a full disk: what was committed stays searchable; a failure to
         # save the cache must not hide the error that stopped the build
         try:
-            index_folder.save_codes(builder.index)
+            builder.save()
         except (OSError, MrHashError) as error:
             print(f"mrhash: codes cache not saved ({error}); it is rebuilt from the database "
                   "on next use", file=sys.stderr)
         raise
-    index_folder.save_codes(builder.index)
+    builder.save()
     result.n_tiles = builder.index.ntotal
     result.seconds = round(time.monotonic() - started, 2)
     result.tiles_per_s = round(result.added / result.seconds, 1) if result.seconds else 0.0

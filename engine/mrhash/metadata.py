@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS tiles (
     west REAL NOT NULL, south REAL NOT NULL, east REAL NOT NULL, north REAL NOT NULL,
     valid_fraction REAL NOT NULL,
     code BLOB NOT NULL,
+    embedding BLOB,                     -- float16 relaxed code (embeddings.py); NULL: none kept
     UNIQUE (file_id, ordinal)
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS tiles_rtree USING rtree(id, west, east, south, north);
@@ -141,6 +142,10 @@ def _file_record(row: sqlite3.Row) -> FileRecord:
                       row["ident"] if "ident" in row.keys() else "")
 
 
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """Open for queries only: on read-only storage (a DVD, a read-only share, a folder without
     write permission) SQLite cannot make its WAL index, so it is opened as immutable there."""
@@ -182,6 +187,8 @@ class MetadataStore:
                 if "ident" not in columns:  # an index made before files recorded it
                     self.db.execute("ALTER TABLE files ADD COLUMN ident TEXT NOT NULL "
                                     "DEFAULT ''")
+                if not _has_column(self.db, "tiles", "embedding"):  # ... or embeddings
+                    self.db.execute("ALTER TABLE tiles ADD COLUMN embedding BLOB")
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                 (str(SCHEMA_VERSION),))
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
@@ -194,11 +201,12 @@ class MetadataStore:
                 raise BadInput("the disk is full: free some space and run again",
                                path=self.path) from None
             raise IndexCorrupted(f"unreadable index database ({error}); rebuild it with "
-                                 "`mrhash index --rebuild`", path=self.path) from None
+                                 "`mrhash index --rebuild`", path=self.path,
+                                 fix="rebuild") from None
         if version != str(SCHEMA_VERSION):
             raise IndexCorrupted(f"index schema version {version}, this engine reads "
                                  f"{SCHEMA_VERSION}; rebuild it with `mrhash index --rebuild`",
-                                 path=self.path)
+                                 path=self.path, fix="rebuild")
 
     def close(self) -> None:
         self.db.close()
@@ -254,19 +262,23 @@ class MetadataStore:
         return int(cursor.lastrowid), removed
 
     def add_tiles(self, file_id: int, rows: Sequence[TileRow], codes: np.ndarray,
-                  done: bool) -> np.ndarray:
+                  done: bool, embeddings: np.ndarray | None = None) -> np.ndarray:
         """Insert one batch of a file's tiles (and mark the file done with its last batch)
-        in one transaction. -> the new tile ids."""
+        in one transaction; `embeddings`: their relaxed codes [n, bits], stored as float16.
+        -> the new tile ids."""
+        from mrhash.embeddings import to_blobs
+
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        blobs = to_blobs(embeddings) if embeddings is not None else [None] * len(codes)
         ids = []
         with self._transaction():
-            for row, code in zip(rows, codes, strict=True):
+            for row, code, blob in zip(rows, codes, blobs, strict=True):
                 cursor = self.db.execute(
                     "INSERT INTO tiles (file_id, ordinal, col, row, width, height, minx, miny, "
-                    "maxx, maxy, west, south, east, north, valid_fraction, code) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "maxx, maxy, west, south, east, north, valid_fraction, code, embedding) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (file_id, row.ordinal, *row.window, *row.bounds, *row.bounds4326,
-                     row.valid_fraction, code.tobytes()))
+                     row.valid_fraction, code.tobytes(), blob))
                 ids.append(cursor.lastrowid)
             west, south, east, north = (np.array([r.bounds4326[i] for r in rows])
                                         for i in range(4))
@@ -326,10 +338,60 @@ class MetadataStore:
                     or len(row[1]) != code_bytes), None)
         if bad is not None:
             raise IndexCorrupted(f"tile {bad} has a code that is not {code_bytes} bytes: the "
-                                 "database is damaged; rebuild the index", path=self.path)
+                                 "database is damaged; rebuild the index", path=self.path,
+                                 fix="rebuild")
         ids = np.asarray([row[0] for row in rows], dtype=np.int64)
         codes = np.frombuffer(b"".join(row[1] for row in rows), np.uint8).reshape(-1, code_bytes)
         return ids, codes
+
+    def all_embeddings(self, bits: int, chunk: int = 65_536):
+        """Every tile's embedding as an EmbeddingTable (rebuilds its cache), read in chunks;
+        a tile stored without one gets the +-1 values of its code bits."""
+        from mrhash.embeddings import EmbeddingTable, sign_values
+
+        table = EmbeddingTable(bits)
+        column = "embedding" if _has_column(self.db, "tiles", "embedding") else "NULL"
+        cursor = self.db.execute(f"SELECT id, code, {column} FROM tiles ORDER BY id")
+        while rows := cursor.fetchmany(chunk):
+            ids = np.asarray([row[0] for row in rows], np.int64)
+            values = np.empty((len(rows), bits), np.float32)
+            have = np.asarray([isinstance(row[2], bytes) and len(row[2]) == bits * 2
+                               for row in rows])
+            if have.any():
+                values[have] = np.frombuffer(b"".join(row[2] for row, ok in zip(
+                    rows, have, strict=True) if ok), np.float16).reshape(-1, bits)
+            if not have.all():
+                _, codes = self._codes([row[:2] for row, ok in zip(rows, have, strict=True)
+                                        if not ok], bits // 8)
+                values[~have] = sign_values(codes, bits)
+            table.add(ids, values)
+        table.compact()
+        return table
+
+    def centres4326(self, ids: Sequence[int]) -> dict[int, tuple[float, float]]:
+        """(lon, lat) of the EPSG:4326 box centre of each tile (spatial filters)."""
+        found: dict[int, tuple[float, float]] = {}
+        ids = [int(i) for i in ids]
+        for start in range(0, len(ids), 500):  # SQLite bound-parameter limit
+            chunk = ids[start:start + 500]
+            found.update((row[0], ((row[1] + row[3]) / 2, (row[2] + row[4]) / 2))
+                         for row in self.db.execute(
+                             "SELECT id, west, south, east, north FROM tiles WHERE id IN "
+                             f"({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    def ids_within(self, bounds4326: tuple[float, float, float, float]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, box centres [n, 2] lon/lat) of tiles whose EPSG:4326 box intersects
+        `bounds4326` (R-tree)."""
+        west, south, east, north = bounds4326
+        rows = self.db.execute(
+            "SELECT t.id, (t.west + t.east) / 2, (t.south + t.north) / 2 FROM tiles_rtree r "
+            "JOIN tiles t ON t.id = r.id "  # the R-tree holds float32 boxes: centres from t
+            "WHERE r.east >= ? AND r.west <= ? AND r.north >= ? AND r.south <= ? ORDER BY t.id",
+            (west, east, south, north)).fetchall()
+        array = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        return array[:, 0].astype(np.int64), array[:, 1:]
 
     def codes_within(self, bounds4326: tuple[float, float, float, float],
                      code_bytes: int) -> tuple[np.ndarray, np.ndarray]:

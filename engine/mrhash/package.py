@@ -92,7 +92,9 @@ class HashModel:
     def encode(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Raw float32 [N, C, H, W] primary patches (+ valid masks, see `encode_float`) ->
         packed uint8 codes [N, bits // 8] (bit = relaxed code > 0, np.packbits order)."""
-        return np.packbits(self.encode_float(patches, valid) > 0, axis=1)
+        from mrhash.embeddings import pack_codes
+
+        return pack_codes(self.encode_float(patches, valid))
 
 
 def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+from mrhash.embeddings import EmbeddingTable, pack_codes, unit_rows
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex
 from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
@@ -31,17 +32,24 @@ from mrhash.sources import Footprint, Source, SourceSpec, parse_crs, regular_fil
 EARTH_RADIUS_M = 6_371_008.8
 OPEN_SOURCES = 8  # rasters a Searcher keeps open for point queries
 MAX_K = 100_000  # hits a query may ask for (thumbnails and layers beyond that are no use)
+SHORTLIST_MIN = 2048  # candidates re-ranked inside ties: at least this many, or 4k
+TIE_COUNT_MAX = 10_000  # tiles counted in rank 1's tie group
+
+
+def shortlist_cap(k: int) -> int:
+    return max(4 * k, SHORTLIST_MIN)
 
 
 @dataclass
 class Query:
-    """One of: point (+crs), raster + footprint WKT (+footprint_crs), tile id."""
+    """One of: point (+crs), footprint WKT (+footprint_crs), tile id; a point or footprint
+    is read from `raster` when given, else from the indexed raster under it."""
 
     point: tuple[float, float] | None = None
     crs: str = "EPSG:4326"
     raster: str | None = None
     footprint: str | None = None        # WKT
-    footprint_crs: str | None = None    # default: the raster's CRS
+    footprint_crs: str | None = None    # default: the raster's CRS, EPSG:4326 without one
     tile: int | None = None
     k: int = 20
     within: str | None = None           # WKT, EPSG:4326
@@ -73,8 +81,6 @@ class Query:
         modes = sum(x is not None for x in (self.point, self.footprint, self.tile))
         if modes != 1:
             raise BadInput("give exactly one of a point, a raster footprint or a tile id")
-        if self.footprint is not None and not self.raster:
-            raise BadInput("a footprint query needs the raster to read it from")
         if not 1 <= self.k <= MAX_K:
             raise BadInput(f"k must be between 1 and {MAX_K:,}, got {self.k}")
         if not math.isfinite(self.exclude_radius) or self.exclude_radius < 0:
@@ -84,6 +90,31 @@ class Query:
             raise BadInput(f"the point {self.point} is not a finite position")
         if self.tile is not None and not 1 <= self.tile < 2**62:
             raise BadInput(f"no tile {self.tile}: tile ids are positive integers")
+
+
+@dataclass
+class Probe:
+    """What a query (or a refine example) searches with."""
+
+    code: np.ndarray        # packed uint8 [1, bits // 8]
+    embedding: np.ndarray   # unit float32 [bits]
+    footprint: Footprint
+    about: dict             # path, and tile for a stored tile
+
+    @classmethod
+    def of(cls, relaxed: np.ndarray, footprint: Footprint, about: dict) -> Probe:
+        """From an encoded patch's relaxed code [1, bits]: its sign is the code."""
+        return cls(pack_codes(relaxed), unit_rows(relaxed)[0], footprint, about)
+
+    def centre4326(self) -> tuple[float, float]:
+        west, south, east, north = self.footprint.to("EPSG:4326").bounds
+        return (west + east) / 2, (south + north) / 2
+
+    def describe(self) -> dict:
+        """The `query` part of a result."""
+        return {"footprint": _geojson(self.footprint), "crs": self.footprint.crs,
+                "bounds": list(self.footprint.bounds), "code": self.code[0].tobytes().hex(),
+                **self.about}
 
 
 def _geojson(footprint: Footprint) -> dict:
@@ -100,10 +131,6 @@ def _parse_wkt(wkt: str, what: str) -> shapely.Geometry:
     if geometry is None or geometry.is_empty:
         raise BadInput(f"{what} is an empty geometry")
     return geometry
-
-
-def _centers(bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
 
 
 def query_threads() -> None:
@@ -150,6 +177,8 @@ class Searcher:
         self.model_path = meta.get("model_path")
         self.tile_size = int(meta.get("tile_size", 0))
         self.index: BinaryIndex = self.folder.load_codes()
+        # kept warm with the codes: the tie re-rank and refine read them (128 MB at 1M tiles)
+        self.embeddings: EmbeddingTable = self.folder.load_embeddings()
         self._opened = self._identity()
         self._model = None
         self._model_loader = model_loader
@@ -189,7 +218,7 @@ class Searcher:
                 f"index was built with model {self.fingerprint[:12]} "
                 f"({self.model_path}), not {model.fingerprint[:12]}: query with that model "
                 "or rebuild the index with `mrhash index --rebuild`",
-                path=str(self.folder.root))
+                path=str(self.folder.root), fix="rebuild")
         self._model = model
 
     @property
@@ -203,13 +232,15 @@ class Searcher:
             from mrhash.package import load_model
 
             if not self.model_path or not Path(self.model_path).is_file():
-                raise IndexCorrupted(f"the index's model {self.model_path} is missing",
-                                     path=str(self.folder.root))
+                raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
+                                     "the same model where it is now (--model)",
+                                     path=str(self.folder.root), fix="model")
             self.use_model((self._model_loader or load_model)(self.model_path))
         return self._model
 
     # -- the query patch -----------------------------------------------------------------
-    def _covering_file(self, x: float, y: float, crs: str) -> tuple[str, tuple[str, ...]]:
+    def _covering_file(self, x: float, y: float, crs: str, what: str = "point"
+                       ) -> tuple[str, tuple[str, ...]]:
         lon, lat = transform_point(x, y, crs, "EPSG:4326")
         rows = self.folder.store.db.execute(
             "SELECT path, paths FROM files WHERE west <= ? AND east >= ? AND south <= ? "
@@ -221,12 +252,13 @@ class Searcher:
             minx, miny, maxx, maxy = source.footprint.bounds
             if minx <= px <= maxx and miny <= py <= maxy:
                 return row[0], paths
-        raise OutsideIndex(f"point ({x}, {y}) in {crs} is outside every indexed raster; "
+        raise OutsideIndex(f"{what} ({x}, {y}) in {crs} is outside every indexed raster; "
                            "give the raster to read the query patch from")
 
     def _read_patch(self, paths: tuple[str, ...], footprint: Footprint | None,
                     point: tuple[float, float] | None, crs: str) -> tuple[np.ndarray, Footprint]:
-        """Encode the patch at `footprint`, or the tile-sized patch centred on `point`."""
+        """The relaxed code [1, bits] of the patch at `footprint`, or of the tile-sized patch
+        centred on `point`."""
         size = self.model.patch_size
         source = self._source(paths)
         if footprint is None:
@@ -239,118 +271,182 @@ class Searcher:
         if not valid.any():
             raise BadInput(f"the query footprint {footprint.bounds} ({footprint.crs}) holds "
                            "no valid pixels", path=paths[0])
-        return self.model.encode(patch[None], valid[None]), footprint
+        return self.model.encode_float(patch[None], valid[None]), footprint
 
-    def query_code(self, query: Query) -> tuple[np.ndarray, Footprint, dict]:
+    def probe(self, query: Query) -> Probe:
+        """What `query` searches with: a stored tile's code and embedding, or the encoded
+        patch at a point or footprint."""
         if query.tile is not None:
             record = self.folder.store.tiles([query.tile]).get(query.tile)
             if record is None:
                 raise BadInput(f"no tile with id {query.tile} in this index")
-            footprint = Footprint(record.crs, record.bounds)
-            code = np.frombuffer(record.code, np.uint8)[None]
-            return code, footprint, {"tile": query.tile, "path": record.path}
+            return Probe(np.frombuffer(record.code, np.uint8)[None],
+                         self.embeddings.rows(np.array([query.tile]))[0],
+                         Footprint(record.crs, record.bounds),
+                         {"tile": query.tile, "path": record.path})
         if query.point is not None:
             # the raster given (any raster, indexed or not), else the indexed one under it
             if query.raster:
                 path, paths = regular_file(query.raster, "raster"), (query.raster,)
             else:
                 path, paths = self._covering_file(*query.point, query.crs)
-            code, footprint = self._read_patch(paths, None, query.point, query.crs)
-            return code, footprint, {"path": path}
+            relaxed, footprint = self._read_patch(paths, None, query.point, query.crs)
+            return Probe.of(relaxed, footprint, {"path": path})
         geometry = _parse_wkt(query.footprint, "footprint")
-        if not Path(query.raster).exists():
-            raise BadInput("file not found", path=query.raster)
         crs = query.footprint_crs
-        if crs is None:
-            from mrhash.sources import open_source
-
-            with open_source(SourceSpec("primary", (query.raster,))) as source:
-                crs = source.crs
-        code, footprint = self._read_patch((query.raster,), Footprint(crs, geometry.bounds),
-                                           None, crs)
-        return code, footprint, {"path": query.raster}
+        if query.raster:
+            path, paths = regular_file(query.raster, "raster"), (query.raster,)
+            if crs is None:
+                crs = self._source(paths).crs
+        else:  # the indexed raster under the footprint's centre
+            crs = crs or "EPSG:4326"
+            centre = shapely.centroid(shapely.box(*geometry.bounds))
+            path, paths = self._covering_file(centre.x, centre.y, crs, "the footprint's centre")
+        relaxed, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs)
+        return Probe.of(relaxed, footprint, {"path": path})
 
     # -- search --------------------------------------------------------------------------
-    def _ranked(self, code: np.ndarray, query: Query,
-                center: tuple[float, float]) -> list[tuple[int, int, TileRecord]]:
-        """[(distance, id, record)] of the k best hits passing the filters."""
-        store = self.folder.store
+    def _candidates(self, probe: Probe, query: Query, centre: tuple[float, float]
+                    ) -> tuple[list[tuple[int, int]], bool]:
+        """(distance, id) of the hits passing the filters, in (distance, id) order: all of
+        those at most as far as the k-th (up to `shortlist_cap`, the tie re-rank's pool),
+        and whether every indexed tile that near was seen (False: a tie group went on)."""
         within = _parse_wkt(query.within, "within area") if query.within else None
         if within is not None:
             import faiss
 
             shapely.prepare(within)
-            ids, codes = store.codes_within(within.bounds, code.shape[1])
+            ids, codes = self.folder.store.codes_within(within.bounds, probe.code.shape[1])
             if not len(ids):
-                return []
-            dist, pos = faiss.knn_hamming(code, codes, len(ids))
-            order = [(int(d), int(ids[p])) for d, p in zip(dist[0], pos[0], strict=True) if p >= 0]
-            return self._filter(order, query, center, within)
-        want = query.k
+                return [], True
+            dist, pos = faiss.knn_hamming(probe.code, codes, len(ids))
+            order = [(int(d), int(ids[p])) for d, p in zip(dist[0], pos[0], strict=True)
+                     if p >= 0]
+            return self._passing(order, query, centre, within), True
+        cap, total = shortlist_cap(query.k), self.index.ntotal
+        want = min(query.k + 1, total)  # one more than k: is the k-th hit's tie group over?
         while True:
-            dist, ids = self.index.search(code, want)
+            dist, ids = self.index.search(probe.code, want)
             order = [(int(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True) if i >= 0]
-            hits = self._filter(order, query, center, None)
-            if len(hits) >= query.k or want >= self.index.ntotal:
-                return hits
-            want = min(want * 4 + 64, self.index.ntotal)
+            passing = self._passing(order, query, centre, None)
+            seen_all = want >= total
+            if len(passing) >= query.k:
+                kth = passing[query.k - 1][0]
+                if seen_all or order[-1][0] > kth:  # every tile at <= kth was seen
+                    return passing, True
+                if sum(d <= kth for d, _ in passing) >= cap:
+                    return passing, False
+                want = min(max(want * 4, cap + 1), total)
+            elif seen_all:
+                return passing, True
+            else:
+                want = min(want * 4 + 64, total)
 
-    def _filter(self, order: list[tuple[int, int]], query: Query,
-                center: tuple[float, float], within) -> list[tuple[int, int, TileRecord]]:
-        order.sort()  # (distance, id): ties in a stable order
-        hits: list[tuple[int, int, TileRecord]] = []
-        chunk_size = max(query.k * 2, 256)
-        for start in range(0, len(order), chunk_size):
-            chunk = order[start:start + chunk_size]
-            records = self.folder.store.tiles(i for _, i in chunk)
-            kept = [(d, i, records[i]) for d, i in chunk if i in records]
-            if kept and (within is not None or query.exclude_radius > 0):
-                bounds = np.array([r.bounds4326 for _, _, r in kept])
-                lon, lat = _centers(bounds)
-                keep = np.ones(len(kept), bool)
-                if within is not None:
-                    keep &= shapely.contains_xy(within, lon, lat)
-                if query.exclude_radius > 0:
-                    keep &= haversine_m(center[0], center[1], lon, lat) >= query.exclude_radius
-                kept = [hit for hit, ok in zip(kept, keep, strict=True) if ok]
-            hits.extend(kept)
-            if len(hits) >= query.k:
-                return hits[:query.k]
-        return hits
+    def _passing(self, order: list[tuple[int, int]], query: Query,
+                 centre: tuple[float, float], within) -> list[tuple[int, int]]:
+        """The candidates whose footprint centre passes `within` and `exclude_radius`."""
+        order.sort()  # (distance, id)
+        if within is None and query.exclude_radius <= 0:
+            return order
+        centres = self.folder.store.centres4326(i for _, i in order)
+        order = [(d, i) for d, i in order if i in centres]
+        if not order:
+            return []
+        lon, lat = np.array([centres[i] for _, i in order]).T
+        keep = np.ones(len(order), bool)
+        if within is not None:
+            keep &= shapely.contains_xy(within, lon, lat)
+        if query.exclude_radius > 0:
+            keep &= haversine_m(centre[0], centre[1], lon, lat) >= query.exclude_radius
+        return [hit for hit, ok in zip(order, keep, strict=True) if ok]
+
+    def _reranked(self, probe: Probe, passing: list[tuple[int, int]], k: int
+                  ) -> list[tuple[int, int, float]]:
+        """The k best (distance, id, score): by Hamming distance, then inside a tie by the
+        cosine of the query's and the tile's embeddings (then id, for a stable order), over
+        every candidate at most as far as the k-th."""
+        if not passing:
+            return []
+        kth = passing[min(k, len(passing)) - 1][0]
+        pool = [hit for hit in passing if hit[0] <= kth][:shortlist_cap(k)]
+        ids = np.array([i for _, i in pool], np.int64)
+        scores = self.embeddings.rows(ids) @ probe.embedding
+        dist = np.array([d for d, _ in pool])
+        order = np.lexsort((ids, -scores, dist))[:k]
+        return [(int(dist[j]), int(ids[j]), float(scores[j])) for j in order]
+
+    def _ties(self, probe: Probe, query: Query, passing: list[tuple[int, int]],
+              complete: bool) -> dict:
+        """How many indexed tiles (passing the filters) share rank 1's distance: "37 places
+        tie at distance 0". `capped`: the count is a lower bound (at most TIE_COUNT_MAX)."""
+        if not passing:
+            return {"distance": None, "count": 0, "capped": False}
+        first = passing[0][0]
+        count = sum(d == first for d, _ in passing)
+        exact = complete or passing[-1][0] > first
+        if not exact and not query.within and query.exclude_radius <= 0:
+            # the tie group fills the shortlist: count it up to the cap with one wider scan
+            dist, ids = self.index.search(probe.code, min(TIE_COUNT_MAX + 1, self.index.ntotal))
+            count = int(((dist[0] == first) & (ids[0] >= 0)).sum())
+            exact = count <= TIE_COUNT_MAX
+        return {"distance": first, "count": min(count, TIE_COUNT_MAX),
+                "capped": not exact or count > TIE_COUNT_MAX}
+
+    def hit(self, rank: int, tile_id: int, distance: int, score: float, record: TileRecord,
+            thumbnails: bool) -> dict:
+        """One hit of a result (the keys the plugin reads: rank, id, distance, path,
+        footprint, thumbnail)."""
+        hit = {"rank": rank, "id": tile_id, "distance": distance, "score": round(score, 4),
+               "path": record.path, "paths": list(record.paths), "window": list(record.window),
+               "crs": record.crs, "bounds": list(record.bounds),
+               "footprint": _geojson(Footprint(record.crs, record.bounds))}
+        if thumbnails:
+            from mrhash.thumbnails import thumbnail
+
+            try:
+                hit["thumbnail"] = str(thumbnail(self.folder.thumbnail_dir, record,
+                                                 self.model, self.bands))
+            except MrHashError as error:  # a moved raster must not lose the hit
+                print(f"mrhash: no thumbnail for tile {tile_id}: {error}", file=sys.stderr)
+                hit["thumbnail"] = None
+        return hit
+
+    def hits(self, ranked: list[tuple[int, int, float]], thumbnails: bool,
+             distance: Callable[[TileRecord], int] | None = None) -> list[dict]:
+        """Hits of (distance, id, score) in rank order (tiles gone from the store dropped);
+        `distance` replaces the ranked distance (refine: to the nearest relevant code)."""
+        records = self.folder.store.tiles(i for _, i, _ in ranked)
+        kept = [(d, i, s) for d, i, s in ranked if i in records]
+        return [self.hit(rank, i, distance(records[i]) if distance else d, s, records[i],
+                         thumbnails)
+                for rank, (d, i, s) in enumerate(kept, start=1)]
+
+    def result(self, query_part: dict, hits: list[dict], started: float, **extra) -> dict:
+        return {"query": query_part, "hits": hits, "index": str(self.folder.root),
+                "n_tiles": self.index.ntotal, "layout": self.index.kind,
+                "seconds": round(time.perf_counter() - started, 4), **extra}
+
+    def check_not_empty(self) -> None:
+        if self.index.ntotal == 0:
+            raise BadInput("the index holds no tiles: index a folder with rasters first",
+                           path=str(self.folder.root))
 
     def search(self, query: Query) -> dict:
         query.validate()
         started = time.perf_counter()
-        if self.index.ntotal == 0:
-            raise BadInput("the index holds no tiles: index a folder with rasters first",
-                           path=str(self.folder.root))
-        code, footprint, about = self.query_code(query)
-        box4326 = footprint.to("EPSG:4326").bounds
-        center = ((box4326[0] + box4326[2]) / 2, (box4326[1] + box4326[3]) / 2)
-        ranked = self._ranked(code, query, center)
-        hits = []
-        for rank, (distance, tile_id, record) in enumerate(ranked, start=1):
-            hit = {"rank": rank, "id": tile_id, "distance": distance, "path": record.path,
-                   "paths": list(record.paths), "window": list(record.window),
-                   "crs": record.crs, "bounds": list(record.bounds),
-                   "footprint": _geojson(Footprint(record.crs, record.bounds))}
-            if query.thumbnails:
-                from mrhash.thumbnails import thumbnail
+        self.check_not_empty()
+        probe = self.probe(query)
+        centre = probe.centre4326()
+        passing, complete = self._candidates(probe, query, centre)
+        ranked = self._reranked(probe, passing, query.k)
+        return self.result(probe.describe(), self.hits(ranked, query.thumbnails), started,
+                           ties=self._ties(probe, query, passing, complete))
 
-                try:
-                    hit["thumbnail"] = str(thumbnail(self.folder.thumbnail_dir, record,
-                                                         self.model, self.bands))
-                except MrHashError as error:  # a moved raster must not lose the hit
-                    print(f"mrhash: no thumbnail for tile {tile_id}: {error}", file=sys.stderr)
-                    hit["thumbnail"] = None
-            hits.append(hit)
-        return {
-            "query": {"footprint": _geojson(footprint), "crs": footprint.crs,
-                      "bounds": list(footprint.bounds), "code": code[0].tobytes().hex(),
-                      **about},
-            "hits": hits, "index": str(self.folder.root), "n_tiles": self.index.ntotal,
-            "layout": self.index.kind, "seconds": round(time.perf_counter() - started, 4),
-        }
+    def refine(self, request) -> dict:
+        """Relevance feedback (refine.py): the whole index re-ranked from marked examples."""
+        from mrhash.refine import refine
+
+        return refine(self, request)
 
 
 def run_query(index_dir: str | Path, query: Query, model=None) -> dict:

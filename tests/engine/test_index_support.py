@@ -55,3 +55,32 @@ def tiny_model_path(tmp_path_factory, eurosat_dir: Path) -> Path:
 
     torch.set_num_threads(1)
     return model_path(tmp_path_factory, eurosat_dir)
+
+
+def synthetic_index(index_dir: Path, raster: Path, relaxed, columns: int = 20) -> Path:
+    """An index of tiles with the given relaxed codes [n, 64] (code = sign), to test ranking
+    where the tie structure is chosen. Tile i is a 0.005 degree box on a grid of `columns`
+    (0.01 degree apart) near 10E 50N; all point to one real raster."""
+    import numpy as np
+    from mrhash.embeddings import pack_codes
+    from mrhash.indexer import IndexFolder
+    from mrhash.metadata import FileState, TileRow
+
+    folder = IndexFolder(index_dir, create=True)
+    store = folder.store
+    store.set_meta({"fingerprint": "synthetic", "bits": 64, "model_path": "",
+                    "patch_size": TILE, "tile_size": TILE, "stride": TILE, "min_valid": 0.5,
+                    "bands": "null"})
+    state = FileState.of([str(raster)])
+    rows = []
+    for i in range(len(relaxed)):
+        west, south = 10.0 + (i % columns) * 0.01, 50.0 + (i // columns) * 0.01
+        box = (west, south, west + 0.005, south + 0.005)
+        rows.append(TileRow(i, (0, 0, TILE, TILE), box, box, 1.0))
+    file_id, _ = store.start_file(state, state.content_hash(), "EPSG:4326",
+                                  (10.0, 50.0, 11.0, 51.0), len(rows), "synthetic")
+    store.add_tiles(file_id, rows, pack_codes(relaxed), True, np.asarray(relaxed))
+    folder.save_codes(folder.load_codes())
+    folder.save_embeddings(folder.load_embeddings())
+    folder.close()
+    return index_dir

@@ -153,17 +153,44 @@ def test_bad_queries(index_dir):
                            (Query(tile=1, k=0), "k must be"),
                            (Query(tile=99999), "no tile with id"),
                            (Query(tile=1, within="POLYGON((0 0, 1"), "not valid WKT"),
-                           (Query(footprint="POINT (1 1)"), "needs the raster")):
+                           (Query(footprint="POINT (1 1)"), "outside every indexed raster"),
+                           (Query(footprint="POINT (1 1)", raster="/no/such.tif"),
+                            "not found")):
         with pytest.raises(BadInput, match=message):
             run_query(index_dir, query)
 
 
-def test_empty_index(tiny_model, tmp_path):
-    (tmp_path / "empty").mkdir()
-    result = build_index(tmp_path / "empty", tiny_model, tmp_path / "index", TILE)
-    assert result.n_tiles == 0
+def test_empty_index(tiny_model, rasters, tmp_path):
+    """An index whose every raster became unreadable keeps its folder, with no tiles."""
+    build_index(rasters, tiny_model, tmp_path / "index", TILE)
+    for path in rasters.glob("*.tif"):
+        path.write_bytes(b"no longer a raster")
+    result = build_index(rasters, tiny_model, tmp_path / "index", TILE)
+    assert result.n_tiles == 0 and len(result.skipped) == 9 and result.removed == 36
     with pytest.raises(BadInput, match="holds no tiles"):
         run_query(tmp_path / "index", Query(tile=1, k=5))
+
+
+def test_query_by_footprint_on_the_indexed_rasters(index_dir):
+    """No raster given: the patch is read from the indexed raster under the footprint's
+    centre; the footprint's CRS defaults to EPSG:4326."""
+    tile = _tile(index_dir, 10)
+    native = shapely.box(*tile.bounds).wkt
+    result = run_query(index_dir, Query(footprint=native, footprint_crs=tile.crs, k=3))
+    assert result["query"]["code"] == tile.code.hex() and result["query"]["path"] == tile.path
+    assert result["hits"][0]["distance"] == 0
+    # the same place in lon/lat (no CRS given): the raster under it, about the same patch
+    lonlat = shapely.box(*tile.bounds4326).wkt
+    by_lonlat = run_query(index_dir, Query(footprint=lonlat, k=3))
+    assert by_lonlat["query"]["path"] == tile.path and by_lonlat["query"]["crs"] == "EPSG:4326"
+    assert _hamming(bytes.fromhex(by_lonlat["query"]["code"]), tile.code) <= 8
+    with pytest.raises(OutsideIndex, match="footprint's centre"):
+        run_query(index_dir, Query(footprint=shapely.box(-120, -45, -119.99, -44.99).wkt))
+    out = subprocess.run([sys.executable, "-m", "mrhash", "query", "--index", str(index_dir),
+                          "--footprint", native, "--footprint-crs", tile.crs, "-k", "2"],
+                         capture_output=True, text=True, timeout=120, env=THREADS_ENV)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["query"]["code"] == tile.code.hex()
 
 
 def test_searcher_notices_an_updated_index(index_dir, tiny_model, rasters):

@@ -1,0 +1,182 @@
+"""Continuous embeddings of the indexed tiles: the relaxed (pre-sign) code in (-1, 1) that
+`HashModel.encode_float` gives, from which the tile's binary code is the sign.
+
+Hamming distances of 64-bit codes tie a lot (many tiles at the same distance); the embedding
+orders the tiles inside a tie (cosine similarity, search.py) and scores the whole index for
+relevance feedback (refine.py). SQLite keeps each tile's embedding as float16 bytes (the truth,
+`tiles.embedding`); tiles indexed before embeddings were kept have none and fall back to the
++-1 values of their code bits. `EmbeddingTable` holds every tile's embedding in memory as unit
+vectors, float16 (128 bytes a tile at 64 bits), with ids ascending; its cache file beside
+codes.faiss is saved atomically with the store's generation and uid like the codes cache and
+rebuilt from SQLite when missing, stale, damaged or another index's.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from mrhash.errors import IndexCorrupted
+from mrhash.fileio import atomic_write_bytes
+
+MAGIC = b"MRHASHEM"
+FORMAT_VERSION = 1
+_HEADER_LEN = struct.Struct("<Q")
+SCORE_CHUNK = 1 << 16  # rows converted to float32 at once when the whole table is scored
+
+
+def pack_codes(relaxed: np.ndarray) -> np.ndarray:
+    """Relaxed codes [N, bits] -> packed uint8 codes [N, bits // 8] (bit = value > 0)."""
+    return np.packbits(np.asarray(relaxed) > 0, axis=1)
+
+
+def to_blobs(relaxed: np.ndarray) -> list[bytes]:
+    """Relaxed codes [N, bits] -> one float16 byte string a tile (what SQLite stores)."""
+    half = np.ascontiguousarray(relaxed, dtype=np.float16)
+    return [row.tobytes() for row in half]
+
+
+def sign_values(codes: np.ndarray, bits: int) -> np.ndarray:
+    """The +-1 embedding of packed codes [N, bits // 8]: what a tile without a stored
+    embedding is compared with."""
+    return np.unpackbits(np.asarray(codes, np.uint8), axis=1)[:, :bits].astype(np.float32) * 2 - 1
+
+
+def unit_rows(values: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (cosine similarity is then a dot product), float32."""
+    values = np.asarray(values, dtype=np.float32)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.maximum(norms, 1e-12)
+
+
+class EmbeddingTable:
+    """Tile id -> unit embedding (float16), ids ascending. Changes are queued and applied in
+    one pass (`compact`), so a build adding batch after batch never copies the whole table."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.ids = np.zeros(0, np.int64)
+        self.unit = np.zeros((0, bits), np.float16)
+        self._added: list[tuple[np.ndarray, np.ndarray]] = []
+        self._removed: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        self.compact()
+        return len(self.ids)
+
+    def memory_bytes(self) -> int:
+        self.compact()
+        return self.ids.nbytes + self.unit.nbytes
+
+    def add(self, ids: np.ndarray, relaxed: np.ndarray) -> None:
+        """Tiles and their relaxed codes [n, bits], rounded to float16 first as SQLite keeps
+        them, so a table built during indexing equals one rebuilt from the store."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) != len(relaxed):
+            raise ValueError("ids and embeddings differ in length")
+        if len(ids):
+            stored = np.asarray(relaxed, np.float16)
+            self._added.append((ids, unit_rows(stored).astype(np.float16)))
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = np.asarray(list(ids), np.int64)
+        if len(ids):
+            self._removed.append(ids)
+
+    def compact(self) -> None:
+        if not self._added and not self._removed:
+            return
+        ids = np.concatenate([self.ids] + [a for a, _ in self._added])
+        unit = np.concatenate([self.unit] + [v for _, v in self._added])
+        if self._removed:
+            keep = ~np.isin(ids, np.concatenate(self._removed))
+            ids, unit = ids[keep], unit[keep]
+        if np.any(np.diff(ids) < 0):  # kept ascending whatever order batches came in
+            order = np.argsort(ids, kind="stable")
+            ids, unit = ids[order], unit[order]
+        self.ids, self.unit = ids, np.ascontiguousarray(unit)
+        self._added, self._removed = [], []
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id; -1 where the table lacks it (a cache older than the codes)."""
+        self.compact()
+        ids = np.asarray(ids, np.int64)
+        if not len(self.ids):
+            return np.full(len(ids), -1, np.int64)
+        pos = np.searchsorted(self.ids, ids).clip(0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == ids, pos, -1)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Unit embeddings float32 [len(ids), bits]; zero rows for ids the table lacks (they
+        then score 0: after every tile that has an embedding)."""
+        pos = self.positions(ids)
+        out = np.zeros((len(pos), self.bits), np.float32)
+        out[pos >= 0] = self.unit[pos[pos >= 0]]
+        return out
+
+    def scores(self, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """unit @ weights (float32 [n] or [len(rows)]), in chunks: the float16 table is never
+        converted whole (1M tiles x 64 bits would take 256 MB more)."""
+        self.compact()
+        weights = np.asarray(weights, np.float32)
+        if rows is not None:
+            return self.unit[rows].astype(np.float32) @ weights
+        out = np.empty(len(self.ids), np.float32)
+        for start in range(0, len(self.ids), SCORE_CHUNK):
+            chunk = self.unit[start:start + SCORE_CHUNK].astype(np.float32)
+            np.matmul(chunk, weights, out=out[start:start + len(chunk)])
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_bytes(self, generation: int, index_uid: str | None) -> bytes:
+        self.compact()
+        blobs = [self.ids.tobytes(), self.unit.tobytes()]
+        header = {"format_version": FORMAT_VERSION, "bits": self.bits, "ntotal": len(self.ids),
+                  "generation": int(generation), "index_uid": index_uid,
+                  "crc32": zlib.crc32(blobs[1], zlib.crc32(blobs[0]))}
+        head = json.dumps(header).encode()
+        return b"".join([MAGIC, _HEADER_LEN.pack(len(head)), head, *blobs])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "embeddings") -> tuple[EmbeddingTable, dict]:
+        """-> (table, header); IndexCorrupted naming `source` when anything does not add up."""
+        if len(data) < len(MAGIC) + _HEADER_LEN.size or not data.startswith(MAGIC):
+            raise IndexCorrupted("not an MrHash embeddings file (bad magic or truncated)",
+                                 path=source)
+        (head_len,) = _HEADER_LEN.unpack_from(data, len(MAGIC))
+        start = len(MAGIC) + _HEADER_LEN.size
+        try:
+            header = json.loads(data[start:start + head_len])
+            bits, n = int(header["bits"]), int(header["ntotal"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise IndexCorrupted(f"unreadable header ({error})", path=source) from None
+        if header.get("format_version") != FORMAT_VERSION:
+            raise IndexCorrupted(f"unsupported format version {header.get('format_version')}",
+                                 path=source)
+        body = memoryview(data)[start + head_len:]
+        if len(body) != n * 8 + n * bits * 2:
+            raise IndexCorrupted(f"truncated: {len(body)} bytes of data, "
+                                 f"{n * 8 + n * bits * 2} expected", path=source)
+        if zlib.crc32(body[n * 8:], zlib.crc32(body[:n * 8])) != header["crc32"]:
+            raise IndexCorrupted("checksum mismatch (corrupted file)", path=source)
+        table = cls(bits)
+        table.ids = np.frombuffer(body[:n * 8], np.int64)
+        table.unit = np.frombuffer(body[n * 8:], np.float16).reshape(n, bits)
+        return table, header
+
+    def save(self, path: str | Path, generation: int, index_uid: str | None) -> None:
+        atomic_write_bytes(path, self.to_bytes(generation, index_uid))
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[EmbeddingTable, dict]:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise IndexCorrupted(f"cannot read the embeddings file ({error.strerror})",
+                                 path=str(path)) from None
+        return cls.from_bytes(data, str(path))

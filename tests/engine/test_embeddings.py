@@ -1,0 +1,159 @@
+"""Continuous embeddings: the table and its cache file, the indexer storing them from the one
+encode it already runs, old indexes without them (migrated in place, +-1 fallback)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from mrhash import embeddings as emb
+from mrhash.embeddings import EmbeddingTable, pack_codes, sign_values
+from mrhash.errors import IndexCorrupted
+from mrhash.indexer import DB_FILE, EMBEDDINGS_FILE, IndexFolder, build_index
+from mrhash.search import Query, Searcher, run_query
+from test_index_support import TILE
+
+
+def _unit(values):
+    return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+
+def test_table_add_remove_lookup_and_score(monkeypatch):
+    rng = np.random.default_rng(1)
+    values = rng.uniform(-1, 1, (50, 64))
+    table = EmbeddingTable(64)
+    table.add(np.arange(10, 35), values[:25])
+    table.add(np.arange(1, 10), values[25:34])  # a resumed file: lower ids arrive later
+    table.remove([3, 12])
+    assert len(table) == 32 and np.all(np.diff(table.ids) > 0)
+    rows = table.rows(np.array([13, 3, 99, 1]))
+    assert np.allclose(rows[0], _unit(values[3:4])[0], atol=2e-3)
+    assert np.allclose(rows[3], _unit(values[25:26])[0], atol=2e-3)
+    assert not rows[1].any() and not rows[2].any()  # not held: zero rows
+    assert table.positions(np.array([13, 3])).tolist() == [10, -1]  # 1,2,4..9,10,11,13
+    weights = rng.normal(size=64).astype(np.float32)
+    monkeypatch.setattr(emb, "SCORE_CHUNK", 7)  # chunked like a 1M-tile table
+    expected = table.unit.astype(np.float32) @ weights
+    assert np.allclose(table.scores(weights), expected, atol=1e-5)
+    assert np.allclose(table.scores(weights, np.array([4, 0])), expected[[4, 0]], atol=1e-5)
+    assert table.memory_bytes() == 32 * 8 + 32 * 64 * 2
+
+
+def test_table_file_roundtrip_and_damage(tmp_path):
+    table = EmbeddingTable(64)
+    table.add(np.arange(1, 6), np.random.default_rng(2).uniform(-1, 1, (5, 64)))
+    path = tmp_path / EMBEDDINGS_FILE
+    table.save(path, generation=7, index_uid="abc")
+    loaded, header = EmbeddingTable.load(path)
+    assert header["generation"] == 7 and header["index_uid"] == "abc" and header["ntotal"] == 5
+    assert np.array_equal(loaded.ids, table.ids) and np.array_equal(loaded.unit, table.unit)
+    data = path.read_bytes()
+    for damaged, why in ((data[:-3], "truncated"), (b"garbage!" + data[8:], "bad magic"),
+                         (data[:-1] + bytes([data[-1] ^ 1]), "checksum")):
+        path.write_bytes(damaged)
+        with pytest.raises(IndexCorrupted, match=why):
+            EmbeddingTable.load(path)
+
+
+def test_codes_are_the_sign_of_the_embeddings():
+    relaxed = np.array([[0.5, -0.1, 0.0, 1e-9, -0.7, 0.2, 0.3, -0.9]])
+    assert pack_codes(relaxed).tolist() == [[0b10010110]]
+    assert sign_values(pack_codes(relaxed), 8).tolist() == [[1, -1, -1, 1, -1, 1, 1, -1]]
+
+
+def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, rasters,
+                                                                 tmp_path, monkeypatch):
+    from mrhash.indexer import open_for_model
+    from mrhash.package import HashModel, load_model
+    from mrhash.sources import SourceSpec
+
+    calls = []
+    real = HashModel.encode_float
+
+    def counted(self, patches, valid=None):
+        calls.append(len(patches))
+        return real(self, patches, valid)
+
+    def forbidden(self, *args):
+        raise AssertionError("indexing must not encode a second time")
+
+    monkeypatch.setattr(HashModel, "encode_float", counted)
+    monkeypatch.setattr(HashModel, "encode", forbidden)
+    index_dir = tmp_path / "index"
+    build_index(rasters, tiny_model, index_dir, TILE)
+    assert sum(calls) == 36 and len(calls) == 9  # one forward pass per batch (a raster)
+    monkeypatch.undo()
+    db = sqlite3.connect(index_dir / DB_FILE)
+    rows = db.execute("SELECT t.code, t.embedding, f.path FROM tiles t JOIN files f "
+                      "ON f.id = t.file_id ORDER BY t.id").fetchall()
+    db.close()
+    stored = np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
+    assert stored.shape == (36, 64)
+    codes = np.stack([np.frombuffer(r[0], np.uint8) for r in rows])
+    assert np.array_equal(pack_codes(stored), codes)
+    # the first tile's embedding is the model's relaxed code of its patch
+    model = load_model(tiny_model)
+    with open_for_model(SourceSpec("primary", (rows[0][2],), model.primary.bands),
+                        model) as source:
+        from mrhash.tiling import tile_grid
+
+        tile = tile_grid(source, TILE)[0]
+        patch, valid = source.read(tile.footprint, (TILE, TILE))
+    assert np.allclose(model.encode_float(patch[None], valid[None])[0], stored[0], atol=2e-3)
+    # the cache file was saved with the build and matches the store
+    folder = IndexFolder(index_dir)
+    cached, header = EmbeddingTable.load(folder.embeddings_path)
+    assert header["generation"] == folder.store.generation
+    assert header["index_uid"] == folder.store.get("uid")
+    rebuilt = folder.store.all_embeddings(64)
+    assert np.array_equal(cached.ids, rebuilt.ids) and np.array_equal(cached.unit, rebuilt.unit)
+    folder.close()
+
+
+def test_an_old_index_without_embeddings_falls_back_to_its_bits_and_is_migrated(
+        tiny_model, rasters, tmp_path):
+    index_dir = tmp_path / "index"
+    build_index(rasters, tiny_model, index_dir, TILE)
+    db = sqlite3.connect(index_dir / DB_FILE)
+    db.execute("ALTER TABLE tiles DROP COLUMN embedding")  # as an index made before them
+    db.commit()
+    db.close()
+    (index_dir / EMBEDDINGS_FILE).unlink()
+    # queries read it as it is (read-only): cosine of +-1 vectors = 1 - 2 d / bits
+    hits = run_query(index_dir, Query(tile=5, k=36))["hits"]
+    assert all(h["score"] == pytest.approx(1 - 2 * h["distance"] / 64, abs=2e-3) for h in hits)
+    # the next build adds the column in place; new tiles get embeddings, old ones keep none
+    new = sorted(rasters.glob("*.tif"))[0]
+    new.rename(rasters / "renamed.tif")
+    result = build_index(rasters, tiny_model, index_dir, TILE)
+    assert result.added == 4 and result.n_tiles == 36
+    db = sqlite3.connect(index_dir / DB_FILE)
+    kept = db.execute("SELECT count(*) FROM tiles WHERE embedding IS NOT NULL").fetchone()[0]
+    db.close()
+    assert kept == 4
+    searcher = Searcher(index_dir)
+    try:
+        assert len(searcher.embeddings) == 36
+        hit = searcher.search(Query(tile=37, k=1))["hits"][0]
+        assert hit["id"] == 37 and hit["score"] == pytest.approx(1, abs=2e-3)
+    finally:
+        searcher.close()
+
+
+def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp_path,
+                                                        capsys):
+    index_dir = tmp_path / "index"
+    build_index(rasters, tiny_model, index_dir, TILE)
+    good = (index_dir / EMBEDDINGS_FILE).read_bytes()
+    expected = run_query(index_dir, Query(tile=4, k=10))["hits"]
+    folder = IndexFolder(index_dir)
+    table = folder.store.all_embeddings(64)
+    table.unit = np.ascontiguousarray(table.unit[:, ::-1])  # wrong values...
+    table.save(folder.embeddings_path, folder.store.generation, "another-index")  # ...foreign
+    folder.close()
+    assert run_query(index_dir, Query(tile=4, k=10))["hits"] == expected
+    assert "another index's file" in capsys.readouterr().err
+    (index_dir / EMBEDDINGS_FILE).write_bytes(good[:-100])
+    assert run_query(index_dir, Query(tile=4, k=10))["hits"] == expected
+    assert "truncated" in capsys.readouterr().err
