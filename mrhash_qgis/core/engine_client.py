@@ -23,12 +23,16 @@ from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from mrhash_qgis.core.environment import PLUGIN_DIR, plugin_version
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import EngineSettings
 
 LOG_TAG = "MrHash"
 STATE_STOPPED, STATE_STARTING, STATE_READY, STATE_FAILED = "stopped", "starting", "ready", "failed"
 # What fixes a failed engine, for the buttons the dock and Settings show.
 FIX_SETUP, FIX_REPAIR, FIX_SETTINGS = "setup", "repair", "settings"
+# What fixes a failed request (EngineError.fix, the protocol error's `fix`): build the index
+# again from scratch, which a dialog offers as its own control rather than a CLI flag.
+FIX_REBUILD = "rebuild"
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
@@ -36,12 +40,15 @@ def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None
 
 
 class EngineError(Exception):
-    """An error answered by the worker (`code` from the protocol) or a dead/unstartable worker."""
+    """An error answered by the worker (`code` from the protocol) or a dead/unstartable worker.
+    `fix`: the protocol's machine-readable remedy (FIX_REBUILD), '' when it names none (or an
+    older engine does not say)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, fix: str = ""):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.fix = fix
 
 
 class EngineRequest(QObject):
@@ -83,8 +90,9 @@ class EngineRequest(QObject):
                 self.cancel()
                 cancel_sent = True
             if deadline is not None and time.monotonic() > deadline:
-                raise EngineError("timeout", f"the engine did not answer '{self.method}' "
-                                             f"within {timeout:.0f} s")
+                raise EngineError("timeout", tr(
+                    "the engine did not answer '{method}' within {seconds} s").format(
+                        method=self.method, seconds=f"{timeout:.0f}"))
         if self.error:
             raise self.error
         return self.result or {}
@@ -123,6 +131,9 @@ class EngineClient(QObject):
         self._process: subprocess.Popen | None = None
         self._pending: dict[str, EngineRequest] = {}
         self._lock = threading.Lock()
+        # Processing algorithms and tasks send from their own threads: one line must reach the
+        # worker whole, never interleaved with another thread's
+        self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._ready = threading.Event()
         self._stderr_tail: deque[str] = deque(maxlen=30)
@@ -162,8 +173,9 @@ class EngineClient(QObject):
                 encoding="utf-8", cwd=str(PLUGIN_DIR),
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except OSError as error:
-            self._fail(f"Cannot run the engine interpreter {settings.python}: {error}. "
-                       "Choose another one in MrHash › Settings.", FIX_SETTINGS)
+            self._fail(tr("Cannot run the engine interpreter {python}: {error}. Choose another "
+                          "one in MrHash › Settings.").format(python=settings.python, error=error),
+                       FIX_SETTINGS)
             return
         process = self._process
         threading.Thread(target=self._read_stdout, args=(process,), daemon=True,
@@ -179,7 +191,8 @@ class EngineClient(QObject):
             if self.state == STATE_FAILED:
                 raise EngineError("engine_failed", self.last_error)
             if time.monotonic() > deadline:
-                raise EngineError("timeout", f"the engine did not start within {timeout:.0f} s")
+                raise EngineError("timeout", tr("the engine did not start within {seconds} s")
+                                  .format(seconds=f"{timeout:.0f}"))
         return self.info
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -188,13 +201,12 @@ class EngineClient(QObject):
             return
         if process.poll() is None:
             try:
-                process.stdin.write(json.dumps({"id": "shutdown", "method": "shutdown"}) + "\n")
-                process.stdin.flush()
+                self._write(process, json.dumps({"id": "shutdown", "method": "shutdown"}))
                 process.wait(timeout)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 process.kill()
                 process.wait(timeout)
-        self._fail_pending("engine_stopped", "the engine was stopped")
+        self._fail_pending("engine_stopped", tr("the engine was stopped"))
         self._ready.clear()
         self._set_state(STATE_STOPPED)
 
@@ -232,12 +244,16 @@ class EngineClient(QObject):
         line = json.dumps({"id": request_id or f"x{next(self._ids)}", "method": method,
                            "params": params})
         try:
-            self._process.stdin.write(line + "\n")
-            self._process.stdin.flush()
+            self._write(self._process, line)
         except (AttributeError, OSError, ValueError) as error:
             if request_id:
-                self._resolve(request_id, None,
-                              EngineError("engine_failed", f"the engine is not running: {error}"))
+                self._resolve(request_id, None, EngineError(
+                    "engine_failed", tr("the engine is not running: {error}").format(error=error)))
+
+    def _write(self, process: subprocess.Popen | None, line: str) -> None:
+        with self._write_lock:
+            process.stdin.write(line + "\n")
+            process.stdin.flush()
 
     # reader threads
     def _read_stdout(self, process: subprocess.Popen) -> None:
@@ -257,7 +273,8 @@ class EngineClient(QObject):
             tail = "\n".join(self._stderr_tail)
             if self.state != STATE_FAILED:  # a `failed` event already said why
                 message, fix = self._explain(tail)
-                self._fail(f"The engine exited (code {code}). {message}\n{tail}".strip(), fix)
+                exited = tr("The engine exited (code {code}).").format(code=code)
+                self._fail(f"{exited} {message}\n{tail}".strip(), fix)
             self._fail_pending("engine_failed", self.last_error)
 
     def _read_stderr(self, process: subprocess.Popen) -> None:
@@ -278,9 +295,9 @@ class EngineClient(QObject):
             self.info = {k: v for k, v in message.items() if k not in ("id", "event")}
             wanted = plugin_version()
             if self.info.get("version") != wanted:
-                self._fail(f"The engine (mrhash {self.info.get('version')}) does not match this "
-                           f"plugin ({wanted}): press Repair in MrHash › Settings to update it.",
-                           FIX_REPAIR)
+                self._fail(tr("The engine (mrhash {engine}) does not match this plugin "
+                              "({plugin}): press Repair in MrHash › Settings to update it.")
+                           .format(engine=self.info.get("version"), plugin=wanted), FIX_REPAIR)
                 self.stop_process()
                 self._fail_pending("engine_failed", self.last_error)
                 return
@@ -300,7 +317,7 @@ class EngineClient(QObject):
             code, text = error.get("code", "internal"), error.get("message", "unknown error")
             if code == "missing_dependency":
                 text = self._advice(code, text, error.get("package"))[0]
-            self._resolve(request.id, None, EngineError(code, text))
+            self._resolve(request.id, None, EngineError(code, text, str(error.get("fix") or "")))
         elif "result" in message:
             self._resolve(request.id, message["result"] or {}, None)
 
@@ -336,26 +353,27 @@ class EngineClient(QObject):
         """The user's next step for an engine failure: (message, FIX_*)."""
         if code == "missing_dependency" and package:
             if self.kind == "custom":
-                return (f"The engine's Python lacks the package {package}: install it there "
-                        f"(python -m pip install {package}), or clear Engine Python in "
-                        "MrHash › Settings to use the private engine environment.", FIX_SETTINGS)
-            return (f"The engine environment lacks the package {package}: press Repair in "
-                    "MrHash › Settings.", FIX_REPAIR)
-        return message or "The engine failed to start.", FIX_SETTINGS
+                return (tr("The engine's Python lacks the package {package}: install it there "
+                           "(python -m pip install {package}), or clear Engine Python in "
+                           "MrHash › Settings to use the private engine environment.")
+                        .format(package=package), FIX_SETTINGS)
+            return (tr("The engine environment lacks the package {package}: press Repair in "
+                       "MrHash › Settings.").format(package=package), FIX_REPAIR)
+        return message or tr("The engine failed to start."), FIX_SETTINGS
 
     def _explain(self, stderr_tail: str) -> tuple[str, str]:
         """Advice from the stderr of a worker that died before it could say why itself."""
         missing = re.findall(r"No module named '?([\w.]+)", stderr_tail)
         if missing and missing[-1].split(".")[0] == "mrhash":
-            return ("This Python has no MrHash engine. Clear Engine Python in MrHash › Settings "
-                    "to use the private engine environment (Set up the engine), or choose a "
-                    "Python that has it.", FIX_SETTINGS)
+            return (tr("This Python has no MrHash engine. Clear Engine Python in MrHash › "
+                       "Settings to use the private engine environment (Set up the engine), or "
+                       "choose a Python that has it."), FIX_SETTINGS)
         if missing:
             return self._advice("missing_dependency", "", missing[-1].split(".")[0])
         if "cannot import name" in stderr_tail and "mrhash" in stderr_tail:
-            return ("Another `mrhash` module hides the engine: press Repair in "
-                    "MrHash › Settings.", FIX_REPAIR)
-        return "See the MrHash tab of the log panel for details.", FIX_SETTINGS
+            return (tr("Another `mrhash` module hides the engine: press Repair in "
+                       "MrHash › Settings."), FIX_REPAIR)
+        return tr("See the MrHash tab of the log panel for details."), FIX_SETTINGS
 
 
 _shared: EngineClient | None = None

@@ -7,9 +7,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from qgis.core import QgsFeature, QgsFillSymbol, QgsGeometry, QgsRectangle, QgsVectorLayer
+from qgis.core import (
+    QgsFeature,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
 
 from mrhash_qgis.core.fields import field
+from mrhash_qgis.core.i18n import tr
 
 DB_FILE = "index.sqlite"
 MAX_TILES = 200_000  # a layer, not a database browser
@@ -44,16 +52,18 @@ def footprints_layer(index_dir: str | Path, name: str | None = None) -> QgsVecto
     holds no readable index."""
     db = Path(index_dir) / DB_FILE
     if not db.is_file():
-        raise ValueError(f"{index_dir}: no {DB_FILE}, not a MrHash index")
+        raise ValueError(tr("{folder}: no {file}, not a MrHash index").format(
+            folder=index_dir, file=DB_FILE))
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
             rows = connection.execute(
                 "SELECT t.id, f.path, t.west, t.south, t.east, t.north FROM tiles t "
                 "JOIN files f ON f.id = t.file_id ORDER BY t.id LIMIT ?", (MAX_TILES,)).fetchall()
     except sqlite3.Error as error:
-        raise ValueError(f"{db}: cannot read the index store ({error})") from error
-    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name or f"MrHash index {Path(index_dir).name}",
-                           "memory")
+        raise ValueError(tr("{db}: cannot read the index store ({error})").format(
+            db=db, error=error)) from error
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name or tr("MrHash index {name}").format(
+        name=Path(index_dir).name), "memory")
     layer.dataProvider().addAttributes([field("tile_id", "int64"), field("source", "string")])
     layer.updateFields()
     features = []
@@ -64,6 +74,18 @@ def footprints_layer(index_dir: str | Path, name: str | None = None) -> QgsVecto
         features.append(feature)
     layer.dataProvider().addFeatures(features)
     layer.updateExtents()
+    # outlines only: the tiles lie on the imagery they were cut from, which must stay visible
     layer.renderer().setSymbol(QgsFillSymbol.createSimple(
-        {"color": "0,0,0,0", "outline_color": "#ffd166", "outline_width": "0.3"}))
+        {"style": "no", "outline_color": "#ffd166", "outline_width": "0.3"}))
+    return layer
+
+
+def add_footprints_layer(index_dir: str | Path) -> QgsVectorLayer:
+    """The index's footprints added to the project unchecked: there when the user wants to
+    see what was indexed, never drawn over the imagery unasked. Raises ValueError as
+    `footprints_layer`."""
+    layer = footprints_layer(index_dir)
+    project = QgsProject.instance()
+    project.addMapLayer(layer)
+    project.layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
     return layer

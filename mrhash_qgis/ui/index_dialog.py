@@ -1,11 +1,15 @@
 """Build-index dialog: folder, model, index location, tiling. The build runs as a QgsTask
-(progress in the task manager, working cancel); the tile footprints are added when done."""
+(progress in the task manager, working cancel; it goes on when the dialog is closed); the tile
+footprints are added when done. The engine's errors are said in the dialog's own words: where
+the engine names the fix `rebuild` (its CLI message says `--rebuild`), the dialog points at its
+Rebuild checkbox."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
+from qgis.core import Qgis
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -22,45 +26,26 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.bands import parse_bands
-from mrhash_qgis.core.engine_client import EngineClient, EngineError, log
-from mrhash_qgis.core.index_footprints import footprints_layer
+from mrhash_qgis.core.engine_client import FIX_REBUILD, EngineClient, log
+from mrhash_qgis.core.engine_task import EngineTask
+from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.index_footprints import add_footprints_layer
+
+# The engine's messages are written for its command line; in the dialog the same advice is a
+# checkbox or a button.
+_REBUILD_CLI = re.compile(r"(?:rebuild (?:it|the index) with )?`?mrhash index --rebuild`?"
+                          r"|--rebuild")
+_RERUN_CLI = re.compile(r"run `mrhash index` again")
 
 
-class EngineTask(QgsTask):
-    """One engine request as a QgsTask: progress mirrors the engine's, cancelling the task
-    cancels the job in the worker. `done(result)` / `error(message)` fire in the main thread."""
-
-    done = pyqtSignal(dict)
-    error = pyqtSignal(str, str)  # code, message
-    progressEvent = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
-
-    def __init__(self, description: str, client: EngineClient, method: str, params: dict):
-        super().__init__(description, QgsTask.Flag.CanCancel)
-        self.client, self.method, self.params = client, method, params
-        self.result: dict | None = None
-        self.failure: EngineError | None = None
-
-    def _on_progress(self, event: dict) -> None:
-        if event.get("fraction") is not None:
-            self.setProgress(100.0 * float(event["fraction"]))
-        self.progressEvent.emit(event)
-
-    def run(self) -> bool:
-        try:
-            self.result = self.client.call(self.method, self.params,
-                                           on_progress=self._on_progress,
-                                           is_cancelled=self.isCanceled)
-            return True
-        except EngineError as error:
-            self.failure = error
-            return False
-
-    def finished(self, ok: bool) -> None:
-        if ok:
-            self.done.emit(self.result or {})
-        else:
-            error = self.failure or EngineError("cancelled", "cancelled by the user")
-            self.error.emit(error.code, error.message)
+def in_dialog_words(message: str, fix: str) -> str:
+    """An engine error for the dialog: CLI flags replaced by the dialog's controls; with
+    fix == rebuild and no such advice in the message, the advice is added."""
+    message, advised = _REBUILD_CLI.subn(tr("tick Rebuild from scratch"), message)
+    message = _RERUN_CLI.sub(tr("press Build index again"), message)
+    if fix == FIX_REBUILD and not advised:
+        message += tr(" (tick Rebuild from scratch and build again)")
+    return message
 
 
 class IndexDialog(QDialog):
@@ -68,7 +53,7 @@ class IndexDialog(QDialog):
 
     def __init__(self, iface, client: EngineClient, parent=None):
         super().__init__(parent)
-        self.setWindowTitle("MrHash — build index")
+        self.setWindowTitle(tr("MrHash — build index"))
         self.setMinimumWidth(520)
         self.iface, self.client = iface, client
         self.task: EngineTask | None = None
@@ -79,30 +64,32 @@ class IndexDialog(QDialog):
         self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder_widget.setFilePath(settings.get("last/folder"))
         self.model_widget = QgsFileWidget()
-        self.model_widget.setFilter("MrHash model (*.safetensors)")
+        self.model_widget.setFilter(tr("MrHash model (*.safetensors)"))
         self.model_widget.setFilePath(settings.get("last/model"))
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder_widget.fileChanged.connect(self._suggest_index)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
-        self.tile_spin.setSpecialValueText("model patch size")
+        self.tile_spin.setSpecialValueText(tr("model patch size"))
         self.stride_spin = QSpinBox()
         self.stride_spin.setRange(0, 4096)
-        self.stride_spin.setSpecialValueText("= tile size")
-        self.rebuild_check = QCheckBox("Rebuild from scratch (otherwise only new/changed files)")
+        self.stride_spin.setSpecialValueText(tr("= tile size"))
+        self.rebuild_check = QCheckBox(tr("Rebuild from scratch (otherwise only new/changed "
+                                          "files)"))
+        self.rebuild_check.toggled.connect(self._rebuild_toggled)
         self.bands_edit = QLineEdit()
-        self.bands_edit.setPlaceholderText("the model's bands")
-        self.bands_edit.setToolTip(
+        self.bands_edit.setPlaceholderText(tr("the model's bands"))
+        self.bands_edit.setToolTip(tr(
             "Bands of these rasters the model encodes, 1-based numbers or names (e.g. 1,2,3 "
             "for RGB files when the model was trained on bands 4,3,2 of 13-band files). "
-            "Empty: the bands the model was trained on.")
-        form.addRow("Rasters folder", self.folder_widget)
-        form.addRow("Model", self.model_widget)
-        form.addRow("Index folder", self.index_widget)
-        form.addRow("Tile size (px)", self.tile_spin)
-        form.addRow("Stride (px)", self.stride_spin)
-        form.addRow("Bands", self.bands_edit)
+            "Empty: the bands the model was trained on."))
+        form.addRow(tr("Rasters folder"), self.folder_widget)
+        form.addRow(tr("Model"), self.model_widget)
+        form.addRow(tr("Index folder"), self.index_widget)
+        form.addRow(tr("Tile size (px)"), self.tile_spin)
+        form.addRow(tr("Stride (px)"), self.stride_spin)
+        form.addRow(tr("Bands"), self.bands_edit)
         form.addRow("", self.rebuild_check)
         layout.addLayout(form)
         self.progress = QProgressBar()
@@ -114,15 +101,32 @@ class IndexDialog(QDialog):
         layout.addWidget(self.status_label)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                         | QDialogButtonBox.StandardButton.Close)
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Build index")
+        self.build_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.build_button.setText(tr("Build index"))
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.close)
         layout.addWidget(self.buttons)
         self._suggest_index(self.folder_widget.filePath())
 
+    @property
+    def busy(self) -> bool:
+        """A build started here is still running (in the background once closed)."""
+        return self.task is not None
+
     def _suggest_index(self, folder: str) -> None:
         if folder and not self.index_widget.filePath():
             self.index_widget.setFilePath(str(Path(folder).with_name(Path(folder).name + "_index")))
+
+    def _rebuild_toggled(self, _checked: bool) -> None:
+        self._point_at_rebuild(False)
+
+    def _point_at_rebuild(self, on: bool) -> None:
+        """Make the Rebuild checkbox stand out when it is the fix (until it is toggled)."""
+        font = self.rebuild_check.font()
+        font.setBold(on)
+        self.rebuild_check.setFont(font)
+        if on:
+            self.rebuild_check.setFocus()
 
     def params(self) -> dict:
         params = {"folder": self.folder_widget.filePath(), "model": self.model_widget.filePath(),
@@ -139,59 +143,72 @@ class IndexDialog(QDialog):
 
     def start(self) -> EngineTask | None:
         params = self.params()
-        missing = [name for name, key in (("rasters folder", "folder"), ("model", "model"),
-                                          ("index folder", "index")) if not params[key]]
+        missing = [name for name, key in ((tr("rasters folder"), "folder"), (tr("model"), "model"),
+                                          (tr("index folder"), "index")) if not params[key]]
         if missing:
-            self.status_label.setText("Choose the " + ", ".join(missing) + ".")
+            self.status_label.setText(tr("Choose the {fields}.").format(
+                fields=", ".join(missing)))
             return None
         settings.put("last/folder", params["folder"])
         settings.put("last/model", params["model"])
-        self.task = EngineTask(f"MrHash: index {Path(params['folder']).name}", self.client,
-                               "index", params)
+        self.task = EngineTask(tr("MrHash: index {folder}").format(
+            folder=Path(params["folder"]).name), self.client, "index", params)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self.task.progressEvent.connect(
             lambda event: self.status_label.setText(event.get("message", "")))
         self.task.done.connect(self._done)
         self.task.error.connect(self._failed)
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
+        self.build_button.setEnabled(False)
         self.progress.setValue(0)
         self.progress.setVisible(True)
-        self.status_label.setText("Indexing… (progress also in the task manager)")
-        QgsApplication.taskManager().addTask(self.task)
-        return self.task
+        self.status_label.setText(tr("Indexing… (progress also in the task manager)"))
+        return self.task.start()
+
+    def shutdown(self) -> None:
+        """The plugin unloads: stop the build and close."""
+        if self.task is not None:
+            self.task.cancel()
+        self.close()
 
     def _done(self, result: dict) -> None:
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)
+        self.task = None
+        self.build_button.setEnabled(True)
         self.progress.setValue(100)
         skipped, kept = result.get("skipped", []), result.get("kept", [])
         for verb, items in (("skipped", skipped), ("kept", kept)):
             for item in items:
                 log(f"index {verb} {item.get('path')}: {item.get('error')}",
                     Qgis.MessageLevel.Warning)
-        text = (f"{result.get('n_tiles')} tiles indexed (added {result.get('added')}, "
-                f"removed {result.get('removed')}, unchanged {result.get('unchanged')})")
+        text = tr("{n} tiles indexed (added {added}, removed {removed}, unchanged "
+                  "{unchanged})").format(n=result.get("n_tiles"), added=result.get("added"),
+                                         removed=result.get("removed"),
+                                         unchanged=result.get("unchanged"))
         if skipped:
-            text += (f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].get('error')} "
-                     "(all in the MrHash log)")
+            text += tr("; {n} file(s) skipped, e.g. {error} (all in the MrHash log)").format(
+                n=len(skipped), error=skipped[0].get("error"))
         if kept:
-            text += (f"; the tiles of {len(kept)} raster(s) in folders that are gone or "
-                     "unreadable were kept (tick Rebuild to drop them)")
-        skipped = skipped or kept
+            text += tr("; the tiles of {n} raster(s) in folders that are gone or unreadable "
+                       "were kept (tick Rebuild to drop them)").format(n=len(kept))
         self.status_label.setText(text)
         index = result.get("index", self.index_widget.filePath())
         settings.put("last/index", index)
         try:
-            self.footprints = footprints_layer(index)
-            QgsProject.instance().addMapLayer(self.footprints)
+            self.footprints = add_footprints_layer(index)
         except ValueError as error:
             log(str(error), Qgis.MessageLevel.Warning)
-        level = Qgis.MessageLevel.Warning if skipped else Qgis.MessageLevel.Success
-        self.iface.messageBar().pushMessage("MrHash", text, level, 10 if skipped else 5)
+        warn = bool(skipped or kept)
+        level = Qgis.MessageLevel.Warning if warn else Qgis.MessageLevel.Success
+        self.iface.messageBar().pushMessage("MrHash", text, level, 10 if warn else 5)
         self.indexBuilt.emit(index)
 
-    def _failed(self, code: str, message: str) -> None:
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)
-        text = "Indexing cancelled." if code == "cancelled" else f"Indexing failed: {message}"
+    def _failed(self, code: str, message: str, fix: str) -> None:
+        self.task = None
+        self.build_button.setEnabled(True)
+        if code == "cancelled":
+            text = tr("Indexing cancelled.")
+        else:
+            text = tr("Indexing failed: {message}").format(message=in_dialog_words(message, fix))
         self.status_label.setText(text)
+        self._point_at_rebuild(fix == FIX_REBUILD and not self.rebuild_check.isChecked())
         level = Qgis.MessageLevel.Info if code == "cancelled" else Qgis.MessageLevel.Critical
         self.iface.messageBar().pushMessage("MrHash", text, level, 8)

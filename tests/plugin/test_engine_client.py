@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from qgis.core import Qgis
 
-from mrhash_qgis.core.engine_client import STATE_FAILED, EngineClient, EngineError
+from mrhash_qgis.core.engine_client import FIX_REBUILD, STATE_FAILED, EngineClient, EngineError
 from mrhash_qgis.core.settings import EngineSettings, checkout_interpreter
 
 
@@ -120,3 +121,40 @@ def test_first_start_without_engine_offers_set_up(qgis_iface, monkeypatch, tmp_p
     with pytest.raises(EngineError) as caught:
         client.request("status").wait(timeout=10)
     assert "Set up the engine" in caught.value.message
+
+
+def test_requests_from_many_threads_reach_the_worker_whole(engine):
+    """Processing algorithms and tasks send from their own threads: each line must arrive
+    whole. Long lines (a big padding parameter the worker ignores) go out in many chunks; a
+    line broken by another thread's is a `bad_request` without id, and its request times out."""
+    padding = "x" * 200_000
+
+    def ask(answers: list, n: int) -> None:
+        for _ in range(n):
+            try:
+                answers.append(engine.call("status", {"padding": padding}, timeout=10))
+            except EngineError as error:
+                answers.append(error)
+
+    answers: list = []
+    threads = [threading.Thread(target=ask, args=(answers, 5)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(answers) == 40
+    assert [a for a in answers if isinstance(a, EngineError)] == []
+    assert all(a["version"] == engine.info["version"] for a in answers)
+
+
+def test_an_error_s_fix_comes_from_the_protocol(engine, trained, s2, tmp_path):
+    """`fix` is the engine's machine-readable remedy; errors that name none have ''."""
+    with pytest.raises(EngineError) as caught:
+        engine.call("no_such_method", timeout=30)
+    assert caught.value.fix == ""
+    index = str(tmp_path / "index")
+    params = {"folder": str(s2.primary_dir), "model": trained.model, "index": index}
+    engine.call("index", params, timeout=120)
+    with pytest.raises(EngineError) as caught:
+        engine.call("index", {**params, "tile_size": 32}, timeout=120)
+    assert caught.value.code == "bad_input" and caught.value.fix == FIX_REBUILD

@@ -1,9 +1,33 @@
-"""The index dialog indexes a folder as a QgsTask, adds the tile footprints, and cancels."""
+"""The index dialog indexes a folder as a QgsTask, adds the tile footprints (outlines,
+unchecked), cancels, and says the engine's errors in its own words."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import wait_for
 from qgis.core import QgsApplication, QgsProject, QgsTask
+from qgis.PyQt.QtCore import Qt
+
+
+def build(dialog, what: str) -> str:
+    """Press Build index and wait for the end: -> the dialog's status text."""
+    ended: list[str] = []
+    task = dialog.start()
+    task.done.connect(lambda _result: ended.append("done"))
+    task.error.connect(lambda code, _message, _fix: ended.append(code))
+    wait_for(lambda: ended, 120, what)
+    return dialog.status_label.text()
+
+
+def index_dialog(iface, client, folder: Path, model: str, index: Path):
+    from mrhash_qgis.ui.index_dialog import IndexDialog
+
+    dialog = IndexDialog(iface, client)
+    dialog.folder_widget.setFilePath(str(folder))
+    dialog.model_widget.setFilePath(model)
+    dialog.index_widget.setFilePath(str(index))
+    return dialog
 
 
 def test_dialog_indexed_the_archive(built_index, s2):
@@ -14,6 +38,12 @@ def test_dialog_indexed_the_archive(built_index, s2):
     assert QgsProject.instance().mapLayer(layer.id()) is not None
     sources = {feature["source"] for feature in layer.getFeatures()}
     assert sources == {str(s2.archive_dir / "s2_rgb_a.tif"), str(s2.archive_dir / "s2_rgb_b.tif")}
+    # never over the imagery: added unchecked, and drawn as outlines when ticked
+    node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+    assert not node.itemVisibilityChecked()
+    [symbol_layer] = layer.renderer().symbol().symbolLayers()
+    assert symbol_layer.brushStyle() == Qt.BrushStyle.NoBrush
+    assert symbol_layer.strokeStyle() == Qt.PenStyle.SolidLine
     QgsProject.instance().removeMapLayer(layer.id())
 
 
@@ -34,7 +64,7 @@ def test_cancel_from_the_task_manager(qgis_iface, trained, sentinel2_dir, tmp_pa
     dialog.index_widget.setFilePath(str(tmp_path / "cancelled_index"))
     errors: list[str] = []
     task = dialog.start()
-    task.error.connect(lambda code, _message: errors.append(code))
+    task.error.connect(lambda code, _message, _fix: errors.append(code))
     task.progressEvent.connect(lambda _event: task.cancel())  # cancel once it has started
     wait_for(lambda: errors or task.status() == QgsTask.TaskStatus.Complete, 120, "the cancel")
     assert errors == ["cancelled"]
@@ -83,3 +113,75 @@ def test_band_selection_reaches_the_engine(qgis_iface, trained, s2, tmp_path, en
     assert "0 tiles indexed" in text and "2 file(s) skipped" in text and "band 7" in text
     assert "s2_rgb_a.tif" in text or "s2_rgb_b.tif" in text
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_folder_without_rasters_is_an_error_naming_the_formats(qgis_iface, trained, tmp_path,
+                                                                 engine):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "notes.txt").write_text("no raster here\n")
+    (texts / "table.csv").write_text("a,b\n1,2\n")
+    for folder in (empty, texts):
+        dialog = index_dialog(qgis_iface, engine, folder, trained.model, tmp_path / "idx")
+        text = build(dialog, f"the build of {folder.name}")
+        assert text.startswith("Indexing failed: ") and str(folder) in text, text
+        assert ".tif" in text and "tiles indexed" not in text, text
+        assert dialog.footprints is None
+
+
+def test_a_zero_tile_first_run_then_the_right_bands(qgis_iface, trained, s2, tmp_path, engine):
+    """Rasters with a band count the model does not take index nothing (and say why); a
+    second run with the right bands indexes them, into the same index folder."""
+    from osgeo import gdal
+
+    four = tmp_path / "four_bands"
+    four.mkdir()
+    for name in ("s2_rgb_a.tif", "s2_rgb_b.tif"):  # RGB + a 4th band: the model takes 3
+        gdal.Translate(str(four / name), str(s2.archive_dir / name), bandList=[1, 2, 3, 3])
+    dialog = index_dialog(qgis_iface, engine, four, trained.model, tmp_path / "four_index")
+    text = build(dialog, "the zero-tile run")
+    assert text.startswith("0 tiles indexed") and "2 file(s) skipped" in text, text
+    assert "has 4 bands" in text, text
+    QgsProject.instance().removeAllMapLayers()
+    dialog.bands_edit.setText("1,2,3")
+    text = build(dialog, "the run with the right bands")
+    assert text.startswith("50 tiles indexed (added 50"), text
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_the_rebuild_fix_points_at_the_checkbox(qgis_iface, trained, s2, tmp_path, engine):
+    """An index built with other settings: the engine says --rebuild (fix "rebuild"), the
+    dialog says tick Rebuild and shows the checkbox; ticking it builds."""
+    dialog = index_dialog(qgis_iface, engine, s2.primary_dir, trained.model, tmp_path / "i")
+    assert build(dialog, "the first build").startswith("25 tiles indexed")
+    dialog.tile_spin.setValue(32)
+    text = build(dialog, "the build with another tile size")
+    assert text.startswith("Indexing failed: ") and "tile size 64" in text, text
+    assert "tick Rebuild from scratch" in text and "--rebuild" not in text, text
+    assert dialog.rebuild_check.font().bold()
+    dialog.rebuild_check.setChecked(True)
+    assert not dialog.rebuild_check.font().bold()
+    assert build(dialog, "the rebuild").startswith("100 tiles indexed (added 100")
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_cli_advice_is_said_in_the_dialog_s_words():
+    """Messages of an engine that names no `fix` (older ones) are reworded too."""
+    from mrhash_qgis.ui.index_dialog import in_dialog_words
+
+    assert in_dialog_words("/i: unreadable index database (x); rebuild it with `mrhash index "
+                           "--rebuild`", "") == (
+        "/i: unreadable index database (x); tick Rebuild from scratch")
+    assert in_dialog_words("/i: index was built with bands 1,2,3, not all; use the same or "
+                           "--rebuild", "") == (
+        "/i: index was built with bands 1,2,3, not all; use the same or tick Rebuild from "
+        "scratch")
+    assert in_dialog_words("/i: interrupted before its first raster; run `mrhash index` "
+                           "again", "index") == (
+        "/i: interrupted before its first raster; press Build index again")
+    assert in_dialog_words("/i: the index database is damaged; rebuild the index",
+                           "rebuild") == ("/i: the index database is damaged; rebuild the "
+                                          "index (tick Rebuild from scratch and build again)")
+    assert in_dialog_words("/m: not a raster", "") == "/m: not a raster"
