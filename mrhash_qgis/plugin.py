@@ -1,7 +1,8 @@
 """Plugin object QGIS creates: toolbar, menu, dock, map tool and Processing provider.
 
 Everything `initGui` adds, `unload` removes (reload-safe), and the worker is stopped.
-Heavy widgets are created on first use."""
+Heavy widgets are created on first use. The translation for the user's QGIS locale is
+installed before any widget is made, so every `tr()` finds it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ except ImportError:
     from qgis.PyQt.QtWidgets import QAction
 
 from mrhash_qgis.core.engine_client import shared_client, shutdown_shared_client
+from mrhash_qgis.core.i18n import install_translator, remove_translator, tr
 from mrhash_qgis.map_tool import QueryMapTool
 
 ICONS = Path(__file__).parent / "resources" / "icons"
@@ -49,6 +51,7 @@ class MrHashPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (QGIS API)
+        install_translator()
         from mrhash_qgis.core.setup_task import EngineSetup
         from mrhash_qgis.ui.dock import MrHashDock
 
@@ -64,17 +67,17 @@ class MrHashPlugin:
 
         self.toolbar = self.iface.addToolBar("MrHash")
         self.toolbar.setObjectName("MrHashToolbar")
-        self.dock_action = self._action("mrhash", "MrHash panel", self.dock.toggleUserVisible,
-                                        checkable=True)
+        self.dock_action = self._action("mrhash", tr("MrHash panel"),
+                                        self.dock.toggleUserVisible, checkable=True)
         self.dock_action.setChecked(True)
         self.dock.visibilityChanged.connect(self.dock_action.setChecked)
-        self.query_action = self._action("query", "Query similar places on the map",
+        self.query_action = self._action("query", tr("Query similar places on the map"),
                                          self.toggle_query_tool, checkable=True)
         self.map_tool.setAction(self.query_action)
         self.dock.query_button.toggled.connect(self.toggle_query_tool)
-        self._action("index", "Build index…", self.show_index_dialog)
-        self._action("train", "Train model…", self.show_train_wizard)
-        self._action("settings", "Settings…", self.show_settings, toolbar=False)
+        self._action("index", tr("Build index…"), self.show_index_dialog)
+        self._action("train", tr("Train model…"), self.show_train_wizard)
+        self._action("settings", tr("Settings…"), self.show_settings, toolbar=False)
         self.client.start()
 
     def _action(self, icon_name: str, text: str, slot, checkable: bool = False,
@@ -94,7 +97,7 @@ class MrHashPlugin:
             self.setup.cancel()  # the task stops pip; the environment stays "incomplete"
             self.setup = None
         for dialog in self.dialogs:
-            dialog.close()
+            dialog.shutdown()  # stops a build or training still running in the background
         self.dialogs.clear()
         if self.map_tool is not None:
             if self.iface.mapCanvas().mapTool() is self.map_tool:
@@ -118,6 +121,7 @@ class MrHashPlugin:
             self.provider = None
         shutdown_shared_client()
         self.client = None
+        remove_translator()
 
     # actions
     def toggle_query_tool(self, checked: bool) -> None:
@@ -130,7 +134,8 @@ class MrHashPlugin:
         self.query_action.setChecked(checked)
 
     def _show(self, dialog) -> None:
-        self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
+        # a closed dialog whose job runs on in the background is kept: it reports the end
+        self.dialogs = [d for d in self.dialogs if d.isVisible() or d.busy] + [dialog]
         dialog.show()
         dialog.raise_()
 

@@ -12,7 +12,7 @@ otherwise `none`: the dock and Settings offer *Set up the engine*.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
@@ -27,6 +27,7 @@ from mrhash_qgis.core.environment import (
     env_python,
     inspect_env,
 )
+from mrhash_qgis.core.i18n import tr
 
 BUNDLED_ENGINE_DIR = PLUGIN_DIR / "engine"
 _PREFIX = "mrhash/"
@@ -107,14 +108,46 @@ class EngineSettings:
         """Why the worker cannot start with these settings, in words for the user, or None."""
         if self.kind == "none":
             state = managed_state()
-            return ("The MrHash engine is not set up yet: press Set up the engine (in the "
-                    "MrHash panel or MrHash › Settings). It installs PyTorch and the engine in "
-                    "a private folder of your QGIS profile." if state.state == "missing"
+            return (tr("The MrHash engine is not set up yet: press Set up the engine (in the "
+                       "MrHash panel or MrHash › Settings). It installs PyTorch and the engine "
+                       "in a private folder of your QGIS profile.") if state.state == "missing"
                     else state.message)
         if not Path(self.python).is_file():
-            return (f"The engine interpreter {self.python} does not exist. Choose another one "
-                    "in MrHash › Settings, or clear it to use the private engine environment.")
+            return tr("The engine interpreter {python} does not exist. Choose another one in "
+                      "MrHash › Settings, or clear it to use the private engine environment."
+                      ).format(python=self.python)
         return None
+
+
+@dataclass
+class TrainSettings:
+    """The training wizard's parameters, remembered between runs (`mrhash/train/<field>`);
+    the device defaults to the one chosen for jobs in Settings."""
+
+    bits: int = 64
+    clusters: int = 16
+    epochs: int = 10
+    ae_epochs: int = 30
+    patch_size: int = 64
+    device: str = "auto"
+    output_dir: str = ""  # where the last model was saved
+
+    @classmethod
+    def load(cls) -> TrainSettings:
+        defaults = cls(device=get("engine/device", "auto"))
+        stored: dict = {}
+        for item in fields(cls):
+            raw = get(f"train/{item.name}")
+            if isinstance(getattr(defaults, item.name), int):
+                if raw.isdigit():  # a hand-edited or damaged value falls back to the default
+                    stored[item.name] = int(raw)
+            elif raw:
+                stored[item.name] = raw
+        return replace(defaults, **stored)
+
+    def save(self) -> None:
+        for item in fields(self):
+            put(f"train/{item.name}", str(getattr(self, item.name)))
 
 
 def _is_managed(python: str) -> bool:

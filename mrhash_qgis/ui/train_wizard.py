@@ -1,13 +1,21 @@
 """Training wizard: 1 primary source + bands, 2 auxiliary sources (their overlap with the
-primary drawn on the canvas), 3 parameters, 4 training with progress, live loss and cancel."""
+primary drawn on the canvas), 3 parameters (remembered between runs; the model's path checked
+before training), 4 training with progress, live loss and cancel.
+
+Training runs as a QgsTask (core/engine_task.py): it is in QGIS's task manager with its
+progress and cancel, and it outlives the wizard. Closing the wizard while it trains asks
+whether to keep it running in the background (a message-bar message says where the model is
+when it ends), to stop it, or to go back to the wizard; Back is locked while it trains."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import (
     Qgis,
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsGeometry,
@@ -15,10 +23,11 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
 )
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import QStandardPaths, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
+    QAbstractButton,
     QButtonGroup,
     QComboBox,
     QFormLayout,
@@ -27,6 +36,7 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -40,7 +50,11 @@ from qgis.PyQt.QtWidgets import (
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
+from mrhash_qgis.core.engine_task import EngineTask
+from mrhash_qgis.core.environment import PLUGIN_DIR
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
+from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.settings import TrainSettings
 from mrhash_qgis.map_tool import polygon_band
 from mrhash_qgis.ui.loss_plot import LossPlot
 
@@ -48,6 +62,55 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 BITS = (16, 32, 64, 128)
 DEVICES = ("auto", "cpu", "cuda")
 PRIMARY_COLOUR, AUX_COLOURS = QColor("#1d4e89"), ("#e07a1f", "#7b2cbf", "#2a9d8f", "#c1121f")
+MODEL_SUFFIX = ".safetensors"
+# the answers to "Training is running" when the wizard is closed (object names, for tests)
+KEEP, STOP, BACK = "keep", "stop", "back"
+
+
+def default_model_folder() -> Path:
+    """Where a new model goes unless the user says otherwise: the folder of the last model,
+    else the saved project's folder, else MrHash/ in the user's documents (or home) — never
+    the plugin's or QGIS's folder, which updates replace (and the engine's working folder
+    is the plugin's, so a relative path would land there)."""
+    last = settings.get("train/output_dir")
+    if last and Path(last).is_dir():
+        return Path(last)
+    project = QgsProject.instance().absolutePath()
+    if project:
+        return Path(project)
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return (Path(documents) if documents and Path(documents).is_dir() else Path.home()) / "MrHash"
+
+
+def model_path_problem(path: str) -> str | None:
+    """Why a model cannot be saved as `path`, in words that name it, or None. Checked by
+    writing a probe file: permissions, read-only mounts and full shares all show."""
+    if not path.strip():
+        return tr("Choose where to save the model.")
+    target = Path(path).expanduser()
+    if not target.is_absolute():
+        return tr("Give the model's full path, e.g. {example}.").format(
+            example=default_model_folder() / (target.name or "model" + MODEL_SUFFIX))
+    if target.is_dir():
+        return tr("{path} is a folder: give a file name in it, e.g. {example}.").format(
+            path=target, example=target / ("model" + MODEL_SUFFIX))
+    folder = target.parent
+    for install in (PLUGIN_DIR, Path(QgsApplication.pkgDataPath())):
+        if folder.resolve().is_relative_to(install.resolve()):
+            return tr("{path} is inside {install}, which updates replace: save the model in "
+                      "another folder.").format(path=target, install=install)
+    if not folder.is_dir():
+        reason = tr("it is a file") if folder.exists() else tr("it does not exist")
+        return tr("Cannot save the model as {path}: the folder {folder} is not usable "
+                  "({reason}).").format(path=target, folder=folder, reason=reason)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return tr("Cannot save the model as {path}: the folder {folder} cannot be written "
+                  "({reason}).").format(path=target, folder=folder,
+                                        reason=error.strerror or error)
+    return None
 
 
 @dataclass
@@ -78,7 +141,8 @@ class SourcePicker(QVBoxLayout):
 
     def __init__(self, allow_bands: bool = True):
         super().__init__()
-        self.layer_radio, self.folder_radio = QRadioButton("Raster layer"), QRadioButton("Folder")
+        self.layer_radio, self.folder_radio = (QRadioButton(tr("Raster layer")),
+                                             QRadioButton(tr("Folder")))
         self.layer_radio.setChecked(True)
         group = QButtonGroup(self)
         group.addButton(self.layer_radio)
@@ -90,14 +154,14 @@ class SourcePicker(QVBoxLayout):
         self.band_list = QListWidget()
         self.band_list.setMaximumHeight(160)
         self.band_edit = QLineEdit()
-        self.band_edit.setPlaceholderText("bands, 1-based, e.g. 4,3,2 (empty: all)")
+        self.band_edit.setPlaceholderText(tr("bands, 1-based, e.g. 4,3,2 (empty: all)"))
         for row in ((self.layer_radio, self.layer_combo), (self.folder_radio, self.folder_widget)):
             line = QHBoxLayout()
             line.addWidget(row[0])
             line.addWidget(row[1], 1)
             self.addLayout(line)
         if allow_bands:
-            self.addWidget(QLabel("Bands"))
+            self.addWidget(QLabel(tr("Bands")))
             self.addWidget(self.band_list)
             self.addWidget(self.band_edit)
         self.addStretch(1)
@@ -145,8 +209,9 @@ class SourcePicker(QVBoxLayout):
 class PrimaryPage(QWizardPage):
     def __init__(self):
         super().__init__()
-        self.setTitle("1 · Primary source")
-        self.setSubTitle("The imagery you will query with: a raster layer or a folder of rasters.")
+        self.setTitle(tr("1 · Primary source"))
+        self.setSubTitle(tr("The imagery you will query with: a raster layer or a folder of "
+                            "rasters."))
         self.picker = SourcePicker()
         self.setLayout(self.picker)
         self.picker.folder_widget.fileChanged.connect(self.completeChanged)
@@ -162,19 +227,21 @@ class AuxiliaryPage(QWizardPage):
 
     def __init__(self, client: EngineClient, canvas):
         super().__init__()
-        self.setTitle("2 · Auxiliary sources")
-        self.setSubTitle("Other sources of the same place (other bands, SAR, another sensor). "
-                         "They teach the model; queries need only the primary.")
+        self.setTitle(tr("2 · Auxiliary sources"))
+        self.setSubTitle(tr("Other sources of the same place (other bands, SAR, another "
+                            "sensor). They teach the model; queries need only the primary."))
         self.client, self.canvas = client, canvas
         self.sources: list[SourceChoice] = []
         self.bands: list = []  # QgsRubberBand
         self._footprints: dict[str, QgsGeometry | None] = {}  # folder -> outline (None: pending)
-        self._scans: list[EngineRequest] = []
+        # folder of each scan in flight; its replies go to methods, not lambdas, so that Qt
+        # drops them when the wizard is gone before the engine answers
+        self._scans: dict[EngineRequest, str] = {}
         layout = QVBoxLayout(self)
         self.picker = SourcePicker(allow_bands=False)
         layout.addLayout(self.picker)
         buttons = QHBoxLayout()
-        self.add_button, self.remove_button = QPushButton("Add"), QPushButton("Remove")
+        self.add_button, self.remove_button = QPushButton(tr("Add")), QPushButton(tr("Remove"))
         self.add_button.clicked.connect(self.add_current)
         self.remove_button.clicked.connect(self.remove_selected)
         buttons.addWidget(self.add_button)
@@ -183,7 +250,8 @@ class AuxiliaryPage(QWizardPage):
         layout.addLayout(buttons)
         self.list = QListWidget()
         layout.addWidget(self.list)
-        self.overlap_label = QLabel("No auxiliary source: the model learns from the primary only.")
+        self.overlap_label = QLabel(tr("No auxiliary source: the model learns from the "
+                                       "primary only."))
         self.overlap_label.setWordWrap(True)
         layout.addWidget(self.overlap_label)
 
@@ -192,7 +260,7 @@ class AuxiliaryPage(QWizardPage):
 
     def add_source(self, choice: SourceChoice) -> None:
         self.sources.append(choice)
-        kind = "folder" if Path(choice.path).is_dir() else "raster"
+        kind = tr("folder") if Path(choice.path).is_dir() else tr("raster")
         item = QListWidgetItem(f"aux{len(self.sources)} · {kind} · {Path(choice.path).name}")
         item.setToolTip(choice.path)
         self.list.addItem(item)
@@ -217,13 +285,16 @@ class AuxiliaryPage(QWizardPage):
             return choice.footprint or self._footprints[choice.path]
         self._footprints[choice.path] = None
         path = choice.path
-        self._scans.append(self.client.request(
-            "scan", {"folder": path}, finished=lambda result: self._scanned(path, result),
-            failed=lambda _code, message: log(f"scan {path}: {message}",
-                                              Qgis.MessageLevel.Warning)))
+        request = self.client.request("scan", {"folder": path}, finished=self._scanned,
+                                      failed=self._scan_failed)
+        self._scans[request] = path  # before the reply: it is queued to this thread
         return None
 
-    def _scanned(self, path: str, result: dict) -> None:
+    def _scan_failed(self, _code: str, message: str) -> None:
+        log(f"scan {self._scans.pop(self.sender(), '')}: {message}", Qgis.MessageLevel.Warning)
+
+    def _scanned(self, result: dict) -> None:
+        path = self._scans.pop(self.sender())
         outlines = [geometry_from_geojson(s["footprint_wgs84"]["wkt"])
                     for s in result.get("sources", []) if s.get("footprint_wgs84")]
         if outlines:
@@ -241,13 +312,14 @@ class AuxiliaryPage(QWizardPage):
             name = Path(source.path).name
             outline = self.footprint(source)
             if outline is None:
-                lines.append(f"{name}: footprint pending…")
+                lines.append(tr("{name}: footprint pending…").format(name=name))
                 continue
             self._draw(outline, colour, fill=True)
             if primary_outline is not None:
                 covered = primary_outline.intersection(outline).area()
                 share = 100.0 * covered / max(primary_outline.area(), 1e-12)
-                lines.append(f"{name}: covers {share:.0f}% of the primary")
+                lines.append(tr("{name}: covers {share}% of the primary").format(
+                    name=name, share=f"{share:.0f}"))
         if primary_outline is not None:  # on top, dashed: visible where sources coincide
             self._draw(primary_outline, PRIMARY_COLOUR, fill=False).setLineStyle(
                 Qt.PenStyle.DashLine)
@@ -276,30 +348,37 @@ class AuxiliaryPage(QWizardPage):
 class ParamsPage(QWizardPage):
     def __init__(self):
         super().__init__()
-        self.setTitle("3 · Parameters")
-        self.setSubTitle("Small values train fast; more epochs and bits retrieve better.")
+        self.setTitle(tr("3 · Parameters"))
+        self.setSubTitle(tr("Small values train fast; more epochs and bits retrieve better."))
+        remembered = TrainSettings.load()
         form = QFormLayout(self)
         self.bits_combo = QComboBox()
         self.bits_combo.addItems([str(b) for b in BITS])
-        self.bits_combo.setCurrentText("64")
-        self.clusters_spin = self._spin(2, 1000, 16)
-        self.epochs_spin = self._spin(1, 1000, 10)
-        self.ae_epochs_spin = self._spin(1, 1000, 30)
-        self.patch_spin = self._spin(16, 1024, 64)
+        self.bits_combo.setCurrentText(str(remembered.bits))
+        self.clusters_spin = self._spin(2, 1000, remembered.clusters)
+        self.epochs_spin = self._spin(1, 1000, remembered.epochs)
+        self.ae_epochs_spin = self._spin(1, 1000, remembered.ae_epochs)
+        self.patch_spin = self._spin(16, 1024, remembered.patch_size)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
-        self.device_combo.setCurrentText(settings.get("engine/device", "auto"))
+        self.device_combo.setCurrentText(remembered.device)
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
-        self.output_widget.setFilter("MrHash model (*.safetensors)")
-        form.addRow("Hash bits", self.bits_combo)
-        form.addRow("Clusters (pseudo-labels)", self.clusters_spin)
-        form.addRow("Hash epochs", self.epochs_spin)
-        form.addRow("Autoencoder epochs", self.ae_epochs_spin)
-        form.addRow("Patch size (px)", self.patch_spin)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Save model as", self.output_widget)
-        self.output_widget.fileChanged.connect(self.completeChanged)
+        self.output_widget.setFilter(tr("MrHash model (*.safetensors)"))
+        self.problem_label = QLabel("")
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #b00020")
+        form.addRow(tr("Hash bits"), self.bits_combo)
+        form.addRow(tr("Clusters (pseudo-labels)"), self.clusters_spin)
+        form.addRow(tr("Hash epochs"), self.epochs_spin)
+        form.addRow(tr("Autoencoder epochs"), self.ae_epochs_spin)
+        form.addRow(tr("Patch size (px)"), self.patch_spin)
+        form.addRow(tr("Device"), self.device_combo)
+        form.addRow(tr("Save model as"), self.output_widget)
+        form.addRow("", self.problem_label)
+        # slots are methods, not lambdas: Qt drops them with the page (the file widget
+        # signals while it is destroyed)
+        self.output_widget.fileChanged.connect(self._output_changed)
 
     @staticmethod
     def _spin(low: int, high: int, value: int) -> QSpinBox:
@@ -308,13 +387,34 @@ class ParamsPage(QWizardPage):
         spin.setValue(value)
         return spin
 
+    def _output_changed(self, _path: str) -> None:
+        self.problem_label.setText("")
+        self.completeChanged.emit()
+
+    def chosen(self) -> TrainSettings:
+        output = self.output_widget.filePath()
+        return TrainSettings(int(self.bits_combo.currentText()), self.clusters_spin.value(),
+                             self.epochs_spin.value(), self.ae_epochs_spin.value(),
+                             self.patch_spin.value(), self.device_combo.currentText(),
+                             str(Path(output).parent) if output else "")
+
     def initializePage(self) -> None:  # noqa: N802 (Qt API)
-        if not self.output_widget.filePath():
-            primary = self.wizard().primary_page.picker.choice()
-            if primary is not None:
-                base = Path(primary.path)
-                stem = base.name if base.is_dir() else base.stem
-                self.output_widget.setFilePath(str(base.parent / f"{stem}_mrhash.safetensors"))
+        if self.output_widget.filePath():
+            return
+        primary = self.wizard().primary_page.picker.choice()
+        base = Path(primary.path) if primary is not None else Path("model")
+        stem = base.name if base.is_dir() else base.stem
+        folder = default_model_folder()
+        try:  # the default MrHash/ folder is made on first use
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # said by the path check, with the folder's name
+            log(f"cannot create {folder}: {error}", Qgis.MessageLevel.Warning)
+        self.output_widget.setFilePath(str(folder / f"{stem}_mrhash{MODEL_SUFFIX}"))
+
+    def validatePage(self) -> bool:  # noqa: N802 (Qt API)
+        problem = model_path_problem(self.output_widget.filePath())
+        self.problem_label.setText(problem or "")
+        return problem is None
 
     def isComplete(self) -> bool:  # noqa: N802 (Qt API)
         return bool(self.output_widget.filePath())
@@ -323,9 +423,9 @@ class ParamsPage(QWizardPage):
 class TrainPage(QWizardPage):
     def __init__(self):
         super().__init__()
-        self.setTitle("4 · Training")
-        self.setSubTitle("The engine trains in its own process; QGIS stays responsive.")
-        self.request: EngineRequest | None = None
+        self.setTitle(tr("4 · Training"))
+        self.setSubTitle(tr("The engine trains in its own process, as a QGIS task: QGIS stays "
+                            "responsive, and closing the wizard can keep it running."))
         self.result: dict | None = None
         layout = QVBoxLayout(self)
         self.progress = QProgressBar()
@@ -333,16 +433,16 @@ class TrainPage(QWizardPage):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
-        self.plot.setToolTip(
+        self.plot.setToolTip(tr(
             "The autoencoder's reconstruction loss should fall. The hash losses are KL "
             "divergences to pseudo-label targets that are re-sharpened every epoch, so they "
-            "need not fall: a rise means sharper targets, not a failed training.")
+            "need not fall: a rise means sharper targets, not a failed training."))
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumHeight(90)
         buttons = QHBoxLayout()
-        self.cancel_button = QPushButton("Cancel training")
-        self.index_button = QPushButton("Index with this model…")
+        self.cancel_button = QPushButton(tr("Cancel training"))
+        self.index_button = QPushButton(tr("Index with this model…"))
         self.index_button.setEnabled(False)
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
@@ -350,15 +450,9 @@ class TrainPage(QWizardPage):
         for widget in (self.progress, self.status_label, self.plot, self.log_view):
             layout.addWidget(widget)
         layout.addLayout(buttons)
-        self.cancel_button.clicked.connect(self.cancel)
 
     def initializePage(self) -> None:  # noqa: N802 (Qt API)
         self.wizard().start_training()
-
-    def cancel(self) -> None:
-        if self.request is not None and not self.request.done:
-            self.request.cancel()
-            self.status_label.setText("Cancelling…")
 
     def isComplete(self) -> bool:  # noqa: N802 (Qt API)
         return self.result is not None
@@ -372,49 +466,119 @@ class TrainWizard(QWizard):
 
     def __init__(self, iface, client: EngineClient, parent=None):
         super().__init__(parent)
-        self.setWindowTitle("MrHash — train a model")
+        self.setWindowTitle(tr("MrHash — train a model"))
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setMinimumSize(620, 520)
         self.iface, self.client = iface, client
+        self.task: EngineTask | None = None
+        self.close_question: QMessageBox | None = None
         self.primary_page = PrimaryPage()
         self.auxiliary_page = AuxiliaryPage(client, iface.mapCanvas())
         self.params_page = ParamsPage()
         self.train_page = TrainPage()
         for page in (self.primary_page, self.auxiliary_page, self.params_page, self.train_page):
             self.addPage(page)
-        self.train_page.index_button.clicked.connect(
-            lambda: self.indexRequested.emit(self.params()["output"]))
-        self.finished.connect(lambda _code: self._stop())
+        self.train_page.cancel_button.clicked.connect(self.cancel_training)
+        self.train_page.index_button.clicked.connect(self._index_with_model)
+        self.finished.connect(self._closed)
+
+    @property
+    def busy(self) -> bool:
+        """Training started here is running (in the background once the wizard is closed)."""
+        return self.task is not None
+
+    def _index_with_model(self) -> None:
+        self.indexRequested.emit(self.train_page.result["model"])
+
+    def _closed(self, _code: int) -> None:
+        self.auxiliary_page.clear_canvas()
 
     def params(self) -> dict:
         primary = self.primary_page.picker.choice()
-        page = self.params_page
+        chosen = self.params_page.chosen()
         return {
             "primary": primary.spec() if primary else {},
             "auxiliary": [s.spec(f"aux{i}") for i, s in enumerate(self.auxiliary_page.sources, 1)],
-            "bits": int(page.bits_combo.currentText()),
-            "clusters": page.clusters_spin.value(),
-            "epochs": page.epochs_spin.value(),
-            "ae_epochs": page.ae_epochs_spin.value(),
-            "patch_size": page.patch_spin.value(),
-            "device": page.device_combo.currentText(),
+            "bits": chosen.bits,
+            "clusters": chosen.clusters,
+            "epochs": chosen.epochs,
+            "ae_epochs": chosen.ae_epochs,
+            "patch_size": chosen.patch_size,
+            "device": chosen.device,
             "seed": 0,
-            "output": page.output_widget.filePath(),
+            "output": str(Path(self.params_page.output_widget.filePath()).expanduser()),
         }
 
-    def start_training(self) -> EngineRequest:
+    def start_training(self) -> EngineTask:
+        """Remember the parameters and start the training task (the parameters page has
+        checked the model's path)."""
         page = self.train_page
         page.result = None
         page.plot.clear()
         page.progress.setValue(0)
         page.index_button.setEnabled(False)
-        page.cancel_button.setEnabled(True)
-        page.status_label.setText("Starting…")
         self.auxiliary_page.clear_canvas()
-        page.request = self.client.request("train", self.params(), progress=self._on_progress,
-                                           finished=self._on_finished, failed=self._on_failed)
-        return page.request
+        params = self.params()
+        self.params_page.chosen().save()
+        page.cancel_button.setEnabled(True)
+        page.status_label.setText(tr("Starting…"))
+        self.task = EngineTask(tr("MrHash: train {model}").format(
+            model=Path(params["output"]).name), self.client, "train", params)
+        self.task.progressEvent.connect(self._on_progress)
+        self.task.done.connect(self._on_finished)
+        self.task.error.connect(self._on_failed)
+        self._lock_back(True)
+        return self.task.start()
 
+    def cancel_training(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.train_page.status_label.setText(tr("Cancelling…"))
+
+    def _lock_back(self, locked: bool) -> None:
+        """Back would leave a running training behind: QWizard disables Back on the page
+        after a commit page, so the parameters page is one while the task runs."""
+        self.params_page.setCommitPage(locked)
+        self.train_page.completeChanged.emit()  # makes QWizard update its buttons
+
+    # closing (X, Esc and Cancel all come here through QDialog.reject)
+    def reject(self) -> None:
+        if self.task is None:
+            super().reject()
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, tr("MrHash — training is running"),
+                          tr("Training is running. Keep it running in the background (it "
+                             "stays in the task manager and says where the model is when it "
+                             "is done), or stop it?"), QMessageBox.StandardButton.NoButton, self)
+        role = QMessageBox.ButtonRole
+        answers = {}
+        for name, text, button_role in (
+                (KEEP, tr("Keep running in the background"), role.AcceptRole),
+                (STOP, tr("Stop training"), role.DestructiveRole),
+                (BACK, tr("Back to the wizard"), role.RejectRole)):
+            answers[name] = box.addButton(text, button_role)
+            answers[name].setObjectName(name)
+        box.setEscapeButton(answers[BACK])
+        box.setDefaultButton(answers[KEEP])
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.buttonClicked.connect(self._close_answered)
+        self.close_question = box
+        box.open()  # not exec(): QGIS's event loop, and the training's progress, go on
+
+    def _close_answered(self, button: QAbstractButton) -> None:
+        self.close_question = None
+        if button.objectName() == BACK:
+            return
+        if button.objectName() == STOP:
+            self.cancel_training()
+        super().reject()
+
+    def shutdown(self) -> None:
+        """The plugin unloads: stop the training and close without asking."""
+        self.cancel_training()
+        super().reject()
+
+    # the training task's signals
     def _on_progress(self, event: dict) -> None:
         self.trainingProgress.emit(event)
         page = self.train_page
@@ -428,7 +592,7 @@ class TrainWizard(QWizard):
             page.plot.add(float(event["kl_code"]), "code KL", same_epoch=True)
         text = event.get("message", "")
         if event.get("eta_s") is not None:
-            text += f" · about {event['eta_s']:.0f} s left"
+            text += tr(" · about {seconds} s left").format(seconds=f"{event['eta_s']:.0f}")
         page.status_label.setText(text)
         if event.get("epoch") is not None and event.get("loss") is not None:
             parts = f"loss {event['loss']:.4f}"
@@ -438,30 +602,46 @@ class TrainWizard(QWizard):
                 f"{event.get('stage', '')} epoch {event['epoch']}: {parts}")
 
     def _on_finished(self, result: dict) -> None:
+        self.task = None
+        self._lock_back(False)
         page = self.train_page
         page.result = result
         page.progress.setValue(100)
         page.cancel_button.setEnabled(False)
         page.index_button.setEnabled(True)
         model = result.get("model", "")
-        text = f"Model saved: {model} ({result.get('seconds', 0):.0f} s)"
+        text = tr("Model saved: {model} ({seconds} s)").format(
+            model=model, seconds=f"{result.get('seconds', 0):.0f}")
         if result.get("previous"):
-            text += (f". The model it replaced is kept as {result['previous']} (indexes "
-                     "built with it still use it)")
+            text += tr(". The model it replaced is kept as {previous} (indexes built with it "
+                       "still use it)").format(previous=result["previous"])
         page.status_label.setText(text)
         settings.put("last/model", model)
         page.completeChanged.emit()
+        if not self.isVisible():  # kept running in the background: say so where the user is
+            self._announce(text, model)
         self.modelTrained.emit(model)
 
-    def _on_failed(self, code: str, message: str) -> None:
+    def _announce(self, text: str, model: str) -> None:
+        """A message-bar message with the offer the wizard's last page makes."""
+        bar = self.iface.messageBar()
+        item = QgsMessageBar.createMessage("MrHash", text)
+        button = QPushButton(tr("Index with this model…"), item)
+        button.clicked.connect(lambda: (self.indexRequested.emit(model), bar.popWidget(item)))
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.MessageLevel.Success, 0)
+
+    def _on_failed(self, code: str, message: str, _fix: str) -> None:
+        self.task = None
+        self._lock_back(False)
         page = self.train_page
         page.cancel_button.setEnabled(False)
-        text = "Training cancelled." if code == "cancelled" else f"Training failed: {message}"
+        cancelled = code == "cancelled"
+        text = tr("Training cancelled.") if cancelled else tr("Training failed: {message}").format(
+            message=message)
         page.status_label.setText(text)
-        if code != "cancelled":
+        if not cancelled:
             self.iface.messageBar().pushMessage("MrHash", text, Qgis.MessageLevel.Critical, 10)
+        elif not self.isVisible():  # cancelled in the task manager, the wizard closed
+            self.iface.messageBar().pushMessage("MrHash", text, Qgis.MessageLevel.Info, 5)
         self.trainingFailed.emit(text)
-
-    def _stop(self) -> None:
-        self.train_page.cancel()
-        self.auxiliary_page.clear_canvas()
