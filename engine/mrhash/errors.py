@@ -22,8 +22,8 @@ class MrHashError(Exception):
 
 
 # values of MrHashError.fix (docs/ARCHITECTURE.md): rebuild = build the index again from
-# scratch (`--rebuild`); index = run the same index build again; model = give the index's
-# model file (it moved: `--model`)
+# scratch (`--rebuild`); index = build the index (or run the interrupted build again);
+# model = give the index's model file (it moved: `--model`)
 FIXES = ("rebuild", "index", "model")
 
 

@@ -11,19 +11,42 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write (streamed, however large); it
+    replaces `path` only when the block succeeds, else it is removed and `path` is as it was."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def check_writable(path: str | os.PathLike, name: str = "the output") -> None:
+    """BadInput unless `path` can be written as a file: not a folder, in an existing writable
+    folder. Checked before long work, which must not find that out at its end."""
+    from mrhash.errors import BadInput
+
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"is a folder; {name} needs a file name", path=str(path))
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise BadInput(f"the folder {folder} does not exist", path=str(path))
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"the folder {folder} is not writable", path=str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

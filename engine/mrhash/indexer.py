@@ -75,7 +75,7 @@ class IndexFolder:
         self.root = index_root(root, create)
         if not create and not (self.root / DB_FILE).is_file():
             raise IndexCorrupted(f"not an index folder (no {DB_FILE}; build one with "
-                                 "`mrhash index`)", path=str(self.root))
+                                 "`mrhash index`)", path=str(self.root), fix="index")
         self.store = MetadataStore(self.root / DB_FILE, create=create, read_only=read_only)
 
     @property

@@ -31,7 +31,8 @@ from mrhash.errors import BadInput, MrHashError, user_error
 from mrhash.jobs import JobControl
 
 LONG_JOBS = ("train", "index")
-JOB_METHODS = ("train", "index", "scan")
+JOB_METHODS = ("train", "index", "scan", "export")
+ANSWERED = ("status", "cancel", "query", "refine", "doctor")  # at once, not as jobs
 
 
 class BadRequest(MrHashError):
@@ -109,6 +110,8 @@ def error_payload(error: BaseException) -> dict:
     payload = {"code": known.code, "message": known.message}
     payload.update({key: getattr(known, key) for key in ("module", "package")
                     if hasattr(known, key)})
+    if known.fix:  # the next step, for a client that words it its own way
+        payload["fix"] = known.fix
     return payload
 
 
@@ -217,11 +220,10 @@ class Worker:
         entry[1].cancel()
         return {"cancelled": True}
 
-    def query(self, params: dict) -> dict:
-        from mrhash.search import Query
-
+    def _query_searcher(self, params: dict, method: str):
+        """The warm searcher of `params.index`; busy while that index is being built."""
         if not params.get("index"):
-            raise BadInput("query needs an index folder")
+            raise BadInput(f"{method} needs an index folder")
         index_dir = str(Path(params["index"]).resolve())
         with self._state_lock:
             building = any(kind == "index" and target == index_dir
@@ -231,7 +233,18 @@ class Worker:
         searcher = self.searcher(index_dir)
         if params.get("model"):  # the index's model moved: this one must have its fingerprint
             searcher.use_model(self.model(params["model"]))
-        return searcher.search(Query.from_params(params))
+        return searcher
+
+    def query(self, params: dict) -> dict:
+        from mrhash.search import Query
+
+        return self._query_searcher(params, "query").search(Query.from_params(params))
+
+    def refine(self, params: dict) -> dict:
+        from mrhash.refine import RefineRequest
+
+        searcher = self._query_searcher(params, "refine")
+        return searcher.refine(RefineRequest.from_params(params))
 
     def _run_scan(self, params: dict, job: JobControl) -> dict:
         from mrhash.catalog import scan
@@ -247,6 +260,14 @@ class Worker:
         if config.device == "auto":
             config.device = self.device.type
         return train_model(config, job).to_dict()
+
+    def _run_export(self, params: dict, job: JobControl) -> dict:
+        from mrhash.export import export_index
+
+        for key in ("index", "output"):
+            if not params.get(key):
+                raise BadInput(f"export needs {key}")
+        return export_index(params["index"], params.get("format"), params["output"], job)
 
     def _run_index(self, params: dict, job: JobControl) -> dict:
         from mrhash.indexer import build_index
@@ -336,7 +357,7 @@ class Worker:
                 if request_id is None:
                     raise BadRequest(f"{method} needs a request id (it names the job)")
                 self.start_job(request_id, method, params)
-            elif method in ("status", "cancel", "query", "doctor"):
+            elif method in ANSWERED:
                 self.send({"id": request_id, "result": getattr(self, method)(params)})
             else:
                 raise BadRequest(f"unknown method {method!r}")

@@ -103,8 +103,9 @@ def test_another_model_is_refused_and_rebuild_accepts_it(tiny_model, rasters, tm
     config["params"]["seed"] = 12345
     other = tmp_path / "other.safetensors"
     save_file(tensors, other, metadata={"mrhash": json.dumps(config)})
-    with pytest.raises(IndexCorrupted, match="another model"):
+    with pytest.raises(IndexCorrupted, match="another model") as caught:
         build_index(rasters, other, index_dir, TILE)
+    assert caught.value.fix == "rebuild" and "--rebuild" in caught.value.message
     with pytest.raises(IndexCorrupted, match="built with model"):
         from mrhash.package import load_model
 
@@ -115,8 +116,32 @@ def test_another_model_is_refused_and_rebuild_accepts_it(tiny_model, rasters, tm
 
 def test_other_tile_grid_is_refused(tiny_model, rasters, tmp_path):
     build_index(rasters, tiny_model, tmp_path / "index", TILE)
-    with pytest.raises(BadInput, match="tile size 32, stride 32"):
+    with pytest.raises(BadInput, match="tile size 32, stride 32") as caught:
         build_index(rasters, tiny_model, tmp_path / "index", TILE, 16)
+    assert caught.value.fix == "rebuild"
+
+
+def test_a_folder_without_rasters_is_an_error(tiny_model, tmp_path):
+    folder = tmp_path / "no_rasters"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("not a raster")
+    with pytest.raises(BadInput) as caught:
+        build_index(folder, tiny_model, tmp_path / "index", TILE)
+    message = caught.value.message
+    assert message.startswith(str(folder)) and "no raster in this folder" in message
+    assert all(ext in message for ext in (".tif", ".tiff", ".jp2", ".img", ".vrt"))
+    assert not (tmp_path / "index").exists()
+
+
+def test_a_first_build_that_indexes_nothing_leaves_no_index(tiny_model, rasters, tmp_path):
+    index_dir = tmp_path / "index"
+    job = JobControl()
+    job.cancel()  # at once: before the first tile
+    with pytest.raises(Cancelled):
+        build_index(rasters, tiny_model, index_dir, TILE, job=job)
+    assert not (index_dir / DB_FILE).exists() and not (index_dir / CODES_FILE).exists()
+    # so nothing recorded refuses another tile grid next time
+    assert build_index(rasters, tiny_model, index_dir, TILE, 16).n_tiles == 9 * 9
 
 
 def test_corrupted_codes_file_is_rebuilt_from_the_database(tiny_model, rasters, tmp_path,
@@ -281,6 +306,10 @@ def test_index_rasters_of_another_band_layout(tiny_model, rasters, tmp_path):
     plain = build_index(rgb_dir, tiny_model, tmp_path / "plain", TILE)
     assert plain.n_tiles == 0 and len(plain.skipped) == 9
     assert "band 4" in plain.skipped[0]["error"]
+    # nothing indexed: no index left behind, so the same folder takes the right bands next
+    assert not (tmp_path / "plain" / DB_FILE).exists()
+    assert build_index(rgb_dir, tiny_model, tmp_path / "plain", TILE,
+                       bands=(1, 2, 3)).n_tiles == 36
 
     mapped = build_index(rgb_dir, tiny_model, tmp_path / "mapped", TILE, bands=(1, 2, 3))
     original = build_index(rasters, tiny_model, tmp_path / "original", TILE)

@@ -151,6 +151,40 @@ def test_index_jobs_progress_busy_cancel_and_queries(engine, tiny_model, rasters
     assert engine.process.wait(30) == 0
 
 
+def test_refine_export_and_fix_hints(engine, tiny_model, rasters, tmp_path):
+    engine.read()  # ready
+    index = str(tmp_path / "index")
+    params = {"folder": str(rasters), "model": str(tiny_model), "index": index,
+              "tile_size": TILE}
+    assert engine.request("1", "index", **params)["result"]["n_tiles"] == 36
+    refined = engine.request("2", "refine", index=index, k=5, thumbnails=True, examples=[
+        {"relevant": True, "tile": 3}, {"relevant": False, "tile": 4}])["result"]
+    hits = refined["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5] and refined["ties"] is None
+    assert not {3, 4} & {h["id"] for h in hits}
+    assert all(h["thumbnail"].endswith(".png") for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    queried = engine.request("3", "query", index=index, tile=3, k=2)["result"]
+    assert queried["ties"]["distance"] == 0 and queried["hits"][0]["score"] > 0.99
+    bad = engine.request("4", "refine", index=index, examples=[{"relevant": False, "tile": 3}])
+    assert bad["error"]["code"] == "bad_input" and "relevant" in bad["error"]["message"]
+    # export is a job: progress, then the result
+    output = tmp_path / "tiles.gpkg"
+    engine.send({"id": "5", "method": "export",
+                 "params": {"index": index, "format": "gpkg", "output": str(output)}})
+    final, progress = engine.until_done("5")
+    assert final["result"]["n_tiles"] == 36 and final["result"]["output"] == str(output)
+    assert final["result"]["format"] == "gpkg" and output.is_file()
+    assert progress and progress[-1]["fraction"] == 1.0
+    missing = engine.request("6", "export", index=index, output=str(tmp_path / "no" / "t.gpkg"))
+    assert missing["error"]["code"] == "bad_input"
+    # an error whose message names a CLI flag also says the fix, for the plugin's wording
+    other = engine.request("7", "index", **params, stride=16)["error"]
+    assert other["code"] == "bad_input" and other["fix"] == "rebuild"
+    assert "--rebuild" in other["message"]
+    assert "fix" not in missing["error"]
+
+
 def test_train_and_scan_jobs(engine, eurosat_dir, rasters, tmp_path):
     engine.read()  # ready
     files = [str(p) for p in sorted((eurosat_dir / "Forest").glob("*.tif"))[:4]]

@@ -1,4 +1,5 @@
-"""Index sub-commands: `index` (build or update an index), `query` (search it) and `serve`
+"""Index sub-commands: `index` (build or update an index), `query` (search it), `refine`
+(re-rank it from marked examples), `export` (its tiles as GeoPackage / GeoParquet) and `serve`
 (the JSON-lines worker QGIS drives)."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,13 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = query.add_mutually_exclusive_group(required=True)
     where.add_argument("--point", nargs=2, type=float, metavar=("X", "Y"),
                        help="query the indexed raster at this point")
-    where.add_argument("--footprint", help="WKT footprint to read from --raster")
+    where.add_argument("--footprint", help="WKT footprint to read from --raster (default: "
+                       "the indexed raster under its centre)")
     where.add_argument("--tile", type=int, help="query with an indexed tile's code")
     query.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
     query.add_argument("--raster", help="raster to read the query patch from: the "
                        "--footprint, or the tile-sized patch around --point (any raster, "
                        "indexed or not; default for --point: the indexed raster under it)")
-    query.add_argument("--footprint-crs", help="CRS of --footprint (default: the raster's)")
+    query.add_argument("--footprint-crs", help="CRS of --footprint (default: the raster's; "
+                       "EPSG:4326 without --raster)")
     query.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
     query.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
     query.add_argument("--exclude-radius", type=float, default=0.0,
@@ -51,6 +55,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "moved (it must be the same model: same fingerprint)")
     query.add_argument("--json", help="write the hits here (default: stdout)")
     query.set_defaults(func=run_query)
+
+    refine = subparsers.add_parser(
+        "refine", help="re-rank the whole index from tiles (or a point) marked relevant or not "
+                       "(relevance feedback); prints hits like `query`")
+    refine.add_argument("--index", required=True, help="index folder")
+    refine.add_argument("--positive", nargs="+", type=int, default=[], metavar="ID",
+                        help="ids of tiles marked relevant")
+    refine.add_argument("--negative", nargs="+", type=int, default=[], metavar="ID",
+                        help="ids of tiles marked not relevant")
+    refine.add_argument("--point", nargs=2, type=float, metavar=("X", "Y"),
+                        help="a relevant example at this point (read like `query --point`)")
+    refine.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
+    refine.add_argument("--raster", help="raster to read --point from (default: the indexed "
+                        "raster under it)")
+    refine.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
+    refine.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
+    refine.add_argument("--include-examples", action="store_true",
+                        help="let the marked tiles come back as hits (default: never)")
+    refine.add_argument("--thumbnails", action="store_true",
+                        help="render PNG thumbnails of the hits (cached in the index folder)")
+    refine.add_argument("--model", help="model package, when the one the index recorded has "
+                        "moved (same fingerprint)")
+    refine.add_argument("--json", help="write the hits here (default: stdout)")
+    refine.set_defaults(func=run_refine)
+
+    export = subparsers.add_parser(
+        "export", help="write every tile of an index (footprint, raster, window, code) as a "
+                       "GeoPackage or GeoParquet file")
+    export.add_argument("--index", required=True, help="index folder")
+    export.add_argument("--format", choices=["gpkg", "geoparquet"],
+                        help="default: from the output's extension (.gpkg, .parquet)")
+    export.add_argument("--output", required=True, help="file to write (replaced only once "
+                        "complete)")
+    export.set_defaults(func=run_export)
 
     serve = subparsers.add_parser(
         "serve", help="JSON-lines worker on stdin/stdout (the QGIS plugin's engine)")
@@ -94,7 +132,7 @@ def run_index(args: argparse.Namespace) -> int:
     from mrhash.commands.raster import parse_bands
     from mrhash.device import limit_threads, resolve_device
     from mrhash.errors import Cancelled
-    from mrhash.indexer import build_index
+    from mrhash.indexer import DB_FILE, build_index
     from mrhash.jobs import JobControl
     from mrhash.package import load_model
 
@@ -123,6 +161,9 @@ def run_index(args: argparse.Namespace) -> int:
           f"removed, {result.unchanged} rasters unchanged, {len(result.skipped)} skipped, "
           f"{len(result.kept)} kept unread) in "
           f"{result.seconds:.1f} s", file=sys.stderr)
+    if result.n_tiles == 0 and not (Path(args.index) / DB_FILE).exists():
+        print("mrhash index: no tile was indexed, so no index was written (fix the skipped "
+              "rasters or --bands and run again)", file=sys.stderr)
     for verb, items in (("skipped", result.skipped), ("kept", result.kept)):
         for item in items:
             said = item["error"] if item["error"].startswith(item["path"]) else \
@@ -143,12 +184,51 @@ def run_query(args: argparse.Namespace) -> int:
                   footprint_crs=args.footprint_crs, tile=args.tile, k=args.k,
                   within=args.within, exclude_radius=args.exclude_radius,
                   thumbnails=args.thumbnails)
-    model = None
-    if args.model:
-        from mrhash.package import load_model
+    write_json(args.json, run_query(args.index, query, _model(args.model)))
+    return 0
 
-        model = load_model(args.model)
-    write_json(args.json, run_query(args.index, query, model))
+
+def run_refine(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.device import limit_threads
+    from mrhash.refine import Example, RefineRequest
+    from mrhash.search import Searcher, query_threads
+
+    limit_threads()
+    query_threads()
+    examples = [Example(True, tile=i) for i in args.positive]
+    if args.point:
+        examples.append(Example(True, point=tuple(args.point), crs=args.crs,
+                                raster=args.raster))
+    examples += [Example(False, tile=i) for i in args.negative]
+    request = RefineRequest(examples, k=args.k, exclude_examples=not args.include_examples,
+                            within=args.within, thumbnails=args.thumbnails)
+    searcher = Searcher(args.index, _model(args.model))
+    try:
+        write_json(args.json, searcher.refine(request))
+    finally:
+        searcher.close()
+    return 0
+
+
+def _model(path: str | None):
+    """The model given with --model (the index's moved), else None: the index's own."""
+    if not path:
+        return None
+    from mrhash.package import load_model
+
+    return load_model(path)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mrhash.export import export_index
+    from mrhash.jobs import JobControl
+
+    printer = ProgressPrinter()
+    result = export_index(args.index, args.format, args.output, JobControl(printer))
+    printer.close()
+    print(f"mrhash export: {result['n_tiles']} tiles -> {result['output']} "
+          f"({result['format']}, {result['seconds']:.1f} s)", file=sys.stderr)
     return 0
 
 

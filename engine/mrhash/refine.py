@@ -1,0 +1,184 @@
+"""Relevance feedback ("refine"): the analyst marks hits (or places) as relevant or not, and
+the whole index is re-ranked by a linear score of the tiles' embeddings (embeddings.py).
+
+Scorer (Rocchio): w = mean of the relevant examples' unit embeddings - NEGATIVE_WEIGHT x mean
+of the irrelevant ones'; a tile's score is the cosine of its embedding with w. On the 200 real
+EuroSAT-MS images it lifted P@20 of the unmarked results from 0.60 to 0.70 after 3 + 3 marks,
+better than a regularised logistic regression on the same few examples (docs/BENCHMARKS.md,
+scripts/bench_refine.py). Every tile is scored (one float16 -> float32 pass over the table, in
+chunks) and the top k taken with argpartition, so the cost is linear in the index and needs
+no search structure.
+
+Examples are tiles (by id), points (+ crs, + raster) or footprints (+ footprint_crs, +
+raster), encoded as queries are (search.py). With `exclude_examples` (the default) marked
+tiles never come back: tile examples by id, and for a point or footprint the indexed tiles
+whose EPSG:4326 box holds its centre.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from mrhash.errors import BadInput
+from mrhash.search import MAX_K, Probe, Query, Searcher, _parse_wkt
+
+NEGATIVE_WEIGHT = 0.5  # Rocchio's gamma (beta = 1): weight of the irrelevant examples' mean
+MAX_EXAMPLES = 1000
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def rocchio(relevant: np.ndarray, irrelevant: np.ndarray,
+            negative_weight: float = NEGATIVE_WEIGHT) -> np.ndarray:
+    """Unit weight vector from unit embeddings [n, bits] of the examples."""
+    weights = relevant.mean(axis=0)
+    if len(irrelevant):
+        weights = weights - negative_weight * irrelevant.mean(axis=0)
+    norm = float(np.linalg.norm(weights))
+    # irrelevant examples equal to the relevant ones cancel them out: keep the relevant mean
+    return weights / norm if norm > 1e-6 else relevant.mean(axis=0)
+
+
+@dataclass
+class Example:
+    """One marked example: a tile id, a point (+ crs) or a footprint (+ footprint_crs), each
+    read from `raster` when given (points and footprints), else from the indexed raster."""
+
+    relevant: bool
+    tile: int | None = None
+    point: tuple[float, float] | None = None
+    crs: str = "EPSG:4326"
+    raster: str | None = None
+    footprint: str | None = None
+    footprint_crs: str | None = None
+
+    @classmethod
+    def from_params(cls, item: object, number: int) -> Example:
+        if not isinstance(item, dict):
+            raise BadInput(f"example {number} must be an object with relevant and one of "
+                           "tile, point or footprint")
+        if not isinstance(item.get("relevant"), bool):
+            raise BadInput(f"example {number} needs relevant: true or false")
+        query = Query.from_params(item)
+        return cls(item["relevant"], query.tile, query.point, query.crs, query.raster,
+                   query.footprint, query.footprint_crs)
+
+    def query(self) -> Query:
+        return Query(point=self.point, crs=self.crs, raster=self.raster,
+                     footprint=self.footprint, footprint_crs=self.footprint_crs,
+                     tile=self.tile, k=1)
+
+
+@dataclass
+class RefineRequest:
+    examples: list[Example]
+    k: int = 20
+    exclude_examples: bool = True
+    within: str | None = None            # WKT, EPSG:4326: hits whose centre lies in it
+    thumbnails: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict) -> RefineRequest:
+        """From a worker request's params (BadInput on wrong types)."""
+        examples = params.get("examples")
+        if not isinstance(examples, list):
+            raise BadInput("refine needs examples: a list of {relevant, tile | point | "
+                           "footprint}")
+        try:
+            return cls([Example.from_params(e, n) for n, e in enumerate(examples, start=1)],
+                       k=int(params.get("k", 20)),
+                       exclude_examples=bool(params.get("exclude_examples", True)),
+                       within=params.get("within"),
+                       thumbnails=bool(params.get("thumbnails", False)))
+        except (TypeError, ValueError) as error:
+            raise BadInput(f"bad refine parameters: {error}") from None
+
+    def validate(self) -> None:
+        if not any(e.relevant for e in self.examples):
+            raise BadInput("refine needs at least one relevant example (a tile, point or "
+                           "footprint marked relevant)")
+        if len(self.examples) > MAX_EXAMPLES:
+            raise BadInput(f"at most {MAX_EXAMPLES} examples, got {len(self.examples)}")
+        if not 1 <= self.k <= MAX_K:
+            raise BadInput(f"k must be between 1 and {MAX_K:,}, got {self.k}")
+        for number, example in enumerate(self.examples, start=1):
+            try:
+                example.query().validate()
+            except BadInput as error:
+                raise BadInput(f"example {number}: {error.message}") from None
+
+
+def _hamming(code: bytes, codes: np.ndarray) -> int:
+    """Smallest Hamming distance from `code` to any of `codes` [n, bytes]."""
+    xor = np.bitwise_xor(np.frombuffer(code, np.uint8)[None], codes)
+    return int(np.unpackbits(xor, axis=1).sum(axis=1).min())
+
+
+def _marked_tiles(searcher: Searcher, examples: list[tuple[Example, Probe]]) -> np.ndarray:
+    """Ids of the tiles the examples mark: the tile itself, or the tiles holding the centre
+    of a point's or footprint's patch."""
+    ids: list[int] = []
+    for example, probe in examples:
+        if example.tile is not None:
+            ids.append(example.tile)
+        else:
+            lon, lat = probe.centre4326()
+            ids += searcher.folder.store.ids_within((lon, lat, lon, lat))[0].tolist()
+    return np.asarray(ids, np.int64)
+
+
+def _pool(searcher: Searcher, within: str | None) -> np.ndarray | None:
+    """Rows of the embedding table to score: None = all, else the tiles whose footprint
+    centre lies in `within`."""
+    if not within:
+        return None
+    area = _parse_wkt(within, "within area")
+    ids, centres = searcher.folder.store.ids_within(area.bounds)
+    inside = shapely.contains_xy(area, centres[:, 0], centres[:, 1]) if len(ids) else []
+    rows = searcher.embeddings.positions(ids[inside])
+    return rows[rows >= 0]
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best finite scores, best first (equal scores: smaller id first)."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    k = min(k, len(finite))
+    if k == 0:
+        return finite
+    part = finite[np.argpartition(-scores[finite], k - 1)[:k]]
+    return part[np.lexsort((ids[part], -scores[part]))]
+
+
+def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = rocchio) -> dict:
+    """The `query`-shaped result of a refine request (see the module doc)."""
+    request.validate()
+    started = time.perf_counter()
+    searcher.check_not_empty()
+    probes = [(e, searcher.probe(e.query())) for e in request.examples]
+    relevant = [p for e, p in probes if e.relevant]
+    irrelevant = [p for e, p in probes if not e.relevant]
+    weights = scorer(np.stack([p.embedding for p in relevant]),
+                     np.stack([p.embedding for p in irrelevant]) if irrelevant
+                     else np.zeros((0, len(relevant[0].embedding)), np.float32))
+    table = searcher.embeddings
+    rows = _pool(searcher, request.within)
+    ids = table.ids if rows is None else table.ids[rows]
+    scores = table.scores(weights, rows)
+    if request.exclude_examples:
+        scores[np.isin(ids, _marked_tiles(searcher, probes))] = -math.inf
+    best = top_k(scores, ids, request.k)
+    codes = np.concatenate([p.code for p in relevant])
+    ranked = [(0, int(ids[j]), float(scores[j])) for j in best]
+    hits = searcher.hits(ranked, request.thumbnails,
+                         distance=lambda record: _hamming(record.code, codes))
+    query = {**relevant[0].describe(), "n_relevant": len(relevant),
+             "n_irrelevant": len(irrelevant),
+             "examples": [{"relevant": e.relevant, **p.about,
+                           "bounds": list(p.footprint.bounds), "crs": p.footprint.crs}
+                          for e, p in probes]}
+    return searcher.result(query, hits, started, ties=None)
