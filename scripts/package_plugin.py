@@ -1,6 +1,7 @@
 """`make package`: dist/mrhash_qgis-<version>.zip, installable from QGIS ("Install from ZIP").
 
-The zip holds the plugin (mrhash_qgis/, LICENSE), the top-level metadata.txt and resources/
+The zip holds the plugin (mrhash_qgis/, LICENSE, its translations in i18n/: the .ts
+sources and the compiled .qm QGIS loads), the top-level metadata.txt and resources/
 (symlinked into mrhash_qgis/ in the checkout, real files in the zip) and the engine source
 bundled at mrhash_qgis/engine/mrhash plus its requirements, from which *Set up the engine*
 builds the engine's private environment (mrhash_qgis/core/environment.py, docs/PLUGIN.md).
@@ -63,6 +64,7 @@ def build(out_dir: Path) -> Path:
     names = set(zipfile.ZipFile(partial).namelist())
     for required in ("mrhash_qgis/__init__.py", "mrhash_qgis/metadata.txt", "mrhash_qgis/LICENSE",
                      "mrhash_qgis/resources/icons/mrhash.svg",
+                     "mrhash_qgis/i18n/mrhash_qgis_de.qm",
                      "mrhash_qgis/engine/mrhash/__init__.py",
                      "mrhash_qgis/engine/mrhash/worker.py"):
         if required not in names:

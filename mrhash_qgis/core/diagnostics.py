@@ -1,6 +1,7 @@
 """The diagnostics report a user pastes into an issue: QGIS and OS, the engine environment,
 base Python, engine and package versions, torch device and CUDA, GDAL/PROJ on both sides,
-and the last engine errors."""
+and the last engine errors. Not translated (no tr()): it is pasted into issues, read by the
+maintainers."""
 
 from __future__ import annotations
 

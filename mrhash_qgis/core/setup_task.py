@@ -18,6 +18,7 @@ from mrhash_qgis.core.environment import (
     remove_env,
     setup_engine,
 )
+from mrhash_qgis.core.i18n import tr
 
 
 class EngineSetupTask(QgsTask):
@@ -26,7 +27,7 @@ class EngineSetupTask(QgsTask):
     error = pyqtSignal(str, str)  # code, message
 
     def __init__(self, options: SetupOptions):
-        super().__init__("MrHash: set up the engine", QgsTask.Flag.CanCancel)
+        super().__init__(tr("MrHash: set up the engine"), QgsTask.Flag.CanCancel)
         self.options = options
         self.stamp: dict = {}
         self.failure: SetupError | None = None
@@ -49,7 +50,8 @@ class EngineSetupTask(QgsTask):
         if ok:
             self.done.emit(self.stamp)
         else:
-            failure = self.failure or SetupError("cancelled", "The engine set-up was cancelled.")
+            failure = self.failure or SetupError("cancelled",
+                                                 tr("The engine set-up was cancelled."))
             self.error.emit(failure.code, failure.message)
 
 
@@ -106,8 +108,8 @@ class EngineSetup(QObject):
 
     def _on_done(self, stamp: dict) -> None:
         self.task = None
-        self.last_message = (f"Engine ready: mrhash {stamp.get('engine')}, torch "
-                             f"{stamp.get('torch')} ({stamp.get('device')})")
+        self.last_message = tr("Engine ready: mrhash {engine}, torch {torch} ({device})").format(
+            engine=stamp.get("engine"), torch=stamp.get("torch"), device=stamp.get("device"))
         settings.put("engine/python", "")  # the user asked for this environment: use it
         self.client.settings = None
         self.client.restart()

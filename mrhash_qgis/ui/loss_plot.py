@@ -7,6 +7,8 @@ from qgis.PyQt.QtCore import QPointF, QRectF, Qt
 from qgis.PyQt.QtGui import QColor, QPainter, QPainterPath, QPen
 from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
 
+from mrhash_qgis.core.i18n import tr
+
 MARGIN = 40
 STAGE_COLOURS = ("#1d4e89", "#e07a1f", "#2a9d8f", "#7b2cbf")
 
@@ -40,7 +42,7 @@ class LossPlot(QWidget):
         painter.setPen(QPen(QColor("#888888"), 1))
         painter.drawRect(area)
         if not self.points:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "losses appear here")
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, tr("losses appear here"))
             painter.end()
             return
         values = [v for _, v in self.points]
@@ -75,6 +77,5 @@ class LossPlot(QWidget):
         painter.drawText(QRectF(0, area.bottom() - 8, MARGIN - 4, 14),
                          Qt.AlignmentFlag.AlignRight, f"{low:.3g}")
         painter.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 16),
-                         Qt.AlignmentFlag.AlignCenter,
-                         f"{n} epochs")
+                         Qt.AlignmentFlag.AlignCenter, tr("{n} epochs").format(n=n))
         painter.end()

@@ -26,6 +26,7 @@ from mrhash_qgis.core import settings
 from mrhash_qgis.core.diagnostics import report
 from mrhash_qgis.core.engine_client import FIX_SETUP, STATE_FAILED, STATE_READY, EngineClient
 from mrhash_qgis.core.environment import BUILD_DEVICES, SetupError, nvidia_gpu
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import EngineSettings
 from mrhash_qgis.core.setup_task import EngineSetup
 
@@ -43,31 +44,32 @@ def _dir_widget(path: str, tooltip: str) -> QgsFileWidget:
 class SettingsDialog(QDialog):
     def __init__(self, client: EngineClient, setup: EngineSetup | None = None, parent=None):
         super().__init__(parent)
-        self.setWindowTitle("MrHash settings")
+        self.setWindowTitle(tr("MrHash settings"))
         self.setMinimumWidth(620)
         self.client = client
         self.setup = setup or EngineSetup(client)
         current = EngineSettings.load()
         layout = QVBoxLayout(self)
 
-        engine_box = QGroupBox("Engine")
+        engine_box = QGroupBox(tr("Engine"))
         engine_layout = QVBoxLayout(engine_box)
         self.state_label = QLabel()
         self.state_label.setWordWrap(True)
         engine_layout.addWidget(self.state_label)
         buttons_row = QHBoxLayout()
-        self.setup_button = QPushButton("Set up the engine")
-        self.setup_button.setToolTip("Build the engine's private environment from scratch "
-                                     "(PyTorch, FAISS, rasterio and the engine bundled with "
-                                     "this plugin) in your QGIS profile")
+        self.setup_button = QPushButton(tr("Set up the engine"))
+        self.setup_button.setToolTip(tr("Build the engine's private environment from scratch "
+                                        "(PyTorch, FAISS, rasterio and the engine bundled with "
+                                        "this plugin) in your QGIS profile"))
         self.setup_button.clicked.connect(lambda: self.start_setup(fresh=True))
-        self.repair_button = QPushButton("Repair")
-        self.repair_button.setToolTip("Reinstall what is missing or outdated, keep the rest")
+        self.repair_button = QPushButton(tr("Repair"))
+        self.repair_button.setToolTip(tr("Reinstall what is missing or outdated, keep the rest"))
         self.repair_button.clicked.connect(lambda: self.start_setup(fresh=False))
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.setToolTip("Delete the private environment (frees its disk space)")
+        self.remove_button = QPushButton(tr("Remove"))
+        self.remove_button.setToolTip(tr("Delete the private environment (frees its disk "
+                                         "space)"))
         self.remove_button.clicked.connect(self.remove)
-        self.log_button = QPushButton("Show set-up log")
+        self.log_button = QPushButton(tr("Show set-up log"))
         self.log_button.clicked.connect(self.show_log)
         for button in (self.setup_button, self.repair_button, self.remove_button,
                        self.log_button):
@@ -79,50 +81,53 @@ class SettingsDialog(QDialog):
         other = QFormLayout()
         self.python_widget = QgsFileWidget()
         self.python_widget.setFilePath(current.python if current.kind == "custom" else "")
-        self.python_widget.lineEdit().setPlaceholderText("empty: the private environment")
-        self.python_widget.setToolTip("Use another Python: an interpreter where the engine's "
-                                      "requirements are installed (engine/requirements.txt). "
-                                      "The engine bundled with the plugin runs in it.")
-        other.addRow("Use another Python", self.python_widget)
+        self.python_widget.lineEdit().setPlaceholderText(tr("empty: the private environment"))
+        self.python_widget.setToolTip(tr("Use another Python: an interpreter where the "
+                                         "engine's requirements are installed "
+                                         "(engine/requirements.txt). The engine bundled with "
+                                         "the plugin runs in it."))
+        other.addRow(tr("Use another Python"), self.python_widget)
         engine_layout.addLayout(other)
         layout.addWidget(engine_box)
 
-        install_box = QGroupBox("How the engine is installed")
+        install_box = QGroupBox(tr("How the engine is installed"))
         install = QFormLayout(install_box)
         self.build_combo = QComboBox()
         gpu = nvidia_gpu()
-        auto_text = f"auto (NVIDIA {gpu}: CUDA)" if gpu else "auto (no NVIDIA GPU: CPU)"
+        auto_text = (tr("auto (NVIDIA {gpu}: CUDA)").format(gpu=gpu) if gpu
+                     else tr("auto (no NVIDIA GPU: CPU)"))
         for device in BUILD_DEVICES:
             self.build_combo.addItem(auto_text if device == "auto" else device, device)
         self.build_combo.setCurrentIndex(BUILD_DEVICES.index(settings.get("setup/device", "auto")))
         self.wheels_widget = _dir_widget(settings.get("setup/find_links"),
-                                         "Install offline from this folder of wheels only")
+                                         tr("Install offline from this folder of wheels only"))
         self.index_edit = QLineEdit(settings.get("setup/index_url"))
-        self.index_edit.setPlaceholderText("default: PyPI (and PyTorch's index for the build)")
+        self.index_edit.setPlaceholderText(tr("default: PyPI (and PyTorch's index for the "
+                                              "build)"))
         self.base_widget = QgsFileWidget()
         self.base_widget.setFilePath(settings.get("setup/python"))
-        self.base_widget.lineEdit().setPlaceholderText("empty: found automatically")
-        install.addRow("PyTorch build", self.build_combo)
-        install.addRow("Wheel folder (offline)", self.wheels_widget)
-        install.addRow("Package index URL", self.index_edit)
-        install.addRow("Base Python", self.base_widget)
+        self.base_widget.lineEdit().setPlaceholderText(tr("empty: found automatically"))
+        install.addRow(tr("PyTorch build"), self.build_combo)
+        install.addRow(tr("Wheel folder (offline)"), self.wheels_widget)
+        install.addRow(tr("Package index URL"), self.index_edit)
+        install.addRow(tr("Base Python"), self.base_widget)
         layout.addWidget(install_box)
 
         jobs = QFormLayout()
         self.device_combo = QComboBox()
         self.device_combo.addItems(JOB_DEVICES)
         self.device_combo.setCurrentText(current.device)
-        jobs.addRow("Device for jobs", self.device_combo)
+        jobs.addRow(tr("Device for jobs"), self.device_combo)
         layout.addLayout(jobs)
 
         tools = QHBoxLayout()
-        self.test_button = QPushButton("Test engine")
-        self.test_button.setToolTip("Start the engine and load every part of it (PyTorch, "
-                                    "FAISS, rasterio, Pillow, the backbone weights)")
+        self.test_button = QPushButton(tr("Test engine"))
+        self.test_button.setToolTip(tr("Start the engine and load every part of it (PyTorch, "
+                                       "FAISS, rasterio, Pillow, the backbone weights)"))
         self.test_button.clicked.connect(self.test_engine)
-        self.report_button = QPushButton("Copy diagnostics report")
-        self.report_button.setToolTip("Copy what to paste into an issue: versions, paths, "
-                                      "engine state and its last errors")
+        self.report_button = QPushButton(tr("Copy diagnostics report"))
+        self.report_button.setToolTip(tr("Copy what to paste into an issue: versions, paths, "
+                                         "engine state and its last errors"))
         self.report_button.clicked.connect(self.copy_report)
         tools.addWidget(self.test_button)
         tools.addWidget(self.report_button)
@@ -151,20 +156,22 @@ class SettingsDialog(QDialog):
         state = settings.managed_state()
         engine = EngineSettings.load()
         running = self.setup.running
-        uses = {"custom": f"another Python ({engine.python})",
-                "managed": "the private environment", "checkout": f"the checkout's {engine.python}",
-                "none": "no engine yet"}[engine.kind]
+        uses = {"custom": tr("another Python ({python})"),
+                "managed": tr("the private environment"), "checkout": tr("the checkout's {python}"),
+                "none": tr("no engine yet")}[engine.kind].format(python=engine.python)
         if running:
-            headline = "Setting up the engine… you can keep working in QGIS meanwhile."
+            headline = tr("Setting up the engine… you can keep working in QGIS meanwhile.")
         elif state.state == "missing" and engine.kind in ("custom", "checkout"):
-            headline = "No private engine environment (not needed while another Python is used)."
+            headline = tr("No private engine environment (not needed while another Python is "
+                          "used).")
         else:
             headline = state.message
-        self.state_label.setText(f"<b>{headline}</b><br>Private environment: {state.target}<br>"
-                                 f"The plugin uses {uses}. {self._engine_text()}")
-        self.setup_button.setText("Cancel set-up" if running else
-                                  "Set up again" if state.state != "missing"
-                                  else "Set up the engine")
+        self.state_label.setText(tr("<b>{headline}</b><br>Private environment: {target}<br>The "
+                                    "plugin uses {uses}. {engine}").format(
+            headline=headline, target=state.target, uses=uses, engine=self._engine_text()))
+        self.setup_button.setText(tr("Cancel set-up") if running else
+                                  tr("Set up again") if state.state != "missing"
+                                  else tr("Set up the engine"))
         self.repair_button.setEnabled(not running and state.state in ("incomplete", "outdated",
                                                                       "ready"))
         self.remove_button.setEnabled(not running and state.state != "missing")
@@ -172,10 +179,11 @@ class SettingsDialog(QDialog):
 
     def _engine_text(self) -> str:
         if self.client.state == STATE_READY:
-            return (f"Engine ready · {self.client.info.get('device')} · "
-                    f"mrhash {self.client.info.get('version')}")
+            return tr("Engine ready · {device} · mrhash {version}").format(
+                device=self.client.info.get("device"), version=self.client.info.get("version"))
         if self.client.state == STATE_FAILED and self.client.fix != FIX_SETUP:
-            return f"Engine failed: {self.client.last_error.splitlines()[0]}"
+            return tr("Engine failed: {error}").format(
+                error=self.client.last_error.splitlines()[0])
         return ""
 
     # set-up, repair, remove
@@ -199,22 +207,25 @@ class SettingsDialog(QDialog):
         self.output.appendPlainText(message)
 
     def _on_setup_finished(self, ok: bool, message: str) -> None:
-        self.result_label.setText(message if ok else f"Set-up failed: {message}")
+        self.result_label.setText(message if ok else tr("Set-up failed: {message}").format(
+            message=message))
         if ok:
             self.python_widget.setFilePath("")
         self.refresh()
 
     def remove(self) -> None:
         target = settings.managed_target()
-        answer = QMessageBox.question(self, "MrHash", f"Delete the engine environment in "
-                                      f"{target}? You can set it up again later.")
+        answer = QMessageBox.question(self, "MrHash", tr(
+            "Delete the engine environment in {target}? You can set it up again later.").format(
+                target=target))
         if answer != QMessageBox.StandardButton.Yes:
             return
         try:
             self.setup.remove()
-            self.result_label.setText(f"Removed {target}.")
+            self.result_label.setText(tr("Removed {target}.").format(target=target))
         except (SetupError, OSError) as error:
-            self.result_label.setText(f"Could not remove {target}: {error}")
+            self.result_label.setText(tr("Could not remove {target}: {error}").format(
+                target=target, error=error))
         self.refresh()
 
     def show_log(self) -> None:
@@ -222,7 +233,7 @@ class SettingsDialog(QDialog):
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
-            lines = [f"No set-up log yet ({path})."]
+            lines = [tr("No set-up log yet ({path}).").format(path=path)]
         self.output.setPlainText("\n".join(lines[-400:]))
         self.output.verticalScrollBar().setValue(self.output.verticalScrollBar().maximum())
 
@@ -241,27 +252,29 @@ class SettingsDialog(QDialog):
         """Restart the worker with the chosen settings and ask it to load every part."""
         self.client.settings = self.chosen()
         self.client.stop()
-        self.result_label.setText("Testing the engine…")
+        self.result_label.setText(tr("Testing the engine…"))
         self.test_button.setEnabled(False)
         self.client.request("doctor", finished=self._tested, failed=self._test_failed)
 
     def _tested(self, result: dict) -> None:
         self.test_button.setEnabled(True)
         if result.get("ok"):
-            self.result_label.setText(f"OK: mrhash {result.get('engine')} on "
-                                      f"{result.get('device_name') or result.get('device')} · "
-                                      f"torch {result['packages'].get('torch')} · GDAL "
-                                      f"{result.get('gdal')}")
+            self.result_label.setText(tr("OK: mrhash {engine} on {device} · torch {torch} · "
+                                         "GDAL {gdal}").format(
+                engine=result.get("engine"), device=result.get("device_name")
+                or result.get("device"), torch=result["packages"].get("torch"),
+                gdal=result.get("gdal")))
         else:
             problems = "; ".join(f"{p.get('package') or p.get('module')}: {p.get('message')}"
                                  for p in result.get("problems", []))
-            self.result_label.setText(f"Engine incomplete: {problems}. Press Repair.")
+            self.result_label.setText(tr("Engine incomplete: {problems}. Press Repair.").format(
+                problems=problems))
         self.output.setPlainText(report(self.client, result))
         self.refresh()
 
     def _test_failed(self, _code: str, message: str) -> None:
         self.test_button.setEnabled(True)
-        self.result_label.setText(f"Engine failed: {message}")
+        self.result_label.setText(tr("Engine failed: {error}").format(error=message))
         self.refresh()
 
     def copy_report(self) -> None:
@@ -269,7 +282,7 @@ class SettingsDialog(QDialog):
             text = report(self.client, doctor)
             QgsApplication.clipboard().setText(text)
             self.output.setPlainText(text)
-            self.result_label.setText("Diagnostics report copied to the clipboard.")
+            self.result_label.setText(tr("Diagnostics report copied to the clipboard."))
 
         if self.client.state == STATE_READY:
             self.client.request("doctor", finished=copy, failed=lambda _c, _m: copy(None))

@@ -595,11 +595,11 @@ class TrainWizard(QWizard):
             text += tr(" · about {seconds} s left").format(seconds=f"{event['eta_s']:.0f}")
         page.status_label.setText(text)
         if event.get("epoch") is not None and event.get("loss") is not None:
-            parts = f"loss {event['loss']:.4f}"
+            line = tr("{stage} epoch {epoch}: loss {loss}").format(
+                stage=event.get("stage", ""), epoch=event["epoch"], loss=f"{event['loss']:.4f}")
             if event.get("kl_code") is not None:
-                parts += f" (code KL {event['kl_code']:.4f})"
-            page.log_view.appendPlainText(
-                f"{event.get('stage', '')} epoch {event['epoch']}: {parts}")
+                line += tr(" (code KL {kl})").format(kl=f"{event['kl_code']:.4f}")
+            page.log_view.appendPlainText(line)
 
     def _on_finished(self, result: dict) -> None:
         self.task = None

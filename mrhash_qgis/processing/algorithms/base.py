@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.core.engine_client import EngineError, shared_client
+from mrhash_qgis.core.i18n import tr
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -36,7 +37,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * float(event["fraction"]))
             text = event.get("message") or ""
             if "loss" in event:
-                text = f"{text} epoch {event.get('epoch')} loss {event['loss']:.4f}".strip()
+                text = tr("{message} epoch {epoch} loss {loss}").format(
+                    message=text, epoch=event.get("epoch"), loss=f"{event['loss']:.4f}").strip()
             if text:
                 feedback.setProgressText(text)
 
@@ -44,7 +46,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             return shared_client().call(method, params, on_progress=on_progress,
                                         is_cancelled=feedback.isCanceled)
         except EngineError as error:
-            raise QgsProcessingException(f"MrHash {method}: {error.message}") from error
+            raise QgsProcessingException(tr("MrHash {method}: {error}").format(
+                method=method, error=error.message)) from error
 
 
 def source_paths(value, context: QgsProcessingContext) -> list[str]:
@@ -61,7 +64,8 @@ def source_paths(value, context: QgsProcessingContext) -> list[str]:
         else:
             layer = QgsProcessingUtils.mapLayerFromString(str(item), context)
             if layer is None:
-                raise QgsProcessingException(f"{item}: not a raster layer, file or folder")
+                raise QgsProcessingException(tr("{item}: not a raster layer, file or folder")
+                                             .format(item=item))
             paths.append(layer.source().split("|")[0])
     return paths
 

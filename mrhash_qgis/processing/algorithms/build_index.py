@@ -12,6 +12,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.core.bands import parse_bands
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
 
@@ -20,32 +21,36 @@ class BuildIndexAlgorithm(EngineAlgorithm):
         return "buildindex"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Build index"
+        return tr("Build index")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
-        return ("Tiles every raster of INPUT_FOLDER, encodes the tiles with MODEL and stores "
-                "the codes in OUTPUT_INDEX. Incremental: unchanged files are skipped, bad "
-                "files are listed and do not stop the build. Tile size 0 = the model's patch "
-                "size; stride 0 = tile size.")
+        return tr("Tiles every raster of INPUT_FOLDER, encodes the tiles with MODEL and stores "
+                  "the codes in OUTPUT_INDEX. Incremental: unchanged files are skipped, bad "
+                  "files are listed and do not stop the build. Tile size 0 = the model's patch "
+                  "size; stride 0 = tile size.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterFile(
-            "INPUT_FOLDER", "Folder of rasters",
+            "INPUT_FOLDER", tr("Folder of rasters"),
             behavior=QgsProcessingParameterFile.Behavior.Folder))
-        self.addParameter(QgsProcessingParameterFile("MODEL", "Model package"))
+        self.addParameter(QgsProcessingParameterFile("MODEL", tr("Model package")))
         self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size (pixels, 0 = model patch size)",
+            "TILE_SIZE", tr("Tile size (pixels, 0 = model patch size)"),
             QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "STRIDE", "Stride (pixels, 0 = tile size)",
+            "STRIDE", tr("Stride (pixels, 0 = tile size)"),
             QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterString(
-            "BANDS", "Bands of these rasters the model encodes (e.g. 1,2,3; empty = the "
-            "model's)", "", optional=True))
-        self.addParameter(QgsProcessingParameterBoolean("REBUILD", "Rebuild from scratch", False))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_INDEX", "Index"))
-        for name in ("N_TILES", "ADDED", "REMOVED", "UNCHANGED", "SKIPPED"):
-            self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").lower()))
+            "BANDS", tr("Bands of these rasters the model encodes (e.g. 1,2,3; empty = the "
+                        "model's)"), "", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean("REBUILD", tr("Rebuild from scratch"),
+                                                    False))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_INDEX", tr("Index")))
+        for name, description in (("N_TILES", tr("Tiles in the index")),
+                                  ("ADDED", tr("Tiles added")), ("REMOVED", tr("Tiles removed")),
+                                  ("UNCHANGED", tr("Rasters unchanged")),
+                                  ("SKIPPED", tr("Rasters skipped"))):
+            self.addOutput(QgsProcessingOutputNumber(name, description))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         params = {
@@ -63,8 +68,10 @@ class BuildIndexAlgorithm(EngineAlgorithm):
             params["bands"] = bands
         result = self.run_engine("index", params, feedback)
         for skipped in result.get("skipped", []):
-            feedback.reportError(f"skipped {skipped.get('path')}: {skipped.get('error')}")
-        feedback.pushInfo(f"{result.get('n_tiles')} tiles in {result.get('index')}")
+            feedback.reportError(tr("skipped {path}: {error}").format(
+                path=skipped.get("path"), error=skipped.get("error")))
+        feedback.pushInfo(tr("{n} tiles in {index}").format(n=result.get("n_tiles"),
+                                                            index=result.get("index")))
         return {"OUTPUT_INDEX": result.get("index", params["index"]),
                 "N_TILES": result.get("n_tiles"), "ADDED": result.get("added"),
                 "REMOVED": result.get("removed"), "UNCHANGED": result.get("unchanged"),

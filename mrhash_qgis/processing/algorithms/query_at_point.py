@@ -17,6 +17,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, hit_features, hits_layer, style_hits
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.map_tool import crs_text
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -39,25 +40,25 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         return "queryatpoint"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Query at point"
+        return tr("Query at point")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
-        return ("Finds the K places of INDEX most similar to the patch centred on POINT. The "
-                "patch is read from RASTER when given (any raster covering the point), "
-                "otherwise from the indexed rasters. OUTPUT: hit footprints (EPSG:4326) with "
-                "rank, Hamming distance and source raster.")
+        return tr("Finds the K places of INDEX most similar to the patch centred on POINT. The "
+                  "patch is read from RASTER when given (any raster covering the point), "
+                  "otherwise from the indexed rasters. OUTPUT: hit footprints (EPSG:4326) with "
+                  "rank, Hamming distance and source raster.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterFile(
-            "INDEX", "Index", behavior=QgsProcessingParameterFile.Behavior.Folder))
-        self.addParameter(QgsProcessingParameterPoint("POINT", "Query point"))
+            "INDEX", tr("Index"), behavior=QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(QgsProcessingParameterPoint("POINT", tr("Query point")))
         self.addParameter(QgsProcessingParameterNumber(
-            "K", "Number of hits", QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
+            "K", tr("Number of hits"), QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
             maxValue=10000))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "RASTER", "Raster to read the query patch from", optional=True))
+            "RASTER", tr("Raster to read the query patch from"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            "EXCLUDE_RADIUS", "Exclude hits within (metres of the point)",
+            "EXCLUDE_RADIUS", tr("Exclude hits within (metres of the point)"),
             QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", HITS_LAYER_NAME, QgsProcessing.SourceType.TypeVectorPolygon))
@@ -68,8 +69,8 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         if not crs.isValid():
             crs = context.project().crs() if context.project() else crs
         if not crs.isValid():
-            raise QgsProcessingException("POINT: give the point's CRS, e.g. '500000,4170000 "
-                                         "[EPSG:32618]'")
+            raise QgsProcessingException(tr("POINT: give the point's CRS, e.g. "
+                                            "'500000,4170000 [EPSG:32618]'"))
         params = {"index": self.parameterAsFile(parameters, "INDEX", context),
                   "point": [point.x(), point.y()], "crs": crs_text(crs),
                   "k": self.parameterAsInt(parameters, "K", context)}
@@ -86,7 +87,7 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         sink.addFeatures(hit_features(template, hits), QgsFeatureSink.Flag.FastInsert)
-        feedback.pushInfo(f"{len(hits)} hits")
+        feedback.pushInfo(tr("{n} hits").format(n=len(hits)))
         if context.willLoadLayerOnCompletion(dest):
             context.layerToLoadOnCompletionDetails(dest).setPostProcessor(HITS_STYLER)
         return {"OUTPUT": dest}

@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.core.bands import parse_bands
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths, source_spec
 
 BITS = (16, 32, 64, 128)
@@ -26,57 +27,58 @@ class TrainModelAlgorithm(EngineAlgorithm):
         return "trainmodel"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Train model"
+        return tr("Train model")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
-        return ("Trains an unsupervised MrHash model (no labels). PRIMARY: rasters or a folder "
-                "of rasters; it is the only source needed at query time. AUXILIARY: other "
-                "sources of the same place (other bands, SAR, another sensor), found by "
-                "coordinates; each raster is one source, and so is the auxiliary folder, where "
-                "the single-band files of one product (s2_B05.tif, s2_B06.tif, ...) group.")
+        return tr("Trains an unsupervised MrHash model (no labels). PRIMARY: rasters or a "
+                  "folder of rasters; it is the only source needed at query time. AUXILIARY: "
+                  "other sources of the same place (other bands, SAR, another sensor), found "
+                  "by coordinates; each raster is one source, and so is the auxiliary folder, "
+                  "where the single-band files of one product (s2_B05.tif, s2_B06.tif, ...) "
+                  "group.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            "PRIMARY", "Primary raster(s)", QgsProcessing.SourceType.TypeRaster, optional=True))
+            "PRIMARY", tr("Primary raster(s)"), QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "PRIMARY_FOLDER", "or a primary folder of rasters", optional=True,
+            "PRIMARY_FOLDER", tr("or a primary folder of rasters"), optional=True,
             behavior=QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterString(
-            "PRIMARY_BANDS", "Primary bands (1-based, e.g. 4,3,2; empty = all)", "",
+            "PRIMARY_BANDS", tr("Primary bands (1-based, e.g. 4,3,2; empty = all)"), "",
             optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            "AUXILIARY", "Auxiliary rasters (one source each)",
+            "AUXILIARY", tr("Auxiliary rasters (one source each)"),
             QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "AUXILIARY_FOLDER", "Auxiliary folder (e.g. the band files of one product)",
+            "AUXILIARY_FOLDER", tr("Auxiliary folder (e.g. the band files of one product)"),
             optional=True, behavior=QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterEnum(
-            "BITS", "Hash bits", [str(b) for b in BITS], defaultValue=BITS.index(64)))
+            "BITS", tr("Hash bits"), [str(b) for b in BITS], defaultValue=BITS.index(64)))
         self.addParameter(QgsProcessingParameterNumber(
-            "CLUSTERS", "Pseudo-label clusters", QgsProcessingParameterNumber.Type.Integer, 16,
+            "CLUSTERS", tr("Pseudo-label clusters"), QgsProcessingParameterNumber.Type.Integer, 16,
             minValue=2, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
+            "EPOCHS", tr("Epochs"), QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
             maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            "AE_EPOCHS", "Autoencoder epochs", QgsProcessingParameterNumber.Type.Integer, 30,
+            "AE_EPOCHS", tr("Autoencoder epochs"), QgsProcessingParameterNumber.Type.Integer, 30,
             minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            "PATCH_SIZE", "Patch size (primary pixels)", QgsProcessingParameterNumber.Type.Integer,
-            64, minValue=16, maxValue=1024))
+            "PATCH_SIZE", tr("Patch size (primary pixels)"),
+            QgsProcessingParameterNumber.Type.Integer, 64, minValue=16, maxValue=1024))
         self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", list(DEVICES), defaultValue=0))
+            "DEVICE", tr("Device"), list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer, 0))
+            "SEED", tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_MODEL", "Model package", "MrHash model (*.safetensors)"))
-        self.addOutput(QgsProcessingOutputNumber("SECONDS", "Training seconds"))
+            "OUTPUT_MODEL", tr("Model package"), tr("MrHash model (*.safetensors)")))
+        self.addOutput(QgsProcessingOutputNumber("SECONDS", tr("Training seconds")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         primary = (self.parameterAsString(parameters, "PRIMARY_FOLDER", context)
                    or source_paths(parameters.get("PRIMARY"), context))
         if not primary:
-            raise QgsProcessingException("give primary rasters or a primary folder")
+            raise QgsProcessingException(tr("give primary rasters or a primary folder"))
         auxiliary = source_paths(parameters.get("AUXILIARY"), context)
         aux_folder = self.parameterAsString(parameters, "AUXILIARY_FOLDER", context)
         auxiliary += [aux_folder] if aux_folder else []
@@ -96,5 +98,6 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "output": output,
         }
         result = self.run_engine("train", params, feedback)
-        feedback.pushInfo(f"model {result.get('model')} ({result.get('fingerprint', '')[:12]})")
+        feedback.pushInfo(tr("model {model} ({fingerprint})").format(
+            model=result.get("model"), fingerprint=result.get("fingerprint", "")[:12]))
         return {"OUTPUT_MODEL": result.get("model", output), "SECONDS": result.get("seconds")}
