@@ -1,6 +1,7 @@
 """Unsupervised hashing baselines on the same backbone features as MrHash: random-hyperplane
 LSH and ITQ (Gong & Lazebnik 2011: PCA, then an orthogonal rotation minimising quantisation
-error); float cosine is the unhashed reference (see evaluate.py)."""
+error); float cosine is the unhashed reference (see evaluate.py), alone or with the band
+statistics of every source."""
 
 from __future__ import annotations
 
@@ -53,3 +54,14 @@ class ITQ:
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         return (features - self.mean) @ self.projection >= 0
+
+
+def float_with_band_stats(features: np.ndarray, band_stats: np.ndarray) -> np.ndarray:
+    """The float reference with every band's colour: L2-normalised backbone features beside
+    the per-band mean/std of all sources (each statistic standardised over the set, the block
+    L2-normalised), so cosine on the result weighs texture and spectrum equally."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    stats = (band_stats - band_stats.mean(axis=0)) / np.maximum(band_stats.std(axis=0), 1e-12)
+    return np.concatenate([unit(features), unit(stats)], axis=1)

@@ -7,14 +7,26 @@ import torch
 
 
 def kmeans(x: torch.Tensor, k: int, *, iterations: int = 50, n_init: int = 4,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means with k-means++ seeding; best of `n_init` runs by inertia. Deterministic
-    for a given generator. Returns [k, d] centres."""
+           generator: torch.Generator | None = None, select: str = "inertia") -> torch.Tensor:
+    """Lloyd's k-means with k-means++ seeding, `n_init` restarts; the restart kept is the one
+    of lowest inertia, or with select="agreement" the one whose partition agrees most with
+    the others' (see `most_agreeing`). Deterministic for a given generator. Returns [k, d]
+    centres."""
+    runs = kmeans_runs(x, k, iterations=iterations, n_init=n_init, generator=generator)
+    if select == "agreement":
+        return runs[most_agreeing([labels for _, labels, _ in runs])][0]
+    return min(runs, key=lambda run: run[2])[0]
+
+
+def kmeans_runs(x: torch.Tensor, k: int, *, iterations: int = 50, n_init: int = 4,
+                generator: torch.Generator | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """(centres [k, d], labels [n], inertia) of each of `n_init` k-means restarts."""
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= n samples, got k={k}, n={n}")
     x = x.detach().float()
-    best, best_inertia = None, float("inf")
+    runs = []
     for _ in range(n_init):
         centres = _plus_plus(x, k, generator)
         for _ in range(iterations):
@@ -25,10 +37,35 @@ def kmeans(x: torch.Tensor, k: int, *, iterations: int = 50, n_init: int = 4,
             if torch.allclose(moved, centres):
                 break
             centres = moved
-        inertia = float((torch.cdist(x, centres).min(dim=1).values ** 2).sum())
-        if inertia < best_inertia:
-            best, best_inertia = centres, inertia
-    return best
+        d2 = torch.cdist(x, centres) ** 2
+        runs.append((centres, d2.argmin(dim=1), float(d2.min(dim=1).values.sum())))
+    return runs
+
+
+def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Adjusted Rand index of two partitions of the same items (1 = identical, ~0 = chance)."""
+    ka, kb = int(a.max()) + 1, int(b.max()) + 1
+    table = torch.bincount(a * kb + b, minlength=ka * kb).reshape(ka, kb).double()
+
+    def pairs(counts: torch.Tensor) -> float:
+        return float((counts * (counts - 1) / 2).sum())
+
+    both, rows, cols = pairs(table), pairs(table.sum(dim=1)), pairs(table.sum(dim=0))
+    total = len(a) * (len(a) - 1) / 2
+    expected = rows * cols / total if total else 0.0
+    top = (rows + cols) / 2
+    return 1.0 if top == expected else (both - expected) / (top - expected)
+
+
+def most_agreeing(partitions: list[torch.Tensor]) -> int:
+    """Index of the partition with the highest mean ARI to all others: the medoid of the
+    restarts, a typical clustering rather than one restart's lucky or unlucky draw (needs no
+    labels; with one or two partitions, the first)."""
+    if len(partitions) < 3:
+        return 0
+    scores = [sum(adjusted_rand_index(p, q) for j, q in enumerate(partitions) if j != i)
+              for i, p in enumerate(partitions)]
+    return max(range(len(scores)), key=scores.__getitem__)
 
 
 def _plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -49,3 +49,16 @@ def test_lsh_is_seeded_and_preserves_angles(features: np.ndarray) -> None:
     ham = (many @ (1 - many).T + (1 - many) @ many.T) / 1024
     assert abs(float((ham - angle).mean())) < 0.02
     assert np.corrcoef(ham.ravel(), angle.ravel())[0, 1] > 0.9
+
+
+def test_float_with_band_stats_weighs_both_blocks_equally(features: np.ndarray) -> None:
+    from mrhash.baselines import float_with_band_stats
+
+    rng = np.random.default_rng(1)
+    stats = rng.standard_normal((300, 26)) * 1000 + 50  # raw scale must not matter
+    both = float_with_band_stats(features, stats)
+    assert both.shape == (300, 64 + 26)
+    assert np.allclose(np.linalg.norm(both[:, :64], axis=1), 1)
+    assert np.allclose(np.linalg.norm(both[:, 64:], axis=1), 1)
+    # the statistics block is standardised: its raw offset and scale are gone
+    assert np.allclose(both[:, 64:], float_with_band_stats(features, stats / 1000 - 7)[:, 64:])

@@ -63,3 +63,31 @@ def test_soft_assignment_and_sharpened_target() -> None:
     assert torch.allclose(p.sum(dim=1), torch.ones(3))
     assert p[0, 0] > q[0, 0] and p[2, 1] > q[2, 1]  # confident rows get sharper
     assert float(kl_divergence(q, q)) < 1e-6 < float(kl_divergence(p, q))
+
+
+def test_adjusted_rand_index_is_label_free_agreement() -> None:
+    from mrhash.pseudolabels import adjusted_rand_index
+
+    a = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    renamed = torch.tensor([2, 2, 2, 0, 0, 0, 1, 1, 1])  # same groups, other cluster ids
+    assert adjusted_rand_index(a, renamed) == 1.0
+    one_moved = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2, 2])
+    assert 0.3 < adjusted_rand_index(a, one_moved) < 1.0
+    # independent random partitions agree at chance level (ARI ~ 0)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randint(4, (2000,), generator=gen), torch.randint(4, (2000,), generator=gen)
+    assert abs(adjusted_rand_index(x, y)) < 0.01
+
+
+def test_agreement_keeps_the_typical_restart() -> None:
+    from mrhash.pseudolabels import kmeans, most_agreeing
+
+    typical = torch.tensor([0, 0, 1, 1, 2, 2])
+    odd = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert most_agreeing([odd, typical, typical.flip(0), typical]) == 1
+    assert most_agreeing([odd, typical]) == 0  # two cannot outvote each other: the first
+    gen = torch.Generator().manual_seed(1)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.3 * torch.randn(30, 2, generator=gen) for c in centres])
+    found = kmeans(x, 3, n_init=6, select="agreement", generator=torch.Generator().manual_seed(0))
+    assert torch.cdist(centres, found).min(dim=1).values.max() < 0.3
