@@ -204,6 +204,7 @@ class IndexDialog(QDialog):
     def _failed(self, code: str, message: str, fix: str) -> None:
         self.task = None
         self.build_button.setEnabled(True)
+        self.progress.setVisible(False)  # nothing was built: no bar stuck part-way
         if code == "cancelled":
             text = tr("Indexing cancelled.")
         else:

@@ -9,7 +9,7 @@ from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
 
 from mrhash_qgis.core.i18n import tr
 
-MARGIN = 40
+GAP = 4  # px between labels and the plot's frame
 STAGE_COLOURS = ("#1d4e89", "#e07a1f", "#2a9d8f", "#7b2cbf")
 
 
@@ -38,15 +38,21 @@ class LossPlot(QWidget):
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor("white"))
-        area = QRectF(MARGIN, 22, self.width() - MARGIN - 10, self.height() - 22 - 26)
+        # the margins follow the font, so labels fit at any UI font size
+        metrics = painter.fontMetrics()
+        line = metrics.height()
+        values = [v for _, v in self.points]
+        low, high = (min(values), max(values)) if values else (0.0, 0.0)
+        y_labels = (f"{high:.3g}", f"{low:.3g}")
+        left = max(metrics.horizontalAdvance(text) for text in y_labels) + 2 * GAP
+        area = QRectF(left, line + GAP, self.width() - left - 2 * GAP,
+                      self.height() - 2 * (line + GAP))
         painter.setPen(QPen(QColor("#888888"), 1))
         painter.drawRect(area)
         if not self.points:
             painter.drawText(area, Qt.AlignmentFlag.AlignCenter, tr("losses appear here"))
             painter.end()
             return
-        values = [v for _, v in self.points]
-        low, high = min(values), max(values)
         span = (high - low) or 1.0
         n = self.positions[-1] + 1
         stages = list(dict.fromkeys(stage for stage, _ in self.points))
@@ -55,6 +61,7 @@ class LossPlot(QWidget):
             x = area.left() + (area.width() * i / (n - 1) if n > 1 else area.width() / 2)
             return QPointF(x, area.bottom() - area.height() * (value - low) / span)
 
+        legend_x = area.left()
         for s, stage in enumerate(stages):
             colour = QColor(STAGE_COLOURS[s % len(STAGE_COLOURS)])
             path = QPainterPath()
@@ -69,13 +76,15 @@ class LossPlot(QWidget):
             for i, value in mine:
                 painter.drawEllipse(at(i, value), 2.5, 2.5)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawText(QRectF(area.left() + 110 * s, 2, 108, 16),
-                             Qt.AlignmentFlag.AlignLeft, f"— {stage}")
+            legend = f"— {stage}"
+            width = metrics.horizontalAdvance(legend)
+            painter.drawText(QRectF(legend_x, 0, width, line), Qt.AlignmentFlag.AlignLeft,
+                             legend)
+            legend_x += width + 4 * GAP
         painter.setPen(QColor("#333333"))
-        painter.drawText(QRectF(0, area.top() - 6, MARGIN - 4, 14),
-                         Qt.AlignmentFlag.AlignRight, f"{high:.3g}")
-        painter.drawText(QRectF(0, area.bottom() - 8, MARGIN - 4, 14),
-                         Qt.AlignmentFlag.AlignRight, f"{low:.3g}")
-        painter.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 16),
+        for text, y in zip(y_labels, (area.top(), area.bottom()), strict=True):
+            painter.drawText(QRectF(0, y - line / 2, left - GAP, line),
+                             Qt.AlignmentFlag.AlignRight, text)
+        painter.drawText(QRectF(area.left(), area.bottom() + GAP / 2, area.width(), line),
                          Qt.AlignmentFlag.AlignCenter, tr("{n} epochs").format(n=n))
         painter.end()

@@ -160,7 +160,7 @@ def test_the_rebuild_fix_points_at_the_checkbox(qgis_iface, trained, s2, tmp_pat
     text = build(dialog, "the build with another tile size")
     assert text.startswith("Indexing failed: ") and "tile size 64" in text, text
     assert "tick Rebuild from scratch" in text and "--rebuild" not in text, text
-    assert dialog.rebuild_check.font().bold()
+    assert dialog.rebuild_check.font().bold() and dialog.progress.isHidden()
     dialog.rebuild_check.setChecked(True)
     assert not dialog.rebuild_check.font().bold()
     assert build(dialog, "the rebuild").startswith("100 tiles indexed (added 100")
