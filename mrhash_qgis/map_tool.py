@@ -4,6 +4,7 @@ point / rectangle is transformed to the CRS of the raster under it, whose patch 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from qgis.core import (
@@ -20,6 +21,8 @@ from qgis.core import (
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
+
+from mrhash_qgis.core.crs import crs_text
 
 DRAG_THRESHOLD_PX = 6
 # Qgis.GeometryType from QGIS 3.30 (and QGIS 4); QgsWkbTypes.GeometryType before.
@@ -41,36 +44,25 @@ def polygon_band(canvas: QgsMapCanvas, colour: QColor, fill_alpha: int) -> QgsRu
 class QueryLocation:
     """Where to query, in the CRS of the raster under it (of the canvas when there is none).
 
-    A point query reads the patch from the indexed raster containing the point; a rectangle
-    (or a point on a raster outside the index, see `around`) reads `raster` itself."""
+    A point or a rectangle reads its patch from `raster`, the raster layer under it; a point
+    on no raster layer from the indexed raster containing it."""
 
     point: tuple[float, float]
     crs: str
     raster: str | None = None
     footprint_wkt: str | None = None  # dragged rectangle, in `crs`
-    pixel_size: float = 0.0           # of `raster`, in `crs` units
     lonlat: tuple[float, float] | None = None  # the point in EPSG:4326 (to find a tile)
 
     def params(self) -> dict:
+        """The engine's query params: the rectangle on its raster, or the point (+ the raster
+        under it, indexed or not, which the patch around the point is read from)."""
         if self.footprint_wkt and self.raster:
             return {"raster": self.raster, "footprint": self.footprint_wkt,
                     "footprint_crs": self.crs}
-        return {"point": list(self.point), "crs": self.crs}
-
-    def around(self, size_px: int) -> QueryLocation | None:
-        """The square of `size_px` raster pixels centred on the point, as a rectangle query
-        on `raster` (None without a raster)."""
-        if not self.raster or self.pixel_size <= 0:
-            return None
-        half = size_px * self.pixel_size / 2
-        x, y = self.point
-        box = QgsGeometry.fromRect(QgsRectangle(x - half, y - half, x + half, y + half))
-        return QueryLocation(self.point, self.crs, self.raster, box.asWkt(), self.pixel_size,
-                             self.lonlat)
-
-
-def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
-    return crs.authid() or crs.toWkt()
+        params = {"point": list(self.point), "crs": self.crs}
+        if self.raster and os.path.isfile(self.raster):
+            params["raster"] = self.raster
+        return params
 
 
 def raster_under(point: QgsPointXY, crs: QgsCoordinateReferenceSystem,
@@ -101,11 +93,9 @@ def locate(point: QgsPointXY, crs: QgsCoordinateReferenceSystem,
         geometry.transform(transform)
         wkt = geometry.asWkt()
     source = layer.source().split("|")[0] if layer else None
-    pixel = layer.rasterUnitsPerPixelX() if layer else 0.0
     lonlat = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
                                     QgsProject.instance()).transform(point)
-    return QueryLocation((p.x(), p.y()), crs_text(target), source, wkt, pixel,
-                         (lonlat.x(), lonlat.y()))
+    return QueryLocation((p.x(), p.y()), crs_text(target), source, wkt, (lonlat.x(), lonlat.y()))
 
 
 class QueryMapTool(QgsMapTool):

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
               "archive": str(demo.archive), "index": str(demo.index), "model": str(demo.model),
               "point": list(rgb_centre_point(demo)), "status": str(status_path),
               "screenshots": str(args.screenshots.resolve()),
-              "wizard_model": str(work / "wizard_model.safetensors")}
+              "wizard_model": str(work / "wizard_model.safetensors"),
+              "project": str(work / "analysis.qgz"), "export": str(work / "exported_hits.gpkg")}
     config_path = work / "e2e_config.json"
     config_path.write_text(json.dumps(config, indent=2))
     # a real X display; nothing of this checkout's venv reaches QGIS

@@ -10,7 +10,7 @@ blocking it, as a user would see them."""
 import os
 import sys
 
-from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.utils import iface, plugins
 
 sys.path.insert(0, os.environ["MRHASH_E2E_SCRIPTS"])
@@ -74,6 +74,62 @@ def got_hits(result):
 def screenshots_main():
     grab(iface.mainWindow(), "qgis_main_window.png")
     grab(plugin().dock, "dock.png")
+    mark_and_refine()
+
+
+def mark_and_refine():
+    """The analyst's loop: mark two hits relevant and one not, Refine."""
+    from mrhash_qgis.ui.thumbnails import HIT_ROLE
+
+    dock = plugin().dock
+    hits = [item.data(HIT_ROLE) for item in dock.grid.hit_items()]
+    dock.grid.item(2).setSelected(True)
+    dock.grid.item(3).setSelected(True)
+    dock.results.relevant_button.click()
+    dock.grid.clearSelection()
+    dock.mark_hits([hits[-1]], "irrelevant")
+    log_step("marked", relevant=dock.search.n_relevant, irrelevant=dock.search.n_irrelevant,
+             refine_label=dock.results.refine_button.text())
+    refined = []
+    dock.queryFinished.connect(refined.append)
+    dock.results.refine_button.click()
+    wait_until(lambda: refined, lambda: after_refine(refined[0], hits), 60, "the refine")
+
+
+def after_refine(result, first_hits):
+    marked = {first_hits[1]["id"], first_hits[2]["id"], first_hits[-1]["id"]}
+    log_step("refined", n=len(result["hits"]),
+             marked_returned=len(marked & {h["id"] for h in result["hits"]}),
+             status=plugin().dock.status_label.text())
+    later(2.0, save_and_reopen)
+
+
+def save_and_reopen():
+    grab(iface.mainWindow(), "qgis_refined.png")
+    grab(plugin().dock, "dock_refined.png")
+    project = QgsProject.instance()
+    project.write(CONFIG["project"])
+    n_hits = project.mapLayersByName("MrHash hits")[0].featureCount()
+    project.clear()
+    keep.pop("scene"), keep.pop("primary")
+    iface.addProject(CONFIG["project"])  # as File › Open Project does
+    reopened = project.mapLayersByName("MrHash hits")
+    dock = plugin().dock
+    log_step("reopened", saved_hits=n_hits,
+             hits=reopened[0].featureCount() if reopened else None,
+             thumbnails=len(dock.grid.hit_items()),
+             marks=dock.search.n_relevant + dock.search.n_irrelevant if dock.search else 0)
+    exported = dock.export_hits(CONFIG["export"])
+    layer = QgsVectorLayer(f"{exported}|layername=exported_hits", "exported hits", "ogr")
+    log_step("exported", path=str(exported), valid=layer.isValid(),
+             features=layer.featureCount())
+    scene = project.mapLayersByName("Sentinel-2 scene (RGB)")
+    keep["scene"] = scene[0] if scene else None
+    keep["primary"] = (project.mapLayersByName("s2_rgb (primary)") or [None])[0]
+    later(2.0, open_index_dialog)
+
+
+def open_index_dialog():
     plugin().show_index_dialog()
     dialog = plugin().dialogs[-1]
     dialog.folder_widget.setFilePath(CONFIG["archive"])
@@ -148,7 +204,9 @@ def done():
     settings.show()
     grab(settings, "settings_dialog.png")
     settings.close()
-    status["ok"] = bool(status.get("n_hits")) and "train_error" not in status
+    steps = {step["step"]: step for step in status["steps"]}
+    status["ok"] = (bool(status.get("n_hits")) and "train_error" not in status
+                    and steps["reopened"]["hits"] == steps["reopened"]["saved_hits"])
     finish()
 
 

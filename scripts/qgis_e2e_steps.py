@@ -93,5 +93,5 @@ def hits_step(result):
     names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
     log_step("hits", n=len(hits), best_distance=hits[0]["distance"] if hits else None,
              best_path=hits[0]["path"] if hits else None, layers=names,
-             thumbnails=plugin().dock.grid.count())
+             thumbnails=len(plugin().dock.grid.hit_items()))
     status["n_hits"] = len(hits)

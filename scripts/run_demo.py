@@ -23,14 +23,16 @@ from demo_data import REPO, Demo, prepare, query, rgb_centre_point  # noqa: E402
 THUMB = 128
 
 
-def load_layers(demo: Demo, result: dict):
+def load_layers(demo: Demo, result: dict, store=None):
+    """The scene, the hits and the query footprint as project layers (in `store`, a
+    ResultsStore, when given: memory layers lose their features in a saved project)."""
     from qgis.core import QgsProject, QgsRasterLayer
 
     from mrhash_qgis.core.hits_layer import hits_layer, query_layer
 
     scene = QgsRasterLayer(str(demo.scene), "Sentinel-2 scene (RGB, 10 m)")
-    hits = hits_layer(result["hits"])
-    footprint = query_layer(result["query"]["footprint"])
+    hits = hits_layer(result["hits"], store=store)
+    footprint = query_layer([result["query"]["footprint"]], store)
     project = QgsProject.instance()
     project.setCrs(scene.crs())
     for layer in (scene, hits, footprint):
@@ -83,38 +85,15 @@ def render_png(demo: Demo, result: dict, out: Path) -> Path:
     return out
 
 
-def save_to_geopackage(layer, path: Path, table: str):
-    """A GeoPackage copy of a memory layer, with its name, style and labels."""
-    from qgis.core import QgsProject, QgsVectorFileWriter, QgsVectorLayer
-
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = table
-    options.actionOnExistingFile = (
-        QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer if path.exists()
-        else QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile)
-    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, str(path), QgsProject.instance().transformContext(), options)
-    if error != QgsVectorFileWriter.WriterError.NoError:
-        raise RuntimeError(f"{path}: cannot write {table}: {message}")
-    saved = QgsVectorLayer(f"{path}|layername={table}", layer.name())
-    saved.setRenderer(layer.renderer().clone())
-    if layer.labeling() is not None:
-        saved.setLabeling(layer.labeling().clone())
-        saved.setLabelsEnabled(layer.labelsEnabled())
-    return saved
-
-
 def open_desktop(demo: Demo, result: dict) -> int:
     from qgis.core import QgsProject, QgsReferencedRectangle
     from qgis_profile import make_profile
 
-    scene, hits, footprint = load_layers(demo, result)
-    # memory layers lose their features in a saved project: keep them in a GeoPackage
-    for layer, name in ((hits, "hits"), (footprint, "query")):
-        saved = save_to_geopackage(layer, demo.root / "demo_results.gpkg", name)
-        QgsProject.instance().removeMapLayer(layer.id())
-        QgsProject.instance().addMapLayer(saved)
+    from mrhash_qgis.core.results import ResultsStore
+
+    results = demo.root / "demo_results.gpkg"
+    results.unlink(missing_ok=True)  # this run's results only
+    scene, _hits, _footprint = load_layers(demo, result, ResultsStore(results))
     # written without a map canvas: QGIS opens the project on this extent
     QgsProject.instance().viewSettings().setDefaultViewExtent(
         QgsReferencedRectangle(scene.extent(), scene.crs()))

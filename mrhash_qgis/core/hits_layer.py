@@ -1,5 +1,7 @@
-"""Memory vector layers built from query results: hit footprints (rank, distance, source),
-styled by Hamming distance, and the query footprint."""
+"""Vector layers built from query results: hit footprints (rank, distance, score, source, the
+analyst's mark), styled by Hamming distance, and the query footprints. In a `ResultsStore`
+(a GeoPackage, core/results.py) for the dock, so results reload with the project; in memory
+for templates and Processing sinks."""
 
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from mrhash_qgis.core.fields import field
 HITS_LAYER_NAME = "MrHash hits"
 QUERY_LAYER_NAME = "MrHash query"
 HIT_FIELDS = (("rank", "int"), ("distance", "double"), ("source", "string"),
-              ("hit_id", "string"), ("thumbnail", "string"), ("query", "int"))
+              ("hit_id", "string"), ("thumbnail", "string"), ("query", "int"),
+              ("score", "double"), ("mark", "string"))
+QUERY_FIELDS = (("query", "int"), ("kind", "string"), ("params", "string"))
 # near -> far; a short, colour-blind-safe ramp
 DISTANCE_COLOURS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
 
@@ -56,6 +60,12 @@ def _new_layer(name: str, fields: tuple[tuple[str, str], ...]) -> QgsVectorLayer
     return layer
 
 
+def set_attributes(feature: QgsFeature, values: dict) -> None:
+    """Set attributes by name: a GeoPackage layer has its `fid` before the fields."""
+    for name, value in values.items():
+        feature.setAttribute(name, value)
+
+
 def hit_features(layer: QgsVectorLayer, hits: list[dict], query: int = 1) -> list[QgsFeature]:
     """One feature per hit; `query` numbers the query the hits answer (layers that keep the
     results of several queries)."""
@@ -63,20 +73,33 @@ def hit_features(layer: QgsVectorLayer, hits: list[dict], query: int = 1) -> lis
     for hit in hits:
         feature = QgsFeature(layer.fields())
         feature.setGeometry(geometry_from_geojson(hit["footprint"]))
-        feature.setAttributes([int(hit["rank"]), float(hit["distance"]), str(hit["path"]),
-                               str(hit.get("id", "")), str(hit.get("thumbnail") or ""), query])
+        score = hit.get("score")
+        set_attributes(feature, {
+            "rank": int(hit["rank"]), "distance": float(hit["distance"]),
+            "source": str(hit["path"]), "hit_id": str(hit.get("id", "")),
+            "thumbnail": str(hit.get("thumbnail") or ""), "query": query,
+            "score": float(score) if score is not None else None,
+            "mark": str(hit.get("mark") or "")})
         features.append(feature)
     return features
 
 
+def usable(layer: QgsVectorLayer | None) -> bool:
+    """False for a layer that is gone (removed by the user, its file deleted)."""
+    return layer is not None and not sip.isdeleted(layer) and layer.isValid()
+
+
 def hits_layer(hits: list[dict], layer: QgsVectorLayer | None = None,
                replace: bool = True, name: str = HITS_LAYER_NAME,
-               query: int = 1) -> QgsVectorLayer:
-    """Fill `layer` (or a new memory layer) with the hits of query number `query`; `replace`
-    drops earlier hits, otherwise they are appended. The style is re-graduated over all
-    distances."""
-    if layer is None or sip.isdeleted(layer) or not layer.isValid():  # e.g. removed by the user
-        layer = _new_layer(name, HIT_FIELDS)
+               query: int = 1, store=None) -> QgsVectorLayer:
+    """Fill `layer` (else the hits layer of `store`, a ResultsStore, else a new memory layer)
+    with the hits of query number `query`; `replace` drops earlier hits, otherwise they are
+    appended. The style is re-graduated over all distances."""
+    if not usable(layer):
+        layer = (store.layer("hits", name, HIT_FIELDS) if store is not None
+                 else _new_layer(name, HIT_FIELDS))
+        if replace:
+            layer.dataProvider().truncate()
     elif replace:
         layer.dataProvider().truncate()
     layer.dataProvider().addFeatures(hit_features(layer, hits, query))
@@ -123,13 +146,25 @@ def style_hits(layer: QgsVectorLayer) -> None:
     layer.triggerRepaint()
 
 
-def query_layer(footprint: dict | str, crs: str = "EPSG:4326",
+def query_layer(footprints: list[dict | str], store=None, replace: bool = True,
+                query: int = 1, kind: str = "query", params: dict | None = None,
                 name: str = QUERY_LAYER_NAME) -> QgsVectorLayer:
-    """One-feature layer of the query footprint (dashed cyan outline)."""
-    layer = QgsVectorLayer(f"Polygon?crs={crs}", name, "memory")
-    feature = QgsFeature()
-    feature.setGeometry(geometry_from_geojson(footprint))
-    layer.dataProvider().addFeatures([feature])
+    """Layer of the query footprints (EPSG:4326, dashed cyan outline): the `queries` table of
+    `store` (replaced, or appended to), else a memory layer."""
+    if store is not None:
+        layer = store.layer("queries", name, QUERY_FIELDS)
+        if replace:
+            layer.dataProvider().truncate()
+    else:
+        layer = _new_layer(name, QUERY_FIELDS)
+    features = []
+    for footprint in footprints:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(geometry_from_geojson(footprint))
+        set_attributes(feature, {"query": query, "kind": kind,
+                                 "params": json.dumps(params or {})})
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
     layer.updateExtents()
     symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "#00e5ff",
                                          "outline_width": "1.2", "outline_style": "dash"})
@@ -145,3 +180,38 @@ def replace_in_project(layer: QgsVectorLayer, project: QgsProject | None = None)
             project.removeMapLayer(old.id())
     if project.mapLayer(layer.id()) is None:
         project.addMapLayer(layer)
+
+
+def hits_from_layer(layer: QgsVectorLayer, query: int | None = None) -> list[dict]:
+    """The hits of a results layer (of query number `query`, default the latest) in the
+    engine's hit format, ranked: what the dock shows again when a project is reopened."""
+    features = list(layer.getFeatures())
+    if not features:
+        return []
+    if query is None:
+        query = max(int(f["query"] or 0) for f in features)
+    hits = []
+    for feature in features:
+        if int(feature["query"] or 0) != query:
+            continue
+        score, thumbnail, mark = feature["score"], feature["thumbnail"], feature["mark"]
+        hits.append({"rank": int(feature["rank"]), "distance": float(feature["distance"]),
+                     "path": str(feature["source"]), "id": str(feature["hit_id"]),
+                     # NULL attributes read as QVariant objects: keep only real values
+                     "thumbnail": thumbnail if isinstance(thumbnail, str) and thumbnail else None,
+                     "score": float(score) if isinstance(score, (int, float)) else None,
+                     "mark": mark if isinstance(mark, str) else "",
+                     "footprint": feature.geometry().asWkt()})
+    return sorted(hits, key=lambda hit: hit["rank"])
+
+
+def set_hit_mark(layer: QgsVectorLayer, hit_id, mark: str) -> None:
+    """Record the analyst's mark on every feature of hit `hit_id` (saved with the layer)."""
+    column = layer.fields().indexOf("mark")
+    if column < 0:
+        return
+    changes = {f.id(): {column: mark} for f in layer.getFeatures()
+               if str(f["hit_id"]) == str(hit_id)}
+    if changes:
+        layer.dataProvider().changeAttributeValues(changes)
+        layer.triggerRepaint()

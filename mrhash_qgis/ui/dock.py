@@ -1,22 +1,29 @@
-"""The MrHash dock: engine state, model / index pickers, query options and the results."""
+"""The MrHash dock: engine state, model / index pickers, query options, and the results:
+thumbnails, marks and Refine, export, saved searches."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsGeometry,
     QgsProject,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
+    QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -26,26 +33,43 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from mrhash_qgis.core import settings
+from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.engine_client import (
     FIX_REPAIR,
     FIX_SETUP,
     STATE_FAILED,
     EngineClient,
     EngineRequest,
-    log,
 )
 from mrhash_qgis.core.hits_layer import (
+    HITS_LAYER_NAME,
+    QUERY_LAYER_NAME,
     geometry_from_geojson,
+    hits_from_layer,
     hits_layer,
     query_layer,
     replace_in_project,
+    set_hit_mark,
+    usable,
 )
-from mrhash_qgis.core.index_footprints import tile_at, tile_size_px
+from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.index_footprints import tile_at
+from mrhash_qgis.core.results import ResultsStore, export_layer
+from mrhash_qgis.core.searches import (
+    IRRELEVANT,
+    PROJECT_SCOPE,
+    RELEVANT,
+    Search,
+    save_search,
+    saved_searches,
+)
 from mrhash_qgis.core.setup_task import EngineSetup
-from mrhash_qgis.map_tool import QueryLocation
-from mrhash_qgis.ui.thumbnails import ThumbnailGrid
+from mrhash_qgis.map_tool import POLYGON_GEOMETRY, QueryLocation
+from mrhash_qgis.ui.results_panel import ResultsPanel
 
 WGS84 = "EPSG:4326"
+CURRENT_KEY = "current_search"
+WITHIN_ANYWHERE, WITHIN_EXTENT, WITHIN_SELECTION = "anywhere", "extent", "selection"
 
 
 def _setting_checkbox(text: str, key: str, default: bool, tooltip: str) -> QCheckBox:
@@ -65,27 +89,29 @@ class MrHashDock(QgsDockWidget):
 
     def __init__(self, iface, client: EngineClient, map_tool=None, parent=None,
                  setup: EngineSetup | None = None):
-        super().__init__("MrHash", parent)
+        super().__init__(tr("MrHash"), parent)
         self.setObjectName("MrHashDock")
         self.iface = iface
         self.client = client
         self.setup = setup or EngineSetup(client)
         self.map_tool = map_tool
-        self.hits_layer = None
+        self.hits_layer: QgsVectorLayer | None = None
+        self.query_layer: QgsVectorLayer | None = None
+        self.search: Search | None = None
         self._request: EngineRequest | None = None
-        self._location: QueryLocation | None = None
 
         body = QWidget()
         layout = QVBoxLayout(body)
         engine_row = QHBoxLayout()
         self.engine_label = QLabel()
         self.engine_label.setWordWrap(True)
-        self.restart_button = QPushButton("Restart")
-        self.restart_button.setToolTip("Restart the engine worker")
+        self.restart_button = QPushButton(tr("Restart"))
+        self.restart_button.setToolTip(tr("Restart the engine worker"))
         self.restart_button.clicked.connect(self.client.restart)
-        self.setup_button = QPushButton("Set up the engine")
-        self.setup_button.setToolTip("Install PyTorch and the MrHash engine in a private folder "
-                                     "of your QGIS profile (about 1.2 GB for the CPU build)")
+        self.setup_button = QPushButton(tr("Set up the engine"))
+        self.setup_button.setToolTip(tr(
+            "Install PyTorch and the MrHash engine in a private folder of your QGIS profile "
+            "(about 1.2 GB for the CPU build)"))
         self.setup_button.clicked.connect(self._setup_clicked)
         engine_row.addWidget(self.engine_label, 1)
         engine_row.addWidget(self.restart_button)
@@ -102,7 +128,7 @@ class MrHashDock(QgsDockWidget):
         form = QFormLayout()
         self.model_widget = QgsFileWidget()
         self.model_widget.setFilePath(settings.get("last/model"))
-        self.model_widget.setToolTip("Model package trained with MrHash")
+        self.model_widget.setToolTip(tr("Model package trained with MrHash"))
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setFilePath(settings.get("last/index"))
@@ -112,38 +138,76 @@ class MrHashDock(QgsDockWidget):
         self.k_spin.setRange(1, 500)
         self.k_spin.setValue(int(settings.get("query/k", "12")))
         self.k_spin.valueChanged.connect(lambda k: settings.put("query/k", str(k)))
-        form.addRow("Model", self.model_widget)
-        form.addRow("Index", self.index_widget)
-        form.addRow("Results (k)", self.k_spin)
+        self.within_combo = QComboBox()
+        for text, key in ((tr("Anywhere in the index"), WITHIN_ANYWHERE),
+                          (tr("Within the map extent"), WITHIN_EXTENT),
+                          (tr("Within the selected polygons"), WITHIN_SELECTION)):
+            self.within_combo.addItem(text, key)
+        self.within_combo.setToolTip(tr("Only hits whose centre lies in this area (taken when "
+                                        "the query runs)"))
+        self.exclude_spin = QSpinBox()
+        self.exclude_spin.setRange(0, 1_000_000)
+        self.exclude_spin.setSingleStep(500)
+        self.exclude_spin.setSuffix(" m")
+        self.exclude_spin.setSpecialValueText(tr("off"))
+        self.exclude_spin.setValue(int(settings.get("query/exclude_m", "0")))
+        self.exclude_spin.valueChanged.connect(lambda m: settings.put("query/exclude_m", str(m)))
+        self.exclude_spin.setToolTip(tr("Leave out hits this close to the query: places like "
+                                        "it elsewhere, not its own neighbourhood"))
+        form.addRow(tr("Model"), self.model_widget)
+        form.addRow(tr("Index"), self.index_widget)
+        form.addRow(tr("Results (k)"), self.k_spin)
+        form.addRow(tr("Search"), self.within_combo)
+        form.addRow(tr("Skip hits within"), self.exclude_spin)
         layout.addLayout(form)
         self.snap_check = _setting_checkbox(
-            "Snap clicks to the indexed tile under them", "query/snap", True,
-            "Query with the stored code of the tile under the click (exact, fast); off: "
-            "encode the patch centred on the click")
+            tr("Snap clicks to the indexed tile under them"), "query/snap", True,
+            tr("Query with the stored code of the tile under the click (exact, fast); off: "
+               "encode the patch centred on the click"))
         self.append_check = _setting_checkbox(
-            "Keep earlier results (add each query's hits)", "query/append", False,
-            "Off: each query replaces the hits layer. On: hits are added, numbered by query "
-            "in its 'query' field")
+            tr("Keep earlier results (add each query's hits)"), "query/append", False,
+            tr("Off: each query replaces the hits layer. On: hits are added, numbered by query "
+               "in its 'query' field"))
         layout.addWidget(self.snap_check)
         layout.addWidget(self.append_check)
         self.queries_made = 0
 
-        self.query_button = QPushButton("Query on map")
+        query_row = QHBoxLayout()
+        self.query_button = QPushButton(tr("Query on map"))
         self.query_button.setCheckable(True)
-        self.query_button.setToolTip("Click a point or drag a rectangle on the map")
-        layout.addWidget(self.query_button)
-        self.status_label = QLabel("Click on the map to find similar places.")
+        self.query_button.setToolTip(tr("Click a point or drag a rectangle on the map"))
+        self.features_button = QPushButton(tr("Query selected polygons"))
+        self.features_button.setToolTip(tr(
+            "Places like the polygons selected in the active vector layer (fields you mapped, "
+            "examples you already have)"))
+        self.features_button.clicked.connect(lambda: self.query_selected_features())
+        query_row.addWidget(self.query_button)
+        query_row.addWidget(self.features_button)
+        layout.addLayout(query_row)
+        self.status_label = QLabel(tr("Click on the map to find similar places."))
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
-        self.grid = ThumbnailGrid()
+        self.results = ResultsPanel()
+        self.grid = self.results.grid
         self.grid.hitClicked.connect(self.zoom_to_hit)
         self.grid.hitActivated.connect(self.add_hit_raster)
-        layout.addWidget(self.grid, 1)
+        self.results.markRequested.connect(self.mark_hits)
+        self.results.refineRequested.connect(self.refine)
+        self.results.exportRequested.connect(lambda: self.export_hits())
+        self.results.saveRequested.connect(lambda: self.save_search())
+        self.results.runRequested.connect(self.run_saved)
+        layout.addWidget(self.results, 1)
         self.setWidget(body)
 
         self.client.stateChanged.connect(self._show_state)
         self.client.ready.connect(lambda _info: self._show_state(self.client.state))
         self._show_state(self.client.state)
+        # a bound method: the connection goes with the dock when the plugin unloads
+        QgsProject.instance().readProject.connect(self._project_read)
+        self.restore_from_project()
+
+    def _project_read(self, _document) -> None:
+        self.restore_from_project()
 
     # engine state
     def _setup_clicked(self) -> None:
@@ -154,13 +218,14 @@ class MrHashDock(QgsDockWidget):
 
     def _show_setup_step(self, fraction: float, message: str) -> None:
         self.setup_progress.setValue(int(100 * fraction))
-        self.engine_label.setText(f"Setting up the engine… {message}")
+        self.engine_label.setText(tr("Setting up the engine… {message}").format(message=message))
 
     def _setup_finished(self, ok: bool, message: str) -> None:
         self.setup_progress.setVisible(False)
         if not ok:
             self.iface.messageBar().pushMessage(
-                "MrHash", f"Engine set-up failed: {message}", Qgis.MessageLevel.Critical, 0)
+                "MrHash", tr("Engine set-up failed: {message}").format(message=message),
+                Qgis.MessageLevel.Critical, 0)
         self._show_state(self.client.state)
 
     def _show_state(self, state: str) -> None:
@@ -169,44 +234,98 @@ class MrHashDock(QgsDockWidget):
         self.setup_progress.setVisible(running)
         self.setup_button.setVisible(running or (state == STATE_FAILED
                                                  and self.client.fix in (FIX_SETUP, FIX_REPAIR)))
-        self.setup_button.setText("Cancel set-up" if running else
-                                  "Repair the engine" if self.client.fix == FIX_REPAIR
-                                  else "Set up the engine")
+        self.setup_button.setText(tr("Cancel set-up") if running else
+                                  tr("Repair the engine") if self.client.fix == FIX_REPAIR
+                                  else tr("Set up the engine"))
         self.restart_button.setVisible(not self.setup_button.isVisibleTo(self))
         if running:
-            self.engine_label.setText(f"Setting up the engine… {self.setup.last_message}")
+            self.engine_label.setText(tr("Setting up the engine… {message}").format(
+                message=self.setup.last_message))
             return
         if state == "ready":
-            text = (f"Engine ready · {info.get('device', '?')} · "
-                    f"mrhash {info.get('version', '?')}")
+            text = tr("Engine ready · {device} · mrhash {version}").format(
+                device=info.get("device", "?"), version=info.get("version", "?"))
         elif state == STATE_FAILED and self.client.fix == FIX_SETUP:
-            text = ("The engine is not set up yet: press Set up the engine (once, a few "
-                    "minutes).")
+            text = tr("The engine is not set up yet: press Set up the engine (once, a few "
+                      "minutes).")
         elif state == STATE_FAILED:
-            text = f"Engine failed: {self.client.last_error.splitlines()[0]}"
+            text = tr("Engine failed: {error}").format(
+                error=self.client.last_error.splitlines()[0])
             self.iface.messageBar().pushMessage(
-                "MrHash", f"{text} — details in the MrHash tab of the log panel and in "
-                "MrHash › Settings.", Qgis.MessageLevel.Critical, 15)
+                "MrHash", tr("{text} — details in the MrHash tab of the log panel and in "
+                             "MrHash › Settings.").format(text=text),
+                Qgis.MessageLevel.Critical, 15)
         else:
-            text = f"Engine {state}"
+            text = tr("Engine {state}").format(state=state)
         self.engine_label.setText(text)
         self.engine_label.setToolTip(self.client.last_error if state == STATE_FAILED else "")
 
     # queries
-    def run_query(self, location: QueryLocation) -> EngineRequest | None:
+    def _index(self) -> str | None:
         index = self.index_widget.filePath()
         if not index:
-            self._fail("Choose an index in the MrHash dock first (build one with "
-                       "MrHash > Build index).")
+            self._fail(tr("Choose an index in the MrHash dock first (build one with "
+                          "MrHash › Build index)."))
             return None
+        return index
+
+    def run_query(self, location: QueryLocation) -> EngineRequest | None:
+        """A new search at a clicked point or a dragged rectangle (marks start afresh)."""
+        index = self._index()
+        if index is None:
+            return None
+        return self.run_search(self._new_search(index, [self._where(index, location)]))
+
+    def query_selected_features(self, layer=None) -> EngineRequest | None:
+        """A new search for places like the selected polygons of `layer` (default: the active
+        layer): one polygon is a footprint query, several a search by examples."""
+        index = self._index()
+        if index is None:
+            return None
+        layer = layer or self.iface.activeLayer()
+        footprints = selected_footprints(layer)
+        if not footprints:
+            self._fail(tr("Select one or more polygons of a vector layer first (the active "
+                          "layer's selection is the query)."))
+            return None
+        return self.run_search(self._new_search(index, footprints))
+
+    def _new_search(self, index: str, queries: list[dict]) -> Search:
+        return Search(index=index, k=self.k_spin.value(), queries=queries,
+                      within=self._within(), exclude_radius=float(self.exclude_spin.value()))
+
+    def _within(self) -> str | None:
+        """WKT (EPSG:4326) of the area chosen to search in, None for anywhere."""
+        choice = self.within_combo.currentData()
+        to_wgs84 = QgsCoordinateReferenceSystem(WGS84)
+        if choice == WITHIN_EXTENT:
+            canvas = self.iface.mapCanvas()
+            transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), to_wgs84,
+                                               QgsProject.instance())
+            return QgsGeometry.fromRect(transform.transformBoundingBox(canvas.extent())).asWkt()
+        if choice == WITHIN_SELECTION:
+            area = selected_area(self.iface.activeLayer())
+            return area.asWkt() if area is not None else None
+        return None
+
+    def refine(self) -> EngineRequest | None:
+        """Search the whole index again with the marks of the current search."""
+        if self.search is None or not self.search.marks:
+            self._fail(tr("Mark some hits relevant or not relevant first (select thumbnails, "
+                          "then ✓ Relevant or ✗ Not relevant)."))
+            return None
+        self.search.k = self.k_spin.value()
+        return self.run_search(self.search)
+
+    def run_search(self, search: Search) -> EngineRequest:
         if self._request is not None and not self._request.done:
             self._request.cancel()
-        params = {"index": index, "k": self.k_spin.value(), "thumbnails": True,
-                  **self._where(index, location)}
-        self.status_label.setText("Searching…")
-        self._location = location
-        self._request = self.client.request("query", params, finished=self._show_result,
-                                            failed=self._show_error)
+        method, params = search.request()
+        self.search = search
+        self.status_label.setText(tr("Searching…") if method == "query" else tr("Refining…"))
+        self._request = self.client.request(
+            method, params, finished=lambda result: self._show_result(result, method),
+            failed=self._show_error)
         return self._request
 
     def _where(self, index: str, location: QueryLocation) -> dict:
@@ -216,41 +335,139 @@ class MrHashDock(QgsDockWidget):
                 return {"tile": tile}
         return location.params()
 
-    def _show_result(self, result: dict) -> None:
+    def _store(self) -> ResultsStore:
+        return ResultsStore.for_project(self.search.index if self.search else "",
+                                        (HITS_LAYER_NAME, QUERY_LAYER_NAME))
+
+    def _show_result(self, result: dict, method: str = "query") -> None:
         hits = result.get("hits", [])
         project = QgsProject.instance()
+        for hit in hits:
+            hit["mark"] = self.search.mark_of({"tile": int(hit["id"])}) if self.search else ""
+        self._adopt_project_layers()
         self.queries_made += 1
-        self.hits_layer = hits_layer(hits, self.hits_layer,
-                                     replace=not self.append_check.isChecked(),
-                                     query=self.queries_made)
+        replace = not self.append_check.isChecked()
+        try:
+            store = self._store()
+            self.hits_layer = hits_layer(hits, self.hits_layer if usable(self.hits_layer)
+                                         else None, replace=replace, query=self.queries_made,
+                                         store=store)
+            query = result.get("query") or {}
+            footprints = [query["footprint"]] if query.get("footprint") else []
+            self.query_layer = query_layer(
+                footprints, store, replace=replace, query=self.queries_made, kind=method,
+                params=self.search.to_dict() if self.search else {})
+        except OSError as error:
+            self._fail(tr("Cannot keep the results: {error}").format(error=error))
+            return
         replace_in_project(self.hits_layer, project)
-        footprint = (result.get("query") or {}).get("footprint")
-        if footprint:
-            replace_in_project(query_layer(footprint), project)
-            if self.map_tool is not None:
-                self.map_tool.highlight(geometry_from_geojson(footprint),
-                                        QgsCoordinateReferenceSystem(WGS84))
-        self.grid.set_hits(hits)
-        self.status_label.setText(f"{len(hits)} similar places" if hits else "No hits.")
+        replace_in_project(self.query_layer, project)
+        if footprints and self.map_tool is not None:
+            self.map_tool.highlight(geometry_from_geojson(footprints[0]),
+                                    QgsCoordinateReferenceSystem(WGS84))
+        self.results.grid.set_hits(hits, query if footprints else None)
+        self._remember_search()
+        self.status_label.setText(result_summary(result, method))
         self.queryFinished.emit(result)
 
     def _show_error(self, code: str, message: str) -> None:
-        location = self._location
-        if code == "outside_index" and location is not None and not location.footprint_wkt:
-            # the point lies outside the indexed rasters: query the raster under it instead
-            size = tile_size_px(self.index_widget.filePath())
-            retry = location.around(size) if size else None
-            if retry is not None:
-                log(f"point query failed ({message}); querying {retry.raster} around it")
-                self.run_query(retry)
-                return
         if code != "cancelled":
-            self._fail(f"Query failed: {message}")
+            self._fail(tr("Query failed: {message}").format(message=message))
 
     def _fail(self, message: str) -> None:
         self.status_label.setText(message)
         self.iface.messageBar().pushMessage("MrHash", message, Qgis.MessageLevel.Critical, 8)
         self.queryFailed.emit(message)
+
+    # marks, saved searches, export
+    def mark_hits(self, hits: list[dict], mark: str) -> None:
+        """Mark hits relevant / not relevant ("" clears) for the next Refine."""
+        if self.search is None or not hits:
+            return
+        relevant = {RELEVANT: True, IRRELEVANT: False}.get(mark)
+        for hit in hits:
+            self.search.mark({"tile": int(hit["id"])}, relevant)
+            self.results.grid.set_mark(hit["id"], mark)
+            if usable(self.hits_layer):
+                set_hit_mark(self.hits_layer, hit["id"], mark)
+        self._remember_search()
+        self.status_label.setText(tr(
+            "{relevant} relevant, {irrelevant} not relevant: press Refine to search again."
+        ).format(relevant=self.search.n_relevant, irrelevant=self.search.n_irrelevant))
+
+    def _remember_search(self) -> None:
+        """The current search (with its marks) lives in the project: reopened, Refine goes on
+        where it stopped."""
+        self.results.show_search(self.search)
+        if self.search is not None:
+            QgsProject.instance().writeEntry(PROJECT_SCOPE, CURRENT_KEY,
+                                             json.dumps(self.search.to_dict()))
+
+    def save_search(self, name: str | None = None) -> None:
+        if self.search is None:
+            return
+        if name is None:
+            default = tr("Search {n}").format(n=len(saved_searches()) + 1)
+            name, ok = QInputDialog.getText(self, tr("Save search"), tr("Name:"), text=default)
+            if not ok or not name.strip():
+                return
+        save_search(self.search, name.strip())
+        self.results.set_saved(saved_searches())
+        self.iface.messageBar().pushMessage(
+            "MrHash", tr("Search “{name}” saved in the project (save the project to keep "
+                         "it).").format(name=name.strip()), Qgis.MessageLevel.Info, 5)
+
+    def run_saved(self, search: Search) -> EngineRequest:
+        self.index_widget.setFilePath(search.index)
+        self.k_spin.setValue(search.k)
+        return self.run_search(Search.from_dict(search.to_dict()))
+
+    def export_hits(self, path: str | None = None) -> Path | None:
+        if not usable(self.hits_layer):
+            self._fail(tr("No hits to export yet: run a query first."))
+            return None
+        if path is None:
+            path, _filter = QFileDialog.getSaveFileName(
+                self, tr("Export hits"), str(Path.home() / "mrhash_hits.gpkg"),
+                tr("GeoPackage (*.gpkg);;CSV (*.csv)"))
+            if not path:
+                return None
+        try:
+            written = export_layer(self.hits_layer, path)
+        except OSError as error:
+            self._fail(str(error))
+            return None
+        self.iface.messageBar().pushMessage(
+            "MrHash", tr("Hits exported to {path}").format(path=written),
+            Qgis.MessageLevel.Success, 5)
+        return written
+
+    def _adopt_project_layers(self) -> None:
+        """Take over the results layers of a reopened project (their GeoPackage goes on)."""
+        project = QgsProject.instance()
+        for attribute, name in (("hits_layer", HITS_LAYER_NAME), ("query_layer", QUERY_LAYER_NAME)):
+            if not usable(getattr(self, attribute)):
+                found = [layer for layer in project.mapLayersByName(name) if usable(layer)]
+                setattr(self, attribute, found[0] if found else None)
+        if usable(self.hits_layer) and self.queries_made == 0:
+            numbers = [int(f["query"] or 0) for f in self.hits_layer.getFeatures()]
+            self.queries_made = max(numbers, default=0)
+
+    def restore_from_project(self) -> None:
+        """After a project is read: its saved searches, its current search and marks, and its
+        latest hits in the grid."""
+        self.hits_layer = self.query_layer = None
+        self.queries_made = 0
+        text, _ok = QgsProject.instance().readEntry(PROJECT_SCOPE, CURRENT_KEY, "")
+        try:
+            self.search = Search.from_dict(json.loads(text)) if text else None
+        except (KeyError, TypeError, ValueError):
+            self.search = None
+        self._adopt_project_layers()
+        hits = hits_from_layer(self.hits_layer) if usable(self.hits_layer) else []
+        self.results.grid.set_hits(hits)
+        self.results.set_saved(saved_searches())
+        self.results.show_search(self.search)
 
     # results
     def zoom_to_hit(self, hit: dict) -> None:
@@ -265,10 +482,63 @@ class MrHashDock(QgsDockWidget):
         canvas.refresh()
 
     def add_hit_raster(self, hit: dict) -> QgsRasterLayer | None:
+        """The hit's raster in the project, below the results layers so it never hides them;
+        a raster already in the project is reused (made visible), not added twice."""
         path = str(hit["path"])
+        project = QgsProject.instance()
+        for layer in project.mapLayers().values():
+            if isinstance(layer, QgsRasterLayer) and layer.source().split("|")[0] == path:
+                node = project.layerTreeRoot().findLayer(layer.id())
+                if node is not None:
+                    node.setItemVisibilityChecked(True)
+                return layer
         layer = QgsRasterLayer(path, Path(path).stem)
         if not layer.isValid():
-            self._fail(f"{path}: QGIS cannot open this raster")
+            self._fail(tr("{path}: QGIS cannot open this raster").format(path=path))
             return None
-        QgsProject.instance().addMapLayer(layer)
+        project.addMapLayer(layer, False)
+        root = project.layerTreeRoot()
+        positions = [root.children().index(node) for node in
+                     (root.findLayer(r.id()) for r in (self.hits_layer, self.query_layer)
+                      if usable(r)) if node is not None and node.parent() is root]
+        root.insertLayer(max(positions) + 1 if positions else len(root.children()), layer)
         return layer
+
+
+def selected_footprints(layer) -> list[dict]:
+    """Footprint query params of the selected polygons of `layer` (in the layer's CRS)."""
+    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != POLYGON_GEOMETRY:
+        return []
+    crs = crs_text(layer.crs())
+    return [{"footprint": feature.geometry().asWkt(), "footprint_crs": crs}
+            for feature in layer.selectedFeatures() if not feature.geometry().isEmpty()]
+
+
+def selected_area(layer) -> QgsGeometry | None:
+    """Union of the selected polygons of `layer`, in EPSG:4326 (None without a selection)."""
+    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != POLYGON_GEOMETRY:
+        return None
+    geometries = [f.geometry() for f in layer.selectedFeatures() if not f.geometry().isEmpty()]
+    if not geometries:
+        return None
+    area = QgsGeometry.unaryUnion(geometries)
+    area.transform(QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem(WGS84),
+                                          QgsProject.instance()))
+    return area
+
+
+def result_summary(result: dict, method: str) -> str:
+    """The status line: how many hits, and how many places tie when the query is ambiguous."""
+    hits = result.get("hits", [])
+    if not hits:
+        return tr("No hits.")
+    text = (tr("{n} similar places") if method == "query"
+            else tr("{n} places like your examples")).format(n=len(hits))
+    ties = result.get("ties") or {}
+    count = int(ties.get("count") or 0)
+    if method == "query" and count > 1:
+        text += " · " + tr("{count}{more} places tie at distance {distance}: ordered by the "
+                           "finer score").format(count=f"{count:,}",
+                                                 more="+" if ties.get("capped") else "",
+                                                 distance=ties.get("distance"))
+    return text

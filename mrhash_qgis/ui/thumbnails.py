@@ -1,4 +1,5 @@
-"""Thumbnail grid of query hits: rank + distance under each picture."""
+"""Thumbnail grid of query results: the query first, then the hits with rank + distance under
+each picture; hits marked relevant / not relevant by the analyst get a green / red frame."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import base64
 from pathlib import Path
 
 from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QColor, QIcon, QPainter, QPixmap
-from qgis.PyQt.QtWidgets import QListView, QListWidget, QListWidgetItem
+from qgis.PyQt.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
+from qgis.PyQt.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QMenu
+
+from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT
 
 THUMB_PX = 96
 HIT_ROLE = Qt.ItemDataRole.UserRole
+MARK_COLOURS = {RELEVANT: "#1a9850", IRRELEVANT: "#d73027", "query": "#00e5ff"}
 
 
 def hit_pixmap(thumbnail: str | None, size: int = THUMB_PX) -> QPixmap:
@@ -31,17 +36,39 @@ def hit_pixmap(thumbnail: str | None, size: int = THUMB_PX) -> QPixmap:
         pixmap = QPixmap(size, size)
         pixmap.fill(QColor("#d0d0d0"))
         painter = QPainter(pixmap)
-        painter.drawText(pixmap.rect(), Qt.AlignmentFlag.AlignCenter, "no preview")
+        painter.drawText(pixmap.rect(), Qt.AlignmentFlag.AlignCenter, tr("no preview"))
         painter.end()
     return pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
                          Qt.TransformationMode.SmoothTransformation)
 
 
+def framed(pixmap: QPixmap, colour: str | None) -> QPixmap:
+    """A copy of `pixmap` with a thick frame of `colour` (None: unchanged)."""
+    if not colour:
+        return pixmap
+    framed_pixmap = QPixmap(pixmap)
+    painter = QPainter(framed_pixmap)
+    painter.setPen(QPen(QColor(colour), 8))
+    painter.drawRect(framed_pixmap.rect().adjusted(4, 4, -4, -4))
+    painter.end()
+    return framed_pixmap
+
+
+def caption(hit: dict) -> str:
+    if hit.get("is_query"):
+        return tr("query")
+    mark = {RELEVANT: " ✓", IRRELEVANT: " ✗"}.get(hit.get("mark") or "", "")
+    return f"#{hit['rank']}  d={hit['distance']:g}{mark}"
+
+
 class ThumbnailGrid(QListWidget):
-    """Icons of hits; `hitClicked` / `hitActivated` carry the hit dict."""
+    """Icons of the query and its hits; `hitClicked` / `hitActivated` carry the hit dict (the
+    query's has `is_query`); `markRequested(hits, mark)` asks to mark the selected hits
+    (mark "relevant", "irrelevant" or "" to clear) from the context menu."""
 
     hitClicked = pyqtSignal(dict)    # noqa: N815 (Qt signal naming)
     hitActivated = pyqtSignal(dict)  # noqa: N815
+    markRequested = pyqtSignal(list, str)  # noqa: N815
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -52,16 +79,61 @@ class ThumbnailGrid(QListWidget):
         self.setMovement(QListView.Movement.Static)
         self.setWordWrap(True)
         self.setUniformItemSizes(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
         self.itemClicked.connect(lambda item: self.hitClicked.emit(item.data(HIT_ROLE)))
         self.itemDoubleClicked.connect(lambda item: self.hitActivated.emit(item.data(HIT_ROLE)))
 
-    def set_hits(self, hits: list[dict]) -> None:
+    def set_hits(self, hits: list[dict], query: dict | None = None) -> None:
+        """Show `query` (the query's footprint, path and thumbnail, if any) then `hits`."""
         self.clear()
+        if query is not None:
+            self._add({**query, "is_query": True}, tr("the place you queried; click: zoom"))
         for hit in hits:
             name = Path(str(hit.get("path", ""))).name
-            item = QListWidgetItem(QIcon(hit_pixmap(hit.get("thumbnail"))),
-                                   f"#{hit['rank']}  d={hit['distance']:g}")
-            item.setToolTip(f"{name}\nwindow {hit.get('window')}\n"
-                            "click: zoom · double-click: add the raster")
-            item.setData(HIT_ROLE, hit)
-            self.addItem(item)
+            score = f"\n{tr('score')} {hit['score']:.3f}" if hit.get("score") is not None else ""
+            self._add(hit, f"{name}\nwindow {hit.get('window')}{score}\n"
+                      + tr("click: zoom · double-click: add the raster · right-click: mark"))
+
+    def _add(self, hit: dict, tooltip: str) -> None:
+        item = QListWidgetItem(caption(hit))
+        item.setToolTip(tooltip)
+        item.setData(HIT_ROLE, hit)
+        self._paint(item)
+        self.addItem(item)
+
+    def _paint(self, item: QListWidgetItem) -> None:
+        hit = item.data(HIT_ROLE)
+        colour = MARK_COLOURS["query"] if hit.get("is_query") else MARK_COLOURS.get(
+            hit.get("mark") or "")
+        item.setIcon(QIcon(framed(hit_pixmap(hit.get("thumbnail")), colour)))
+        item.setText(caption(hit))
+
+    def hit_items(self) -> list[QListWidgetItem]:
+        return [self.item(row) for row in range(self.count())
+                if not self.item(row).data(HIT_ROLE).get("is_query")]
+
+    def selected_hits(self) -> list[dict]:
+        return [item.data(HIT_ROLE) for item in self.selectedItems()
+                if not item.data(HIT_ROLE).get("is_query")]
+
+    def set_mark(self, hit_id, mark: str) -> None:
+        """Show hit `hit_id` as marked (`mark`: relevant, irrelevant or "")."""
+        for item in self.hit_items():
+            hit = item.data(HIT_ROLE)
+            if str(hit.get("id")) == str(hit_id):
+                item.setData(HIT_ROLE, {**hit, "mark": mark})
+                self._paint(item)
+
+    def _menu(self, position) -> None:
+        hits = self.selected_hits()
+        if not hits:
+            return
+        menu = QMenu(self)
+        for text, mark in ((tr("Relevant (more like this)"), RELEVANT),
+                           (tr("Not relevant (less like this)"), IRRELEVANT),
+                           (tr("Clear the mark"), "")):
+            menu.addAction(text).triggered.connect(
+                lambda _checked=False, mark=mark: self.markRequested.emit(hits, mark))
+        menu.exec(self.viewport().mapToGlobal(position))

@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = ("qgis_main_window.png", "dock.png", "index_dialog.png", "wizard_1_primary.png",
-         "wizard_2_auxiliary.png", "wizard_3_parameters.png", "wizard_4_training.png")
+         "wizard_2_auxiliary.png", "wizard_3_parameters.png", "wizard_4_training.png",
+         "qgis_refined.png", "dock_refined.png")
 
 
 @pytest.mark.slow
@@ -30,6 +31,13 @@ def test_qgis_desktop_click_query(tmp_path):
     assert steps["engine"]["state"] == "ready"
     assert steps["hits"]["n"] == 8 and steps["hits"]["thumbnails"] == 8
     assert {"MrHash hits", "MrHash query"} <= set(steps["hits"]["layers"])
+    # the analyst's loop: mark, refine, save the project, reopen it, export
+    assert (steps["marked"]["relevant"], steps["marked"]["irrelevant"]) == (3, 1)
+    assert steps["refined"]["n"] == 8 and steps["refined"]["marked_returned"] == 0
+    reopened = steps["reopened"]
+    assert reopened["hits"] == reopened["saved_hits"] > 0 and reopened["thumbnails"] == 8
+    assert reopened["marks"] == 4
+    assert steps["exported"]["valid"] and steps["exported"]["features"] == reopened["hits"]
     assert "covers 100% of the primary" in steps["overlap"]["text"]
     assert steps["trained"]["error"] is None and steps["trained"]["losses"] > 0
     for name in SHOTS:

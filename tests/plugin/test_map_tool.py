@@ -3,60 +3,22 @@
 from __future__ import annotations
 
 from conftest import wait_for
+from dock_support import dock_on_canvas, mouse, pixel_of
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
 )
-from qgis.gui import QgsMapMouseEvent
-from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtCore import QEvent
 
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME
-
-
-def _mouse(canvas, kind, pixel: QPoint) -> QgsMapMouseEvent:
-    return QgsMapMouseEvent(canvas, kind, pixel, Qt.MouseButton.LeftButton,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-
-
-def _pixel(canvas, point_32618: QgsPointXY) -> QPoint:
-    to_canvas = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32618"),
-                                       canvas.mapSettings().destinationCrs(),
-                                       QgsProject.instance())
-    pixel = canvas.getCoordinateTransform().transform(to_canvas.transform(point_32618))
-    return QPoint(round(pixel.x()), round(pixel.y()))
-
-
-def _setup(qgis_iface, built_index, rgb_layer):
-    from mrhash_qgis.core.engine_client import shared_client
-    from mrhash_qgis.map_tool import QueryMapTool
-    from mrhash_qgis.ui.dock import MrHashDock
-
-    canvas = qgis_iface.mapCanvas()
-    window = canvas.window()  # a hidden canvas never gets the resize that sets its output size
-    window.resize(600, 600)
-    canvas.resize(600, 600)
-    window.show()
-    wait_for(lambda: canvas.mapSettings().outputSize().width() > 500, 10, "the canvas size")
-    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))  # not the raster's
-    canvas.setLayers([rgb_layer])
-    extent = QgsCoordinateTransform(rgb_layer.crs(), canvas.mapSettings().destinationCrs(),
-                                    QgsProject.instance()).transformBoundingBox(rgb_layer.extent())
-    canvas.setExtent(extent)
-    tool = QueryMapTool(canvas)
-    dock = MrHashDock(qgis_iface, shared_client(), tool)
-    dock.index_widget.setFilePath(built_index.index_widget.filePath())
-    dock.k_spin.setValue(5)
-    dock.snap_check.setChecked(False)
-    tool.queryRequested.connect(dock.run_query)
-    return canvas, tool, dock
+from mrhash_qgis.ui.thumbnails import HIT_ROLE
 
 
 def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rgb_layer, s2):
-    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    canvas, tool, dock = dock_on_canvas(qgis_iface, built_index, rgb_layer)
     extent = rgb_layer.extent()
     # centre of the tile at column 1, row 2 of the 64 px grid (10 m pixels)
     target = QgsPointXY(extent.xMinimum() + 96 * 10, extent.yMaximum() - 160 * 10)
@@ -65,11 +27,11 @@ def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rg
                                        QgsProject.instance())
     canvas.setExtent(to_canvas.transformBoundingBox(QgsRectangle(
         target.x() - 100, target.y() - 100, target.x() + 100, target.y() + 100)))
-    pixel = _pixel(canvas, target)
+    pixel = pixel_of(canvas, target)
     results: list[dict] = []
     dock.queryFinished.connect(results.append)
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the query")
 
     hits = results[0]["hits"]
@@ -83,18 +45,19 @@ def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rg
     best = features[0]
     assert best["distance"] == 0
     assert best["source"] == str(s2.archive_dir / "s2_rgb_a.tif")
-    assert results[0]["query"]["path"] == best["source"]  # read from the indexed raster
+    assert results[0]["query"]["path"] == str(s2.rgb)  # read from the layer clicked on
     to_wgs84 = QgsCoordinateTransform(rgb_layer.crs(), layer.crs(), QgsProject.instance())
     assert best.geometry().contains(to_wgs84.transform(target))
     assert layer.renderer().type() == "graduatedSymbol"
-    # thumbnails: one per hit, real pictures from the engine
-    assert dock.grid.count() == 5
-    assert dock.grid.item(0).text().startswith("#1  d=0")
+    # thumbnails: the query first, then one per hit, real pictures from the engine
+    assert dock.grid.item(0).data(HIT_ROLE)["is_query"]
+    assert len(dock.grid.hit_items()) == 5
+    assert dock.grid.hit_items()[0].text().startswith("#1  d=0")
     assert all(hit.get("thumbnail") for hit in hits)
     # the user removes the hits layer; the next query makes a new one
     QgsProject.instance().removeMapLayers([layer.id()])
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: len(results) == 2, 60, "the second query")
     [again] = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)
     assert again.featureCount() == 5
@@ -103,16 +66,16 @@ def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rg
 
 
 def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s2):
-    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    canvas, tool, dock = dock_on_canvas(qgis_iface, built_index, rgb_layer)
     dock.snap_check.setChecked(True)
     dock.k_spin.setValue(12)
     extent = rgb_layer.extent()
     target = QgsPointXY(extent.xMinimum() + 100 * 10, extent.yMaximum() - 150 * 10)
-    pixel = _pixel(canvas, target)  # whole-crop view: a canvas pixel is ~5 m, off-centre
+    pixel = pixel_of(canvas, target)  # whole-crop view: a canvas pixel is ~5 m, off-centre
     results: list[dict] = []
     dock.queryFinished.connect(results.append)
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the snapped query")
     query = results[0]["query"]
     assert query["path"] == str(s2.archive_dir / "s2_rgb_a.tif")
@@ -128,24 +91,24 @@ def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s
 
 
 def test_append_keeps_earlier_results_numbered_by_query(qgis_iface, built_index, rgb_layer):
-    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    canvas, tool, dock = dock_on_canvas(qgis_iface, built_index, rgb_layer)
     dock.append_check.setChecked(True)
     extent = rgb_layer.extent()
     results: list[dict] = []
     dock.queryFinished.connect(results.append)
     for n, (col, row) in enumerate(((96, 160), (224, 32)), start=1):
-        pixel = _pixel(canvas, QgsPointXY(extent.xMinimum() + col * 10,
+        pixel = pixel_of(canvas, QgsPointXY(extent.xMinimum() + col * 10,
                                           extent.yMaximum() - row * 10))
-        tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-        tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+        tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+        tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
         wait_for(lambda n=n: len(results) == n, 60, f"query {n}")
     [layer] = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)
     queries = sorted((f["query"], f["rank"]) for f in layer.getFeatures())
     assert queries == [(q, r) for q in (1, 2) for r in range(1, 6)]
-    assert dock.grid.count() == 5  # the thumbnails show the latest query
+    assert len(dock.grid.hit_items()) == 5  # the thumbnails show the latest query
     dock.append_check.setChecked(False)  # back to replacing
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: len(results) == 3, 60, "query 3")
     assert {f["query"] for f in layer.getFeatures()} == {3} and layer.featureCount() == 5
     QgsProject.instance().removeAllMapLayers()
@@ -153,17 +116,17 @@ def test_append_keeps_earlier_results_numbered_by_query(qgis_iface, built_index,
 
 
 def test_rectangle_drag_and_result_actions(qgis_iface, built_index, rgb_layer, s2):
-    canvas, tool, dock = _setup(qgis_iface, built_index, rgb_layer)
+    canvas, tool, dock = dock_on_canvas(qgis_iface, built_index, rgb_layer)
     extent = rgb_layer.extent()
-    start = _pixel(canvas, QgsPointXY(extent.xMinimum() + 640, extent.yMaximum() - 640))
-    end = _pixel(canvas, QgsPointXY(extent.xMinimum() + 1280, extent.yMaximum() - 1280))
+    start = pixel_of(canvas, QgsPointXY(extent.xMinimum() + 640, extent.yMaximum() - 640))
+    end = pixel_of(canvas, QgsPointXY(extent.xMinimum() + 1280, extent.yMaximum() - 1280))
     locations: list = []
     tool.queryRequested.connect(locations.append)
     results: list[dict] = []
     dock.queryFinished.connect(results.append)
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, start))
-    tool.canvasMoveEvent(_mouse(canvas, QEvent.Type.MouseMove, end))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, end))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, start))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, end))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, end))
     location = locations[0]
     assert location.crs == "EPSG:32618" and location.raster == str(s2.rgb)
     assert location.footprint_wkt.startswith("Polygon")
@@ -171,9 +134,10 @@ def test_rectangle_drag_and_result_actions(qgis_iface, built_index, rgb_layer, s
     hits = results[0]["hits"]
     assert results[0]["query"]["path"] == str(s2.rgb)  # a rectangle reads the raster under it
     dock.zoom_to_hit(hits[0])
+    west, south, east, north = hits[0]["bounds"]  # in the hit's CRS (the archive's, 32618)
     assert canvas.extent().contains(QgsCoordinateTransform(
         rgb_layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance()
-    ).transform(QgsPointXY(extent.xMinimum() + 960, extent.yMaximum() - 960)))
+    ).transform(QgsPointXY((west + east) / 2, (south + north) / 2)))
     added = dock.add_hit_raster(hits[0])
     assert added.isValid() and added.source() == hits[0]["path"]
     QgsProject.instance().removeAllMapLayers()
@@ -202,13 +166,13 @@ def test_click_on_a_raster_outside_the_index_queries_that_raster(
     gdal.Unlink("/vsimem/elsewhere.vrt")
     layer = QgsRasterLayer(str(elsewhere), "elsewhere")
     QgsProject.instance().addMapLayer(layer)
-    canvas, tool, dock = _setup(qgis_iface, built_index, layer)
+    canvas, tool, dock = dock_on_canvas(qgis_iface, built_index, layer)
     dock.snap_check.setChecked(True)  # no indexed tile there: falls back to the raster
     results: list[dict] = []
     dock.queryFinished.connect(results.append)
-    pixel = _pixel(canvas, layer.extent().center())
-    tool.canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
-    tool.canvasReleaseEvent(_mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
+    pixel = pixel_of(canvas, layer.extent().center())
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the fallback query")
     query = results[0]["query"]
     assert query["path"] == str(elsewhere)

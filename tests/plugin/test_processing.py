@@ -115,3 +115,44 @@ def test_shipped_model_runs_in_the_modeller_engine(provider, s2, trained, tmp_pa
     layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
     rows = sorted((f["rank"], f["distance"]) for f in layer.getFeatures())
     assert [rank for rank, _ in rows] == [1, 2, 3, 4] and rows[0][1] == 0
+
+
+def test_refine_and_export_index(provider, built_index, tmp_path, engine):
+    """mrhash:refine re-ranks the whole index for marked tiles; mrhash:exportindex writes every
+    tile to a GeoPackage QGIS opens."""
+    import sqlite3
+
+    import processing
+
+    index = built_index.index_widget.filePath()
+    with sqlite3.connect(f"{index}/index.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM tiles ORDER BY id")]
+    result = processing.run("mrhash:refine", {
+        "INDEX": index, "POSITIVE": f"{ids[0]}, {ids[1]}", "NEGATIVE": str(ids[-1]), "K": 5,
+        "OUTPUT": "memory:refined"})
+    layer = result["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
+    hits = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+    assert [f["rank"] for f in hits] == [1, 2, 3, 4, 5]
+    assert not {str(ids[0]), str(ids[1]), str(ids[-1])} & {f["hit_id"] for f in hits}
+    scores = [f["score"] for f in hits]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(QgsProcessingException, match="at least one relevant"):
+        processing.run("mrhash:refine", {"INDEX": index, "NEGATIVE": str(ids[0]),
+                                         "OUTPUT": "memory:none"})
+    with pytest.raises(QgsProcessingException, match="whole numbers"):
+        processing.run("mrhash:refine", {"INDEX": index, "POSITIVE": "12a",
+                                         "OUTPUT": "memory:none"})
+
+    output = tmp_path / "tiles.gpkg"
+    exported = processing.run("mrhash:exportindex", {"INDEX": index, "FORMAT": 0,
+                                                     "OUTPUT": str(output)})
+    assert exported["OUTPUT"] == str(output)
+    tiles = QgsVectorLayer(str(output), "tiles", "ogr")
+    assert tiles.isValid() and tiles.featureCount() == len(ids)
+    assert {"path", "code"} <= set(tiles.fields().names())
+    parquet = processing.run("mrhash:exportindex", {"INDEX": index, "FORMAT": 1,
+                                                    "OUTPUT": str(tmp_path / "tiles.parquet")})
+    assert (tmp_path / "tiles.parquet").stat().st_size > 0 and parquet["OUTPUT"].endswith(
+        ".parquet")
+    del tiles, layer, hits  # no layer alive at exitQgis()
