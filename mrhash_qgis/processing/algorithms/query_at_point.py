@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsFeatureSink,
-    QgsProcessing,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterPoint,
     QgsProcessingParameterRasterLayer,
-    QgsVectorLayer,
-    QgsWkbTypes,
 )
 
-from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, hit_features, hits_layer, style_hits
+from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
-from mrhash_qgis.map_tool import crs_text
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
-
-
-class HitsStyler(QgsProcessingLayerPostProcessorInterface):
-    """Gives the output layer the dock's style (graduated by distance, rank labels)."""
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
-        if isinstance(layer, QgsVectorLayer):
-            style_hits(layer)
-
-
-# QgsProcessingAlgorithm.run() works on a copy of the algorithm that is deleted before the
-# layer is loaded, so the post-processor lives here; it holds no state.
-HITS_STYLER = HitsStyler()
+from mrhash_qgis.processing.algorithms.hits_output import hits_parameter, write_hits
 
 
 class QueryAtPointAlgorithm(EngineAlgorithm):
@@ -60,8 +41,7 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "EXCLUDE_RADIUS", tr("Exclude hits within (metres of the point)"),
             QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterFeatureSink(
-            "OUTPUT", HITS_LAYER_NAME, QgsProcessing.SourceType.TypeVectorPolygon))
+        self.addParameter(hits_parameter())
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         point = self.parameterAsPoint(parameters, "POINT", context)
@@ -81,13 +61,4 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         if radius > 0:
             params["exclude_radius"] = radius
         hits = self.run_engine("query", params, feedback).get("hits", [])
-        template = hits_layer([])
-        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, template.fields(),
-                                          QgsWkbTypes.Type.Polygon, template.crs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        sink.addFeatures(hit_features(template, hits), QgsFeatureSink.Flag.FastInsert)
-        feedback.pushInfo(tr("{n} hits").format(n=len(hits)))
-        if context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(HITS_STYLER)
-        return {"OUTPUT": dest}
+        return write_hits(self, hits, parameters, context, feedback)
