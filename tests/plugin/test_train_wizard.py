@@ -263,7 +263,7 @@ def test_an_unusable_output_path_is_named(qgis_iface, engine, s2, tmp_path):
         "Give the model's full path")
 
 
-def test_the_default_output_is_a_writable_place(qgis_iface, engine, s2, tmp_path):
+def test_the_default_output_is_a_writable_place(qgis_iface, engine, s2, tmp_path, monkeypatch):
     from mrhash_qgis.ui.train_wizard import TrainWizard, model_path_problem
 
     def proposed() -> Path:
@@ -276,11 +276,14 @@ def test_the_default_output_is_a_writable_place(qgis_iface, engine, s2, tmp_path
         wizard.close()
         return path
 
-    unsaved = proposed()  # no project file: the user's documents (or home), under MrHash/
-    assert unsaved.name == "primary_mrhash.safetensors" and unsaved.parent.name == "MrHash"
-    assert unsaved.parent.parent in (Path.home(), Path.home() / "Documents")
+    home = tmp_path / "home"  # the MrHash/ folder is made on first use: not in the real home
+    (home / "Documents").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    unsaved = proposed()  # no project file: the user's documents, under MrHash/
+    assert unsaved == home / "Documents" / "MrHash" / "primary_mrhash.safetensors"
     assert model_path_problem(str(unsaved)) is None
-    assert not unsaved.is_relative_to(PLUGIN_DIR)
+    (home / "Documents").rename(home / "papers")  # no documents folder: the home
+    assert proposed() == home / "MrHash" / "primary_mrhash.safetensors"
     project = QgsProject.instance()
     project.setFileName(str(tmp_path / "work.qgz"))
     try:
