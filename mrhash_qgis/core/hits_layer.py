@@ -23,7 +23,9 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
 from mrhash_qgis.core.fields import field
+from mrhash_qgis.core.i18n import tr
 
+# layer names are how the dock finds its layers in a project: never translated
 HITS_LAYER_NAME = "MrHash hits"
 QUERY_LAYER_NAME = "MrHash query"
 HIT_FIELDS = (("rank", "int"), ("distance", "double"), ("source", "string"),
@@ -129,7 +131,8 @@ def style_hits(layer: QgsVectorLayer) -> None:
         symbol = QgsFillSymbol.createSimple({
             "color": f"{rgb.red()},{rgb.green()},{rgb.blue()},50", "outline_color": colour,
             "outline_width": "0.8", "outline_width_unit": "MM"})
-        label = f"distance {lower}" if lower == upper else f"distance {lower}–{upper}"
+        label = (tr("distance {d}").format(d=lower) if lower == upper
+                 else tr("distance {low}–{high}").format(low=lower, high=upper))
         ranges.append(QgsRendererRange(lower - 0.5, upper + 0.5, symbol, label))
     layer.setRenderer(QgsGraduatedSymbolRenderer("distance", ranges))
     labels = QgsPalLayerSettings()

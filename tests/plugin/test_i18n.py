@@ -31,6 +31,10 @@ CHECKED = (
     "processing/algorithms/base.py", "processing/algorithms/build_index.py",
     "processing/algorithms/query_at_point.py", "processing/algorithms/train_model.py",
     "ui/index_dialog.py", "ui/loss_plot.py", "ui/settings_dialog.py", "ui/train_wizard.py",
+    "map_tool.py", "core/hits_layer.py", "core/results.py", "core/searches.py",
+    "processing/algorithms/hits_output.py", "processing/algorithms/refine.py",
+    "processing/algorithms/export_index.py", "ui/dock.py", "ui/results_panel.py",
+    "ui/thumbnails.py",
 )
 # call name -> positions of the arguments a user reads
 USER_FACING: dict[str, tuple[int, ...]] = {

@@ -14,6 +14,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, hit_features, hits_layer, style_hits
+from mrhash_qgis.core.i18n import tr
 
 
 class HitsStyler(QgsProcessingLayerPostProcessorInterface):
@@ -43,7 +44,7 @@ def write_hits(algorithm, hits: list[dict], parameters, context, feedback,
     if sink is None:
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))
     sink.addFeatures(hit_features(template, hits), QgsFeatureSink.Flag.FastInsert)
-    feedback.pushInfo(f"{len(hits)} hits")
+    feedback.pushInfo(tr("{n} hits").format(n=len(hits)))
     if context.willLoadLayerOnCompletion(dest):
         context.layerToLoadOnCompletionDetails(dest).setPostProcessor(HITS_STYLER)
     return {name: dest}
