@@ -7,7 +7,6 @@ import sqlite3
 
 import numpy as np
 import pytest
-from mrhash import embeddings as emb
 from mrhash.embeddings import EmbeddingTable, pack_codes, sign_values
 from mrhash.errors import IndexCorrupted
 from mrhash.indexer import DB_FILE, EMBEDDINGS_FILE, IndexFolder, build_index
@@ -19,7 +18,7 @@ def _unit(values):
     return values / np.linalg.norm(values, axis=1, keepdims=True)
 
 
-def test_table_add_remove_lookup_and_score(monkeypatch):
+def test_table_add_remove_lookup_and_score():
     rng = np.random.default_rng(1)
     values = rng.uniform(-1, 1, (50, 64))
     table = EmbeddingTable(64)
@@ -33,11 +32,14 @@ def test_table_add_remove_lookup_and_score(monkeypatch):
     assert not rows[1].any() and not rows[2].any()  # not held: zero rows
     assert table.positions(np.array([13, 3])).tolist() == [10, -1]  # 1,2,4..9,10,11,13
     weights = rng.normal(size=64).astype(np.float32)
-    monkeypatch.setattr(emb, "SCORE_CHUNK", 7)  # chunked like a 1M-tile table
-    expected = table.unit.astype(np.float32) @ weights
-    assert np.allclose(table.scores(weights), expected, atol=1e-5)
-    assert np.allclose(table.scores(weights, np.array([4, 0])), expected[[4, 0]], atol=1e-5)
-    assert table.memory_bytes() == 32 * 8 + 32 * 64 * 2
+    expected = np.array([_unit(values[i:i + 1])[0] for i in range(25, 34) if i != 27]
+                        + [_unit(values[i:i + 1])[0] for i in range(25) if i != 2]) @ weights
+    assert np.allclose(table.scores(weights), expected, atol=1e-2)
+    assert np.allclose(table.scores(weights, np.array([4, 0])), expected[[4, 0]], atol=1e-2)
+    # float16 values (what the cache file keeps) in float32 (one BLAS pass to score)
+    assert table.unit.dtype == np.float32
+    assert np.array_equal(table.unit.astype(np.float16).astype(np.float32), table.unit)
+    assert table.memory_bytes() == 32 * 8 + 32 * 64 * 4
 
 
 def test_table_file_roundtrip_and_damage(tmp_path):
@@ -157,3 +159,26 @@ def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp
     (index_dir / EMBEDDINGS_FILE).write_bytes(good[:-100])
     assert run_query(index_dir, Query(tile=4, k=10))["hits"] == expected
     assert "truncated" in capsys.readouterr().err
+
+
+def test_the_benchmarks_grown_index_keeps_codes_and_embeddings_together(tiny_model, rasters,
+                                                                        tmp_path, capsys):
+    from mrhash.benchmarks.indexing import grow_index
+
+    index_dir = tmp_path / "index"
+    build_index(rasters, tiny_model, index_dir, TILE)
+    assert grow_index(index_dir, 100) == 100
+    db = sqlite3.connect(index_dir / DB_FILE)
+    rows = db.execute("SELECT code, embedding FROM tiles ORDER BY id").fetchall()
+    db.close()
+    codes = np.stack([np.frombuffer(r[0], np.uint8) for r in rows])
+    values = np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
+    assert np.array_equal(pack_codes(values), codes)  # each copy's signs flipped with its bits
+    assert len({r[0] for r in rows[36:]} - {r[0] for r in rows[:36]}) > 0  # noisy copies
+    capsys.readouterr()
+    searcher = Searcher(index_dir)
+    try:
+        assert len(searcher.embeddings) == 100 and searcher.index.ntotal == 100
+    finally:
+        searcher.close()
+    assert "rebuilding" not in capsys.readouterr().err  # both caches saved with the growth

@@ -7,8 +7,9 @@ warm worker's round trip for one query on a large index.
    (1) and (2) alternate `--repeats` times; medians are reported;
 3. worker round trip: the index of (1) is grown to `--worker-tiles` rows (its real tiles
    replicated with every bit flipped with probability 0.03, rows pointing to the real
-   rasters), `mrhash serve` is started, and one query at a time is timed from the request
-   line written to the result line read, by tile id and by point (read + encode + search).
+   rasters; embeddings alike), `mrhash serve` is started, and one query at a time is timed
+   from the request line written to the result line read, by tile id and by point (read +
+   encode + search).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def bare_encoder(model, folder: str, tile_size: int, batch_size: int) -> dict:
     return {"tiles": n, "seconds": round(seconds, 2), "tiles_per_s": round(n / seconds, 1)}
 
 
-def grow_index(index_dir: Path, n_rows: int, seed: int = 0) -> int:
-    """Replicate an index's real tiles (codes with bit noise) until it holds `n_rows`."""
+def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) -> int:
+    """Replicate an index's real tiles until it holds `n_rows`: each copy's code has every bit
+    flipped with probability `flip`, and its embedding the same signs flipped."""
     from mrhash.indexer import IndexFolder
     from mrhash.metadata import TileRow
 
@@ -68,28 +70,32 @@ def grow_index(index_dir: Path, n_rows: int, seed: int = 0) -> int:
     store = folder.store
     rng = np.random.default_rng(seed)
     real = list(store.tiles(r[0] for r in store.db.execute("SELECT id FROM tiles")).values())
+    embeddings = store.all_embeddings(folder.bits).rows(np.array([r.id for r in real]))
     files = {r.path: r for r in store.files().values()}
     next_ordinal = {r.id: r.n_grid for r in files.values()}
     missing = n_rows - len(real)
     chunk = 50_000
     while missing > 0:
         picks = rng.integers(0, len(real), min(chunk, missing))
-        by_file: dict[int, list] = {}
+        by_file: dict[int, list[int]] = {}
         for p in picks:
-            by_file.setdefault(files[real[p].path].id, []).append(real[p])
-        for file_id, records in by_file.items():
+            by_file.setdefault(files[real[p].path].id, []).append(int(p))
+        for file_id, chosen in by_file.items():
             rows = []
-            for record in records:
+            for p in chosen:
+                record = real[p]
                 rows.append(TileRow(next_ordinal[file_id], record.window, record.bounds,
                                     record.bounds4326, record.valid_fraction))
                 next_ordinal[file_id] += 1
-            codes = np.frombuffer(b"".join(r.code for r in records), np.uint8)
-            codes = codes.reshape(len(records), -1)
-            bits = np.unpackbits(codes, axis=1)
-            bits ^= (rng.random(bits.shape) < 0.03).astype(np.uint8)
-            store.add_tiles(file_id, rows, np.packbits(bits, axis=1), done=True)
+            codes = np.frombuffer(b"".join(real[p].code for p in chosen), np.uint8)
+            bits = np.unpackbits(codes.reshape(len(chosen), -1), axis=1)
+            flips = rng.random(bits.shape) < flip
+            bits ^= flips.astype(np.uint8)
+            store.add_tiles(file_id, rows, np.packbits(bits, axis=1), done=True,
+                            embeddings=embeddings[chosen] * np.where(flips, -1, 1))
         missing -= len(picks)
     folder.save_codes(folder.load_codes())
+    folder.save_embeddings(folder.load_embeddings())
     total = folder.n_tiles()
     folder.close()
     return total
