@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of docs/BENCHMARKS.md in one run, JSON + logs in build/bench/.
-# About 6 minutes on 2 idle cores, most of it the 10M-code searches and the 10,920-tile training.
+# About 10 minutes on 2 idle cores, most of it the 10M-code searches, the 10,920-tile training
+# and the refine benchmark's three trainings and 1M-tile index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/bench
@@ -37,6 +38,12 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
   step index
   $MRHASH bench index --model "$OUT/model64.safetensors" --folder "$S2" --repeats 3 \
     --worker-tiles 1000000 --queries 30 --json "$OUT/index.json"
+
+  # refine, ties and the cost of embeddings, against the engine before them (824865a)
+  step "refine, ties, embeddings"
+  .venv/bin/python scripts/bench_refine.py --dataset "$EUROSAT" \
+    --index-model "$OUT/model64.safetensors" --index-folder "$S2" \
+    --baseline "${REFINE_BASELINE:-824865a}" --json "$OUT/refine.json"
 
   step "train 10,920 Sentinel-2 tiles"
   /usr/bin/time -v $MRHASH train --primary "$S2" --primary-bands B04,B03,B02 --stride 18 \

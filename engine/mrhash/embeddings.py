@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mrhash.errors import IndexCorrupted
-from mrhash.fileio import atomic_write_bytes
+from mrhash.fileio import atomic_write_bytes, read_cache
 
 MAGIC = b"MRHASHEM"
 FORMAT_VERSION = 1
@@ -174,9 +174,4 @@ class EmbeddingTable:
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[EmbeddingTable, dict]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise IndexCorrupted(f"cannot read the embeddings file ({error.strerror})",
-                                 path=str(path)) from None
-        return cls.from_bytes(data, str(path))
+        return cls.from_bytes(read_cache(path, "embeddings"), str(path))

@@ -49,6 +49,18 @@ def check_writable(path: str | os.PathLike, name: str = "the output") -> None:
         raise BadInput(f"the folder {folder} is not writable", path=str(path))
 
 
+def read_cache(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of an index's cache file; IndexCorrupted (a cache is rebuilt from the store)
+    when it cannot be read."""
+    from mrhash.errors import IndexCorrupted
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise IndexCorrupted(f"cannot read the {what} file ({error.strerror})",
+                             path=str(path)) from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

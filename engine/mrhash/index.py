@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from mrhash.errors import IndexCorrupted
-from mrhash.fileio import atomic_write_bytes
+from mrhash.fileio import atomic_write_bytes, read_cache
 
 MAGIC = b"MRHASHIX"
 FORMAT_VERSION = 1
@@ -425,9 +425,4 @@ class BinaryIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[BinaryIndex, dict]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise IndexCorrupted(f"cannot read the index file ({error.strerror})",
-                                 path=str(path)) from None
-        return cls.from_bytes(data, str(path))
+        return cls.from_bytes(read_cache(path, "index"), str(path))

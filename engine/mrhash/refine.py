@@ -145,13 +145,23 @@ def _pool(searcher: Searcher, within: str | None) -> np.ndarray | None:
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best finite scores, best first (equal scores: smaller id first)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    k = min(k, len(finite))
+    """Positions of the k best finite scores, best first (equal scores: smaller id first);
+    one argpartition over the whole array (excluded tiles score -inf)."""
+    k = min(k, len(scores))
     if k == 0:
-        return finite
-    part = finite[np.argpartition(-scores[finite], k - 1)[:k]]
+        return np.zeros(0, np.int64)
+    part = np.argpartition(-scores, k - 1)[:k]
+    part = part[np.isfinite(scores[part])]
     return part[np.lexsort((ids[part], -scores[part]))]
+
+
+def _exclude(scores: np.ndarray, ids: np.ndarray, marked: np.ndarray) -> None:
+    """Scores of the marked tiles -> -inf (`ids` ascending: a binary search each, where
+    np.isin would compare every one of 1M ids with each mark)."""
+    if not len(ids) or not len(marked):
+        return
+    pos = np.searchsorted(ids, marked).clip(0, len(ids) - 1)
+    scores[pos[ids[pos] == marked]] = -math.inf
 
 
 def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = rocchio) -> dict:
@@ -170,7 +180,7 @@ def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = rocchio)
     ids = table.ids if rows is None else table.ids[rows]
     scores = table.scores(weights, rows)
     if request.exclude_examples:
-        scores[np.isin(ids, _marked_tiles(searcher, probes))] = -math.inf
+        _exclude(scores, ids, _marked_tiles(searcher, probes))
     best = top_k(scores, ids, request.k)
     codes = np.concatenate([p.code for p in relevant])
     ranked = [(0, int(ids[j]), float(scores[j])) for j in best]

@@ -15,22 +15,16 @@ import shapely
 from mrhash import export
 from mrhash.errors import BadInput, Cancelled, IndexCorrupted
 from mrhash.export import export_index
-from mrhash.indexer import DB_FILE, build_index
+from mrhash.indexer import DB_FILE
 from mrhash.jobs import JobControl
-from test_index_support import THREADS_ENV, TILE
+from test_index_support import THREADS_ENV, indexed_folder
 
 GDAL_PYTHON = "/usr/bin/python3"  # Debian's, with osgeo (never imported by the engine)
 
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, eurosat_dir):
-    import test_index_support as support
-
-    root = tmp_path_factory.mktemp("export")
-    model = support.tiny_model_path(tmp_path_factory, eurosat_dir)
-    rasters = support.raster_folder(root / "rasters", eurosat_dir)
-    build_index(rasters, model, root / "index", TILE)
-    return root / "index"
+    return indexed_folder(tmp_path_factory, eurosat_dir, "export")
 
 
 def stored(index_dir) -> list[tuple]:

@@ -57,6 +57,16 @@ def tiny_model_path(tmp_path_factory, eurosat_dir: Path) -> Path:
     return model_path(tmp_path_factory, eurosat_dir)
 
 
+def indexed_folder(tmp_path_factory, eurosat_dir: Path, name: str) -> Path:
+    """A real index (tiny model, 9 EuroSAT rasters, 36 tiles) in a fresh folder."""
+    from mrhash.indexer import build_index
+
+    root = tmp_path_factory.mktemp(name)
+    model = tiny_model_path(tmp_path_factory, eurosat_dir)
+    build_index(raster_folder(root / "rasters", eurosat_dir), model, root / "index", TILE)
+    return root / "index"
+
+
 def synthetic_index(index_dir: Path, raster: Path, relaxed, columns: int = 20) -> Path:
     """An index of tiles with the given relaxed codes [n, 64] (code = sign), to test ranking
     where the tie structure is chosen. Tile i is a 0.005 degree box on a grid of `columns`

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import shapely
 from mrhash.errors import BadInput
-from mrhash.indexer import IndexFolder, build_index
+from mrhash.indexer import IndexFolder
 from mrhash.refine import (
     NEGATIVE_WEIGHT,
     Example,
@@ -22,19 +22,13 @@ from mrhash.refine import (
     top_k,
 )
 from mrhash.search import Query, Searcher, run_query
-from test_index_support import THREADS_ENV, TILE
+from test_index_support import THREADS_ENV, indexed_folder
 from test_ties import _stored, _unit16
 
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, eurosat_dir):
-    import test_index_support as support
-
-    root = tmp_path_factory.mktemp("refine")
-    model = support.tiny_model_path(tmp_path_factory, eurosat_dir)
-    rasters = support.raster_folder(root / "rasters", eurosat_dir)
-    build_index(rasters, model, root / "index", TILE)
-    return root / "index"
+    return indexed_folder(tmp_path_factory, eurosat_dir, "refine")
 
 
 @pytest.fixture

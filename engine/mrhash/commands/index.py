@@ -39,21 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--footprint", help="WKT footprint to read from --raster (default: "
                        "the indexed raster under its centre)")
     where.add_argument("--tile", type=int, help="query with an indexed tile's code")
-    query.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
-    query.add_argument("--raster", help="raster to read the query patch from: the "
-                       "--footprint, or the tile-sized patch around --point (any raster, "
-                       "indexed or not; default for --point: the indexed raster under it)")
+    _add_place_arguments(query, "raster to read the query patch from: the --footprint, or "
+                         "the tile-sized patch around --point (any raster, indexed or not; "
+                         "default: the indexed raster under it)")
     query.add_argument("--footprint-crs", help="CRS of --footprint (default: the raster's; "
                        "EPSG:4326 without --raster)")
-    query.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
-    query.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
     query.add_argument("--exclude-radius", type=float, default=0.0,
                        help="drop hits whose centre is closer than this to the query (metres)")
-    query.add_argument("--thumbnails", action="store_true",
-                       help="render PNG thumbnails of the hits (cached in the index folder)")
-    query.add_argument("--model", help="model package, when the one the index recorded has "
-                       "moved (it must be the same model: same fingerprint)")
-    query.add_argument("--json", help="write the hits here (default: stdout)")
+    _add_hits_arguments(query)
     query.set_defaults(func=run_query)
 
     refine = subparsers.add_parser(
@@ -66,18 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ids of tiles marked not relevant")
     refine.add_argument("--point", nargs=2, type=float, metavar=("X", "Y"),
                         help="a relevant example at this point (read like `query --point`)")
-    refine.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
-    refine.add_argument("--raster", help="raster to read --point from (default: the indexed "
-                        "raster under it)")
-    refine.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
-    refine.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
+    _add_place_arguments(refine, "raster to read --point from (default: the indexed raster "
+                         "under it)")
     refine.add_argument("--include-examples", action="store_true",
                         help="let the marked tiles come back as hits (default: never)")
-    refine.add_argument("--thumbnails", action="store_true",
-                        help="render PNG thumbnails of the hits (cached in the index folder)")
-    refine.add_argument("--model", help="model package, when the one the index recorded has "
-                        "moved (same fingerprint)")
-    refine.add_argument("--json", help="write the hits here (default: stdout)")
+    _add_hits_arguments(refine)
     refine.set_defaults(func=run_refine)
 
     export = subparsers.add_parser(
@@ -94,6 +80,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="JSON-lines worker on stdin/stdout (the QGIS plugin's engine)")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
     serve.set_defaults(func=run_serve)
+
+
+def _add_place_arguments(parser: argparse.ArgumentParser, raster_help: str) -> None:
+    parser.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
+    parser.add_argument("--raster", help=raster_help)
+
+
+def _add_hits_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `query` and `refine` share: how many hits, where, thumbnails, model, output."""
+    parser.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
+    parser.add_argument("--within", help="keep hits whose centre lies in this WKT (EPSG:4326)")
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="render PNG thumbnails of the hits (cached in the index folder)")
+    parser.add_argument("--model", help="model package, when the one the index recorded has "
+                        "moved (it must be the same model: same fingerprint)")
+    parser.add_argument("--json", help="write the hits here (default: stdout)")
 
 
 class ProgressPrinter:
