@@ -6,7 +6,10 @@ EuroSAT), a bigger one is cut into a tile grid; auxiliary sources are either nam
 groups of the primary file itself or other rasters read over the same footprint
 (co-registered by `coreg.MultiSourceReader`). An auxiliary source given by several rasters
 (a folder of SAR tiles, another satellite's scenes) is a collection: each primary raster is
-paired, by coordinates, with the member that overlaps it most.
+paired, by coordinates, with the member that overlaps it most. A remote auxiliary source (a
+URL, a web service, a STAC catalogue: remote.py) is pulled over each primary raster's
+footprint into the local cache (pull_cache.py) and read from there; a primary raster it does
+not cover (no STAC item there) is skipped and listed like an unreadable one.
 No label is ever read here.
 """
 
@@ -21,6 +24,8 @@ import numpy as np
 
 from mrhash.coreg import MultiSourceReader
 from mrhash.errors import BadInput
+from mrhash.pull_cache import PullStats, RemotePuller, ensure_cache, remote_specs, stats_of
+from mrhash.remote import RemoteOptions, guess_kind, is_remote
 from mrhash.sources import (
     Source,
     SourceSpec,
@@ -121,13 +126,19 @@ class RasterSamples:
         if len(set(self.names)) != len(self.names):
             raise BadInput(f"source names must differ, got {', '.join(self.names)}")
         self.skipped: list[dict[str, str]] = []
-        # one raster: opened once for the whole run; several: paired per primary raster
-        self._auxiliary: list[Source | _Collection] = []
+        # one raster: opened once for the whole run; several: paired per primary raster;
+        # remote: pulled per primary raster (from the cache when it was pulled before)
+        self._auxiliary: list[Source | _Collection | RemotePuller] = []
         self._open: tuple[int, MultiSourceReader, list[Source]] | None = None
         self._samples: list[_Sample] = []
         counts: tuple[int, ...] | None = None
         try:
             for name, specs in groups.items():
+                if specs[0].remote is not None:
+                    puller = RemotePuller(specs[0])
+                    ensure_cache(puller.root)
+                    self._auxiliary.append(puller)
+                    continue
                 self._auxiliary.append(open_source(specs[0]) if len(specs) == 1
                                        else self._collection(name, specs))
             for i, spec in enumerate(self.primary_specs):
@@ -150,8 +161,13 @@ class RasterSamples:
 
     @classmethod
     def from_config(cls, config) -> RasterSamples:
-        return cls(config.primary, config.auxiliary, config.aux_bands, config.patch_size,
-                   config.stride)
+        return cls(config.primary, remote_specs(config.auxiliary, config.output),
+                   config.aux_bands, config.patch_size, config.stride)
+
+    @property
+    def pull(self) -> PullStats | None:
+        """What the remote sources pulled or found cached (None: no remote source)."""
+        return stats_of(a for a in self._auxiliary if isinstance(a, RemotePuller))
 
     def _plan(self, i: int, source, stride: int | None, min_valid: float) -> list[_Sample]:
         path = source.path
@@ -188,6 +204,10 @@ class RasterSamples:
                 if isinstance(aux, _Collection):
                     owned.append(open_source(aux.best_for(owned[0])))
                     auxiliaries.append(owned[-1])
+                elif isinstance(aux, RemotePuller):
+                    local = aux.for_primary(owned[0]).local_spec(owned[0].footprint)
+                    owned.append(open_source(local))
+                    auxiliaries.append(owned[-1])
                 else:
                     auxiliaries.append(aux)
             reader = MultiSourceReader(owned[0], auxiliaries)
@@ -207,7 +227,7 @@ class RasterSamples:
     def close(self) -> None:
         self._close_current()
         for aux in self._auxiliary:
-            if isinstance(aux, Source):
+            if isinstance(aux, (Source, RemotePuller)):
                 aux.close()
 
     def __enter__(self) -> RasterSamples:
@@ -232,3 +252,30 @@ class RasterSamples:
                 per_source[s].append(patch)
         return [(np.stack([a for a, _ in items]), np.stack([m for _, m in items]))
                 for items in per_source]
+
+
+def remote_aux_spec(name: str, text: str, defaults: RemoteOptions | None = None
+                    ) -> SourceSpec | None:
+    """A remote auxiliary source from `--aux-source NAME=TEXT` (None when TEXT is local):
+    `URL[@BANDS]` (a COG or any GDAL raster by http(s)/s3 URL or /vsicurl/ path), a GDAL
+    web-service description (WMS driver XML inline or as a .xml file, `WMTS:…`, `WCS:…`) or a
+    STAC URL with its assets, `URL@B05,B8A,B11` (`stac+URL` says STAC when the guess from the
+    URL would not). `defaults` carry the date range, cloud limit and cache folder."""
+    if not is_remote(text):
+        return None
+    head, sep, tail = text.rpartition("@")
+    # a band list has no "/" or "<" (the "@" of user@host or of XML is not one)
+    if sep and tail and not any(ch in tail for ch in "/<>:"):
+        text, bands = head, tuple(b.strip() for b in tail.split(",") if b.strip())
+    else:
+        bands = ()
+    kind = guess_kind(text)
+    base = defaults or RemoteOptions(kind)
+    options = RemoteOptions(kind, base.collection, base.date if kind == "stac" else None,
+                            base.max_cloud if kind == "stac" else None, base.cache_dir,
+                            base.http)
+    parsed = tuple(int(b) if b.isdigit() and kind == "raster" else b for b in bands)
+    if kind == "stac" and not parsed:
+        raise BadInput(f"--aux-source {name}: a STAC source needs its assets, e.g. "
+                       f"{name}={text}@B05,B8A,B11", path=text)
+    return SourceSpec(name, (text,), parsed or None, options)

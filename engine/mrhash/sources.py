@@ -42,6 +42,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mrhash.errors import BadInput
+from mrhash.remote import RemoteOptions, is_remote
 
 # Raster files a folder scan or a product folder considers (others, like labels JSON, are ignored).
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".img", ".vrt")
@@ -212,6 +213,9 @@ class SourceSpec:
     name: str                                   # "primary", "nir", "pan", "sar", ...
     paths: tuple[str, ...]                      # one multi-band file, or one product's band files
     bands: tuple[int | str, ...] | None = None  # 1-based indices or band names; None = all
+    # set for a source that is not a local file (remote.py): `paths` then holds its URL or
+    # web-service description, and for STAC `bands` are asset names
+    remote: RemoteOptions | None = None
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) while keeping the spec hashable
@@ -220,8 +224,11 @@ class SourceSpec:
             object.__setattr__(self, "bands", tuple(self.bands))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "paths": list(self.paths),
-                "bands": list(self.bands) if self.bands is not None else None}
+        d = {"name": self.name, "paths": list(self.paths),
+             "bands": list(self.bands) if self.bands is not None else None}
+        if self.remote is not None:
+            d["remote"] = self.remote.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SourceSpec:
@@ -230,8 +237,9 @@ class SourceSpec:
             paths = [paths]
         if not paths:
             raise BadInput(f"source {d.get('name', '?')!r} has no paths")
+        remote = RemoteOptions.from_dict(d["remote"]) if d.get("remote") else None
         return cls(name=str(d.get("name", "primary")), paths=tuple(paths),
-                   bands=tuple(d["bands"]) if d.get("bands") else None)
+                   bands=tuple(d["bands"]) if d.get("bands") else None, remote=remote)
 
 
 @lru_cache(maxsize=64)
@@ -360,8 +368,10 @@ class _BandFile:
 
 def check_raster(path: str) -> rasterio.DatasetReader:
     """Open a raster and verify it is georeferenced and its data is readable (a read of the
-    last block catches truncated files, which open fine)."""
-    if "://" not in str(path) and not str(path).startswith("/vsi"):  # local files
+    last block catches truncated files, which open fine; not done for remote data, where it
+    costs a request, or a tile of a web service's far corner of the world)."""
+    remote = is_remote(str(path))
+    if not remote and not str(path).startswith("/vsi"):  # local files
         regular_file(path, "raster")
     try:
         path.encode("utf-8")
@@ -382,6 +392,8 @@ def check_raster(path: str) -> rasterio.DatasetReader:
         if dataset.transform.b != 0 or dataset.transform.d != 0:
             raise BadInput("rotated geotransforms are not supported; warp the raster first",
                            path=path)
+        if remote:
+            return dataset
         block_h, block_w = dataset.block_shapes[0]
         row, col = (dataset.height - 1) // block_h, (dataset.width - 1) // block_w
         dataset.read(1, window=Window(col * block_w, row * block_h,

@@ -31,7 +31,7 @@ from mrhash.errors import BadInput, MrHashError, user_error
 from mrhash.jobs import JobControl
 
 LONG_JOBS = ("train", "index")
-JOB_METHODS = ("train", "index", "scan", "export")
+JOB_METHODS = ("train", "index", "scan", "export", "stac_items")
 ANSWERED = ("status", "cancel", "query", "refine", "doctor")  # at once, not as jobs
 
 
@@ -52,12 +52,42 @@ def protocol_stdout() -> TextIO:
     return stream
 
 
-def _specs(entry: Any, name: str, what: str) -> list:
-    """Source specs of a train request entry: {paths | folder, bands}."""
+# train params that are not TrainConfig fields: defaults of the remote auxiliary sources
+REMOTE_PARAMS = ("aux_date", "aux_max_cloud", "pull_cache")
+
+
+def _remote_spec(entry: dict, name: str, params: dict):
+    """A remote auxiliary entry: {name, url (a raster URL or a GDAL web-service description)
+    | stac (a STAC URL), bands (raster) | assets (STAC), collection?, date?, max_cloud?}; the
+    request's aux_date / aux_max_cloud / pull_cache are the defaults."""
+    from mrhash.pull_cache import default_cache_dir
+    from mrhash.remote import RemoteOptions
+    from mrhash.sources import SourceSpec
+
+    kind = "stac" if entry.get("stac") else "raster"
+    text = str(entry.get("stac") or entry.get("url"))
+    bands = entry.get("assets") if kind == "stac" else entry.get("bands")
+    if kind == "stac" and not bands:
+        raise BadInput(f"auxiliary {name!r}: a STAC source needs assets, e.g. "
+                       '["B05", "B8A"]', path=text)
+    cloud = entry.get("max_cloud", params.get("aux_max_cloud"))
+    options = RemoteOptions(
+        kind, entry.get("collection") or None,
+        (entry.get("date") or params.get("aux_date") or None) if kind == "stac" else None,
+        float(cloud) if cloud is not None and kind == "stac" else None,
+        params.get("pull_cache") or default_cache_dir(str(params["output"])))
+    return [SourceSpec(entry.get("name", name), (text,), tuple(bands) if bands else None,
+                       options)]
+
+
+def _specs(entry: Any, name: str, what: str, params: dict | None = None) -> list:
+    """Source specs of a train request entry: {paths | folder, bands}, or a remote one."""
     from mrhash.datasets import specs_from_paths
 
     if not isinstance(entry, dict):
         raise BadInput(f"{what} must be an object with paths or folder")
+    if params is not None and (entry.get("url") or entry.get("stac")):
+        return _remote_spec(entry, name, params)
     paths = entry.get("paths") or ([entry["folder"]] if entry.get("folder") else None)
     if isinstance(paths, str):
         paths = [paths]
@@ -74,12 +104,12 @@ def train_config(params: dict):
     if not params.get("output"):
         raise BadInput("train needs an output model path")
     known = {f.name for f in fields(TrainConfig)} - {"primary", "auxiliary", "aux_bands"}
-    unknown = set(params) - known - {"primary", "auxiliary", "aux_bands"}
+    unknown = set(params) - known - {"primary", "auxiliary", "aux_bands", *REMOTE_PARAMS}
     if unknown:
         raise BadInput(f"unknown train parameters: {', '.join(sorted(unknown))}")
     auxiliary = []
     for i, entry in enumerate(params.get("auxiliary") or []):
-        auxiliary += _specs(entry, f"aux{i + 1}", f"auxiliary[{i}]")
+        auxiliary += _specs(entry, f"aux{i + 1}", f"auxiliary[{i}]", params)
     aux_bands = tuple((str(e["name"]), tuple(e["bands"])) for e in params.get("aux_bands") or [])
     values = {k: v for k, v in params.items() if k in known and v is not None}
     for key in ("rgb",):
@@ -254,12 +284,18 @@ class Worker:
         return scan(params["folder"], job)
 
     def _run_train(self, params: dict, job: JobControl) -> dict:
-        from mrhash.train import train_model
+        from mrhash.pull_cache import train_pulling
 
         config = train_config(params)
         if config.device == "auto":
             config.device = self.device.type
-        return train_model(config, job).to_dict()
+        result, pulled = train_pulling(config, job)
+        return {**result.to_dict(), **({"pull": pulled.to_dict()} if pulled else {})}
+
+    def _run_stac_items(self, params: dict, job: JobControl) -> dict:
+        from mrhash.stac import find_items
+
+        return find_items(params, job.check)
 
     def _run_export(self, params: dict, job: JobControl) -> dict:
         from mrhash.export import export_index

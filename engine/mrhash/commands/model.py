@@ -28,6 +28,14 @@ sources:
                               a folder of many rasters/products (SAR tiles, another
                               satellite's scenes): each primary raster is paired, by
                               coordinates, with the one overlapping it most
+    --aux-source NAME=URL[@BANDS]
+                              a remote raster, pulled over each primary footprint into a
+                              local cache (--pull-cache): a COG or any GDAL raster by URL
+                              (http(s)://, /vsicurl/, s3://), a GDAL web service (WMS driver
+                              XML for XYZ/TMS/WMS, inline or a .xml file; WMTS:..., WCS:...)
+                              or a STAC catalogue, collection, item collection or API with
+                              its assets: s2=https://.../collections/sentinel-2-l2a@B05,B8A,B11
+                              (items found per footprint; --aux-date, --aux-max-cloud)
   Bands: 1-based indices (4,3,2) or names (B04,B03,B02).
   A primary raster about one patch in size is one sample (a folder of small scenes); a bigger
   one is cut into a tile grid (--patch-size, --stride).
@@ -108,6 +116,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--aux-source", action="append", default=[],
                        metavar="NAME=PATH[,PATH...][@BANDS]",
                        help="auxiliary source from other raster(s) (repeatable)")
+    remote = train.add_argument_group("remote auxiliary sources (URLs, web services, STAC)")
+    remote.add_argument("--aux-date", metavar="FROM/TO",
+                        help="STAC: items of these dates only, e.g. 2020-04-01/2020-09-30")
+    remote.add_argument("--aux-max-cloud", type=float, metavar="N",
+                        help="STAC: items with eo:cloud_cover <= N percent only")
+    remote.add_argument("--pull-cache", metavar="DIR", help="where pulled pixels are kept "
+                        "(default: <output>.pull-cache; a second run reads them offline)")
     train.add_argument("--bits", type=int, default=64, choices=[16, 32, 64, 128],
                        help="code length (default 64)")
     train.add_argument("--output", "-o", required=True, help="model package (.safetensors)")
@@ -160,12 +175,17 @@ def parse_aux_bands(items: list[str]) -> tuple[tuple[str, tuple[int | str, ...]]
     return tuple(out)
 
 
-def parse_aux_sources(items: list[str]) -> tuple:
-    from mrhash.datasets import aux_source_specs
+def parse_aux_sources(items: list[str], remote=None) -> tuple:
+    """Specs of --aux-source items; `remote`: RemoteOptions defaults of remote ones."""
+    from mrhash.datasets import aux_source_specs, remote_aux_spec
 
     specs = []
     for item in items:
         name, sep, rest = item.partition("=")
+        pulled = remote_aux_spec(name.strip(), rest, remote) if sep and name.strip() else None
+        if pulled is not None:
+            specs.append(pulled)
+            continue
         paths, _, bands = rest.partition("@")
         if not sep or not name.strip() or not paths:
             raise BadInput(f"--aux-source {item!r}: expected NAME=PATH[,PATH...][@BANDS]")
@@ -193,17 +213,23 @@ def run_train(args: argparse.Namespace) -> int:
     from mrhash.datasets import specs_from_paths
     from mrhash.device import limit_threads
     from mrhash.jobs import JobControl
-    from mrhash.train import TrainConfig, train_model
+    from mrhash.pull_cache import default_cache_dir, train_pulling
+    from mrhash.remote import RemoteOptions
+    from mrhash.train import TrainConfig
 
     limit_threads()
     rgb = parse_bands(args.rgb)
+    remote = RemoteOptions("stac", date=args.aux_date, max_cloud=args.aux_max_cloud,
+                           cache_dir=args.pull_cache or default_cache_dir(args.output))
     config = TrainConfig(
         primary=tuple(specs_from_paths(args.primary, parse_bands(args.primary_bands))),
-        output=args.output, auxiliary=parse_aux_sources(args.aux_source),
+        output=args.output, auxiliary=parse_aux_sources(args.aux_source, remote),
         aux_bands=parse_aux_bands(args.aux), bits=args.bits,
         rgb=tuple(int(b) - 1 for b in rgb) if rgb else None, **training_kwargs(args))
     job = JobControl(progress_printer("train"), min_interval_s=1.0)
-    result = train_model(config, job)
+    result, pulled = train_pulling(config, job)
+    if pulled is not None:
+        print(pulled.summary(), file=sys.stderr)
     for skip in result.skipped:
         print(f"skipped {skip['path']}: {skip['error']}", file=sys.stderr)
     print(f"model {result.model} ({result.n_samples} samples, {result.seconds:.1f} s on "
@@ -212,7 +238,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"the model it replaced is kept as {result.previous} (indexes built with it "
               "need it: mrhash query --model ...)", file=sys.stderr)
     if args.json:
-        write_json(args.json, result.to_dict())
+        write_json(args.json, {**result.to_dict(),
+                               **({"pull": pulled.to_dict()} if pulled else {})})
     return 0
 
 
