@@ -186,7 +186,7 @@ def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = rocchio)
     ranked = [(0, int(ids[j]), float(scores[j])) for j in best]
     hits = searcher.hits(ranked, request.thumbnails,
                          distance=lambda record: _hamming(record.code, codes))
-    query = {**relevant[0].describe(), "n_relevant": len(relevant),
+    query = {**searcher.describe(relevant[0], request.thumbnails), "n_relevant": len(relevant),
              "n_irrelevant": len(irrelevant),
              "examples": [{"relevant": e.relevant, **p.about,
                            "bounds": list(p.footprint.bounds), "crs": p.footprint.crs}

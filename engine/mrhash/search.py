@@ -100,11 +100,13 @@ class Probe:
     embedding: np.ndarray   # unit float32 [bits]
     footprint: Footprint
     about: dict             # path, and tile for a stored tile
+    paths: tuple[str, ...] = ()  # the raster files read (a stored tile: none)
 
     @classmethod
-    def of(cls, relaxed: np.ndarray, footprint: Footprint, about: dict) -> Probe:
+    def of(cls, relaxed: np.ndarray, footprint: Footprint, about: dict,
+           paths: tuple[str, ...] = ()) -> Probe:
         """From an encoded patch's relaxed code [1, bits]: its sign is the code."""
-        return cls(pack_codes(relaxed), unit_rows(relaxed)[0], footprint, about)
+        return cls(pack_codes(relaxed), unit_rows(relaxed)[0], footprint, about, paths)
 
     def centre4326(self) -> tuple[float, float]:
         west, south, east, north = self.footprint.to("EPSG:4326").bounds
@@ -292,7 +294,7 @@ class Searcher:
             else:
                 path, paths = self._covering_file(*query.point, query.crs)
             relaxed, footprint = self._read_patch(paths, None, query.point, query.crs)
-            return Probe.of(relaxed, footprint, {"path": path})
+            return Probe.of(relaxed, footprint, {"path": path}, paths)
         geometry = _parse_wkt(query.footprint, "footprint")
         crs = query.footprint_crs
         if query.raster:
@@ -304,7 +306,7 @@ class Searcher:
             centre = shapely.centroid(shapely.box(*geometry.bounds))
             path, paths = self._covering_file(centre.x, centre.y, crs, "the footprint's centre")
         relaxed, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs)
-        return Probe.of(relaxed, footprint, {"path": path})
+        return Probe.of(relaxed, footprint, {"path": path}, paths)
 
     # -- search --------------------------------------------------------------------------
     def _candidates(self, probe: Probe, query: Query, centre: tuple[float, float]
@@ -412,6 +414,26 @@ class Searcher:
                 hit["thumbnail"] = None
         return hit
 
+    def describe(self, probe: Probe, thumbnails: bool) -> dict:
+        """The `query` part of a result, with the query's own thumbnail when asked (a stored
+        tile's, or the picture of the footprint read)."""
+        described = probe.describe()
+        if thumbnails:
+            from mrhash.thumbnails import query_thumbnail, thumbnail
+
+            try:
+                if "tile" in probe.about:
+                    record = self.folder.store.tiles([probe.about["tile"]])[probe.about["tile"]]
+                    picture = thumbnail(self.folder.thumbnail_dir, record, self.model, self.bands)
+                else:
+                    picture = query_thumbnail(self.folder.thumbnail_dir, probe.paths,
+                                              probe.footprint, self.model, self.bands)
+                described["thumbnail"] = str(picture)
+            except (MrHashError, OSError) as error:  # the hits matter more than the picture
+                print(f"mrhash: no thumbnail for the query: {error}", file=sys.stderr)
+                described["thumbnail"] = None
+        return described
+
     def hits(self, ranked: list[tuple[int, int, float]], thumbnails: bool,
              distance: Callable[[TileRecord], int] | None = None) -> list[dict]:
         """Hits of (distance, id, score) in rank order (tiles gone from the store dropped);
@@ -440,7 +462,8 @@ class Searcher:
         centre = probe.centre4326()
         passing, complete = self._candidates(probe, query, centre)
         ranked = self._reranked(probe, passing, query.k)
-        return self.result(probe.describe(), self.hits(ranked, query.thumbnails), started,
+        return self.result(self.describe(probe, query.thumbnails),
+                           self.hits(ranked, query.thumbnails), started,
                            ties=self._ties(probe, query, passing, complete))
 
     def refine(self, request) -> dict:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from mrhash.errors import BadInput
 from mrhash.fileio import atomic_write_bytes
 from mrhash.metadata import TileRecord
 from mrhash.normalize import BandStats
-from mrhash.sources import SourceSpec, open_source
+from mrhash.sources import Footprint, SourceSpec, open_source
 
 THUMBNAIL_PX = 128
 
@@ -53,14 +55,10 @@ def stretch(array: np.ndarray, valid: np.ndarray,
     return out
 
 
-def render(record: TileRecord, bands: tuple[int | str, ...] | None,
-           rgb: list[int] | None, size: int = THUMBNAIL_PX,
-           stats: BandStats | None = None) -> bytes:
-    """PNG bytes of one tile, read from its raster with the model's band selection and
-    stretched with `stats` (the model's, one range per selected band) when they fit."""
-    with open_source(SourceSpec("primary", record.paths, bands)) as source:
-        shown = display_bands(source.count, rgb)
-        array, valid = source.read_window(record.window)
+def _png(array: np.ndarray, valid: np.ndarray, shown: list[int], size: int,
+         stats: BandStats | None) -> bytes:
+    """PNG bytes of the `shown` bands of a read patch, stretched with `stats` (the model's,
+    one range per selected band) when they fit."""
     limits = None
     if stats is not None and stats.bands == array.shape[0]:
         limits = ([stats.low[b] for b in shown], [stats.high[b] for b in shown])
@@ -74,25 +72,65 @@ def render(record: TileRecord, bands: tuple[int | str, ...] | None,
     return buffer.getvalue()
 
 
-def thumbnail(cache_dir: str | Path, record: TileRecord, model,
-              bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX) -> Path:
-    """Path of the tile's cached PNG, rendering it first when missing; `bands`: the index's
-    band selection (default: the model's primary bands)."""
-    name = f"{record.id}_{size}.png"
+def render(record: TileRecord, bands: tuple[int | str, ...] | None,
+           rgb: list[int] | None, size: int = THUMBNAIL_PX,
+           stats: BandStats | None = None) -> bytes:
+    """PNG bytes of one tile, read from its raster with the model's band selection."""
+    with open_source(SourceSpec("primary", record.paths, bands)) as source:
+        shown = display_bands(source.count, rgb)
+        array, valid = source.read_window(record.window)
+    return _png(array, valid, shown, size, stats)
+
+
+def render_footprint(paths: tuple[str, ...], footprint: Footprint,
+                     bands: tuple[int | str, ...] | None, rgb: list[int] | None,
+                     size: int = THUMBNAIL_PX, stats: BandStats | None = None) -> bytes:
+    """PNG bytes of any footprint (any CRS) of a raster: the query's own picture."""
+    with open_source(SourceSpec("primary", paths, bands)) as source:
+        shown = display_bands(source.count, rgb)
+        array, valid = source.read(footprint, (size, size))
+    return _png(array, valid, shown, size, stats)
+
+
+def _cached(cache_dir: str | Path, name: str, make: Callable[[], bytes]) -> Path:
+    """Path of a cached PNG, made by `make()` first when missing (in the index folder, else
+    in the user's temp folder for an index that cannot be written)."""
     places = [Path(cache_dir) / name, _fallback_dir(cache_dir) / name]
     for path in places:
         if path.exists():
             return path
-    if not Path(record.path).exists():
-        raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
-    picture = render(record, bands or model.primary.bands, model.config.get("rgb"), size,
-                     model.stats)
+    picture = make()
     try:
         atomic_write_bytes(places[0], picture)
         return places[0]
     except OSError:  # a read-only index (a DVD, a read-only share): the user's temp folder
         atomic_write_bytes(places[1], picture)
         return places[1]
+
+
+def query_thumbnail(cache_dir: str | Path, paths: tuple[str, ...], footprint: Footprint,
+                    model, bands: tuple[int | str, ...] | None = None,
+                    size: int = THUMBNAIL_PX) -> Path:
+    """Path of the PNG of a query footprint, cached by raster (path, size, mtime), place and
+    model, on the model's colour scale like the hits' thumbnails."""
+    stamps = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths]
+    key = hashlib.sha1(json.dumps([stamps, footprint.crs, list(footprint.bounds), size,
+                                   model.fingerprint, list(bands or ())]).encode()).hexdigest()
+    return _cached(cache_dir, f"query_{key[:20]}_{size}.png", lambda: render_footprint(
+        paths, footprint, bands or model.primary.bands, model.config.get("rgb"), size,
+        model.stats))
+
+
+def thumbnail(cache_dir: str | Path, record: TileRecord, model,
+              bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX) -> Path:
+    """Path of the tile's cached PNG, rendering it first when missing; `bands`: the index's
+    band selection (default: the model's primary bands)."""
+    if not Path(record.path).exists() and not any(
+            (Path(d) / f"{record.id}_{size}.png").exists()
+            for d in (cache_dir, _fallback_dir(cache_dir))):
+        raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
+    return _cached(cache_dir, f"{record.id}_{size}.png", lambda: render(
+        record, bands or model.primary.bands, model.config.get("rgb"), size, model.stats))
 
 
 def _fallback_dir(cache_dir: str | Path) -> Path:

@@ -84,3 +84,33 @@ def test_thumbnails_share_the_models_colour_scale(tiny_model, rasters, tmp_path)
         assert np.abs(got - np.floor(expected)).max() <= 1
         means.append(got.mean())
     assert max(means) - min(means) > 40  # per-tile stretching would level them
+
+
+def test_the_query_has_its_own_thumbnail(tiny_model, rasters, tmp_path):
+    """Beside the hits, the query's picture: a stored tile's own thumbnail, or the footprint
+    read from the raster (point queries), on the same colour scale."""
+    from mrhash.search import Query, Searcher
+
+    build_index(rasters, tiny_model, tmp_path / "index", TILE)
+    searcher = Searcher(tmp_path / "index")
+    try:
+        by_tile = searcher.search(Query(tile=2, k=3, thumbnails=True))
+        assert by_tile["query"]["thumbnail"] == str(
+            thumbnail(searcher.folder.thumbnail_dir, searcher.folder.store.tiles([2])[2],
+                      searcher.model))
+        record = searcher.folder.store.tiles([2])[2]
+        west, south, east, north = record.bounds
+        point = Query(point=((west + east) / 2, (south + north) / 2), crs=record.crs,
+                      raster=record.path, k=3, thumbnails=True)
+        picture = searcher.search(point)["query"]["thumbnail"]
+        again = searcher.search(point)["query"]["thumbnail"]
+        without = searcher.search(Query(tile=2, k=3))["query"]
+    finally:
+        searcher.close()
+    assert picture == again and "query_" in picture  # cached by raster, place and model
+    image = np.asarray(Image.open(picture)).astype(float)
+    tile_image = np.asarray(Image.open(by_tile["query"]["thumbnail"])).astype(float)
+    assert image.shape == tile_image.shape == (128, 128, 3)
+    # the same place, read two ways (window vs footprint resampling): the same picture
+    assert np.corrcoef(image.ravel(), tile_image.ravel())[0, 1] > 0.9
+    assert "thumbnail" not in without
