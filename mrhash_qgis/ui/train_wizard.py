@@ -1,5 +1,7 @@
 """Training wizard: 1 primary source + bands, 2 auxiliary sources (their overlap with the
-primary drawn on the canvas), 3 parameters (remembered between runs; the model's path checked
+primary drawn on the canvas; local rasters and folders, the project's web raster layers —
+XYZ, WMS, WMTS, WCS — and items of a STAC catalogue, pulled by the engine over each primary
+footprint), 3 parameters (remembered between runs; the model's path checked
 before training), 4 training with progress, live loss and cancel.
 
 Training runs as a QgsTask (core/engine_task.py): it is in QGIS's task manager with its
@@ -55,8 +57,10 @@ from mrhash_qgis.core.environment import PLUGIN_DIR
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import TrainSettings
+from mrhash_qgis.core.web_sources import layer_source
 from mrhash_qgis.map_tool import polygon_band
 from mrhash_qgis.ui.loss_plot import LossPlot
+from mrhash_qgis.ui.stac_dialog import StacDialog
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 BITS = (16, 32, 64, 128)
@@ -115,14 +119,30 @@ def model_path_problem(path: str) -> str | None:
 
 @dataclass
 class SourceChoice:
-    """A source picked in the wizard: a raster layer's file or a folder."""
+    """A source picked in the wizard: a raster layer's file, a folder, or a remote source
+    (`remote`: the engine's entry for a web layer, {url}, or a STAC catalogue, {stac, assets,
+    ...}; `path` is then what the list shows)."""
 
     path: str
     bands: list[int] | None = None
     footprint: QgsGeometry | None = None  # outline in EPSG:4326 when known
+    remote: dict | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.remote is not None:
+            return tr("STAC") if "stac" in self.remote else tr("web layer")
+        return tr("folder") if Path(self.path).is_dir() else tr("raster")
 
     def spec(self, name: str | None = None) -> dict:
-        spec: dict = {"folder": self.path} if Path(self.path).is_dir() else {"paths": [self.path]}
+        if self.remote is not None:
+            spec: dict = dict(self.remote)
+            if self.bands and "stac" not in spec:
+                spec["bands"] = self.bands
+            if name:
+                spec["name"] = name
+            return spec
+        spec = {"folder": self.path} if Path(self.path).is_dir() else {"paths": [self.path]}
         if self.bands:
             spec["bands"] = self.bands
         if name:
@@ -202,6 +222,10 @@ class SourcePicker(QVBoxLayout):
         bands = [i + 1 for i in range(self.band_list.count())
                  if self.band_list.item(i).checkState() == Qt.CheckState.Checked]
         all_bands = len(bands) == layer.bandCount()
+        web = layer_source(layer)
+        if web is not None:  # XYZ/WMS/WMTS/WCS: the engine reads what GDAL makes of it
+            return SourceChoice(layer.name(), None if all_bands else bands,
+                                layer_outline(layer), {"url": web})
         return SourceChoice(layer.source().split("|")[0], None if all_bands else bands,
                             layer_outline(layer))
 
@@ -242,10 +266,17 @@ class AuxiliaryPage(QWizardPage):
         layout.addLayout(self.picker)
         buttons = QHBoxLayout()
         self.add_button, self.remove_button = QPushButton(tr("Add")), QPushButton(tr("Remove"))
+        self.stac_button = QPushButton(tr("STAC catalogue…"))
+        self.stac_button.setToolTip(tr("Other images of each place from a STAC catalogue: "
+                                       "the engine finds the items covering every primary "
+                                       "footprint and pulls the bands asked for"))
         self.add_button.clicked.connect(self.add_current)
         self.remove_button.clicked.connect(self.remove_selected)
+        self.stac_button.clicked.connect(self.open_stac)
+        self.stac_dialog = None
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.remove_button)
+        buttons.addWidget(self.stac_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
         self.list = QListWidget()
@@ -260,8 +291,8 @@ class AuxiliaryPage(QWizardPage):
 
     def add_source(self, choice: SourceChoice) -> None:
         self.sources.append(choice)
-        kind = tr("folder") if Path(choice.path).is_dir() else tr("raster")
-        item = QListWidgetItem(f"aux{len(self.sources)} · {kind} · {Path(choice.path).name}")
+        name = choice.path if choice.remote is not None else Path(choice.path).name
+        item = QListWidgetItem(f"aux{len(self.sources)} · {choice.kind} · {name}")
         item.setToolTip(choice.path)
         self.list.addItem(item)
         self.refresh_overlap()
@@ -270,6 +301,31 @@ class AuxiliaryPage(QWizardPage):
         choice = self.picker.choice()
         if choice is not None:
             self.add_source(choice)
+
+    def search_bbox(self) -> tuple[float, float, float, float]:
+        """Where to look for STAC items: the primary's outline, else the canvas extent
+        (EPSG:4326)."""
+        primary = self.primary()
+        outline = self.footprint(primary) if primary is not None else None
+        if outline is None or outline.isEmpty():
+            outline = QgsGeometry.fromRect(self.canvas.extent())
+            outline.transform(QgsCoordinateTransform(
+                self.canvas.mapSettings().destinationCrs(), WGS84, QgsProject.instance()))
+        box = outline.boundingBox()
+        return (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+
+    def open_stac(self) -> StacDialog:
+        """The STAC dialog (modeless: the items it finds are drawn on the canvas)."""
+        self.stac_dialog = StacDialog(self.client, self.canvas, self.search_bbox(), self)
+        self.stac_dialog.accepted.connect(self._stac_chosen)
+        self.stac_dialog.show()
+        return self.stac_dialog
+
+    def _stac_chosen(self) -> None:
+        dialog = self.stac_dialog
+        source = dialog.source()
+        label = f"{source['stac']} @{','.join(source['assets'])}"
+        self.add_source(SourceChoice(label, footprint=dialog.coverage(), remote=source))
 
     def remove_selected(self) -> None:
         row = self.list.currentRow()
@@ -309,13 +365,19 @@ class AuxiliaryPage(QWizardPage):
         lines = []
         for i, source in enumerate(self.sources):
             colour = QColor(AUX_COLOURS[i % len(AUX_COLOURS)])
-            name = Path(source.path).name
+            name = source.path if source.remote is not None else Path(source.path).name
+            if source.remote is not None and source.footprint is None:
+                lines.append(tr("{name}: read over each primary footprint").format(name=name))
+                continue
             outline = self.footprint(source)
             if outline is None:
                 lines.append(tr("{name}: footprint pending…").format(name=name))
                 continue
             self._draw(outline, colour, fill=True)
-            if primary_outline is not None:
+            if primary_outline is None:
+                lines.append(tr("{name}: drawn; the primary's footprint is pending…").format(
+                    name=name))
+            else:
                 covered = primary_outline.intersection(outline).area()
                 share = 100.0 * covered / max(primary_outline.area(), 1e-12)
                 lines.append(tr("{name}: covers {share}% of the primary").format(
@@ -612,6 +674,13 @@ class TrainWizard(QWizard):
         model = result.get("model", "")
         text = tr("Model saved: {model} ({seconds} s)").format(
             model=model, seconds=f"{result.get('seconds', 0):.0f}")
+        pull = result.get("pull")
+        if pull:
+            text += tr(". Pulled {mb} MB for {n} places ({cached} from the cache, {missing} "
+                       "not covered); the cache {cache} holds {total} MB").format(
+                mb=f"{pull['bytes'] / 1e6:.1f}", n=pull["footprints"], cached=pull["from_cache"],
+                missing=pull["no_coverage"], cache=pull["cache_dir"],
+                total=f"{pull['cache_bytes'] / 1e6:.1f}")
         if result.get("previous"):
             text += tr(". The model it replaced is kept as {previous} (indexes built with it "
                        "still use it)").format(previous=result["previous"])

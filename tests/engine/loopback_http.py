@@ -37,6 +37,7 @@ class LoopbackServer:
 
     def __init__(self, root: Path, port: int = 0):
         self.root = Path(root)
+        self.data: RemoteData | None = None  # what it serves, when made here
         self.failures: dict[str, int] = {}   # path prefix -> HTTP status to answer
         self.stall_s: dict[str, float] = {}  # path prefix -> seconds to wait before answering
         self.log: list[tuple[str, str, int]] = []  # (method, path, status)
@@ -344,3 +345,14 @@ def tms_xml(server_url: str, zoom: int = XYZ_ZOOM) -> str:
   <BandsCount>3</BandsCount>
 </GDAL_WMS>"""
 
+
+
+
+def serving(data: RemoteData):
+    """A fixture's body: a server over the data (`.data`), stopped whatever happened."""
+    served = LoopbackServer(data.root)
+    served.data = data
+    try:
+        yield served
+    finally:
+        served.stop()

@@ -53,16 +53,16 @@ def _loopback_only(monkeypatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
-@pytest.fixture(scope="session")
+
+
+@pytest.fixture(scope="module")
 def remote_data(tmp_path_factory, sentinel2_dir) -> lh.RemoteData:
     return lh.make_remote_data(tmp_path_factory.mktemp("served"), sentinel2_dir)
 
 
 @pytest.fixture
 def server(remote_data):
-    served = lh.LoopbackServer(remote_data.root)
-    yield served
-    served.stop()
+    yield from lh.serving(remote_data)
 
 
 def _stac(server: lh.LoopbackServer, cache: Path, http: HttpSettings = HttpSettings(),

@@ -34,7 +34,7 @@ CHECKED = (
     "map_tool.py", "core/hits_layer.py", "core/results.py", "core/searches.py",
     "processing/algorithms/hits_output.py", "processing/algorithms/refine.py",
     "processing/algorithms/export_index.py", "ui/dock.py", "ui/results_panel.py",
-    "ui/thumbnails.py",
+    "ui/thumbnails.py", "ui/stac_dialog.py", "core/web_sources.py",
 )
 # call name -> positions of the arguments a user reads
 USER_FACING: dict[str, tuple[int, ...]] = {
