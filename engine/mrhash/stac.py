@@ -150,9 +150,12 @@ class StacSearch:
 
     def items(self, bbox: tuple[float, float, float, float]) -> list[Item]:
         """Items intersecting an EPSG:4326 bbox that pass the filters."""
-        if self._root is None:
-            self._root = self._get(self.url)
-        found = self._query(self._root, bbox)
+        if urllib.parse.urlparse(self.url).path.rstrip("/").endswith("/search"):
+            found = self._search(self.url, bbox)  # an endpoint: nothing to read first
+        else:
+            if self._root is None:
+                self._root = self._get(self.url)
+            found = self._query(self._root, bbox)
         area = shapely.box(*bbox)
         return [item for item in found if item.geometry.intersects(area) and self._keep(item)]
 
@@ -191,8 +194,6 @@ class StacSearch:
             return self._static_items(lambda: self._pages(doc, self.url))
         if kind == "Feature":
             return [Item.from_json(doc, self.url)]
-        if urllib.parse.urlparse(self.url).path.rstrip("/").endswith("/search"):
-            return self._search(self.url, bbox)
         if kind == "Catalog" and "search" in links:  # an API root
             return self._search(urllib.parse.urljoin(self.url, links["search"]["href"]), bbox)
         if kind == "Collection" and "items" in links:  # an API's (or static) items endpoint

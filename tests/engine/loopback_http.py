@@ -14,6 +14,7 @@ import json
 import math
 import threading
 import time
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,14 +101,34 @@ class _RangeHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         self._answer(body=True)
 
-    def do_POST(self) -> None:  # noqa: N802 (a STAC API search: the static item collection)
+    def do_POST(self) -> None:  # noqa: N802 (the STAC API's /search)
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        self._answer(body=True)
+        try:
+            query = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            query = {}
+        if self.path.split("?", 1)[0] == "/api/search":
+            self._json(_api_page(self.owner, query, "search"))
+        else:
+            self._answer(body=True)
+
+    def _json(self, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.owner.record(self.command, self.path, 200)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/geo+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _answer(self, body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         owner = self.owner
+        if path.startswith("/api/") and not owner.failures:
+            doc = _api_document(owner, path, dict(urllib.parse.parse_qsl(query)))
+            if doc is not None:
+                self._json(doc)
+                return
         for prefix, seconds in owner.stall_s.items():
             if path.startswith(prefix):
                 time.sleep(seconds)
@@ -153,6 +174,61 @@ class _RangeHandler(BaseHTTPRequestHandler):
                 self.wfile.write(data[start:end + 1])
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+
+# -- a small STAC API over the static items (pages of API_PAGE items: paging is exercised) --
+
+API_PAGE = 1
+
+
+def _api_items(owner: LoopbackServer) -> list[dict]:
+    """The static items with absolute links, as an API serves them."""
+    items = []
+    for path in sorted((owner.root / "stac" / "items").glob("*.json")):
+        item = json.loads(path.read_text())
+        base = f"{owner.url}/stac/items/{path.name}"
+        item["links"] = [{"rel": "self", "href": base}]
+        for asset in item["assets"].values():
+            asset["href"] = urllib.parse.urljoin(base, asset["href"])
+        items.append(item)
+    return items
+
+
+def _api_page(owner: LoopbackServer, query: dict, endpoint: str) -> dict:
+    """One page of items intersecting query["bbox"] (the datetime is filtered client side)."""
+    bbox = query.get("bbox") or [-180, -90, 180, 90]
+    if isinstance(bbox, str):
+        bbox = [float(b) for b in bbox.split(",")]
+    found = [i for i in _api_items(owner) if not (
+        i["bbox"][2] < bbox[0] or i["bbox"][0] > bbox[2] or i["bbox"][3] < bbox[1]
+        or i["bbox"][1] > bbox[3])]
+    start = int(query.get("page", 0))
+    page = {"type": "FeatureCollection", "features": found[start:start + API_PAGE],
+            "links": []}
+    if start + API_PAGE < len(found):
+        if endpoint == "search":
+            page["links"].append({"rel": "next", "href": f"{owner.url}/api/search",
+                                  "method": "POST", "body": {**query, "page": start + API_PAGE}})
+        else:
+            params = urllib.parse.urlencode({**query, "page": start + API_PAGE})
+            page["links"].append({"rel": "next", "href": f"{owner.url}{endpoint}?{params}"})
+    return page
+
+
+def _api_document(owner: LoopbackServer, path: str, query: dict) -> dict | None:
+    if path in ("/api/", "/api"):
+        return {"type": "Catalog", "id": "loopback", "stac_version": "1.0.0",
+                "description": "STAC API over the static items",
+                "conformsTo": ["https://api.stacspec.org/v1.0.0/item-search"],
+                "links": [{"rel": "search", "href": f"{owner.url}/api/search",
+                           "method": "POST"}]}
+    if path == "/api/collections/s2-test":
+        return {"type": "Collection", "id": "s2-test", "stac_version": "1.0.0",
+                "links": [{"rel": "items",
+                           "href": f"{owner.url}/api/collections/s2-test/items"}]}
+    if path == "/api/collections/s2-test/items":
+        return _api_page(owner, query, path)
+    return None
 
 
 # -- the data --------------------------------------------------------------------------------

@@ -121,6 +121,19 @@ def test_stac_items_found_and_filtered(server) -> None:
     assert find_items({"url": url, "bbox": [10, 10, 11, 11]})["count"] == 0
 
 
+@pytest.mark.parametrize("path", ["/api/", "/api/search", "/api/collections/s2-test"])
+def test_stac_api_search_and_items_pages(server, remote_data, tmp_path, path) -> None:
+    """A STAC API (its root, /search by POST, a collection's /items by GET), one item a page:
+    the pages are followed, the filters applied, and the pull reads the same bands."""
+    query = {"url": f"{server.url}{path}", "bbox": [-180, -90, 180, 90], "date": DATES,
+             "max_cloud": CLOUD}
+    found = find_items(query)
+    assert [i["id"] for i in found["items"]] == ["s2_east", "s2_west"]
+    assert found["requests"] >= 4  # the document, then one page per item (4 items)
+    stats = prefetch(_primaries(remote_data)[:1], [_stac(server, tmp_path / "c", path=path)])
+    assert (stats.pulled, stats.no_coverage) == (1, 0)
+
+
 def test_model_trained_over_http_equals_local_files(server, remote_data, tmp_path) -> None:
     """The same bands, read from local COG files (a collection paired by coordinates) and
     pulled from the STAC catalogue over HTTP: the same samples, losses and codes."""
