@@ -139,6 +139,9 @@ class RemotePuller:
         self.stats = PullStats(cache_dir=str(self.root))
         self._opened: dict[tuple[str, ...], Source] = {}
         self._search = None
+        # the primary's pixel as a fraction of its footprint's side (for_primary): a web
+        # service is read no finer than about twice that
+        self._primary_res: float | None = None
 
     @property
     def name(self) -> str:
@@ -257,7 +260,7 @@ class RemotePuller:
         key = self._record_path(footprint).stem
         files, written = [], 0
         with gdal_http(self.http):
-            for k, band_file in enumerate(source._files):
+            for k, band_file in enumerate(source.files):
                 name = f"{key}-{k}.tif"
                 try:
                     size = self._pull_file(source, band_file, footprint, self.folder / name, job)
@@ -312,8 +315,6 @@ class RemotePuller:
                     out.set_band_description(i, source.band_names[position])
         return target.stat().st_size
 
-    _primary_res: float | None = None
-
     def for_primary(self, primary: Source) -> RemotePuller:
         """Use the primary's pixel size to read web services no finer than needed."""
         self._primary_res = min(primary.res) / math.sqrt(
@@ -330,11 +331,11 @@ def _cached_band_order(source: Source, files: list[str], key: str) -> list[int]:
     """1-based indexes, in the cached files' concatenated bands, of the source's bands in
     their order (files split the bands by remote file; the spec's order may interleave)."""
     offsets, offset, order = {}, 0, [0] * source.count
-    for k, band_file in enumerate(source._files):
+    for k, band_file in enumerate(source.files):
         if f"{key}-{k}.tif" in files:
             offsets[k] = offset
             offset += len(band_file.indexes)
-    for k, band_file in enumerate(source._files):
+    for k, band_file in enumerate(source.files):
         for i, position in enumerate(band_file.positions):
             order[position] = offsets[k] + i + 1 if k in offsets else 0
     return [o for o in order if o]
@@ -397,42 +398,38 @@ def prefetch(primary: Iterable[SourceSpec], auxiliary: Iterable[SourceSpec],
     if not pullers:
         return None
     primaries = list(primary)
-    total = len(primaries) * len(pullers)
-    stats = PullStats(cache_dir=str(pullers[0].root))
+    total, done = len(primaries) * len(pullers), 0
     try:
         for puller in pullers:
             ensure_cache(puller.root)
-        done = 0
         for spec in primaries:
             try:
-                with open_source(SourceSpec("primary", spec.paths, spec.bands)) as source:
-                    footprint, res_of = source.footprint, source
-                    for puller in pullers:
-                        if job is not None:
-                            job.check()
-                        try:
-                            puller.for_primary(res_of).local_spec(footprint, job)
-                        except NoCoverage:
-                            pass  # recorded and counted; the sample is skipped in training
-                        done += 1
-                        if job is not None:
-                            pulled = sum(p.stats.bytes for p in pullers)
-                            job.report(done, total, f"pulling {puller.name}: {done}/{total} "
-                                       f"footprints ({pulled / 1e6:.1f} MB)", stage="pull",
-                                       pulled_bytes=pulled)
-            except RemoteError:
-                raise
-            except BadInput:  # an unreadable primary: training skips and names it
+                source = open_source(SourceSpec("primary", spec.paths, spec.bands))
+            except BadInput:  # an unreadable primary: training skips it and says why
                 done += len(pullers)
+                continue
+            with source:
+                for puller in pullers:
+                    if job is not None:
+                        job.check()
+                    try:
+                        puller.for_primary(source).local_spec(source.footprint, job)
+                    except NoCoverage:
+                        pass  # recorded and counted; the sample is skipped in training
+                    done += 1
+                    if job is not None:
+                        pulled = sum(p.stats.bytes for p in pullers)
+                        job.report(done, total, f"pulling {puller.name}: {done}/{total} "
+                                   f"footprints ({pulled / 1e6:.1f} MB)", stage="pull",
+                                   pulled_bytes=pulled)
     finally:
         for puller in pullers:
             puller.close()
-            stats.add(puller.stats)
-    stats.cache_files, stats.cache_bytes = cache_size(stats.cache_dir)
-    return stats
+    return stats_of(pullers)
 
 
 def stats_of(pullers: Iterable[RemotePuller]) -> PullStats | None:
+    """The pullers' stats together, with the cache's size now (None: no puller)."""
     pullers = list(pullers)
     if not pullers:
         return None

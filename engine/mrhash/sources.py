@@ -499,6 +499,12 @@ class Source:
             chosen.append(matches[0])
         return chosen
 
+    @property
+    def files(self) -> list[_BandFile]:
+        """The opened files with the bands selected in each (pull_cache.py copies windows of
+        them); read-only use."""
+        return self._files
+
     def __repr__(self) -> str:
         return (f"Source({self.spec.name!r}, {self.width}x{self.height}, {self.count} bands, "
                 f"{self.crs}, res={self.res})")
