@@ -235,7 +235,8 @@ class RemotePuller:
         does not say, one bounded HEAD request to the URL."""
         url = display_url(path)
         found = classify_gdal_error(url, error)
-        if type(found) is not RemoteError or not url.startswith(("http://", "https://")):
+        if type(found) is not RemoteError or not url.startswith(("http://", "https://")) or (
+                "${" in url):  # a tile URL template: nothing to ask
             return found
         import urllib.error
         import urllib.request

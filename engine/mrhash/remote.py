@@ -165,8 +165,18 @@ def gdal_path(url: str) -> str:
 
 
 def display_url(path: str) -> str:
-    """The URL a /vsicurl/ path reads (for messages)."""
-    return path[len("/vsicurl/"):] if path.startswith("/vsicurl/") else path
+    """The URL a /vsicurl/ path or a WMS driver XML file reads (for messages)."""
+    if path.startswith("/vsicurl/"):
+        return path[len("/vsicurl/"):]
+    if path.endswith(".xml"):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                found = re.search(r"<ServerUrl>(.*?)</ServerUrl>", handle.read(), re.S)
+        except OSError:
+            found = None
+        if found:
+            return found.group(1).strip().replace("&amp;", "&")
+    return path
 
 
 def with_timeout(xml: str, http: HttpSettings) -> str:
@@ -192,8 +202,10 @@ _HTTP_CODE = re.compile(r"(?:HTTP (?:response code|status code|error code)[^0-9]
 
 
 def classify_gdal_error(url: str, error: BaseException) -> MrHashError:
-    """GDAL's message about a remote dataset as one of the remote errors."""
-    text = str(error)
+    """GDAL's message about a remote dataset as one of the remote errors (rasterio puts
+    GDAL's own words, e.g. the HTTP status, in the exception's cause)."""
+    chain = [error, getattr(error, "__cause__", None), getattr(error, "__context__", None)]
+    text = " ".join(dict.fromkeys(str(e) for e in chain if e is not None))
     match = _HTTP_CODE.search(text)
     code = int(match.group(1)) if match else None
     return http_status_error(url, code, text) if code else _unreachable_or_bad(url, text)

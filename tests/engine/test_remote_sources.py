@@ -236,6 +236,11 @@ def test_errors_name_the_url(server, remote_data, tmp_path) -> None:
                               RemoteOptions("raster", cache_dir=str(cache), http=FAST))
     with pytest.raises(RemoteNotFound, match=r"none\.tif"):
         prefetch(primary, [missing])
+    # an XYZ tile the server does not have (the uncovered raster is outside the tile set)
+    web = remote_aux_spec("web", lh.tms_xml(server.url),
+                          RemoteOptions("raster", cache_dir=str(cache), http=FAST))
+    with pytest.raises(RemoteNotFound, match=r"/xyz/\$\{z\}/\$\{x\}/\$\{y\}\.png: HTTP 404"):
+        prefetch(_primaries(remote_data)[-1:], [web])
     # a COG whose bytes need credentials
     server.failures["/cogs/"] = 403
     cog = remote_data.items["s2_west"][0].relative_to(remote_data.root)
