@@ -16,6 +16,7 @@ codes cache and rebuilt from SQLite when missing, stale, damaged or another inde
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterable
@@ -24,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from mrhash.errors import IndexCorrupted
-from mrhash.fileio import atomic_write_bytes, read_cache
+from mrhash.fileio import atomic_output
 
 MAGIC = b"MRHASHEM"
 FORMAT_VERSION = 1
 _HEADER_LEN = struct.Struct("<Q")
+CHUNK_ROWS = 1 << 16  # rows converted at once when the table is saved or loaded
 
 
 def pack_codes(relaxed: np.ndarray) -> np.ndarray:
@@ -133,45 +135,67 @@ class EmbeddingTable:
         return (self.unit if rows is None else self.unit[rows]) @ weights
 
     # -- persistence ---------------------------------------------------------------------
-    def to_bytes(self, generation: int, index_uid: str | None) -> bytes:
-        self.compact()
-        blobs = [self.ids.tobytes(), self.unit.astype(np.float16).tobytes()]
-        header = {"format_version": FORMAT_VERSION, "bits": self.bits, "ntotal": len(self.ids),
-                  "generation": int(generation), "index_uid": index_uid,
-                  "crc32": zlib.crc32(blobs[1], zlib.crc32(blobs[0]))}
-        head = json.dumps(header).encode()
-        return b"".join([MAGIC, _HEADER_LEN.pack(len(head)), head, *blobs])
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str = "embeddings") -> tuple[EmbeddingTable, dict]:
-        """-> (table, header); IndexCorrupted naming `source` when anything does not add up."""
-        if len(data) < len(MAGIC) + _HEADER_LEN.size or not data.startswith(MAGIC):
-            raise IndexCorrupted("not an MrHash embeddings file (bad magic or truncated)",
-                                 path=source)
-        (head_len,) = _HEADER_LEN.unpack_from(data, len(MAGIC))
-        start = len(MAGIC) + _HEADER_LEN.size
-        try:
-            header = json.loads(data[start:start + head_len])
-            bits, n = int(header["bits"]), int(header["ntotal"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise IndexCorrupted(f"unreadable header ({error})", path=source) from None
-        if header.get("format_version") != FORMAT_VERSION:
-            raise IndexCorrupted(f"unsupported format version {header.get('format_version')}",
-                                 path=source)
-        body = memoryview(data)[start + head_len:]
-        if len(body) != n * 8 + n * bits * 2:
-            raise IndexCorrupted(f"truncated: {len(body)} bytes of data, "
-                                 f"{n * 8 + n * bits * 2} expected", path=source)
-        if zlib.crc32(body[n * 8:], zlib.crc32(body[:n * 8])) != header["crc32"]:
-            raise IndexCorrupted("checksum mismatch (corrupted file)", path=source)
-        table = cls(bits)
-        table.ids = np.frombuffer(body[:n * 8], np.int64)
-        table.unit = np.frombuffer(body[n * 8:], np.float16).reshape(n, bits).astype(np.float32)
-        return table, header
+    # MAGIC, header length, JSON header (bits, ntotal, generation, index_uid, crc32), then the
+    # ids (int64) and the unit vectors (float16), streamed both ways in chunks: a 1M-tile
+    # table never has a second whole copy in memory
 
     def save(self, path: str | Path, generation: int, index_uid: str | None) -> None:
-        atomic_write_bytes(path, self.to_bytes(generation, index_uid))
+        self.compact()
+        crc = zlib.crc32(self.ids.tobytes())
+        for start in range(0, len(self.ids), CHUNK_ROWS):
+            crc = zlib.crc32(self.unit[start:start + CHUNK_ROWS].astype(np.float16), crc)
+        head = json.dumps({"format_version": FORMAT_VERSION, "bits": self.bits,
+                           "ntotal": len(self.ids), "generation": int(generation),
+                           "index_uid": index_uid, "crc32": crc}).encode()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp, open(tmp, "wb") as out:
+            out.write(MAGIC + _HEADER_LEN.pack(len(head)) + head)
+            out.write(self.ids.tobytes())
+            for start in range(0, len(self.ids), CHUNK_ROWS):
+                out.write(self.unit[start:start + CHUNK_ROWS].astype(np.float16).tobytes())
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[EmbeddingTable, dict]:
-        return cls.from_bytes(read_cache(path, "embeddings"), str(path))
+        """-> (table, header); IndexCorrupted naming the file when anything does not add
+        up (the table is then rebuilt from the store)."""
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                return cls._read(handle, source)
+        except OSError as error:
+            raise IndexCorrupted(f"cannot read the embeddings file ({error.strerror})",
+                                 path=source) from None
+
+    @classmethod
+    def _read(cls, handle, source: str) -> tuple[EmbeddingTable, dict]:
+        def corrupted(why: str) -> IndexCorrupted:
+            return IndexCorrupted(why, path=source)
+
+        lead = handle.read(len(MAGIC) + _HEADER_LEN.size)
+        if len(lead) < len(MAGIC) + _HEADER_LEN.size or not lead.startswith(MAGIC):
+            raise corrupted("not an MrHash embeddings file (bad magic or truncated)")
+        (head_len,) = _HEADER_LEN.unpack_from(lead, len(MAGIC))
+        try:
+            header = json.loads(handle.read(min(head_len, 1 << 20)))
+            bits, n = int(header["bits"]), int(header["ntotal"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise corrupted(f"unreadable header ({error})") from None
+        if header.get("format_version") != FORMAT_VERSION or bits <= 0 or n < 0:
+            raise corrupted(f"unsupported format version {header.get('format_version')}")
+        # the size first: a damaged count must not allocate anything
+        expected = len(lead) + head_len + n * 8 + n * bits * 2
+        size = os.fstat(handle.fileno()).st_size
+        if size != expected:
+            raise corrupted(f"truncated or padded: {size} bytes, {expected} expected")
+        table = cls(bits)
+        table.ids = np.fromfile(handle, np.int64, count=n)
+        table.unit = np.empty((n, bits), np.float32)
+        crc = zlib.crc32(table.ids.tobytes())
+        for start in range(0, n, CHUNK_ROWS):
+            rows = min(CHUNK_ROWS, n - start)
+            block = np.fromfile(handle, np.float16, count=rows * bits)
+            crc = zlib.crc32(block, crc)
+            table.unit[start:start + rows] = block.reshape(rows, bits)
+        if crc != header["crc32"]:
+            raise corrupted("checksum mismatch (corrupted file)")
+        return table, header

@@ -120,11 +120,19 @@ class _Flat:
                 if len(kept) else np.zeros(0, np.int64)
             self.run_id = kept[self.run_pos] if len(kept) else np.zeros(0, np.int64)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        dist, positions = self.faiss.search(queries, k)
+    def _ids_at(self, positions: np.ndarray) -> np.ndarray:
         run = (np.searchsorted(self.run_pos, positions, side="right") - 1).clip(0)
         ids = self.run_id[run] + positions - self.run_pos[run]
-        return dist, np.where(positions < 0, -1, ids)
+        return np.where(positions < 0, -1, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, positions = self.faiss.search(queries, k)
+        return dist, self._ids_at(positions)
+
+    def within(self, query: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, ids) of every code at most `max_distance` from one query."""
+        _, dist, positions = self.faiss.range_search(query[:1], max_distance + 1)  # "< r"
+        return dist.astype(np.int32), self._ids_at(positions.astype(np.int64))
 
     def to_arrays(self) -> list[np.ndarray]:
         return [faiss.serialize_index_binary(self.faiss), self.run_pos, self.run_id]
@@ -318,6 +326,15 @@ class BinaryIndex:
             d, i = self._layout.search(queries, min(k, self.ntotal))
             dist[:, :d.shape[1]], ids[:, :i.shape[1]] = d, i
         return dist, ids
+
+    def within(self, query: np.ndarray, max_distance: int
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(distances, ids) of every code at most `max_distance` from `query` [1, bytes], in
+        no order: one scan (a tie group is completed with it where a k-nearest search would
+        sort thousands); None for the cells layout, which cannot promise all of them."""
+        if self.kind != "flat" or not self.ntotal:
+            return None
+        return self._layout.within(self._check_codes(query), int(max_distance))
 
     # -- layout --------------------------------------------------------------------------
     def optimize(self) -> None:

@@ -135,6 +135,13 @@ def _parse_wkt(wkt: str, what: str) -> shapely.Geometry:
     return geometry
 
 
+def _pairs(dist: np.ndarray, ids: np.ndarray) -> list[tuple[int, int]]:
+    """(distance, id) of a search's hits ([1, n] or [n] arrays; id -1 = no hit)."""
+    dist, ids = np.ravel(dist), np.ravel(ids)
+    found = ids >= 0
+    return list(zip(dist[found].tolist(), ids[found].tolist(), strict=True))
+
+
 def query_threads() -> None:
     """One OpenMP thread for FAISS in query processes: a single query's scan does not split
     across threads anyway, and on a busy CPU OpenMP workers waiting at barriers multiply tail
@@ -323,20 +330,21 @@ class Searcher:
             if not len(ids):
                 return [], True
             dist, pos = faiss.knn_hamming(probe.code, codes, len(ids))
-            order = [(int(d), int(ids[p])) for d, p in zip(dist[0], pos[0], strict=True)
-                     if p >= 0]
+            order = _pairs(dist, np.where(pos >= 0, ids[pos.clip(0)], -1))
             return self._passing(order, query, centre, within), True
         cap, total = shortlist_cap(query.k), self.index.ntotal
         want = min(query.k + 1, total)  # one more than k: is the k-th hit's tie group over?
         while True:
-            dist, ids = self.index.search(probe.code, want)
-            order = [(int(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True) if i >= 0]
+            order = _pairs(*self.index.search(probe.code, want))
             passing = self._passing(order, query, centre, None)
             seen_all = want >= total
             if len(passing) >= query.k:
                 kth = passing[query.k - 1][0]
                 if seen_all or order[-1][0] > kth:  # every tile at <= kth was seen
                     return passing, True
+                group = self._tie_group(probe, query, centre, kth, cap)
+                if group is not None:
+                    return group, True
                 if sum(d <= kth for d, _ in passing) >= cap:
                     return passing, False
                 want = min(max(want * 4, cap + 1), total)
@@ -344,6 +352,17 @@ class Searcher:
                 return passing, True
             else:
                 want = min(want * 4 + 64, total)
+
+    def _tie_group(self, probe: Probe, query: Query, centre: tuple[float, float], kth: int,
+                   cap: int) -> list[tuple[int, int]] | None:
+        """Every passing candidate at most `kth` away, from one range scan of the exact
+        layout; None where that does not give k of them within the cap (cells layout, a
+        tie group beyond the shortlist, filters dropping too many): the caller widens."""
+        found = self.index.within(probe.code, kth)
+        if found is None or len(found[0]) > cap:
+            return None
+        passing = self._passing(_pairs(*found), query, centre, None)
+        return passing if len(passing) >= query.k else None
 
     def _passing(self, order: list[tuple[int, int]], query: Query,
                  centre: tuple[float, float], within) -> list[tuple[int, int]]:
@@ -371,10 +390,11 @@ class Searcher:
         if not passing:
             return []
         kth = passing[min(k, len(passing)) - 1][0]
-        pool = [hit for hit in passing if hit[0] <= kth][:shortlist_cap(k)]
-        ids = np.array([i for _, i in pool], np.int64)
-        scores = self.embeddings.rows(ids) @ probe.embedding
-        dist = np.array([d for d, _ in pool])
+        pool = np.array([hit for hit in passing if hit[0] <= kth][:shortlist_cap(k)], np.int64)
+        dist, ids = pool[:, 0], pool[:, 1]
+        by_id = np.argsort(ids)  # looked up in id order: the table is read forward
+        scores = np.empty(len(ids), np.float32)
+        scores[by_id] = self.embeddings.rows(ids[by_id]) @ probe.embedding
         order = np.lexsort((ids, -scores, dist))[:k]
         return [(int(dist[j]), int(ids[j]), float(scores[j])) for j in order]
 

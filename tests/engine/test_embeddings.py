@@ -52,6 +52,7 @@ def test_table_file_roundtrip_and_damage(tmp_path):
     assert np.array_equal(loaded.ids, table.ids) and np.array_equal(loaded.unit, table.unit)
     data = path.read_bytes()
     for damaged, why in ((data[:-3], "truncated"), (b"garbage!" + data[8:], "bad magic"),
+                         (data + b"\0\0", "padded"), (b"", "bad magic"),
                          (data[:-1] + bytes([data[-1] ^ 1]), "checksum")):
         path.write_bytes(damaged)
         with pytest.raises(IndexCorrupted, match=why):

@@ -1,0 +1,321 @@
+"""Relevance feedback, tie ranking and what the embeddings cost (docs/BENCHMARKS.md, "Refine,
+ties and embeddings").
+
+(a) Refine on the real EuroSAT-MS dev set (200 images, 10 classes; each image is one 64 px
+    tile): a model is trained as `mrhash eval` trains it (RGB 4,3,2 primary; NIR, red-edge/SWIR
+    and 60 m bands auxiliary; labels never read), the 200 images are indexed, and every image
+    queries by its tile id. P@20 of the hits without the query; then a simulated analyst marks
+    the first (up to) 3 relevant and 3 irrelevant of those 20 (relevant = same class as the
+    query: labels are read only here and to score), refine with the query + marks, P@20 of the
+    unmarked hits. "Before, unmarked" is the first query's ranking with the marks removed (what
+    the analyst sees without refining), the fair reference. Scorers compared: Rocchio with
+    several weights of the irrelevant mean, and a regularised logistic regression on the marks.
+(c) Ties on the same index: queries whose top-k holds a tie group or whose k-th hit ties with
+    the next, and P@k with the tile-id order inside ties (before), the engine's cosine order
+    (now) and the expected value over random orders.
+(b) At 1M tiles (the dev index replicated with 3% bit noise, embeddings alike: synthetic, for
+    timing): refine p50, query p50 with the tie re-rank against the engine of `--baseline`
+    (before embeddings), open time and peak memory of each; and indexing tiles/s of the same
+    folder with both engines, alternated.
+
+    .venv/bin/python scripts/bench_refine.py --dataset ../shared/data/eurosat_ms_dev \\
+        --index-model build/bench/model64.safetensors --index-folder $S2 --baseline 824865a \\
+        --json build/bench/refine.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "engine"))
+
+from mrhash.refine import Example, RefineRequest, refine, rocchio  # noqa: E402
+
+
+def logistic(relevant: np.ndarray, irrelevant: np.ndarray, l2: float = 1.0) -> np.ndarray:
+    """L2-regularised logistic regression on the marked examples (Newton steps); the bias
+    does not change a ranking, so only the weights are returned. No irrelevant example: the
+    relevant mean (one class cannot be fitted)."""
+    if not len(irrelevant):
+        return rocchio(relevant, irrelevant)
+    x = np.hstack([np.vstack([relevant, irrelevant]), np.ones((len(relevant)
+                                                              + len(irrelevant), 1))])
+    y = np.r_[np.ones(len(relevant)), np.zeros(len(irrelevant))]
+    penalty = l2 * np.diag(np.r_[np.ones(x.shape[1] - 1), 0.0])
+    w = np.zeros(x.shape[1])
+    for _ in range(30):
+        p = 1 / (1 + np.exp(-x @ w))
+        gradient = x.T @ (p - y) + penalty @ w
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(len(w))
+        w -= np.linalg.solve(hessian, gradient)
+    return w[:-1].astype(np.float32)
+
+
+SCORERS = {
+    "rocchio (relevant only)": lambda r, i: rocchio(r, i, 0.0),
+    "rocchio, irrelevant x0.25": lambda r, i: rocchio(r, i, 0.25),
+    "rocchio, irrelevant x0.5 (engine)": lambda r, i: rocchio(r, i, 0.5),
+    "rocchio, irrelevant x0.75": lambda r, i: rocchio(r, i, 0.75),
+    "rocchio, irrelevant x1": lambda r, i: rocchio(r, i, 1.0),
+    "logistic, l2 1": lambda r, i: logistic(r, i, 1.0),
+    "logistic, l2 0.1": lambda r, i: logistic(r, i, 0.1),
+}
+
+
+# -- (a) and (c): the dev set -----------------------------------------------------------------
+def train_dev_model(dataset: Path, seed: int, out: Path) -> Path:
+    """A model trained as `mrhash eval` trains its MrHash row (same defaults and sources)."""
+    from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
+    from mrhash.commands.raster import parse_bands
+    from mrhash.evaluate import scan_dataset
+    from mrhash.sources import SourceSpec
+    from mrhash.train import TrainConfig, train_model
+
+    paths, _ = scan_dataset(dataset)  # the labels are not passed on
+    primary = tuple(SourceSpec("primary", (p,), parse_bands(EUROSAT_PRIMARY)) for p in paths)
+    config = TrainConfig(primary=primary, output=str(out), aux_bands=parse_aux_bands(
+        EUROSAT_AUX), seed=seed, device="cpu")
+    return Path(train_model(config).model)
+
+
+def precision(ids, labels: dict[int, str], label: str, k: int) -> float:
+    ids = list(ids)[:k]
+    return sum(labels[i] == label for i in ids) / k
+
+
+def expected_precision(dist: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    from mrhash.evaluate import _expected_scores
+
+    return _expected_scores(dist, relevant, 1, k)[2]
+
+
+def dev_set(dataset: Path, model: Path, work: Path) -> dict:
+    from mrhash.indexer import IndexFolder, build_index
+    from mrhash.search import Query, Searcher
+
+    index_dir = work / "dev_index"
+    build_index(dataset, model, index_dir, 64, rebuild=True)
+    folder = IndexFolder(index_dir)
+    ids, codes = folder.store.all_codes(folder.bits // 8)
+    records = folder.store.tiles(ids.tolist())
+    folder.close()
+    labels = {i: Path(r.path).parent.name for i, r in records.items()}
+    searcher = Searcher(index_dir)
+    feedback = {"before": [], "before_unmarked": [], **{name: [] for name in SCORERS}}
+    ties = {k: {"group_in_top": 0, "crosses_k": 0, "p_id_order": [], "p_score_order": [],
+                "p_expected": []} for k in (10, 20)}
+    first_ties = []
+    try:
+        for q in ids.tolist():
+            label = labels[q]
+            result = searcher.search(Query(tile=q, k=40))
+            first_ties.append(result["ties"]["count"])
+            ranked = [h["id"] for h in result["hits"] if h["id"] != q]
+            feedback["before"].append(precision(ranked, labels, label, 20))
+            top = ranked[:20]
+            marks = ([i for i in top if labels[i] == label][:3],
+                     [i for i in top if labels[i] != label][:3])
+            marked = set(marks[0]) | set(marks[1])
+            feedback["before_unmarked"].append(
+                precision([i for i in ranked if i not in marked], labels, label, 20))
+            request = RefineRequest([Example(True, tile=q)]
+                                    + [Example(True, tile=i) for i in marks[0]]
+                                    + [Example(False, tile=i) for i in marks[1]], k=20)
+            for name, scorer in SCORERS.items():
+                hits = refine(searcher, request, scorer)["hits"]
+                feedback[name].append(precision([h["id"] for h in hits], labels, label, 20))
+            tie_stats(ties, q, ids, codes, labels, ranked)
+    finally:
+        searcher.close()
+    return {"p_at_20": {name: round(float(np.mean(v)), 4) for name, v in feedback.items()},
+            "ties": {k: {"queries": len(ids), "group_in_top": t["group_in_top"],
+                         "crosses_k": t["crosses_k"],
+                         **{key: round(float(np.mean(t[key])), 4)
+                            for key in ("p_id_order", "p_score_order", "p_expected")}}
+                     for k, t in ties.items()},
+            "rank1_tie_count": {"mean": round(float(np.mean(first_ties)), 2),
+                                "queries_with_more_than_itself": int(np.sum(
+                                    np.array(first_ties) > 1))}}
+
+
+def tie_stats(ties: dict, q: int, ids: np.ndarray, codes: np.ndarray, labels: dict,
+              ranked: list[int]) -> None:
+    """Tie groups in query q's top-k and P@k under three orders inside ties."""
+    others = ids != q
+    dist = np.unpackbits(codes[others] ^ codes[ids == q], axis=1).sum(axis=1)
+    other_ids = ids[others]
+    relevant = np.array([labels[i] == labels[q] for i in other_ids.tolist()])
+    by_id = other_ids[np.lexsort((other_ids, dist))]
+    sorted_dist = np.sort(dist)
+    for k, t in ties.items():
+        top = sorted_dist[:k]
+        t["group_in_top"] += int(len(np.unique(top)) < k)
+        t["crosses_k"] += int(sorted_dist[k - 1] == sorted_dist[k])
+        t["p_id_order"].append(precision(by_id.tolist(), labels, labels[q], k))
+        t["p_score_order"].append(precision(ranked, labels, labels[q], k))
+        t["p_expected"].append(expected_precision(dist, relevant, k))
+
+
+# -- (b): 1M tiles, this engine against the baseline's ----------------------------------------
+RUNNER = r"""
+import json, sys, time
+import numpy as np
+from mrhash.device import limit_threads
+from mrhash.search import Query, Searcher, query_threads
+limit_threads(); query_threads()
+what, target = sys.argv[1], sys.argv[2]
+if what == "index":
+    from mrhash.indexer import build_index
+    from mrhash.package import load_model
+    model = load_model(sys.argv[3])
+    model.encode(np.zeros((2, model.n_bands, model.patch_size, model.patch_size), np.float32))
+    start = time.perf_counter()
+    result = build_index(sys.argv[4], sys.argv[3], target, rebuild=True, model=model)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"tiles": result.added, "tiles_per_s": result.added / seconds}))
+    sys.exit()
+start = time.perf_counter()
+searcher = Searcher(target)
+opened = time.perf_counter() - start
+ids = np.random.default_rng(0).choice(searcher.index.all_ids(), 130, replace=False).tolist()
+out = {"open_s": round(opened, 3)}
+def timed(run, items):
+    times = []
+    for item in items:
+        start = time.perf_counter(); run(item); times.append((time.perf_counter() - start) * 1000)
+    times = times[10:]  # warm-up
+    return {"p50_ms": round(float(np.median(times)), 2),
+            "p95_ms": round(float(np.percentile(times, 95)), 2)}
+out["query_tile"] = timed(lambda i: searcher.search(Query(tile=i, k=20)), ids)
+if what == "refine":
+    from mrhash.refine import Example, RefineRequest
+    groups = [ids[j:j + 7] for j in range(0, 7 * 40, 7) if len(ids[j:j + 7]) == 7]
+    requests = [RefineRequest([Example(True, tile=g[0])] + [Example(True, tile=i) for i in g[1:4]]
+                              + [Example(False, tile=i) for i in g[4:]], k=20) for g in groups]
+    out["refine"] = timed(searcher.refine, requests)
+    weights = np.ones(searcher.embeddings.bits, np.float32)
+    out["score_pass"] = timed(lambda _: searcher.embeddings.scores(weights), range(30))
+    out["embeddings_bytes"] = searcher.embeddings.memory_bytes()
+out["codes_bytes"] = searcher.index.memory_bytes()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+# VmHWM: peak resident memory of this process image (ru_maxrss would carry the parent's)
+out["peak_rss_mb"] = round(int(status["VmHWM"].split()[0]) / 1024, 1)
+out["rss_mb"] = round(int(status["VmRSS"].split()[0]) / 1024, 1)
+print(json.dumps(out))
+"""
+
+
+def run_engine(engine: Path, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(engine)}
+    done = subprocess.run([sys.executable, "-c", RUNNER, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise RuntimeError(f"{engine}: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def baseline_engine(revision: str, work: Path) -> Path:
+    """The engine package of `revision`, unpacked from git (the checkout is not touched)."""
+    archive = work / "baseline.tar"
+    subprocess.run(["git", "archive", "-o", str(archive), revision, "engine"], cwd=REPO,
+                   check=True)
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(archive) as tar:
+        tar.extractall(work / "baseline", **safe)
+    return work / "baseline" / "engine"
+
+
+def at_one_million(dev_index: Path, n: int, engines: dict[str, Path], work: Path) -> dict:
+    import shutil
+
+    from mrhash.benchmarks.indexing import grow_index
+
+    big = work / "big_index"
+    shutil.rmtree(big, ignore_errors=True)
+    shutil.copytree(dev_index, big)
+    start = time.perf_counter()
+    total = grow_index(big, n)
+    out = {"tiles": total, "grow_s": round(time.perf_counter() - start, 1)}
+    out["now"] = run_engine(engines["now"], "refine", big)
+    out["baseline"] = run_engine(engines["baseline"], "query", big)
+    return out
+
+
+def indexing(model: Path, folder: Path, engines: dict[str, Path], work: Path,
+             repeats: int) -> dict:
+    runs: dict[str, list[float]] = {name: [] for name in engines}
+    tiles = 0
+    for _ in range(repeats):  # alternated, so a busy spell hits both
+        for name, engine in engines.items():
+            result = run_engine(engine, "index", work / f"index_{name}", model, folder)
+            runs[name].append(round(result["tiles_per_s"], 1))
+            tiles = result["tiles"]
+    medians = {name: float(np.median(v)) for name, v in runs.items()}
+    return {"tiles": tiles, "tiles_per_s": runs, "median": medians,
+            "ratio_now_over_baseline": round(medians["now"] / medians["baseline"], 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default=str(REPO.parent / "shared/data/eurosat_ms_dev"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--baseline", required=True, help="commit of the engine before "
+                        "embeddings (query and indexing speed compared with it)")
+    parser.add_argument("--index-model", help="model for the indexing comparison (13 bands)")
+    parser.add_argument("--index-folder", help="rasters for the indexing comparison")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiles", type=int, default=1_000_000)
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    from mrhash.device import limit_threads
+
+    figures: dict = {"threads": limit_threads(), "commit": subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+        text=True).stdout.strip(), "baseline": args.baseline,
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_at_start": [round(v, 2) for v in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="mrhash-bench-refine-") as tmp:
+        work = Path(tmp)
+        engines = {"baseline": baseline_engine(args.baseline, work), "now": REPO / "engine"}
+        seeds = [int(s) for s in args.seeds.split(",")]
+        figures["dev_set"] = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            model = train_dev_model(Path(args.dataset), seed, work / f"dev_{seed}.safetensors")
+            figures["dev_set"][seed] = dev_set(Path(args.dataset), model, work)
+            figures["dev_set"][seed]["seconds"] = round(time.perf_counter() - start, 1)
+            print(f"seed {seed}: {json.dumps(figures['dev_set'][seed])}", file=sys.stderr)
+            if seed == seeds[0]:
+                import shutil
+
+                shutil.copytree(work / "dev_index", work / "dev_index_first")
+        names = figures["dev_set"][seeds[0]]["p_at_20"]
+        figures["p_at_20_mean"] = {name: round(float(np.mean(
+            [figures["dev_set"][s]["p_at_20"][name] for s in seeds])), 4) for name in names}
+        if args.tiles:
+            figures["million"] = at_one_million(work / "dev_index_first", args.tiles, engines,
+                                                work)
+            print(f"1M: {json.dumps(figures['million'])}", file=sys.stderr)
+        if args.index_model and args.index_folder:
+            figures["indexing"] = indexing(Path(args.index_model), Path(args.index_folder),
+                                           engines, work, args.repeats)
+    figures["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
