@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mrhash.sources import SourceSpec
 
 VALID_BITS = (16, 32, 64, 128)
+KMEANS_SELECT = ("inertia", "agreement")
 
 
 @dataclass
@@ -47,6 +48,24 @@ class TrainConfig:
     recon_weight: float = 1.0         # lambda of the reconstruction term
     stats_weight: float = 1.0         # weight of a source's band statistics vs its features
     alpha: float = 1.0                # Student-t degrees of freedom
+    # augmentation (training only; the encoder at index/query time is unchanged): overhead
+    # imagery has no "up", so the primary is also seen in `views` of the 8 rotations/flips
+    # (1 = none); the autoencoder learns from every view and the hash codes of a tile and of
+    # one of its views are pulled together with `consistency_weight`
+    views: int = 8
+    augment_ae: bool = True
+    consistency_weight: float = 1.0
+    contrastive_weight: float = 0.0   # NT-Xent between a tile's code and its view's code
+    # codes ranked like the latent: pairwise code cosines regress onto latent cosines
+    similarity_weight: float = 1.0
+    # k-means restarts on the latent; the one kept is chosen without labels: lowest inertia,
+    # or "agreement" = the partition agreeing most (mean adjusted Rand index) with the others
+    kmeans_restarts: int = 4
+    kmeans_select: str = "inertia"
+    # pseudo multi-labels from several k-means partitions of the latent ("heads"): head h has
+    # clusters + h * head_step clusters; the codes must keep every head's assignment
+    heads: int = 16
+    head_step: int = 2
     seed: int = 0
     device: str = "auto"
     # local EfficientNet-Lite0 weights (a state dict, e.g. fine-tuned on remote sensing) to
@@ -77,9 +96,31 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise BadInput(f"{name} must be a number >= 0, got {value}")
+        if self.heads < 1 or self.head_step < 0:
+            raise BadInput(f"heads must be >= 1 and head_step >= 0, got {self.heads}, "
+                           f"{self.head_step}")
+        if not 1 <= self.views <= 8:
+            raise BadInput(f"views must be 1..8 (rotations/flips of a tile), got {self.views}")
+        if self.kmeans_restarts < 1:
+            raise BadInput(f"kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
+        if self.kmeans_select not in KMEANS_SELECT:
+            raise BadInput(f"kmeans_select must be one of {', '.join(KMEANS_SELECT)}, got "
+                           f"{self.kmeans_select!r}")
+        for name in ("consistency_weight", "contrastive_weight", "similarity_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise BadInput(f"{name} must be a number >= 0, got {value}")
         if self.clusters < 2:
             raise BadInput(f"clusters must be >= 2 (pseudo-labels need groups), got "
                            f"{self.clusters}")
+
+    def head_sizes(self, n_samples: int | None = None) -> list[int]:
+        """k of each pseudo-label head; on n_samples, the extra heads with more clusters than
+        half the samples are left out (clusters of one or two tiles are no labels)."""
+        sizes = [self.clusters + h * self.head_step for h in range(self.heads)]
+        if n_samples is None:
+            return sizes
+        return sizes[:1] + [k for k in sizes[1:] if 2 * k <= n_samples]
 
     def stage_epochs(self, n_samples: int) -> tuple[int, int]:
         """(autoencoder, hash) epochs actually run on n_samples, after the max_steps cap."""

@@ -30,7 +30,8 @@ import numpy as np
 from mrhash.errors import BadInput
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".vrt"}
-METHODS = ("mrhash", "itq", "lsh", "float")
+METHODS = ("mrhash", "itq", "lsh", "float", "float224", "float_stats")
+FLOAT_SIZE = 224  # backbone input of the float224 / float_stats references
 
 
 @dataclass
@@ -126,79 +127,253 @@ def scan_dataset(folder: str | Path) -> tuple[list[str], list[str]]:
     return paths, labels
 
 
+def _stats_matrix(cache) -> np.ndarray:
+    """Per-band mean/std of every source (the standardised "stats" targets), [N, 2 x bands]."""
+    return np.concatenate([t.numpy() for block, t in zip(cache.blocks, cache.targets,
+                                                         strict=True)
+                           if block.kind == "stats"], axis=1).astype(np.float64)
+
+
+def float_features_at(samples, cache, config, size: int, device) -> np.ndarray:
+    """Pooled Lite0 features of the primary patches at backbone input `size` (the float
+    baseline's strongest form on EuroSAT is the ImageNet size, 224)."""
+    import torch
+
+    from mrhash.backbone import Backbone
+    from mrhash.train import normalise
+
+    if size == config.input_size:
+        return cache.pooled.numpy().astype(np.float64)
+    net = Backbone(cache.band_counts[0], config.rgb, size,
+                   weights_path=config.backbone_weights).to(device).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(samples), config.batch_size):
+            arrays, masks = samples.read_batch(range(start, min(start + config.batch_size,
+                                                                len(samples))))[0]
+            x = torch.from_numpy(normalise(arrays, masks, cache.stats[0])).to(device)
+            out.append(net(x).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def _float_rows(methods, samples, cache, config, labels, r, device) -> list[dict[str, Any]]:
+    """The float references (no training, no seed): cosine on the pooled features at the
+    training input, at 224 px, and at 224 px with every source's band statistics."""
+    from mrhash.baselines import float_with_band_stats
+
+    rows = []
+    if "float" in methods:
+        feats = cache.pooled.numpy().astype(np.float64)
+        rows.append(summarise("float", None, score(cosine_distances(feats), labels, r), labels)
+                    | {"input_size": config.input_size})
+    if "float224" in methods or "float_stats" in methods:
+        f224 = float_features_at(samples, cache, config, FLOAT_SIZE, device)
+        if "float224" in methods:
+            rows.append(summarise("float224", None, score(cosine_distances(f224), labels, r),
+                                  labels) | {"input_size": FLOAT_SIZE})
+        if "float_stats" in methods:
+            both = float_with_band_stats(f224, _stats_matrix(cache))
+            rows.append(summarise("float_stats", None, score(cosine_distances(both), labels, r),
+                                  labels) | {"input_size": FLOAT_SIZE})
+    return rows
+
+
+def _hash_rows(methods, bits, samples, cache, base, labels, r, device, job, timings
+               ) -> list[dict[str, Any]]:
+    """One row per hashing method and code length for the seed of `base`."""
+    from mrhash.baselines import ITQ, LSH
+    from mrhash.train import TrainConfig
+
+    feats = cache.pooled.numpy().astype(np.float64)
+    rows = []
+    for b in bits:
+        codes: dict[str, np.ndarray] = {}
+        if "lsh" in methods:
+            codes["lsh"] = LSH.fit(feats, b, seed=base.seed).encode(feats)
+        if "itq" in methods:
+            codes["itq"] = ITQ.fit(feats, b, seed=base.seed).encode(feats)
+        if "mrhash" in methods:
+            t0 = time.monotonic()
+            model = train_package(cache, TrainConfig(**{**base.__dict__, "bits": b}), device, job)
+            codes["mrhash"] = encode_samples(model, samples)
+            timings[f"mrhash_{b}_seed{base.seed}_fit_s"] = round(time.monotonic() - t0, 2)
+        for method in ("mrhash", "itq", "lsh"):
+            if method in codes:
+                row = summarise(method, b, score(hamming_distances(codes[method]), labels, r),
+                                labels)
+                row["distinct_codes"] = len({c.tobytes() for c in
+                                             np.packbits(_as_bits(codes[method]), axis=1)})
+                rows.append(row | {"seed": base.seed})
+    return rows
+
+
+def train_package(cache, config, device, job=None):
+    """Fit on a feature cache, save the package and load it back: codes then come from the
+    saved model's `encode`, the query-time path."""
+    from mrhash.package import load_model, save_model
+    from mrhash.train import Progress, fit, package_config
+
+    fitted = fit(cache, config, device, Progress(job, None))
+    save_model(config.output, fitted.net, package_config(config, cache, {}))
+    return load_model(config.output)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same method and bits over several seeds -> one row: means, the SAMPLE
+    standard deviation (ddof = 1) of mAP, and every seed's mAP."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["bits"]), []).append(row)
+    out = []
+    for group in groups.values():
+        first = dict(group[0])
+        if len(group) > 1:
+            for key in ("map", "map_at_r", "p_at_10", "distinct_codes"):
+                if key in first:
+                    first[key] = round(float(np.mean([g[key] for g in group])), 4)
+            first["per_class_ap"] = {c: round(float(np.mean([g["per_class_ap"][c]
+                                                             for g in group])), 4)
+                                     for c in first["per_class_ap"]}
+        maps = [g["map"] for g in group]
+        first["map_sd"] = round(float(np.std(maps, ddof=1)), 4) if len(maps) > 1 else None
+        if "seed" in first:
+            first["seeds"] = [g["seed"] for g in group]
+            first["map_per_seed"] = maps
+            del first["seed"]
+        out.append(first)
+    return out
+
+
+def stratified_halves(labels: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Two halves with the same classes in the same proportions: within each class (files in
+    sorted order), alternate items go to each half, a class starting in the half that is
+    smaller so far (odd-sized classes then even out). Labels serve only this split."""
+    halves: tuple[list[int], list[int]] = ([], [])
+    place: dict[str, int] = {}  # the half the next item of a class goes to
+    for i, label in enumerate(labels):
+        if label not in place:
+            place[label] = int(len(halves[0]) > len(halves[1]))
+        halves[place[label]].append(i)
+        place[label] = 1 - place[label]
+    return halves
+
+
+def prepare(config, device, job):
+    """Samples (kept open by the caller) and their feature cache; unreadable files are an
+    error here (an evaluation set must be complete)."""
+    from mrhash.datasets import RasterSamples
+    from mrhash.train import Progress, extract_features
+
+    samples = RasterSamples.from_config(config)
+    if samples.skipped:
+        samples.close()
+        raise BadInput(f"{len(samples.skipped)} dataset files unreadable, first: "
+                       f"{samples.skipped[0]}")
+    cache = extract_features(samples, config, device, Progress(job, None))
+    return samples, cache
+
+
+def evaluate_inductive(base, paths: Sequence[str], labels: Sequence[str], bits: Sequence[int],
+                       seeds: Sequence[int], r: int | None, device, job=None
+                       ) -> dict[str, Any]:
+    """Generalisation to imagery never seen in training: the set is split in two stratified
+    halves; a model trained on one half encodes the other (inductive) and itself
+    (transductive), and both are scored on the same half with that half's images only. Both
+    folds, every seed; the gap is transductive - inductive mAP."""
+    import contextlib
+
+    from mrhash.train import TrainConfig
+
+    halves = stratified_halves(labels)
+    with contextlib.ExitStack() as stack:
+        parts = []
+        for h, idx in enumerate(halves):
+            config = TrainConfig(**{**base.__dict__, "primary": tuple(base.primary[i]
+                                                                      for i in idx),
+                                    "output": str(Path(base.output).with_name(f"half{h}.st"))})
+            samples, cache = prepare(config, device, job)
+            stack.callback(samples.close)
+            parts.append((config, samples, cache, [labels[i] for i in idx]))
+        rows: dict[int, dict[str, list[float]]] = {b: {"inductive": [], "transductive": []}
+                                                   for b in bits}
+        for seed, b in ((s, b) for s in seeds for b in bits):
+            for h, (config, _, cache, _) in enumerate(parts):
+                model = train_package(cache, TrainConfig(**{**config.__dict__, "bits": b,
+                                                            "seed": seed}), device, job)
+                for other, (_, samples_o, _, labels_o) in enumerate(parts):
+                    ap = score(hamming_distances(encode_samples(model, samples_o)),
+                               labels_o, r).ap.mean()
+                    rows[b]["inductive" if other != h else "transductive"].append(float(ap))
+    out = {}
+    for b, kinds in rows.items():
+        entry = {k: round(float(np.mean(v)), 4) for k, v in kinds.items()}
+        entry |= {f"{k}_sd": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None
+                  for k, v in kinds.items()}
+        entry["gap"] = round(entry["transductive"] - entry["inductive"], 4)
+        entry["runs"] = len(kinds["inductive"])
+        out[str(b)] = entry
+    return {"protocol": "two stratified halves; train on one, score on the other (inductive) "
+                        "or on itself (transductive); both folds x seeds",
+            "n_images": [len(h) for h in halves], "seeds": list(seeds), "mrhash": out}
+
+
 def evaluate_dataset(dataset: str | Path, bits: Sequence[int], methods: Sequence[str],
                      train_kwargs: dict[str, Any], primary_bands: Sequence[int | str],
                      aux_bands: Sequence[tuple[str, tuple[int | str, ...]]],
                      r: int | None = None, workdir: str | Path | None = None,
-                     job=None) -> dict[str, Any]:
+                     job=None, seeds: Sequence[int] | None = None,
+                     inductive: bool = False) -> dict[str, Any]:
     """Train every method on the whole set without labels, then score leave-one-out retrieval.
     MrHash codes come from the saved package's `encode` of the raw primary patches, i.e. the
-    query-time path; baselines use the same backbone's pooled primary features."""
+    query-time path; baselines use the same backbone's pooled primary features. `seeds`:
+    every seeded method runs once per seed and its row gives the mean and the sample sd;
+    `inductive`: also the unseen-half protocol of `evaluate_inductive` (MrHash)."""
     import contextlib
     import tempfile
 
-    from mrhash.baselines import ITQ, LSH
-    from mrhash.datasets import RasterSamples
     from mrhash.device import resolve_device
-    from mrhash.package import load_model, save_model
     from mrhash.sources import SourceSpec
-    from mrhash.train import Progress, TrainConfig, extract_features, fit, package_config
+    from mrhash.train import TrainConfig
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise BadInput(f"unknown methods {unknown}: choose among {', '.join(METHODS)}")
+    seeds = list(seeds) if seeds else [int(train_kwargs.get("seed", 0))]
     started = time.monotonic()
     paths, labels = scan_dataset(dataset)
     if max(bits) > len(paths) and "itq" in methods:
         raise BadInput(f"ITQ needs at least as many images as bits ({max(bits)}); the "
                        f"dataset has {len(paths)}")
     primary = tuple(SourceSpec("primary", (p,), tuple(primary_bands)) for p in paths)
-    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, contextlib.ExitStack() as stack:
         base = TrainConfig(primary=primary, output=str(Path(tmp) / "model.safetensors"),
-                           aux_bands=tuple(aux_bands), **train_kwargs)
+                           aux_bands=tuple(aux_bands), **{**train_kwargs, "seed": seeds[0]})
         base.validate()
         device = resolve_device(base.device)
-        samples = stack.enter_context(RasterSamples.from_config(base))
-        if samples.skipped:
-            raise BadInput(f"{len(samples.skipped)} dataset files unreadable, first: "
-                           f"{samples.skipped[0]}")
-        cache = extract_features(samples, base, device,
-                                 Progress(job, len(samples) * len(samples.names)))
+        samples, cache = prepare(base, device, job)
+        stack.callback(samples.close)
         timings["features_s"] = round(cache.seconds, 2)
-        feats = cache.pooled.numpy().astype(np.float64)
-        if "float" in methods:
-            results.append(summarise("float", None, score(cosine_distances(feats), labels, r),
-                                     labels))
-        for b in bits:
-            codes: dict[str, np.ndarray] = {}
-            if "lsh" in methods:
-                codes["lsh"] = LSH.fit(feats, b, seed=base.seed).encode(feats)
-            if "itq" in methods:
-                codes["itq"] = ITQ.fit(feats, b, seed=base.seed).encode(feats)
-            if "mrhash" in methods:
-                t0 = time.monotonic()
-                config = TrainConfig(**{**base.__dict__, "bits": b})
-                net, history = fit(cache, config, device, Progress(job, None))
-                save_model(config.output, net, package_config(config, cache, {}))
-                model = load_model(config.output)
-                codes["mrhash"] = encode_samples(model, samples)
-                timings[f"mrhash_{b}_fit_s"] = round(time.monotonic() - t0, 2)
-                timings[f"mrhash_{b}_final_loss"] = round(history[-1]["loss"], 5)
-            for method in ("mrhash", "itq", "lsh"):
-                if method in codes:
-                    result = summarise(method, b, score(hamming_distances(codes[method]),
-                                                        labels, r), labels)
-                    result["distinct_codes"] = len({c.tobytes() for c in
-                                                    np.packbits(_as_bits(codes[method]), axis=1)})
-                    results.append(result)
-    return {"results": results, "n_images": len(paths), "seconds": round(time.monotonic()
-            - started, 2), "timings": timings, "dataset": str(dataset),
+        rows += _float_rows(methods, samples, cache, base, labels, r, device)
+        for seed in seeds:
+            config = TrainConfig(**{**base.__dict__, "seed": seed})
+            rows += _hash_rows(methods, bits, samples, cache, config, labels, r, device, job,
+                               timings)
+        extra = {}
+        if inductive and "mrhash" in methods:
+            t0 = time.monotonic()
+            extra["inductive"] = evaluate_inductive(base, paths, labels, bits, seeds, r, device,
+                                                    job)
+            timings["inductive_s"] = round(time.monotonic() - t0, 2)
+    return {"results": aggregate(rows), "n_images": len(paths), "seeds": seeds,
+            "seconds": round(time.monotonic() - started, 2), "timings": timings,
+            "dataset": str(dataset),
             "train": {**base.params(), "aux_bands": [list(a) for a in aux_bands],
                       "primary_bands": list(primary_bands)},
             "ties": "expected value over random order within equal distances",
-            "map_at_r": "R = relevant count per query" if r is None else f"R = {r}"}
+            "sd": "sample standard deviation (ddof = 1) over seeds",
+            "map_at_r": "R = relevant count per query" if r is None else f"R = {r}", **extra}
 
 
 def encode_samples(model, samples, batch: int = 256) -> np.ndarray:

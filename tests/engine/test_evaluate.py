@@ -90,13 +90,53 @@ def test_eval_command_writes_all_methods(tiny_dataset: Path, tmp_path: Path) -> 
     result = json.loads(out.read_text())
     assert result["n_images"] == 20 and result["seconds"] > 0
     rows = {(r["method"], r["bits"]): r for r in result["results"]}
-    assert set(rows) == {("float", None), ("mrhash", 16), ("itq", 16), ("lsh", 16)}
+    assert set(rows) == {("float", None), ("float224", None), ("float_stats", None),
+                         ("mrhash", 16), ("itq", 16), ("lsh", 16)}
     for row in rows.values():
         assert 0 < row["map"] <= 1 and 0 <= row["p_at_10"] <= 1
         assert set(row["per_class_ap"]) == set(CLASSES)
+        assert row["map_sd"] is None  # one seed: no spread to report
+    assert rows[("float", None)]["input_size"] == 32
+    assert rows[("float224", None)]["input_size"] == 224
     # four visually distinct classes: real features beat chance clearly (a random ranking
     # scores mAP 0.32 on 4 x 5 images; float features measured 0.66)
     assert rows[("float", None)]["map"] > 0.5
+    # the 224 px features differ from the 32 px ones, and the band statistics change them again
+    assert len({rows[(m, None)]["map"] for m in ("float", "float224", "float_stats")}) == 3
+
+
+def test_eval_over_seeds_reports_sample_sd_and_the_unseen_half(tiny_dataset: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    assert _run(["eval", "--dataset", str(tiny_dataset), "--bits", "16", "--methods",
+                 "mrhash,lsh", "--seeds", "0-2", "--inductive", "--json", str(out), *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [0, 1, 2]
+    for row in result["results"]:
+        assert row["seeds"] == [0, 1, 2] and len(row["map_per_seed"]) == 3
+        assert row["map"] == pytest.approx(np.mean(row["map_per_seed"]), abs=1e-4)
+        assert row["map_sd"] == pytest.approx(np.std(row["map_per_seed"], ddof=1), abs=1e-4)
+        assert row["map_sd"] > 0  # LSH and MrHash really change with the seed
+    inductive = result["inductive"]
+    assert inductive["n_images"] == [10, 10] and inductive["seeds"] == [0, 1, 2]
+    entry = inductive["mrhash"]["16"]
+    assert entry["runs"] == 6  # 2 folds x 3 seeds
+    assert 0 < entry["inductive"] <= 1 and 0 < entry["transductive"] <= 1
+    assert entry["gap"] == pytest.approx(entry["transductive"] - entry["inductive"], abs=1e-4)
+
+
+def test_stratified_halves_and_seed_lists() -> None:
+    from mrhash.commands.model import parse_seeds
+    from mrhash.errors import BadInput
+    from mrhash.evaluate import stratified_halves
+
+    labels = ["a"] * 5 + ["b"] * 4 + ["c"]
+    first, second = stratified_halves(labels)
+    assert first == [0, 2, 4, 6, 8] and second == [1, 3, 5, 7, 9]
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7] and parse_seeds("5") == [5]
+    for bad in ("x", "3-1", "1,1", ""):
+        with pytest.raises(BadInput, match="--seeds"):
+            parse_seeds(bad)
 
 
 def test_training_sees_only_pixels_not_class_folders(tiny_dataset: Path, tmp_path: Path

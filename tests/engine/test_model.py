@@ -91,3 +91,15 @@ def test_agreement_keeps_the_typical_restart() -> None:
     x = torch.cat([c + 0.3 * torch.randn(30, 2, generator=gen) for c in centres])
     found = kmeans(x, 3, n_init=6, select="agreement", generator=torch.Generator().manual_seed(0))
     assert torch.cdist(centres, found).min(dim=1).values.max() < 0.3
+
+
+def test_similarity_loss_is_zero_only_for_the_same_ranking_geometry() -> None:
+    from mrhash.train import similarity_loss
+
+    gen = torch.Generator().manual_seed(0)
+    latent = torch.randn(16, 8, generator=gen)
+    assert float(similarity_loss(latent, latent)) < 1e-10
+    assert float(similarity_loss(3 * latent, latent)) < 1e-10  # scale-free: cosines
+    rotated = latent @ torch.linalg.qr(torch.randn(8, 8, generator=gen))[0]
+    assert float(similarity_loss(rotated, latent)) < 1e-10  # any code basis is as good
+    assert float(similarity_loss(torch.randn(16, 8, generator=gen), latent)) > 0.05

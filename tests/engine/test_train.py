@@ -135,3 +135,60 @@ def test_local_backbone_weights(landsat_dir: Path, tmp_path: Path) -> None:
         train_model(_landsat_config(landsat_dir, tmp_path / "y.safetensors",
                                     backbone_weights=str(tmp_path / "missing.pth")))
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+def test_augmented_training_keeps_the_query_time_encoder(landsat_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Rotated/flipped views are training-only: the package holds the same network (same
+    tensors and shapes) as without them, so encoding costs the same; the views change the
+    codes and the result carries the label-free report, views measured."""
+    from mrhash.package import read_package
+
+    patches = _patches(landsat_dir)
+    models = {}
+    for views in (1, 4):
+        config = _landsat_config(landsat_dir, tmp_path / f"v{views}.safetensors", views=views,
+                                 consistency_weight=1.0)
+        result = train_model(config)
+        models[views] = (read_package(result.model)[1], load_model(result.model), result)
+    plain, augmented = models[1][0], models[4][0]
+    assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in augmented.items()}
+    assert not np.array_equal(models[1][1].encode(patches), models[4][1].encode(patches))
+    report = models[4][2].report
+    assert report["n_tiles"] == 36 and report["view_agreement"]["views"] == 4
+    assert models[1][2].report["view_agreement"] is None
+    assert models[4][1].config["params"]["views"] == 4
+    # the history records the consistency term of the augmented run only
+    assert models[4][2].history[-1]["consistency"] > 0 == models[1][2].history[-1]["consistency"]
+    assert models[1][2].history[-1]["similarity"] > 0
+
+
+def test_new_training_options_are_validated() -> None:
+    base = TrainConfig(primary=(SourceSpec("primary", ("x.tif",)),), output="m.safetensors")
+    for field, value, message in (("views", 9, "views must be 1..8"),
+                                  ("kmeans_restarts", 0, "kmeans_restarts"),
+                                  ("kmeans_select", "labels", "kmeans_select"),
+                                  ("consistency_weight", -1.0, "consistency_weight")):
+        with pytest.raises(BadInput, match=message):
+            TrainConfig(**{**base.__dict__, field: value}).validate()
+
+
+def test_views_are_cut_to_the_memory_budget(monkeypatch) -> None:
+    import mrhash.train as train
+
+    config = TrainConfig(primary=(), output="", views=8)
+    assert train.views_that_fit(config, 10_000, 3_072) == 8  # input 64: 250 MB for 8 views
+    assert train.views_that_fit(config, 10_000, 37_632) == 4  # input 224: 3 views fit
+    monkeypatch.setattr(train, "VIEW_CACHE_BYTES", 0)
+    assert train.views_that_fit(config, 10_000, 3_072) == 1
+
+
+def test_pseudo_label_heads_leave_out_what_the_set_cannot_fill() -> None:
+    config = TrainConfig(primary=(SourceSpec("primary", ("x.tif",)),), output="m.safetensors",
+                         clusters=16, heads=4, head_step=8)
+    assert config.head_sizes() == [16, 24, 32, 40]
+    assert config.head_sizes(200) == [16, 24, 32, 40]
+    assert config.head_sizes(60) == [16, 24]  # 32 clusters need 64 tiles: left out
+    assert config.head_sizes(20) == [16]  # the first head is the --clusters asked for
+    with pytest.raises(BadInput, match="heads"):
+        TrainConfig(**{**config.__dict__, "heads": 0}).validate()

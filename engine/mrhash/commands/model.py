@@ -87,6 +87,27 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-weight", type=float, default=d.stats_weight,
                    help="weight of each source's band mean/std target vs its features "
                         f"({d.stats_weight})")
+    g.add_argument("--views", type=int, default=d.views,
+                   help="rotations/flips of each primary tile seen in training, 1-8 (1 = no "
+                        f"augmentation; training only, encoding is unchanged) (default {d.views})")
+    g.add_argument("--consistency-weight", type=float, default=d.consistency_weight,
+                   help="weight pulling a tile's code and its rotated view's code together "
+                        f"(default {d.consistency_weight})")
+    g.add_argument("--similarity-weight", type=float, default=d.similarity_weight,
+                   help="weight making code similarities follow the multisource latent's "
+                        f"(default {d.similarity_weight})")
+    g.add_argument("--kmeans-restarts", type=int, default=d.kmeans_restarts,
+                   help=f"k-means restarts for the pseudo-labels (default {d.kmeans_restarts})")
+    g.add_argument("--kmeans-select", default=d.kmeans_select, choices=["inertia", "agreement"],
+                   help="which restart to keep, without labels: lowest inertia, or the "
+                        "partition agreeing most with the others (default "
+                        f"{d.kmeans_select})")
+    g.add_argument("--heads", type=int, default=d.heads,
+                   help="pseudo-label heads: k-means partitions the codes must all keep "
+                        f"(default {d.heads})")
+    g.add_argument("--head-step", type=int, default=d.head_step,
+                   help="head h has clusters + h x STEP clusters (default "
+                        f"{d.head_step})")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
                    "exactly for a seed)")
     g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
@@ -98,7 +119,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
              "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
-             "stats_weight", "seed", "device", "backbone_weights")
+             "stats_weight", "views", "consistency_weight", "similarity_weight",
+             "kmeans_restarts", "kmeans_select", "heads", "head_step", "seed", "device",
+             "backbone_weights")
     return {name: getattr(args, name) for name in names}
 
 
@@ -147,8 +170,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are exact expectations over random order inside Hamming-distance ties.")
     ev.add_argument("--dataset", required=True, metavar="DIR")
     ev.add_argument("--bits", default="32,64", help="code lengths (default 32,64)")
-    ev.add_argument("--methods", default="mrhash,itq,lsh,float",
-                    help="among mrhash, itq, lsh, float (default: all)")
+    ev.add_argument("--methods", default="mrhash,itq,lsh,float,float224,float_stats",
+                    help="among mrhash, itq, lsh, float (cosine on the features at the "
+                    "training input size), float224 (at 224 px), float_stats (224 px + every "
+                    "band's mean/std) (default: all)")
+    ev.add_argument("--seeds", metavar="LIST", help="run every seeded method once per seed "
+                    "and report mean ± sample sd, e.g. 0-7 or 0,3,5 (default: --seed)")
+    ev.add_argument("--inductive", action="store_true",
+                    help="also train on one stratified half and score on the other, unseen "
+                    "half (MrHash; next to the same half scored by its own model)")
     ev.add_argument("--R", type=int, dest="r", help="cutoff of mAP@R (default: each query's "
                     "number of relevant images)")
     ev.add_argument("--primary-bands", default=EUROSAT_PRIMARY,
@@ -234,6 +264,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"skipped {skip['path']}: {skip['error']}", file=sys.stderr)
     print(f"model {result.model} ({result.n_samples} samples, {result.seconds:.1f} s on "
           f"{result.device}) fingerprint {result.fingerprint[:16]}", file=sys.stderr)
+    if result.report:
+        print(f"model report: {result.report['verdict']}", file=sys.stderr)
     if result.previous:
         print(f"the model it replaced is kept as {result.previous} (indexes built with it "
               "need it: mrhash query --model ...)", file=sys.stderr)
@@ -299,9 +331,30 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate_dataset(
         args.dataset, bits, methods, training_kwargs(args), parse_bands(args.primary_bands),
         parse_aux_bands(args.aux if args.aux is not None else EUROSAT_AUX), r=args.r,
-        job=JobControl(progress_printer("eval"), min_interval_s=2.0))
+        job=JobControl(progress_printer("eval"), min_interval_s=2.0),
+        seeds=parse_seeds(args.seeds) if args.seeds else None, inductive=args.inductive)
     write_json(args.json, result)
     for row in result["results"]:
-        print(f"{row['method']:>7} {row['bits'] or '-':>4}  mAP {row['map']:.4f}  "
+        sd = f" ± {row['map_sd']:.4f}" if row.get("map_sd") is not None else ""
+        print(f"{row['method']:>11} {row['bits'] or '-':>4}  mAP {row['map']:.4f}{sd}  "
               f"mAP@R {row['map_at_r']:.4f}  P@10 {row['p_at_10']:.4f}", file=sys.stderr)
+    for b, entry in result.get("inductive", {}).get("mrhash", {}).items():
+        print(f"inductive mrhash {b:>4}  unseen half mAP {entry['inductive']:.4f}, seen half "
+              f"{entry['transductive']:.4f}, gap {entry['gap']:.4f} ({entry['runs']} runs)",
+              file=sys.stderr)
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-7" -> [0, ..., 7]; "0,3,5" -> [0, 3, 5]; ranges and lists mix ("0-2,9")."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            low, dash, high = part.partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if dash else [int(part)]
+    except ValueError:
+        raise BadInput(f"--seeds {text!r}: expected numbers and ranges like 0-7 or 0,3,5"
+                       ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise BadInput(f"--seeds {text!r}: expected distinct seeds >= 0, like 0-7")
+    return seeds
