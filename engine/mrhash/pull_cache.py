@@ -45,6 +45,7 @@ from mrhash.remote import (
     gdal_path,
     http_status_error,
     is_service,
+    stac_url,
     with_timeout,
 )
 from mrhash.sources import Footprint, Source, SourceSpec, crs_string, open_source
@@ -195,9 +196,7 @@ class RemotePuller:
                 raise BadInput(f"STAC source {self.spec.name!r}: name the assets to read, "
                                "e.g. URL@B05,B8A,B11", path=self.spec.paths[0])
             if self._search is None:
-                url = self.spec.paths[0]
-                url = url[len("stac+"):] if url.startswith("stac+") else url
-                self._search = StacSearch(url, self.options.collection,
+                self._search = StacSearch(stac_url(self.spec.paths[0]), self.options.collection,
                                           DateRange.parse(self.options.date),
                                           self.options.max_cloud, self.http)
             self._search.check = job.check if job else None

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from mrhash.errors import BadInput, MrHashError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg")
-USER_AGENT = "mrhash (https://github.com/mrhash-qgis)"
+USER_AGENT = "mrhash-engine"
 
 
 class RemoteError(MrHashError):
@@ -150,6 +150,7 @@ def guess_kind(text: str) -> str:
 
 
 def stac_url(text: str) -> str:
+    """The URL of a STAC source text (`stac+https://…` says STAC where the guess would not)."""
     return text[len("stac+"):] if text.startswith("stac+") else text
 
 

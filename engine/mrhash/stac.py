@@ -19,7 +19,14 @@ import shapely
 from shapely.geometry import shape
 
 from mrhash.errors import BadInput
-from mrhash.remote import AssetMissing, HttpSettings, NoCoverage, RemoteError, http_json
+from mrhash.remote import (
+    AssetMissing,
+    HttpSettings,
+    NoCoverage,
+    RemoteError,
+    http_json,
+    stac_url,
+)
 from mrhash.sources import normalize_band_name
 
 MAX_PAGES = 50
@@ -273,7 +280,7 @@ def find_items(params: dict, check=None) -> dict:
         raise BadInput(f"stac_items needs bbox [minx, miny, maxx, maxy] in EPSG:4326, got "
                        f"{params.get('bbox')!r}")
     cloud = params.get("max_cloud")
-    search = StacSearch(str(url[len("stac+"):] if url.startswith("stac+") else url),
+    search = StacSearch(stac_url(str(url)),
                         params.get("collection") or None, DateRange.parse(params.get("date")),
                         float(cloud) if cloud is not None else None, check=check)
     area = shapely.box(*bbox)
