@@ -17,11 +17,9 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
 
   step read;  $MRHASH bench read --json "$OUT/read.json"
 
-  for seed in 0 1 2; do
-    step "eval seed $seed"
-    $MRHASH eval --dataset "$EUROSAT" --bits 32,64 --methods mrhash,itq,lsh,float \
-      --seed "$seed" --json "$OUT/eval_seed$seed.json"
-  done
+  step "eval, 8 seeds, inductive halves"
+  $MRHASH eval --dataset "$EUROSAT" --bits 32,64 --seeds 0-7 --inductive \
+    --json "$OUT/eval_seeds.json"
 
   step "model for search/index"
   $MRHASH train --primary "$EUROSAT" --rgb 4,3,2 --clusters 10 --epochs 3 --ae-epochs 10 \

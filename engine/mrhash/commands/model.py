@@ -53,6 +53,20 @@ examples:
 """
 
 
+# training options for stable, rotation-robust codes: (TrainConfig field, type, help)
+STABILITY_OPTIONS = (
+    ("views", int, "rotations/flips of each primary tile seen in training, 1-8 (1 = no "
+                   "augmentation; training only, encoding is unchanged)"),
+    ("consistency_weight", float, "weight pulling a tile's code and its rotated view's code "
+                                  "together"),
+    ("similarity_weight", float, "weight making code similarities follow the multisource "
+                                 "latent's"),
+    ("kmeans_restarts", int, "k-means restarts for the pseudo-labels"),
+    ("heads", int, "pseudo-label heads: k-means partitions the codes must all keep"),
+    ("head_step", int, "head h has clusters + h x STEP clusters"),
+)
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Hyper-parameters shared by `train` and `eval` (defaults from train.TrainConfig)."""
     from mrhash.config import TrainConfig
@@ -87,27 +101,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-weight", type=float, default=d.stats_weight,
                    help="weight of each source's band mean/std target vs its features "
                         f"({d.stats_weight})")
-    g.add_argument("--views", type=int, default=d.views,
-                   help="rotations/flips of each primary tile seen in training, 1-8 (1 = no "
-                        f"augmentation; training only, encoding is unchanged) (default {d.views})")
-    g.add_argument("--consistency-weight", type=float, default=d.consistency_weight,
-                   help="weight pulling a tile's code and its rotated view's code together "
-                        f"(default {d.consistency_weight})")
-    g.add_argument("--similarity-weight", type=float, default=d.similarity_weight,
-                   help="weight making code similarities follow the multisource latent's "
-                        f"(default {d.similarity_weight})")
-    g.add_argument("--kmeans-restarts", type=int, default=d.kmeans_restarts,
-                   help=f"k-means restarts for the pseudo-labels (default {d.kmeans_restarts})")
+    for name, kind, text in STABILITY_OPTIONS:
+        default = getattr(d, name)
+        g.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                       help=f"{text} (default {default})")
     g.add_argument("--kmeans-select", default=d.kmeans_select, choices=["inertia", "agreement"],
                    help="which restart to keep, without labels: lowest inertia, or the "
                         "partition agreeing most with the others (default "
                         f"{d.kmeans_select})")
-    g.add_argument("--heads", type=int, default=d.heads,
-                   help="pseudo-label heads: k-means partitions the codes must all keep "
-                        f"(default {d.heads})")
-    g.add_argument("--head-step", type=int, default=d.head_step,
-                   help="head h has clusters + h x STEP clusters (default "
-                        f"{d.head_step})")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
                    "exactly for a seed)")
     g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
@@ -119,9 +120,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
              "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
-             "stats_weight", "views", "consistency_weight", "similarity_weight",
-             "kmeans_restarts", "kmeans_select", "heads", "head_step", "seed", "device",
-             "backbone_weights")
+             "stats_weight", "kmeans_select", "seed", "device", "backbone_weights",
+             *(name for name, _, _ in STABILITY_OPTIONS))
     return {name: getattr(args, name) for name in names}
 
 
