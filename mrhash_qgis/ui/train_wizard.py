@@ -482,6 +482,36 @@ class ParamsPage(QWizardPage):
         return bool(self.output_widget.filePath())
 
 
+def report_text(report: dict | None) -> str:
+    """The engine's label-free model report in a few plain lines (empty without one)."""
+    if not report:
+        return ""
+    lines = [tr("<b>Model report</b> (no labels needed): {verdict}").format(
+        verdict=report.get("verdict", ""))]
+    codes, bits = report.get("codes") or {}, report.get("bit_correlation") or {}
+    balance, clusters = report.get("bit_balance") or {}, report.get("clusters") or {}
+    if codes:
+        lines.append(tr("{distinct:,} distinct codes for {n:,} tiles; the largest group "
+                        "sharing one code holds {tie} of them.").format(
+            distinct=codes.get("distinct", 0), n=report.get("n_tiles", 0),
+            tie=f"{100 * codes.get('largest_tie_fraction', 0):.1f}%"))
+    if balance and bits:
+        lines.append(tr("Bits: {dead} of {n} nearly constant; mean |correlation| between bits "
+                        "{corr}.").format(dead=balance.get("dead_bits", 0),
+                                          n=report.get("bits", 0),
+                                          corr=f"{bits.get('mean_abs', 0):.2f}"))
+    if clusters:
+        largest = f"{100 * clusters.get('largest_fraction', 0):.0f}%"
+        lines.append(tr("Clusters: {empty} of {k} empty; the largest holds {largest} of the "
+                        "tiles.").format(empty=clusters.get("empty", 0), k=clusters.get("k", 0),
+                                         largest=largest))
+    views = report.get("view_agreement")
+    if views:
+        lines.append(tr("A rotated or flipped tile changes {share} of its bits.").format(
+            share=f"{100 * views.get('mean_hamming_fraction', 0):.1f}%"))
+    return "<br>".join(lines)
+
+
 class TrainPage(QWizardPage):
     def __init__(self):
         super().__init__()
@@ -502,6 +532,13 @@ class TrainPage(QWizardPage):
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumHeight(90)
+        self.report_label = QLabel("")
+        self.report_label.setWordWrap(True)
+        self.report_label.setToolTip(tr(
+            "Measured on your training tiles, without labels: how evenly the bits split the "
+            "tiles, how independent they are, how many tiles share a code, how the "
+            "pseudo-label clusters are used, and whether a rotated or flipped tile keeps its "
+            "code."))
         buttons = QHBoxLayout()
         self.cancel_button = QPushButton(tr("Cancel training"))
         self.index_button = QPushButton(tr("Index with this model…"))
@@ -509,7 +546,8 @@ class TrainPage(QWizardPage):
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
         buttons.addWidget(self.index_button)
-        for widget in (self.progress, self.status_label, self.plot, self.log_view):
+        for widget in (self.progress, self.status_label, self.plot, self.log_view,
+                       self.report_label):
             layout.addWidget(widget)
         layout.addLayout(buttons)
 
@@ -642,6 +680,8 @@ class TrainWizard(QWizard):
 
     # the training task's signals
     def _on_progress(self, event: dict) -> None:
+        if self.task is None:  # a progress event queued before the job ended: stale
+            return
         self.trainingProgress.emit(event)
         page = self.train_page
         if event.get("fraction") is not None:
@@ -685,6 +725,7 @@ class TrainWizard(QWizard):
             text += tr(". The model it replaced is kept as {previous} (indexes built with it "
                        "still use it)").format(previous=result["previous"])
         page.status_label.setText(text)
+        page.report_label.setText(report_text(result.get("report")))
         settings.put("last/model", model)
         page.completeChanged.emit()
         if not self.isVisible():  # kept running in the background: say so where the user is

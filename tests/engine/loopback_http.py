@@ -21,11 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.warp import reproject, transform_bounds
-from rasterio.windows import from_bounds
 
 LIFETIME_S = 600.0  # a test that forgets to stop its server cannot leave it running
 WORLD = 20037508.342789244  # EPSG:3857 half extent
@@ -251,6 +246,8 @@ class RemoteData:
 
 
 def _write(path: Path, data: np.ndarray, profile: dict, driver: str = "GTiff") -> Path:
+    import rasterio
+
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"compress": "deflate"} if driver in ("GTiff", "COG") else {}
     if driver == "COG":
@@ -262,7 +259,12 @@ def _write(path: Path, data: np.ndarray, profile: dict, driver: str = "GTiff") -
 
 def make_remote_data(root: Path, s2_dir: Path) -> RemoteData:
     """Primary RGB rasters (10 m), per-item band COGs (20 m), a static STAC catalogue, and
-    XYZ PNG tiles, all from the real Sentinel-2 crop."""
+    XYZ PNG tiles, all from the real Sentinel-2 crop. rasterio is imported here only: the
+    QGIS test process serves the data but makes it in a subprocess (`make_in_subprocess`)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
     data = RemoteData(root)
     with rasterio.open(s2_dir / "s2_B05.jp2") as ref:
         left, bottom, right, top = ref.bounds
@@ -374,6 +376,12 @@ def _tile_bounds(x: int, y: int, z: int) -> tuple[float, float, float, float]:
 
 def _write_xyz(folder: Path, s2_dir: Path, box, crs) -> tuple[float, float, float, float]:
     """z/x/y.png tiles (8-bit RGB, 256 px, EPSG:3857) of the scene's 10 m RGB over `box`."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.warp import reproject, transform_bounds
+    from rasterio.windows import from_bounds
+
     sources = [rasterio.open(s2_dir / f"s2_{b}.jp2") for b in PRIMARY_BANDS]
     try:
         window = from_bounds(*box, sources[0].transform).round_offsets().round_lengths()
@@ -432,3 +440,28 @@ def serving(data: RemoteData):
         yield served
     finally:
         served.stop()
+
+
+def make_in_subprocess(root: Path, s2_dir: Path) -> RemoteData:
+    """`make_remote_data` in the engine's Python, not in the calling process: the QGIS tests
+    must never import pip's rasterio (its own GDAL clashes with QGIS's)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, __file__, str(root), str(s2_dir)], check=True, timeout=300)
+    doc = json.loads((root / "remote_data.json").read_text())
+    return RemoteData(Path(doc["root"]), [Path(p) for p in doc["primary"]],
+                      Path(doc["uncovered"]) if doc["uncovered"] else None,
+                      {k: [Path(p) for p in v] for k, v in doc["items"].items()},
+                      tuple(doc["xyz_bounds"]) if doc["xyz_bounds"] else None)
+
+
+if __name__ == "__main__":  # make_in_subprocess's child: python loopback_http.py ROOT S2_DIR
+    import sys
+
+    made = make_remote_data(Path(sys.argv[1]), Path(sys.argv[2]))
+    (made.root / "remote_data.json").write_text(json.dumps({
+        "root": str(made.root), "primary": [str(p) for p in made.primary],
+        "uncovered": str(made.uncovered) if made.uncovered else None,
+        "items": {k: [str(p) for p in v] for k, v in made.items.items()},
+        "xyz_bounds": list(made.xyz_bounds) if made.xyz_bounds else None}))

@@ -29,7 +29,7 @@ DATES = ("2021-01-01", "2021-12-31")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sentinel2_dir):
     """The served data (`server.data`) and its server, for the whole module."""
-    yield from lh.serving(lh.make_remote_data(tmp_path_factory.mktemp("served"), sentinel2_dir))
+    yield from lh.serving(lh.make_in_subprocess(tmp_path_factory.mktemp("served"), sentinel2_dir))
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_wizard_trains_with_stac_and_xyz_layer(qgis_iface, engine, server, prima
         dialog.date_to.setDate(QDate.fromString(DATES[1], "yyyy-MM-dd"))
         dialog.cloud_spin.setValue(20)
         dialog.search()
-        wait_for(lambda: dialog.search_button.isEnabled() and dialog.items, 60, "the search")
+        wait_for(lambda: dialog.search_button.isEnabled() and dialog.items, 120, "the search")
         _shot(dialog, "stac_dialog.png")
         dialog.accept()
         assert [s.kind for s in page.sources] == ["web layer", "STAC"]

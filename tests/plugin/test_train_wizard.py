@@ -101,6 +101,11 @@ def test_wizard_trained_and_saved_the_model(trained):
         TINY_TRAINING["epochs"] + TINY_TRAINING["ae_epochs"])
     assert page.index_button.isEnabled()
     assert wizard.button(QWizard.WizardButton.BackButton).isEnabled()  # unlocked once done
+    # the engine's label-free model report, in plain words
+    report = page.result["report"]
+    assert "separates your tiles" in report["verdict"]
+    text = page.report_label.text()
+    assert report["verdict"] in text and "distinct codes" in text and "Clusters:" in text
 
 
 def test_wizard_sent_the_auxiliary_source(trained, s2):
