@@ -90,6 +90,7 @@ def mark_and_refine():
     dock.mark_hits([hits[-1]], "irrelevant")
     log_step("marked", relevant=dock.search.n_relevant, irrelevant=dock.search.n_irrelevant,
              refine_label=dock.results.refine_button.text())
+    grab(dock, "dock_marked.png")
     refined = []
     dock.queryFinished.connect(refined.append)
     dock.results.refine_button.click()

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = ("qgis_main_window.png", "dock.png", "index_dialog.png", "wizard_1_primary.png",
          "wizard_2_auxiliary.png", "wizard_3_parameters.png", "wizard_4_training.png",
-         "qgis_refined.png", "dock_refined.png")
+         "qgis_refined.png", "dock_marked.png", "dock_refined.png")
 
 
 @pytest.mark.slow
