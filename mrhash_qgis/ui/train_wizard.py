@@ -525,6 +525,7 @@ class TrainPage(QWizardPage):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
+        self.plot.setMinimumHeight(150)  # the report below must not squeeze the curves
         self.plot.setToolTip(tr(
             "The autoencoder's reconstruction loss should fall. The hash losses are KL "
             "divergences to pseudo-label targets that are re-sharpened every epoch, so they "
