@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of docs/BENCHMARKS.md in one run, JSON + logs in build/bench/.
-# About 10 minutes on 2 idle cores, most of it the 10M-code searches, the 10,920-tile training
-# and the refine benchmark's three trainings and 1M-tile index.
+# Most of the time goes to the evaluations, the 10M-code searches, the 10,920-tile training and
+# the refine benchmark (5 min on 2 cores: three trainings, a 1M-tile index, two engines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/bench
