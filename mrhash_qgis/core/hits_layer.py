@@ -62,6 +62,14 @@ def _new_layer(name: str, fields: tuple[tuple[str, str], ...]) -> QgsVectorLayer
     return layer
 
 
+def clear(layer: QgsVectorLayer) -> None:
+    """Drop every feature (a new query replaces the results); OSError when the file refuses,
+    rather than new hits silently appended to the old ones."""
+    if not layer.dataProvider().truncate():
+        raise OSError(tr("{source}: cannot replace the earlier results").format(
+            source=layer.source().split("|")[0]))
+
+
 def set_attributes(feature: QgsFeature, values: dict) -> None:
     """Set attributes by name: a GeoPackage layer has its `fid` before the fields."""
     for name, value in values.items():
@@ -101,9 +109,9 @@ def hits_layer(hits: list[dict], layer: QgsVectorLayer | None = None,
         layer = (store.layer("hits", name, HIT_FIELDS) if store is not None
                  else _new_layer(name, HIT_FIELDS))
         if replace:
-            layer.dataProvider().truncate()
+            clear(layer)
     elif replace:
-        layer.dataProvider().truncate()
+        clear(layer)
     layer.dataProvider().addFeatures(hit_features(layer, hits, query))
     layer.updateExtents()
     style_hits(layer)
@@ -157,7 +165,7 @@ def query_layer(footprints: list[dict | str], store=None, replace: bool = True,
     if store is not None:
         layer = store.layer("queries", name, QUERY_FIELDS)
         if replace:
-            layer.dataProvider().truncate()
+            clear(layer)
     else:
         layer = _new_layer(name, QUERY_FIELDS)
     features = []

@@ -39,6 +39,17 @@ def _writable_folder(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
+def _new_session_file(folder: Path) -> Path:
+    """A file name no session has used in `folder`: two sessions started in the same second
+    (or a project cleared and queried again) must never append to each other's results."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"mrhash_{stamp}.gpkg", 1
+    while path.exists():
+        n += 1
+        path = folder / f"mrhash_{stamp}-{n}.gpkg"
+    return path
+
+
 def gpkg_of(layer: QgsVectorLayer) -> Path | None:
     """The GeoPackage a layer reads, or None (memory or other formats)."""
     if layer.providerType() != "ogr":
@@ -63,12 +74,11 @@ class ResultsStore:
                     return cls(path)
         if project.fileName():
             return cls(Path(project.absolutePath()) / f"{project.baseName()}{SUFFIX}")
-        session = f"mrhash_{time.strftime('%Y%m%d-%H%M%S')}.gpkg"
         folder = Path(index_dir) / "results"
         if not index_dir or not _writable_folder(folder):
             folder = Path(QgsApplication.qgisSettingsDirPath()) / "mrhash" / "results"
             folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder / session)
+        return cls(_new_session_file(folder))
 
     def layer(self, table: str, name: str,
               fields: tuple[tuple[str, str], ...]) -> QgsVectorLayer:

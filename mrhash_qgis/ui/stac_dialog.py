@@ -7,6 +7,8 @@ engine pulls the items' assets over each primary footprint when it trains."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qgis.core import QgsGeometry
 from qgis.PyQt.QtCore import QDate
 from qgis.PyQt.QtGui import QColor
@@ -37,8 +39,10 @@ NO_LIMIT = 100  # the cloud spin box at 100 %: no limit
 class StacDialog(QDialog):
     """URL, collection, assets, dates, cloud limit; Search shows the items found."""
 
-    def __init__(self, client: EngineClient, canvas, bbox: tuple[float, float, float, float],
-                 parent=None):
+    def __init__(self, client: EngineClient, canvas,
+                 bbox: Callable[[], tuple[float, float, float, float]], parent=None):
+        """`bbox` gives where to search (EPSG:4326) when Search is pressed: the wizard's
+        primary outline may arrive from the engine after the dialog opened."""
         super().__init__(parent)
         self.setWindowTitle(tr("MrHash — STAC catalogue"))
         self.setMinimumWidth(680)
@@ -110,7 +114,7 @@ class StacDialog(QDialog):
         return [a.strip() for a in self.assets_edit.text().split(",") if a.strip()]
 
     def query(self) -> dict:
-        params = {"url": self.url_edit.text().strip(), "bbox": list(self.bbox)}
+        params = {"url": self.url_edit.text().strip(), "bbox": list(self.bbox())}
         for key, value in (("collection", self.collection_edit.text().strip() or None),
                            ("date", self.date_range()), ("max_cloud", self.max_cloud())):
             if value is not None:

@@ -316,7 +316,7 @@ class AuxiliaryPage(QWizardPage):
 
     def open_stac(self) -> StacDialog:
         """The STAC dialog (modeless: the items it finds are drawn on the canvas)."""
-        self.stac_dialog = StacDialog(self.client, self.canvas, self.search_bbox(), self)
+        self.stac_dialog = StacDialog(self.client, self.canvas, self.search_bbox, self)
         self.stac_dialog.accepted.connect(self._stac_chosen)
         self.stac_dialog.show()
         return self.stac_dialog

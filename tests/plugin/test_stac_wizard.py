@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_TRAINING, wait_for
-from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication, QDate
 
 from mrhash_qgis.core.web_sources import source_description, xyz_xml
@@ -70,7 +70,7 @@ def test_stac_dialog_finds_and_draws_items(qgis_iface, engine, server) -> None:
     from mrhash_qgis.ui.stac_dialog import StacDialog
 
     canvas = qgis_iface.mapCanvas()
-    dialog = StacDialog(engine, canvas, (-180.0, -90.0, 180.0, 90.0))
+    dialog = StacDialog(engine, canvas, lambda: (-180.0, -90.0, 180.0, 90.0))
     dialog.url_edit.setText(f"{server.url}/stac/collection.json")
     dialog.assets_edit.setText("B05,B8A,B11")
     dialog.show()
@@ -115,7 +115,9 @@ def test_wizard_trains_with_stac_and_xyz_layer(qgis_iface, engine, server, prima
         page.add_current()
         assert page.sources[0].remote["url"].startswith("<GDAL_WMS>")
         assert "TMS" in page.sources[0].remote["url"]
-        qgis_iface.mapCanvas().setExtent(QgsRectangle(-75.75, 37.55, -75.55, 37.75))
+        # the search covers the primary's outline, which the engine's scan gives (drawn on
+        # the canvas); the XYZ layer made the canvas Web Mercator, so its extent is no guide
+        wait_for(lambda: page.footprint(page.primary()) is not None, 60, "the primary outline")
         dialog = page.open_stac()
         dialog.url_edit.setText(f"{server.url}/stac/collection.json")
         dialog.assets_edit.setText("B05,B8A,B11")
