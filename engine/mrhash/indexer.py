@@ -253,8 +253,36 @@ def _tile_rows(tiles: Sequence[Tile], first_ordinal: int) -> list[TileRow]:
             for i, tile in enumerate(tiles)]
 
 
+@dataclass
+class FilePlan:
+    """One raster to (re)index: its tile grid, its record in the store and the first ordinal
+    still to encode (0, or where a killed build stopped)."""
+
+    spec: SourceSpec
+    file_id: int
+    tiles: list[Tile]
+    start: int
+    removed: int            # tiles of an older version of the raster, dropped
+    committed: int = 0      # tiles of `todo` stored so far
+
+    @property
+    def todo(self) -> list[Tile]:
+        return self.tiles[self.start:]
+
+
+@dataclass
+class FileOutcome:
+    """How one raster ended: tiles added and removed, or the error that skipped it."""
+
+    path: str
+    added: int = 0
+    removed: int = 0
+    error: str | None = None
+
+
 class _Builder:
-    """One `build_index` run."""
+    """One `build_index` run: plans each raster and commits its encoded tiles (in order, so
+    a killed build resumes where it stopped); the encoding itself is the runner's."""
 
     def __init__(self, folder: IndexFolder, model, tile_size: int, stride: int,
                  min_valid: float, job: JobControl | None, batch_size: int):
@@ -266,11 +294,7 @@ class _Builder:
         self.embeddings = folder.load_embeddings()
         self.tiles_done = 0
         self.new_hashes: set[str] = set()  # content of the rasters (re)indexed in this run
-
-    def _progress(self, file_no: int, n_files: int, within: float, message: str) -> None:
-        if self.job:  # no metrics here: they would bypass the report rate limit
-            self.job.report(file_no + within, n_files,
-                            f"raster {file_no + 1}/{n_files} {message} ({self.tiles_done} tiles)")
+        self.n_files = 0
 
     def remove(self, path: str) -> int:
         ids = self.store.remove_file(path)
@@ -286,53 +310,100 @@ class _Builder:
         self.folder.save_codes(self.index)
         self.folder.save_embeddings(self.embeddings)
 
-    def index_file(self, spec: SourceSpec, record: FileRecord | None, state: FileState,
-                   file_no: int, n_files: int) -> tuple[int, int]:
-        """Index (or finish) one raster. -> (tiles added, tiles removed)."""
-        name = Path(spec.paths[0]).name
-        with open_for_model(spec, self.model) as source:
-            tiles = tile_grid(source, self.tile_size, self.stride, self.min_valid)
-            resume = (record is not None and record.status == "partial"
-                      and record.paths == state.paths and record.n_grid == len(tiles)
-                      and record.size == state.size
-                      and (record.mtime_ns == state.mtime_ns
-                           or record.hash == state.content_hash()))
-            removed = 0
-            if resume:
-                file_id, start = record.id, self.store.next_ordinal(record.id)
-            else:
-                try:
-                    bounds4326 = source.footprint.to("EPSG:4326").bounds
-                except BadInput as error:
-                    raise BadInput(f"cannot be placed on the map: {error.message}",
-                                   path=spec.paths[0]) from None
-                content = state.content_hash()
-                self.new_hashes.add(content)
-                file_id, old_ids = self.store.start_file(
-                    state, content, source.crs, bounds4326, len(tiles),
-                    self.model.fingerprint)
-                self._forget(old_ids)
-                removed, start = len(old_ids), 0
-            todo = tiles[start:]
-            added = 0
-            for offset, patches, valid in tile_patches(source, todo, self.model.patch_size,
-                                                       self.batch_size):
-                if self.job:
-                    self.job.check()
-                # one forward pass gives both: the code is the sign of the embedding
-                embeddings = self.model.encode_float(patches, valid)
-                codes = pack_codes(embeddings)
-                chunk = todo[offset:offset + len(patches)]
-                done = offset + len(chunk) == len(todo)
-                ids = self.store.add_tiles(file_id, _tile_rows(chunk, start + offset), codes,
-                                           done, embeddings)
-                self.index.add(ids, codes)
-                self.embeddings.add(ids, embeddings)
-                added += len(ids)
-                self.tiles_done += len(ids)
-                self._progress(file_no, n_files, (start + offset + len(chunk)) / len(tiles),
-                               f"{name}: tile {start + offset + len(chunk)}/{len(tiles)}")
-        return added, removed
+    def plan(self, spec: SourceSpec, source: Source, record: FileRecord | None,
+             state: FileState) -> FilePlan:
+        """Lay the raster's tile grid; resume a 'partial' record of the same file, else
+        start a fresh record (dropping an older version's tiles)."""
+        tiles = tile_grid(source, self.tile_size, self.stride, self.min_valid)
+        resume = (record is not None and record.status == "partial"
+                  and record.paths == state.paths and record.n_grid == len(tiles)
+                  and record.size == state.size
+                  and (record.mtime_ns == state.mtime_ns
+                       or record.hash == state.content_hash()))
+        if resume:
+            return FilePlan(spec, record.id, tiles, self.store.next_ordinal(record.id), 0)
+        try:
+            bounds4326 = source.footprint.to("EPSG:4326").bounds
+        except BadInput as error:
+            raise BadInput(f"cannot be placed on the map: {error.message}",
+                           path=spec.paths[0]) from None
+        content = state.content_hash()
+        self.new_hashes.add(content)
+        file_id, old_ids = self.store.start_file(state, content, source.crs, bounds4326,
+                                                 len(tiles), self.model.fingerprint)
+        self._forget(old_ids)
+        return FilePlan(spec, file_id, tiles, 0, len(old_ids))
+
+    def commit(self, plan: FilePlan, embeddings: np.ndarray, file_no: int) -> None:
+        """Store the next `len(embeddings)` tiles of the plan (one transaction; the last
+        batch marks the raster done): the code is the sign of the embedding."""
+        todo = plan.todo
+        offset = plan.committed
+        chunk = todo[offset:offset + len(embeddings)]
+        codes = pack_codes(embeddings)
+        done = offset + len(chunk) == len(todo)
+        ids = self.store.add_tiles(plan.file_id, _tile_rows(chunk, plan.start + offset), codes,
+                                   done, embeddings)
+        self.index.add(ids, codes)
+        self.embeddings.add(ids, embeddings)
+        plan.committed += len(ids)
+        self.tiles_done += len(ids)
+        if self.job:  # no metrics here: they would bypass the report rate limit
+            position = plan.start + plan.committed
+            self.job.report(file_no + position / len(plan.tiles), self.n_files,
+                            f"raster {file_no + 1}/{self.n_files} "
+                            f"{Path(plan.spec.paths[0]).name}: tile {position}/"
+                            f"{len(plan.tiles)} ({self.tiles_done} tiles)")
+
+
+class LocalRunner:
+    """Encodes in this process, one raster at a time (reads run ahead in a thread)."""
+
+    def __init__(self, builder: _Builder):
+        self.builder = builder
+
+    def submit(self, spec: SourceSpec, record: FileRecord | None, state: FileState,
+               file_no: int) -> list[FileOutcome]:
+        builder = self.builder
+        path = spec.paths[0]
+        try:
+            with open_for_model(spec, builder.model) as source:
+                plan = builder.plan(spec, source, record, state)
+                for _, patches, valid in tile_patches(source, plan.todo,
+                                                      builder.model.patch_size,
+                                                      builder.batch_size):
+                    if builder.job:
+                        builder.job.check()
+                    builder.commit(plan, builder.model.encode_float(patches, valid), file_no)
+        except (BadInput, OSError) as error:
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise
+            return [FileOutcome(path, error=error_text(error, path))]
+        return [FileOutcome(path, plan.committed, plan.removed)]
+
+    def drain(self) -> list[FileOutcome]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def error_text(error: Exception, path: str) -> str:
+    """What a skipped raster's entry says: the error's message, naming the file."""
+    if isinstance(error, MrHashError):
+        return error.message
+    return f"{path}: {getattr(error, 'strerror', None) or error}"
+
+
+def _account(result: IndexResult, builder: _Builder, outcome: FileOutcome) -> None:
+    if outcome.error is None:
+        result.added += outcome.added
+        result.removed += outcome.removed
+        result.files_indexed += 1
+        return
+    result.skipped.append({"path": outcome.path, "error": outcome.error})
+    # nothing half-indexed stays behind a file that failed midway
+    result.removed += builder.remove(outcome.path)
 
 
 def _unchanged(record: FileRecord, state: FileState, store: MetadataStore) -> bool:
@@ -414,13 +485,16 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
                 tile_size: int | None = None, stride: int | None = None,
                 job: JobControl | None = None, *, min_valid: float = 0.5,
                 rebuild: bool = False, batch_size: int = BATCH_SIZE,
-                model=None, bands: Sequence[int | str] | None = None) -> IndexResult:
+                model=None, bands: Sequence[int | str] | None = None,
+                dask: str | None = None) -> IndexResult:
     """Index every raster under `folder` into `index_dir` (see the module doc). `model` may
     pass an already loaded model package (the worker keeps one warm). `bands` selects the
     rasters' bands the model encodes when they differ from its training data (e.g. 1,2,3 of
     RGB files for a model trained on bands 4,3,2 of 13-band files); default: the model's.
-    One writer at a time: a second build of the same index gets "index in use"."""
-    from mrhash.package import load_model
+    `dask`: encode on a Dask cluster (a scheduler address, or local:N; distributed.py), this
+    process staying the one writer. One writer at a time: a second build of the same index
+    gets "index in use"."""
+    from mrhash.package import load_model, package_bytes
 
     model = model or load_model(model_path)
     tile_size = int(tile_size or model.patch_size)
@@ -429,28 +503,44 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     selection = tuple(bands) if bands else model.primary.bands
     specs, listing = discover(folder, selection)
     check_found(folder, listing)
-    root = index_root(index_dir, create=True)  # the lock file lives in it
-    with exclusive_lock(root / LOCK_FILE, "index"):
-        if rebuild:
-            clear_index(root)
-        first = not (root / DB_FILE).exists()
-        index_folder = IndexFolder(root, create=True)
-        try:
-            return _build(index_folder, model, str(model_path), specs, listing, tile_size,
-                          stride, min_valid, selection, job, batch_size)
-        except sqlite3.OperationalError as error:
-            if "full" not in str(error):
-                raise
-            raise BadInput("the disk is full: free some space and run again (what was "
-                           "committed is kept)", path=str(root)) from None
-        finally:
-            empty = first and _holds_nothing(index_folder)
-            index_folder.close()
-            if empty:
-                # a first build that indexed nothing (every raster skipped, cancelled at
-                # once) leaves no index: its recorded settings would refuse a retry with
-                # other bands or another model
+    cluster = None
+    if dask:  # reached before anything is written: a wrong address leaves no index behind
+        from mrhash.distributed import DaskRunner, connect
+
+        model_bytes = package_bytes(model_path)
+        cluster = connect(dask)
+    try:
+        root = index_root(index_dir, create=True)  # the lock file lives in it
+        with exclusive_lock(root / LOCK_FILE, "index"):
+            if rebuild:
                 clear_index(root)
+            first = not (root / DB_FILE).exists()
+            index_folder = IndexFolder(root, create=True)
+
+            def runner(builder: _Builder):
+                if cluster is None:
+                    return LocalRunner(builder)
+                return DaskRunner(builder, cluster, model_bytes)
+
+            try:
+                return _build(index_folder, model, str(model_path), specs, listing, tile_size,
+                              stride, min_valid, selection, job, batch_size, runner)
+            except sqlite3.OperationalError as error:
+                if "full" not in str(error):
+                    raise
+                raise BadInput("the disk is full: free some space and run again (what was "
+                               "committed is kept)", path=str(root)) from None
+            finally:
+                empty = first and _holds_nothing(index_folder)
+                index_folder.close()
+                if empty:
+                    # a first build that indexed nothing (every raster skipped, cancelled at
+                    # once) leaves no index: its recorded settings would refuse a retry with
+                    # other bands or another model
+                    clear_index(root)
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def check_found(folder: str | Path, listing: FolderListing) -> None:
@@ -474,12 +564,14 @@ def _holds_nothing(index_folder: IndexFolder) -> bool:
 def _build(index_folder: IndexFolder, model, model_path: str, specs: list[SourceSpec],
            listing: FolderListing, tile_size: int, stride: int, min_valid: float,
            selection: tuple[int | str, ...] | None, job: JobControl | None,
-           batch_size: int) -> IndexResult:
+           batch_size: int, make_runner: Callable) -> IndexResult:
     import time
 
     started = time.monotonic()
     _check_settings(index_folder, model, tile_size, stride, min_valid, model_path, selection)
     builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
+    builder.n_files = len(specs)
+    runner = make_runner(builder)
     result = IndexResult(str(index_folder.root.resolve()), 0)
     records = index_folder.store.files()
     present = {spec.paths[0] for spec in specs}
@@ -504,19 +596,13 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
                 if record is not None and _unchanged(record, state, index_folder.store):
                     result.unchanged += 1
                     continue
-                added, removed = builder.index_file(spec, record, state, file_no, len(specs))
-            except (BadInput, OSError) as error:
-                if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                    raise
-                message = error.message if isinstance(error, MrHashError) else \
-                    f"{path}: {error.strerror or error}"
-                result.skipped.append({"path": path, "error": message})
-                # nothing half-indexed stays behind a file that failed midway
-                result.removed += builder.remove(path)
+            except OSError as error:
+                _account(result, builder, FileOutcome(path, error=error_text(error, path)))
                 continue
-            result.added += added
-            result.removed += removed
-            result.files_indexed += 1
+            for outcome in runner.submit(spec, record, state, file_no):
+                _account(result, builder, outcome)
+        for outcome in runner.drain():
+            _account(result, builder, outcome)
         for path in unreached:
             if records[path].hash in builder.new_hashes:  # moved: its content is indexed
                 result.removed += builder.remove(path)
@@ -528,6 +614,7 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
     except BaseException:
         # also on cancel or a full disk: what was committed stays searchable; a failure to
         # save the cache must not hide the error that stopped the build
+        runner.close()
         try:
             builder.save()
         except (OSError, MrHashError) as error:

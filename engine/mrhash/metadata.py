@@ -344,6 +344,24 @@ class MetadataStore:
         codes = np.frombuffer(b"".join(row[1] for row in rows), np.uint8).reshape(-1, code_bytes)
         return ids, codes
 
+    def content_digest(self, chunk: int = 65_536) -> str:
+        """sha256 of the set of (raster, window, code) of every tile, in (raster, window)
+        order: the same for two builds of the same folder with the same model, whatever
+        built them (ids, build order and batching do not enter it)."""
+        digest = hashlib.sha256()
+        cursor = self.db.execute(
+            "SELECT f.path, t.col, t.row, t.width, t.height, t.code FROM tiles t "
+            "JOIN files f ON f.id = t.file_id ORDER BY f.path, t.row, t.col, t.width, t.height")
+        while rows := cursor.fetchmany(chunk):
+            digest.update("".join(f"{path}\t{col} {row} {width} {height}\t{bytes(code).hex()}\n"
+                                  for path, col, row, width, height, code in rows).encode())
+        return digest.hexdigest()
+
+    def file_counts(self) -> dict[str, int]:
+        """Rasters by status: {'done': n, 'partial': m}."""
+        counts = dict(self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
+        return {status: int(counts.get(status, 0)) for status in ("done", "partial")}
+
     def all_embeddings(self, bits: int, chunk: int = 65_536):
         """Every tile's embedding as an EmbeddingTable (rebuilds its cache), read in chunks;
         a tile stored without one gets the +-1 values of its code bits."""

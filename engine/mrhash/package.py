@@ -97,10 +97,9 @@ class HashModel:
         return pack_codes(self.encode_float(patches, valid))
 
 
-def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(config, tensors, fingerprint) of a package file; ModelFormatError on anything wrong."""
-    from safetensors.torch import load
-
+def package_bytes(path: str | Path) -> bytes:
+    """The bytes of a package file (what `parse_package` reads, and what a Dask build sends
+    its workers); ModelFormatError for a folder, a pipe or an unreadable file."""
     path = Path(path)
     if path.is_dir():
         raise ModelFormatError("a model package is one .safetensors file, not a folder",
@@ -112,6 +111,18 @@ def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]
     except OSError as error:
         raise ModelFormatError(f"cannot read the model file ({error.strerror})",
                                path=str(path)) from error
+    return data
+
+
+def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(config, tensors, fingerprint) of a package file; ModelFormatError on anything wrong."""
+    return parse_package(package_bytes(path), str(path))
+
+
+def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(config, tensors, fingerprint) of a package's bytes (`path` names it in errors)."""
+    from safetensors.torch import load
+
     try:
         tensors = load(data)
         config = json.loads(_metadata(data).get(METADATA_KEY, "null"))
@@ -153,10 +164,15 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 def load_model(path: str | Path) -> HashModel:
     """Load a package written by `save_model` (never unpickles)."""
+    return model_from_bytes(package_bytes(path), str(path))
+
+
+def model_from_bytes(data: bytes, path: str) -> HashModel:
+    """The model of a package's bytes; `path` is where it came from (errors, `model.path`)."""
     from mrhash.backbone import Backbone
     from mrhash.model import HashNet
 
-    config, tensors, fingerprint = read_package(path)
+    config, tensors, fingerprint = parse_package(data, path)
     rgb = config.get("rgb")
     try:
         backbone = Backbone(int(config["bands"]), tuple(rgb) if rgb else None,

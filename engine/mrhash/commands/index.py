@@ -1,4 +1,5 @@
-"""Index sub-commands: `index` (build or update an index), `query` (search it), `refine`
+"""Index sub-commands: `index` (build or update an index, here or on a Dask cluster), `info`
+(what it holds, and its digest), `query` (search it), `refine`
 (re-rank it from marked examples), `export` (its tiles as GeoPackage / GeoParquet) and `serve`
 (the JSON-lines worker QGIS drives)."""
 
@@ -28,8 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="discard the index folder's index and build it again")
     index.add_argument("--batch-size", type=int, default=32, help="tiles encoded at once")
     index.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    index.add_argument("--dask", metavar="ADDRESS",
+                       help="encode on a Dask cluster: a scheduler's address (tcp://host:8786) "
+                       "or local:N for N worker processes on this machine; this process "
+                       "stays the index's only writer. Workers need the rasters at the same "
+                       "paths (docs/SCALING.md)")
     index.add_argument("--json", help="write the result here (default: stdout)")
     index.set_defaults(func=run_index)
+
+    info = subparsers.add_parser(
+        "info", help="what an index holds: tiles, bits, model, rasters, size on disk and a "
+                     "digest of its (raster, window, code) set")
+    info.add_argument("--index", required=True, help="index folder")
+    info.add_argument("--json", help="write the result here (default: stdout)")
+    info.set_defaults(func=run_info)
 
     query = subparsers.add_parser("query", help="search an index for tiles like a query patch")
     query.add_argument("--index", required=True, help="index folder")
@@ -149,7 +162,7 @@ def run_index(args: argparse.Namespace) -> int:
         result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
                              job, min_valid=args.min_valid, rebuild=args.rebuild,
                              batch_size=args.batch_size, model=model,
-                             bands=parse_bands(args.bands))
+                             bands=parse_bands(args.bands), dask=args.dask)
     except Cancelled:
         printer.close()
         print("mrhash index: cancelled; committed tiles are kept, run the same command to "
@@ -171,6 +184,14 @@ def run_index(args: argparse.Namespace) -> int:
             said = item["error"] if item["error"].startswith(item["path"]) else \
                 f"{item['path']}: {item['error']}"
             print(f"  {verb} {said}", file=sys.stderr)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from mrhash.cli import write_json
+    from mrhash.info import index_info
+
+    write_json(args.json, index_info(args.index))
     return 0
 
 

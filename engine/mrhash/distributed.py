@@ -1,0 +1,283 @@
+"""Indexing on a Dask cluster: `mrhash index FOLDER --dask tcp://host:8786` (a running
+scheduler) or `--dask local:N` (N worker processes on this machine).
+
+This process stays the index's one writer and does everything a single-process build does
+(indexer.py: listing, what changed, tile grids, resume, commits, caches); Dask workers only
+read tiles and encode them. Work goes out as tasks of up to `BLOCK_TILES` tiles (a block of a
+big raster, or several small rasters), at most a few per worker in flight, and comes back as
+relaxed codes that are committed in each raster's tile order, so a coordinator killed at any
+moment leaves exactly what a killed single-process build leaves, and the next run resumes it.
+A worker that dies has its tasks re-run by Dask elsewhere; results are committed once.
+
+Workers encode a raster's tiles in the same batches as a single-process build (blocks are
+multiples of the batch size, counted from the raster's first tile to encode), so on the same
+kind of CPU with the same threads per task both give the same codes (`mrhash info`'s digest).
+Workers need the rasters at the same paths (a shared file system, or URLs GDAL reads); the
+model is sent to them, so it need not be shared.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mrhash.errors import BadInput, MrHashError
+from mrhash.indexer import (
+    FileOutcome,
+    FilePlan,
+    _Builder,
+    error_text,
+    open_for_model,
+    tile_patches,
+)
+from mrhash.metadata import FileRecord, FileState
+from mrhash.sources import SourceSpec
+from mrhash.tiling import Tile
+
+LOCAL_PREFIX = "local:"
+BLOCK_BATCHES = 8         # batches of tiles per task (a task's tiles: 8 x batch size)
+TASKS_PER_WORKER = 3      # in flight per worker: enough to hide the coordinator's commits
+CONNECT_TIMEOUT_S = 10
+SHARED_PATHS = ("every Dask worker must reach the rasters at the same paths as this machine "
+                "(a shared file system or URLs)")
+
+
+@dataclass
+class Cluster:
+    """A Dask client, and the LocalCluster it started (`local:N`), closed together."""
+
+    client: object
+    address: str
+    local: object | None = None
+
+    @property
+    def n_workers(self) -> int:
+        return max(len(self.client.scheduler_info(n_workers=-1)["workers"]), 1)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.local is not None:
+            self.local.close()
+
+
+def connect(address: str) -> Cluster:
+    """A client of the scheduler at `address`, or of a new LocalCluster for `local:N`;
+    BadInput naming the address when it cannot be reached (before anything is written)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError as error:
+        from mrhash.doctor import missing_dependency
+
+        raise missing_dependency(error) from None
+    address = address.strip()
+    if address.startswith(LOCAL_PREFIX):
+        try:
+            n = int(address[len(LOCAL_PREFIX):])
+        except ValueError:
+            n = 0
+        if not 1 <= n <= 256:
+            raise BadInput(f"--dask {address}: write local:N with N the number of worker "
+                           "processes (1 to 256)")
+        # one thread per worker process: torch uses the process's cores for one task
+        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                             dashboard_address=None, silence_logs=40)
+        return Cluster(Client(local), address, local)
+    if "://" not in address:
+        address = f"tcp://{address}"
+    try:
+        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as error:
+        raise BadInput(f"cannot reach the Dask scheduler at {address} ({error}); start one "
+                       "with `dask scheduler` (docs/SCALING.md) or use --dask local:N") from None
+    return Cluster(client, address)
+
+
+# -- on the workers ------------------------------------------------------------------------
+_MODELS: dict[str, object] = {}  # fingerprint -> model, per worker process
+
+
+@dataclass
+class Part:
+    """Tiles of one raster encoded by a task: `tiles` start at position `offset` of the
+    raster's tiles to encode."""
+
+    key: int          # the raster's position in the build (file_no)
+    spec: SourceSpec
+    tiles: list[Tile]
+    offset: int
+
+
+def _worker_model(model_bytes: bytes, fingerprint: str, label: str):
+    model = _MODELS.get(fingerprint)
+    if model is None:
+        import os
+
+        import torch
+
+        from mrhash.package import model_from_bytes
+
+        threads = int(os.environ.get("MRHASH_THREADS") or 0) or _cores_per_task()
+        torch.set_num_threads(threads)
+        model = _MODELS.setdefault(fingerprint, model_from_bytes(model_bytes, label))
+    return model
+
+
+def _cores_per_task() -> int:
+    import os
+
+    try:
+        from distributed import get_worker
+
+        tasks = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        tasks = 1
+    return max((os.cpu_count() or 1) // max(tasks, 1), 1)
+
+
+def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[Part],
+                 batch_size: int) -> list[tuple[int, int, np.ndarray | str]]:
+    """A task: (key, offset, relaxed codes float32 [n, bits]) per part, or (key, offset,
+    error message) for a raster the worker could not read: a deterministic failure is an
+    answer, not a crash for Dask to retry."""
+    model = _worker_model(model_bytes, fingerprint, label)
+    out: list[tuple[int, int, np.ndarray | str]] = []
+    for part in parts:
+        path = part.spec.paths[0]
+        try:
+            with open_for_model(part.spec, model) as source:
+                codes = [model.encode_float(patches, valid) for _, patches, valid
+                         in tile_patches(source, part.tiles, model.patch_size, batch_size)]
+            out.append((part.key, part.offset, np.concatenate(codes) if codes
+                        else np.zeros((0, model.bits), np.float32)))
+        except (MrHashError, OSError) as error:
+            out.append((part.key, part.offset,
+                        f"{error_text(error, path)} (on a Dask worker: {SHARED_PATHS})"))
+    return out
+
+
+# -- on the coordinator --------------------------------------------------------------------
+@dataclass
+class _Pending:
+    """A raster whose blocks are out: results wait in `arrived` until they are next in its
+    tile order."""
+
+    plan: FilePlan
+    file_no: int
+    blocks: int
+    arrived: dict[int, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+
+class DaskRunner:
+    """The indexer's runner (see indexer.LocalRunner) for a Dask cluster."""
+
+    def __init__(self, builder: _Builder, cluster: Cluster, model_bytes: bytes):
+        self.builder, self.cluster = builder, cluster
+        self.block = BLOCK_BATCHES * builder.batch_size
+        self.window = TASKS_PER_WORKER * cluster.n_workers
+        self.fingerprint = builder.model.fingerprint
+        self.label = str(builder.model.path)
+        # sent once to every worker; tasks carry a reference
+        self.model_bytes = cluster.client.scatter(model_bytes, broadcast=True)
+        self.pending: dict[int, _Pending] = {}
+        self.parts: list[Part] = []
+        self.futures: set = set()
+
+    def submit(self, spec: SourceSpec, record: FileRecord | None, state: FileState,
+               file_no: int) -> list[FileOutcome]:
+        builder = self.builder
+        path = spec.paths[0]
+        try:
+            with open_for_model(spec, builder.model) as source:
+                plan = builder.plan(spec, source, record, state)
+        except (BadInput, OSError) as error:
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise
+            return [FileOutcome(path, error=error_text(error, path))]
+        todo = plan.todo
+        if not todo:
+            return [FileOutcome(path, 0, plan.removed)]
+        starts = range(0, len(todo), self.block)
+        self.pending[file_no] = _Pending(plan, file_no, len(starts))
+        for start in starts:
+            self.parts.append(Part(file_no, spec, todo[start:start + self.block], start))
+            if sum(len(part.tiles) for part in self.parts) >= self.block:
+                self._send()
+        return self._collect(wait_below=self.window)
+
+    def drain(self) -> list[FileOutcome]:
+        self._send()
+        return self._collect(wait_below=1)
+
+    def _send(self) -> None:
+        if self.parts:
+            self.futures.add(self.cluster.client.submit(
+                encode_parts, self.model_bytes, self.fingerprint, self.label, self.parts,
+                self.builder.batch_size, pure=False))
+            self.parts = []
+
+    def _collect(self, wait_below: int) -> list[FileOutcome]:
+        """Commit what has arrived; wait while `wait_below` or more tasks are out."""
+        outcomes: list[FileOutcome] = []
+        while self.futures:
+            done = {future for future in self.futures if future.done()}
+            if not done and len(self.futures) < wait_below:
+                break
+            if not done:
+                done = self._wait()
+            for future in done:
+                self.futures.discard(future)
+                for key, offset, codes in self._result(future):
+                    outcomes += self._arrived(key, offset, codes)
+        return outcomes
+
+    def _wait(self) -> set:
+        """Finished tasks, checking for cancel twice a second meanwhile."""
+        from distributed import wait
+
+        while True:
+            if self.builder.job:
+                self.builder.job.check()
+            try:
+                return set(wait(list(self.futures), timeout=0.5,
+                                return_when="FIRST_COMPLETED").done)
+            except TimeoutError:
+                continue
+
+    def _result(self, future) -> list:
+        try:
+            return future.result()
+        except Exception as error:  # KilledWorker after Dask's retries, a lost scheduler
+            raise BadInput(f"the Dask cluster failed a task ({type(error).__name__}: {error}); "
+                           "what was committed is kept: run the same command again to resume",
+                           path=self.cluster.address) from None
+
+    def _arrived(self, key: int, offset: int, codes: np.ndarray | str) -> list[FileOutcome]:
+        pending = self.pending.get(key)
+        if pending is None:  # its raster already failed
+            return []
+        pending.blocks -= 1
+        if isinstance(codes, str):
+            pending.error = pending.error or codes
+        else:
+            pending.arrived[offset] = codes
+        plan = pending.plan
+        while pending.error is None and plan.committed in pending.arrived:
+            if self.builder.job:
+                self.builder.job.check()
+            self.builder.commit(plan, pending.arrived.pop(plan.committed), pending.file_no)
+        if pending.blocks and pending.error is None:
+            return []
+        del self.pending[key]
+        path = plan.spec.paths[0]
+        if pending.error is not None:
+            return [FileOutcome(path, error=pending.error)]
+        return [FileOutcome(path, plan.committed, plan.removed)]
+
+    def close(self) -> None:
+        """Cancel what is still out (a cancelled or failed build)."""
+        if self.futures:
+            self.cluster.client.cancel(list(self.futures))
+            self.futures.clear()
