@@ -493,8 +493,103 @@ class Searcher:
         return refine(self, request)
 
 
-def run_query(index_dir: str | Path, query: Query, model=None) -> dict:
-    searcher = Searcher(index_dir, model)
+def merge_top_k(per_shard: list[list[tuple[int, int, float]]], k: int
+                ) -> list[tuple[int, int, int, float]]:
+    """The k best (distance, shard, id, score) of each shard's ranked (distance, id, score):
+    by distance, then score, then shard and id (a stable order)."""
+    merged = [(d, -score, shard, i) for shard, ranked in enumerate(per_shard)
+              for d, i, score in ranked]
+    merged.sort()
+    return [(d, shard, i, -negative) for d, negative, shard, i in merged[:k]]
+
+
+class ShardedSearcher:
+    """Several index folders built with one model, searched as one: an archive split where
+    one index (or one disk, one machine's memory) is not enough. The query is encoded once;
+    each shard gives its k best (Hamming distance, then cosine inside ties) and the k best of
+    those are the hits, each naming its index."""
+
+    def __init__(self, index_dirs: list[str | Path], model=None):
+        self.shards: list[Searcher] = []
+        try:
+            for index_dir in index_dirs:
+                self.shards.append(Searcher(index_dir, model))
+        except BaseException:
+            self.close()
+            raise
+        fingerprints = {shard.fingerprint for shard in self.shards}
+        if len(fingerprints) > 1:
+            self.close()
+            raise BadInput("these indexes were built with different models ("
+                           + ", ".join(sorted(f[:12] for f in fingerprints if f)) + "): "
+                           "indexes searched together must share one model")
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+    def _share_model(self) -> None:
+        """One model for every shard (loaded once, by the first)."""
+        model = self.shards[0].model
+        for shard in self.shards[1:]:
+            if shard._model is None:
+                shard.use_model(model)
+
+    def _probe(self, query: Query) -> tuple[Searcher, Probe]:
+        """The query's probe, read by the first shard holding its place (any shard reads a
+        raster given with it)."""
+        for shard in self.shards:
+            try:
+                return shard, shard.probe(query)
+            except OutsideIndex:
+                continue
+        raise OutsideIndex(f"the query is outside every raster of the {len(self.shards)} "
+                           "indexes; give the raster to read the query patch from")
+
+    def search(self, query: Query) -> dict:
+        query.validate()
+        started = time.perf_counter()
+        if query.tile is not None:
+            raise BadInput("a tile id names a tile of one index: query that index alone, or "
+                           "query several by point or footprint")
+        if not any(shard.index.ntotal for shard in self.shards):
+            raise BadInput("the indexes hold no tiles: index a folder with rasters first")
+        self._share_model()
+        reader, probe = self._probe(query)
+        centre = probe.centre4326()
+        found = [shard._candidates(probe, query, centre) if shard.index.ntotal else ([], True)
+                 for shard in self.shards]
+        best = merge_top_k([shard._reranked(probe, passing, query.k)
+                            for shard, (passing, _) in zip(self.shards, found, strict=True)],
+                           query.k)
+        records = [shard.folder.store.tiles(i for _, n, i, _ in best if n == number)
+                   for number, shard in enumerate(self.shards)]
+        hits = []
+        for d, number, tile_id, score in best:
+            record = records[number].get(tile_id)
+            if record is not None:
+                shard = self.shards[number]
+                hits.append({**shard.hit(len(hits) + 1, tile_id, d, score, record,
+                                         query.thumbnails), "index": str(shard.folder.root)})
+        first = best[0][0] if best else None
+        tie_counts = [shard._ties(probe, query, passing, complete)
+                      for shard, (passing, complete) in zip(self.shards, found, strict=True)]
+        ties = {"distance": first,
+                "count": sum(t["count"] for t in tie_counts if t["distance"] == first),
+                "capped": any(t["capped"] for t in tie_counts if t["distance"] == first)}
+        return {"query": reader.describe(probe, query.thumbnails), "hits": hits,
+                "indexes": [str(shard.folder.root) for shard in self.shards],
+                "n_tiles": sum(shard.index.ntotal for shard in self.shards),
+                "seconds": round(time.perf_counter() - started, 4), "ties": ties}
+
+
+def run_query(index_dirs: str | Path | list[str | Path], query: Query, model=None) -> dict:
+    """Search one index folder, or several as one (ShardedSearcher)."""
+    if isinstance(index_dirs, (list, tuple)) and len(index_dirs) > 1:
+        searcher: Searcher | ShardedSearcher = ShardedSearcher(list(index_dirs), model)
+    else:
+        one = index_dirs[0] if isinstance(index_dirs, (list, tuple)) else index_dirs
+        searcher = Searcher(one, model)
     try:
         return searcher.search(query)
     finally:

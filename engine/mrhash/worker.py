@@ -317,7 +317,8 @@ class Worker:
                                  params.get("tile_size"), params.get("stride"), job,
                                  min_valid=float(params.get("min_valid", 0.5)),
                                  rebuild=bool(params.get("rebuild", False)), model=model,
-                                 bands=params.get("bands") or None)
+                                 bands=params.get("bands") or None,
+                                 dask=params.get("dask") or None)
         finally:
             self._drop_searcher(params["index"])
         return result.to_dict()

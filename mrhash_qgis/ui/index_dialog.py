@@ -89,7 +89,19 @@ class IndexDialog(QDialog):
         form.addRow(tr("Index folder"), self.index_widget)
         form.addRow(tr("Tile size (px)"), self.tile_spin)
         form.addRow(tr("Stride (px)"), self.stride_spin)
+        self.dask_check = QCheckBox(tr("Run on a Dask cluster at"))
+        self.dask_edit = QLineEdit(settings.get("last/dask"))
+        self.dask_edit.setPlaceholderText(tr("tcp://scheduler:8786, or local:4 for 4 processes "
+                                             "here"))
+        self.dask_edit.setToolTip(tr(
+            "Encode the tiles on the workers of a running Dask cluster (this machine still "
+            "writes the index). Every worker must reach the rasters at the same paths as "
+            "this machine: a shared drive or URLs."))
+        self.dask_edit.setEnabled(False)
+        self.dask_check.toggled.connect(self.dask_edit.setEnabled)
+        self.dask_check.setChecked(bool(settings.get("last/dask_on")))
         form.addRow(tr("Bands"), self.bands_edit)
+        form.addRow(self.dask_check, self.dask_edit)
         form.addRow("", self.rebuild_check)
         layout.addLayout(form)
         self.progress = QProgressBar()
@@ -139,6 +151,8 @@ class IndexDialog(QDialog):
         bands = parse_bands(self.bands_edit.text())
         if bands:
             params["bands"] = bands
+        if self.dask_check.isChecked() and self.dask_edit.text().strip():
+            params["dask"] = self.dask_edit.text().strip()
         return params
 
     def start(self) -> EngineTask | None:
@@ -149,8 +163,14 @@ class IndexDialog(QDialog):
             self.status_label.setText(tr("Choose the {fields}.").format(
                 fields=", ".join(missing)))
             return None
+        if self.dask_check.isChecked() and "dask" not in params:
+            self.status_label.setText(tr("Give the Dask scheduler's address, or untick the "
+                                         "cluster."))
+            return None
         settings.put("last/folder", params["folder"])
         settings.put("last/model", params["model"])
+        settings.put("last/dask", self.dask_edit.text().strip())
+        settings.put("last/dask_on", "1" if self.dask_check.isChecked() else "")
         self.task = EngineTask(tr("MrHash: index {folder}").format(
             folder=Path(params["folder"]).name), self.client, "index", params)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))

@@ -185,3 +185,29 @@ def test_cli_advice_is_said_in_the_dialog_s_words():
                            "rebuild") == ("/i: the index database is damaged; rebuild the "
                                           "index (tick Rebuild from scratch and build again)")
     assert in_dialog_words("/m: not a raster", "") == "/m: not a raster"
+
+
+def test_build_on_a_dask_cluster_from_the_dialog(qgis_iface, trained, s2, tmp_path, engine):
+    """"Run on a Dask cluster at" local:2 builds the same index through the worker; an
+    address nobody answers is an error naming it, with no index written."""
+    import socket
+
+    dialog = index_dialog(qgis_iface, engine, s2.archive_dir, trained.model,
+                          tmp_path / "dask_index")
+    dialog.dask_check.setChecked(True)
+    dialog.dask_edit.setText("")
+    assert dialog.start() is None and "Dask scheduler" in dialog.status_label.text()
+    dialog.dask_edit.setText("local:2")
+    assert dialog.params()["dask"] == "local:2"
+    assert "50 tiles indexed" in build(dialog, "the Dask build")
+    QgsProject.instance().removeAllMapLayers()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dialog.index_widget.setFilePath(str(tmp_path / "unreached_index"))
+    dialog.dask_edit.setText(f"tcp://127.0.0.1:{port}")
+    text = build(dialog, "the unreachable scheduler")
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in text
+    assert not (tmp_path / "unreached_index").exists()
+    dialog.dask_check.setChecked(False)
+    assert "dask" not in dialog.params()

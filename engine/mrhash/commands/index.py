@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=run_info)
 
     query = subparsers.add_parser("query", help="search an index for tiles like a query patch")
-    query.add_argument("--index", required=True, help="index folder")
+    query.add_argument("--index", required=True, nargs="+", metavar="DIR",
+                       help="index folder; several (built with one model) are searched as one, "
+                       "each hit naming its index")
     where = query.add_mutually_exclusive_group(required=True)
     where.add_argument("--point", nargs=2, type=float, metavar=("X", "Y"),
                        help="query the indexed raster at this point")

@@ -27,7 +27,9 @@ class BuildIndexAlgorithm(EngineAlgorithm):
         return tr("Tiles every raster of INPUT_FOLDER, encodes the tiles with MODEL and stores "
                   "the codes in OUTPUT_INDEX. Incremental: unchanged files are skipped, bad "
                   "files are listed and do not stop the build. Tile size 0 = the model's patch "
-                  "size; stride 0 = tile size.")
+                  "size; stride 0 = tile size. DASK (optional): encode on a Dask cluster, a "
+                  "scheduler's address (tcp://host:8786) or local:N for N worker processes "
+                  "on this machine; its workers must reach the rasters at the same paths.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterFile(
@@ -45,6 +47,9 @@ class BuildIndexAlgorithm(EngineAlgorithm):
                         "model's)"), "", optional=True))
         self.addParameter(QgsProcessingParameterBoolean("REBUILD", tr("Rebuild from scratch"),
                                                     False))
+        self.addParameter(QgsProcessingParameterString(
+            "DASK", tr("Run on a Dask cluster at (tcp://host:8786 or local:N; empty = here)"),
+            "", optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_INDEX", tr("Index")))
         for name, description in (("N_TILES", tr("Tiles in the index")),
                                   ("ADDED", tr("Tiles added")), ("REMOVED", tr("Tiles removed")),
@@ -66,6 +71,9 @@ class BuildIndexAlgorithm(EngineAlgorithm):
         bands = parse_bands(self.parameterAsString(parameters, "BANDS", context))
         if bands:
             params["bands"] = bands
+        dask = self.parameterAsString(parameters, "DASK", context).strip()
+        if dask:
+            params["dask"] = dask
         result = self.run_engine("index", params, feedback)
         for skipped in result.get("skipped", []):
             feedback.reportError(tr("skipped {path}: {error}").format(
