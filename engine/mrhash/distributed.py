@@ -18,7 +18,8 @@ model is sent to them, so it need not be shared.
 
 from __future__ import annotations
 
-import errno
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from mrhash.indexer import (
     _Builder,
     error_text,
     open_for_model,
+    skipped,
     tile_patches,
 )
 from mrhash.metadata import FileRecord, FileState
@@ -37,9 +39,10 @@ from mrhash.sources import SourceSpec
 from mrhash.tiling import Tile
 
 LOCAL_PREFIX = "local:"
-BLOCK_BATCHES = 8         # batches of tiles per task (a task's tiles: 8 x batch size)
+BLOCK_BATCHES = 2         # batches of tiles per task: small enough to share a folder out
 TASKS_PER_WORKER = 3      # in flight per worker: enough to hide the coordinator's commits
 CONNECT_TIMEOUT_S = 10
+NANNY_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 SHARED_PATHS = ("every Dask worker must reach the rasters at the same paths as this machine "
                 "(a shared file system or URLs)")
 
@@ -80,9 +83,15 @@ def connect(address: str) -> Cluster:
         if not 1 <= n <= 256:
             raise BadInput(f"--dask {address}: write local:N with N the number of worker "
                            "processes (1 to 256)")
-        # one thread per worker process: torch uses the process's cores for one task
-        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                             dashboard_address=None, silence_logs=40)
+        # one task at a time per worker process, torch using its share of the cores (N
+        # processes of all the cores' threads would fight over them)
+        threads = os.environ.get("MRHASH_THREADS") or str(max((os.cpu_count() or 1) // n, 1))
+        import dask
+
+        with dask.config.set({NANNY_MALLOC_TRIM: None}):  # see _restore_malloc
+            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                 dashboard_address=None, silence_logs=40,
+                                 env={"MRHASH_THREADS": threads})
         return Cluster(Client(local), address, local)
     if "://" not in address:
         address = f"tcp://{address}"
@@ -96,6 +105,8 @@ def connect(address: str) -> Cluster:
 
 # -- on the workers ------------------------------------------------------------------------
 _MODELS: dict[str, object] = {}  # fingerprint -> model, per worker process
+_SOURCES: dict[tuple, object] = {}  # the rasters a worker read last, kept open (oldest first)
+OPEN_SOURCES = 4  # consecutive blocks of a raster go to the same workers: no re-open each
 
 
 @dataclass
@@ -112,21 +123,36 @@ class Part:
 def _worker_model(model_bytes: bytes, fingerprint: str, label: str):
     model = _MODELS.get(fingerprint)
     if model is None:
-        import os
-
         import torch
 
         from mrhash.package import model_from_bytes
 
-        threads = int(os.environ.get("MRHASH_THREADS") or 0) or _cores_per_task()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(int(os.environ.get("MRHASH_THREADS") or 0) or _cores_per_task())
+        _restore_malloc()
         model = _MODELS.setdefault(fingerprint, model_from_bytes(model_bytes, label))
     return model
 
 
-def _cores_per_task() -> int:
-    import os
+def _restore_malloc() -> None:
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which pins glibc's mmap
+    threshold at 128 KiB: every activation tensor is then mmap'ed and unmapped, and encoding
+    ran at half speed (docs/SCALING.md). Give large blocks back to the heap."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
 
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)
+    libc.mallopt(m_trim_threshold, 64 * 2**20)
+
+
+def _cores_per_task() -> int:
+    """The machine's cores shared by the tasks this worker runs at once (a worker started
+    with `--nthreads 1` gives one task every core; MRHASH_THREADS overrides)."""
     try:
         from distributed import get_worker
 
@@ -146,15 +172,39 @@ def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[P
     for part in parts:
         path = part.spec.paths[0]
         try:
-            with open_for_model(part.spec, model) as source:
-                codes = [model.encode_float(patches, valid) for _, patches, valid
-                         in tile_patches(source, part.tiles, model.patch_size, batch_size)]
+            source = _worker_source(part.spec, model)
+            codes = [model.encode_float(patches, valid) for _, patches, valid
+                     in tile_patches(source, part.tiles, model.patch_size, batch_size)]
             out.append((part.key, part.offset, np.concatenate(codes) if codes
                         else np.zeros((0, model.bits), np.float32)))
         except (MrHashError, OSError) as error:
+            _SOURCES.pop(_source_key(part.spec), None)
             out.append((part.key, part.offset,
                         f"{error_text(error, path)} (on a Dask worker: {SHARED_PATHS})"))
     return out
+
+
+def _source_key(spec: SourceSpec) -> tuple:
+    return spec.paths, spec.bands
+
+
+def _worker_source(spec: SourceSpec, model):
+    """The raster opened for the model, kept open for the next block of it (a few rasters
+    at a time, oldest closed first). Reopened when its files changed since."""
+    from mrhash.metadata import FileState
+
+    key = _source_key(spec)
+    state = FileState.of(spec.paths)
+    cached = _SOURCES.pop(key, None)
+    if cached is not None and cached[0] != state:
+        cached[1].close()
+        cached = None
+    if cached is None:
+        cached = (state, open_for_model(spec, model))
+    _SOURCES[key] = cached  # most recently used last
+    while len(_SOURCES) > OPEN_SOURCES:
+        _SOURCES.pop(next(iter(_SOURCES)))[1].close()
+    return cached[1]
 
 
 # -- on the coordinator --------------------------------------------------------------------
@@ -193,9 +243,7 @@ class DaskRunner:
             with open_for_model(spec, builder.model) as source:
                 plan = builder.plan(spec, source, record, state)
         except (BadInput, OSError) as error:
-            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                raise
-            return [FileOutcome(path, error=error_text(error, path))]
+            return [skipped(error, path)]
         todo = plan.todo
         if not todo:
             return [FileOutcome(path, 0, plan.removed)]

@@ -20,7 +20,6 @@ import json
 import queue
 import shutil
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
 from mrhash.index import BinaryIndex
 from mrhash.jobs import JobControl
+from mrhash.log import log
 from mrhash.metadata import FileRecord, FileState, MetadataStore, TileRow
 from mrhash.sources import (
     RASTER_EXTENSIONS,
@@ -118,16 +118,15 @@ class IndexFolder:
             try:
                 value, header = load(path)
             except IndexCorrupted as error:
-                print(f"mrhash: {error.message}; rebuilding the {what} from the database",
-                      file=sys.stderr)
+                log.warning(f"{error.message}; rebuilding the {what} from the database")
             else:
                 if (header["bits"] == bits and header["generation"] == generation
                         and header["ntotal"] == n_tiles and header.get("index_uid") == uid):
                     return value
-                print(f"mrhash: {path} does not match the database (generation "
-                      f"{header['generation']} vs {generation}, {header['ntotal']} vs "
-                      f"{n_tiles} {what}, or another index's file); rebuilding it from the "
-                      "database", file=sys.stderr)
+                log.warning(f"{path} does not match the database (generation "
+                            f"{header['generation']} vs {generation}, {header['ntotal']} vs "
+                            f"{n_tiles} {what}, or another index's file); rebuilding it from "
+                            "the database")
         return rebuild(bits)
 
     def load_codes(self) -> BinaryIndex:
@@ -264,10 +263,10 @@ class FilePlan:
     start: int
     removed: int            # tiles of an older version of the raster, dropped
     committed: int = 0      # tiles of `todo` stored so far
+    todo: list[Tile] = field(init=False)  # the tiles still to encode (from `start`)
 
-    @property
-    def todo(self) -> list[Tile]:
-        return self.tiles[self.start:]
+    def __post_init__(self) -> None:
+        self.todo = self.tiles[self.start:]
 
 
 @dataclass
@@ -376,9 +375,7 @@ class LocalRunner:
                         builder.job.check()
                     builder.commit(plan, builder.model.encode_float(patches, valid), file_no)
         except (BadInput, OSError) as error:
-            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                raise
-            return [FileOutcome(path, error=error_text(error, path))]
+            return [skipped(error, path)]
         return [FileOutcome(path, plan.committed, plan.removed)]
 
     def drain(self) -> list[FileOutcome]:
@@ -386,6 +383,13 @@ class LocalRunner:
 
     def close(self) -> None:
         pass
+
+
+def skipped(error: BadInput | OSError, path: str) -> FileOutcome:
+    """The outcome of a raster that cannot be indexed; a full disk stops the build instead."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        raise error
+    return FileOutcome(path, error=error_text(error, path))
 
 
 def error_text(error: Exception, path: str) -> str:
@@ -597,7 +601,7 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
                     result.unchanged += 1
                     continue
             except OSError as error:
-                _account(result, builder, FileOutcome(path, error=error_text(error, path)))
+                _account(result, builder, skipped(error, path))
                 continue
             for outcome in runner.submit(spec, record, state, file_no):
                 _account(result, builder, outcome)
@@ -618,8 +622,8 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
         try:
             builder.save()
         except (OSError, MrHashError) as error:
-            print(f"mrhash: codes cache not saved ({error}); it is rebuilt from the database "
-                  "on next use", file=sys.stderr)
+            log.warning(f"codes cache not saved ({error}); it is rebuilt from the database "
+                        "on next use")
         raise
     builder.save()
     result.n_tiles = builder.index.ntotal

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from mrhash.embeddings import EmbeddingTable, pack_codes, unit_rows
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex
 from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
+from mrhash.log import log
 from mrhash.metadata import TileRecord
 from mrhash.sources import Footprint, Source, SourceSpec, parse_crs, regular_file
 
@@ -430,7 +430,7 @@ class Searcher:
                 hit["thumbnail"] = str(thumbnail(self.folder.thumbnail_dir, record,
                                                  self.model, self.bands))
             except MrHashError as error:  # a moved raster must not lose the hit
-                print(f"mrhash: no thumbnail for tile {tile_id}: {error}", file=sys.stderr)
+                log.warning(f"no thumbnail for tile {tile_id}: {error}")
                 hit["thumbnail"] = None
         return hit
 
@@ -450,7 +450,7 @@ class Searcher:
                                               probe.footprint, self.model, self.bands)
                 described["thumbnail"] = str(picture)
             except (MrHashError, OSError) as error:  # the hits matter more than the picture
-                print(f"mrhash: no thumbnail for the query: {error}", file=sys.stderr)
+                log.warning(f"no thumbnail for the query: {error}")
                 described["thumbnail"] = None
         return described
 

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the index policy, 32 MiB of codes)")
     parser.add_argument("--threads", type=int,
                         help="FAISS OpenMP threads (default: 1, as the query processes use)")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="also search the codes split into this many indexes, searched as "
+                        "one (each shard's top k merged, as `mrhash query --index A B ...`)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> dict:
     exact = np.concatenate([d for d, _ in flat_r])
     prod = np.concatenate([d for d, _ in prod_r])
     raw = codes.nbytes
+    sharded = _sharded(codes, queries, k, args.shards, policy, exact) if args.shards > 1 else None
     return {
         "codes": len(codes), "bits": nbytes * 8, "k": k, "queries": len(queries),
         "codes_from": args.codes_from, "base_codes": n_base,
@@ -139,4 +143,40 @@ def run(args: argparse.Namespace) -> dict:
         "layout_build_s": round(build_s, 2),
         "total_s": round(time.perf_counter() - t0, 1),
         "faiss_threads": faiss.omp_get_max_threads(),
+        "sharded": sharded,
     }
+
+
+def _sharded(codes: np.ndarray, queries: np.ndarray, k: int, n_shards: int, policy,
+             exact: np.ndarray) -> dict:
+    """The same codes as `n_shards` indexes (each with the layout production picks for its
+    size), every query searched in each and the k best merged (search.merge_top_k)."""
+    from mrhash.index import BinaryIndex, tie_aware_recall
+    from mrhash.search import merge_top_k
+
+    shards, build_s = [], 0.0
+    for part in np.array_split(np.arange(len(codes)), n_shards):
+        shard = BinaryIndex(codes.shape[1] * 8, policy)
+        shard.add(part + 1, codes[part])
+        start = time.perf_counter()
+        shard.optimize()
+        build_s += time.perf_counter() - start
+        shards.append(shard)
+
+    def search(query: np.ndarray) -> list:
+        per_shard = []
+        for shard in shards:
+            dist, ids = shard.search(query[None], k)
+            per_shard.append([(int(d), int(i), 0.0) for d, i in zip(dist[0], ids[0],
+                                                                     strict=True) if i >= 0])
+        return merge_top_k(per_shard, k)
+
+    times, results = _latencies(search, queries)
+    dist = np.array([[d for d, *_ in merged] for merged in results])
+    return {"shards": n_shards, "layouts": sorted({s.kind for s in shards}),
+            "nprobe": [s.nprobe for s in shards],
+            "p50_ms": round(float(np.median(times)), 3),
+            "p95_ms": round(float(np.percentile(times, 95)), 3),
+            "recall": round(tie_aware_recall(dist, exact), 4),
+            "memory_ratio": round(sum(s.memory_bytes() for s in shards) / codes.nbytes, 3),
+            "layout_build_s": round(build_s, 2)}
