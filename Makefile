@@ -37,7 +37,7 @@ run: install
 package:
 	/usr/bin/python3 scripts/package_plugin.py
 
-# Every benchmark of docs/BENCHMARKS.md (about 6 minutes on 2 cores); figures in build/bench/.
+# Every benchmark of docs/BENCHMARKS.md (the 10^8-code search alone: ~20 min); figures in build/bench/.
 bench: install
 	scripts/run_benchmarks.sh
 

@@ -38,7 +38,8 @@ def version() -> str:
 
 
 def files_under(root: Path):
-    """Plain files below root; symlinks (metadata.txt, resources/) are added from REPO instead."""
+    """Plain files below root; symlinks (metadata.txt, resources/, contract/) are added from
+    REPO instead."""
     for path in sorted(root.rglob("*")):
         if (path.is_file() and not path.is_symlink() and not SKIP_PARTS & set(path.parts)
                 and path.suffix not in SKIP_SUFFIXES):
@@ -59,6 +60,12 @@ def build(out_dir: Path) -> Path:
             archive.write(path, "mrhash_qgis/" + path.relative_to(REPO).as_posix())
         for path in files_under(ENGINE / "mrhash"):
             archive.write(path, "mrhash_qgis/engine/" + path.relative_to(ENGINE).as_posix())
+        # the contract plugin and engine share: the plugin's `contract` (a link in a
+        # checkout) and the engine's `mrhash_contract`, the same files
+        for path in files_under(ENGINE / "mrhash_contract"):
+            inside = path.relative_to(ENGINE / "mrhash_contract").as_posix()
+            archive.write(path, "mrhash_qgis/contract/" + inside)
+            archive.write(path, "mrhash_qgis/engine/mrhash_contract/" + inside)
         for name in ("requirements.txt", "pyproject.toml"):
             archive.write(ENGINE / name, f"mrhash_qgis/engine/{name}")
     names = set(zipfile.ZipFile(partial).namelist())
@@ -66,7 +73,9 @@ def build(out_dir: Path) -> Path:
                      "mrhash_qgis/resources/icons/mrhash.svg",
                      "mrhash_qgis/i18n/mrhash_qgis_de.qm",
                      "mrhash_qgis/engine/mrhash/__init__.py",
-                     "mrhash_qgis/engine/mrhash/worker.py"):
+                     "mrhash_qgis/engine/mrhash/worker.py",
+                     "mrhash_qgis/contract/index_layout.py",
+                     "mrhash_qgis/engine/mrhash_contract/index_layout.py"):
         if required not in names:
             partial.unlink()
             raise SystemExit(f"package incomplete: {required} missing")

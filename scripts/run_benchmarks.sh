@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of docs/BENCHMARKS.md in one run, JSON + logs in build/bench/.
-# Most of the time goes to the evaluations, the 10M-code searches, the 10,920-tile training and
-# the refine benchmark (5 min on 2 cores: three trainings, a 1M-tile index, two engines).
+# Most of the time goes to the 10^8-code search (about 20 min), the evaluations, the 10M-code
+# searches, the 10,920-tile training, the scaling runs (about 8 min) and the refine benchmark
+# (5 min on 2 cores: three trainings, a 1M-tile index, two engines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/bench
@@ -42,6 +43,22 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
   .venv/bin/python scripts/bench_refine.py --dataset "$EUROSAT" \
     --index-model "$OUT/model64.safetensors" --index-folder "$S2" \
     --baseline "${REFINE_BASELINE:-824865a}" --json "$OUT/refine.json"
+
+  # scaling out (docs/SCALING.md): one process vs local Dask clusters, all cores and one
+  # core per worker; the coordinator ceiling; a worker task timed; 10^8 codes; 4 shards
+  step "scaling: Dask indexing"
+  .venv/bin/python scripts/bench_scaling.py --model "$OUT/model64.safetensors" \
+    --folder "$S2" --folder "$EUROSAT" --repeats 3 --ceiling-raster "$S2" --probe-raster "$S2" \
+    --json "$OUT/scaling.json"
+  MRHASH_THREADS=1 .venv/bin/python scripts/bench_scaling.py \
+    --model "$OUT/model64.safetensors" --folder "$S2" --folder "$EUROSAT" --repeats 3 \
+    --json "$OUT/scaling_1thread.json"
+  step "search 100M random (about 20 min)"
+  /usr/bin/time -v $MRHASH bench search --codes 100000000 --codes-from random \
+    --json "$OUT/search_random_100000000.json"
+  step "search 10M random in 4 shards"
+  $MRHASH bench search --codes 10000000 --codes-from random --shards 4 \
+    --json "$OUT/search_random_10M_shards4.json"
 
   step "train 10,920 Sentinel-2 tiles"
   /usr/bin/time -v $MRHASH train --primary "$S2" --primary-bands B04,B03,B02 --stride 18 \

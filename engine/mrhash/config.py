@@ -9,12 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mrhash_contract.choices import BITS
+
 from mrhash.errors import BadInput
 
 if TYPE_CHECKING:
     from mrhash.sources import SourceSpec
 
-VALID_BITS = (16, 32, 64, 128)
+VALID_BITS = BITS
 KMEANS_SELECT = ("inertia", "agreement")
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+from mrhash_contract.choices import DEVICES
+
 from mrhash.errors import BadInput
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = DEVICES
 
 
 def resolve_device(name: str = "auto"):

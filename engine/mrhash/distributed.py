@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+from mrhash_contract.choices import DASK_LOCAL_PREFIX
 
 from mrhash.errors import BadInput, MrHashError
 from mrhash.indexer import (
@@ -38,7 +39,6 @@ from mrhash.metadata import FileRecord, FileState
 from mrhash.sources import SourceSpec
 from mrhash.tiling import Tile
 
-LOCAL_PREFIX = "local:"
 BLOCK_BATCHES = 2         # batches of tiles per task: small enough to share a folder out
 TASKS_PER_WORKER = 3      # in flight per worker: enough to hide the coordinator's commits
 CONNECT_TIMEOUT_S = 10
@@ -75,9 +75,9 @@ def connect(address: str) -> Cluster:
 
         raise missing_dependency(error) from None
     address = address.strip()
-    if address.startswith(LOCAL_PREFIX):
+    if address.startswith(DASK_LOCAL_PREFIX):
         try:
-            n = int(address[len(LOCAL_PREFIX):])
+            n = int(address[len(DASK_LOCAL_PREFIX):])
         except ValueError:
             n = 0
         if not 1 <= n <= 256:

@@ -7,8 +7,9 @@ Two layouts, chosen by size (`IndexPolicy.exact_max_bytes`, 32 MiB of codes by d
   FAISS's binary IVF k-means), each query scans the `nprobe` nearest cells with FAISS's
   Hamming kernel. Unlike `faiss.IndexBinaryIVF` (an int64 id per code: 2x the raw bytes of
   64-bit codes) ids are stored as uint32, so memory is 1.5x the raw bytes of 64-bit codes.
-  `nprobe` is calibrated when the layout is built: the smallest power of two whose tie-aware
-  recall@k versus the exact scan reaches `target_recall`, less two standard errors, on each of
+  `nprobe` is calibrated when the layout is built: the smallest (powers of two, then bisection
+  to within 1/8) whose tie-aware recall@k versus the exact scan reaches `target_recall`, less
+  two standard errors, on each of
   three query samples: indexed codes (queries by tile id), those codes with 1/8 of their bits
   flipped (a new patch of a place like an indexed one) and uniform random codes (a query like
   nothing indexed, the worst case).
@@ -221,17 +222,30 @@ class _Cells:
         found = np.full((len(queries), k), -1, np.int64)
         for i, row in enumerate(cells):
             row = row[row >= 0]
-            parts = [self.codes[self.offsets[c]:self.offsets[c + 1]] for c in row]
-            id_parts = [self.cell_ids[self.offsets[c]:self.offsets[c + 1]] for c in row]
-            candidates = np.concatenate(parts + [self.tail_codes])
+            starts, ends = self.offsets[row], self.offsets[row + 1]
+            candidates = np.concatenate([self.codes[a:b] for a, b in zip(starts, ends,
+                                                                         strict=True)]
+                                        + [self.tail_codes])
             if not len(candidates):
                 continue
-            candidate_ids = np.concatenate([p.astype(np.int64) for p in id_parts]
-                                           + [self.tail_ids])
             d, p = faiss.knn_hamming(queries[i:i + 1], candidates, min(k, len(candidates)))
             dist[i, :d.shape[1]] = d[0]
-            found[i, :d.shape[1]] = candidate_ids[p[0]]
+            found[i, :d.shape[1]] = self._ids_of(p[0], starts, ends)
         return dist, found
+
+    def _ids_of(self, positions: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                ) -> np.ndarray:
+        """Ids of positions in the probed cells laid end to end (then the tail): only the k
+        found are looked up, never an id array of every candidate."""
+        bounds = np.concatenate([[0], np.cumsum(ends - starts)])
+        part = np.searchsorted(bounds, positions, side="right") - 1
+        in_cells = part < len(starts)
+        ids = np.empty(len(positions), np.int64)
+        cell_part = part[in_cells]
+        ids[in_cells] = self.cell_ids[starts[cell_part] + positions[in_cells]
+                                      - bounds[cell_part]]
+        ids[~in_cells] = self.tail_ids[positions[~in_cells] - bounds[-1]]
+        return ids
 
     def to_arrays(self) -> list[np.ndarray]:
         self.regroup()
@@ -373,12 +387,24 @@ class BinaryIndex:
         k = min(policy.recall_k, len(codes))
         query_sets = [(queries, faiss.knn_hamming(queries, codes, k)[0])
                       for queries in (indexed, unseen, far)]
-        while True:
-            recall = min(recall_lower_bound(cells.search(queries, k)[0], exact)
-                         for queries, exact in query_sets)
-            if recall >= policy.target_recall or cells.nprobe >= nlist:
-                break
-            cells.nprobe = min(cells.nprobe * 2, nlist)
+
+        def recall_at(nprobe: int) -> float:
+            cells.nprobe = nprobe
+            return min(recall_lower_bound(cells.search(queries, k)[0], exact)
+                       for queries, exact in query_sets)
+
+        missed, nprobe = 0, 1  # the largest nprobe known to miss the target, and a try
+        while (recall := recall_at(nprobe)) < policy.target_recall and nprobe < nlist:
+            missed, nprobe = nprobe, min(nprobe * 2, nlist)
+        # between the last miss and the first hit: the smallest that still reaches the
+        # target (to within 1/8), since a query's time grows with nprobe
+        while recall >= policy.target_recall and nprobe - missed > max(nprobe // 8, 1):
+            middle = (missed + nprobe) // 2
+            if (tried := recall_at(middle)) >= policy.target_recall:
+                nprobe, recall = middle, tried
+            else:
+                missed = middle
+        cells.nprobe = nprobe
         self._layout, self.calibrated_recall = cells, recall
 
     # -- persistence ---------------------------------------------------------------------

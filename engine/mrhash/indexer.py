@@ -26,6 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mrhash_contract.index_layout import (  # the folder's layout, shared with the plugin
+    CODES_FILE,
+    DB_FILE,
+    EMBEDDINGS_FILE,
+    LOCK_FILE,
+    THUMBNAIL_DIR,
+)
 
 from mrhash.embeddings import EmbeddingTable, pack_codes
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
@@ -45,11 +52,6 @@ from mrhash.sources import (
 )
 from mrhash.tiling import Tile, tile_grid
 
-DB_FILE = "index.sqlite"
-CODES_FILE = "codes.faiss"
-EMBEDDINGS_FILE = "embeddings.f16"  # cache of the tiles' embeddings (embeddings.py)
-LOCK_FILE = "index.lock"  # held by the one process writing the index
-THUMBNAIL_DIR = "thumbnails"
 BATCH_SIZE = 32
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from mrhash_contract.choices import RASTER_EXTENSIONS
 from rasterio._err import CPLE_BaseError  # GDAL's errors (e.g. a failed reprojection)
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -45,7 +46,6 @@ from mrhash.errors import BadInput
 from mrhash.remote import RemoteOptions, is_remote
 
 # Raster files a folder scan or a product folder considers (others, like labels JSON, are ignored).
-RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".img", ".vrt")
 # Default memory a Source may use to keep whole files in memory (beyond it: windowed reads).
 DEFAULT_CACHE_BYTES = 1 << 30
 # Exactly transformed points every this many output pixels for reads across CRSs.

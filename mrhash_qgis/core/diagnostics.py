@@ -46,7 +46,7 @@ def report(client: EngineClient, doctor: dict | None = None) -> str:
     engine = settings.EngineSettings.load()
     state = settings.managed_state()
     try:
-        base = find_base_python(settings.get("setup/python"))
+        base = find_base_python(settings.SETUP_PYTHON.get())
         base_text = f"{base.path} (Python {base.version})"
     except SetupError as error:
         base_text = f"none usable: {error.message}"

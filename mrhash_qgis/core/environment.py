@@ -32,11 +32,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mrhash_qgis.contract.choices import DEVICES
+
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STAMP_NAME = "mrhash-engine.json"
 LOG_NAME = "setup.log"
+ENGINE_PACKAGES = ("mrhash", "mrhash_contract")  # what the engine wheel holds
 SUPPORTED_PYTHONS = ((3, 10), (3, 14))  # torch, faiss-cpu and rasterio publish wheels for these
-BUILD_DEVICES = ("auto", "cpu", "cuda")
+BUILD_DEVICES = DEVICES  # the PyTorch build: for the devices jobs can ask for
 # Free space a set-up needs in the target folder (measured sizes + pip's unpacking room).
 REQUIRED_FREE_BYTES = {"cpu": 2_500_000_000, "cuda": 9_000_000_000}
 # PyTorch's own wheel indexes: the CPU build is a fraction of the size of PyPI's Linux/Windows
@@ -486,13 +489,15 @@ def source_arguments(options: SetupOptions, device: str, log: Callable[[str], No
 
 def engine_wheel(source: Path, folder: Path) -> Path:
     """A wheel of the bundled engine (pure Python), made with the standard library so that the
-    set-up needs no build tools and works offline; it gives the environment `mrhash`."""
+    set-up needs no build tools and works offline; it gives the environment `mrhash` and the
+    contract it shares with the plugin, `mrhash_contract`."""
     version = engine_version(source)
     dist_info = f"mrhash-{version}.dist-info"
     path = folder / f"mrhash-{version}-py3-none-any.whl"
     files: dict[str, bytes] = {}
-    for file in sorted((source / "mrhash").rglob("*.py")):
-        files[file.relative_to(source).as_posix()] = file.read_bytes()
+    for package in ENGINE_PACKAGES:
+        for file in sorted((source / package).rglob("*.py")):
+            files[file.relative_to(source).as_posix()] = file.read_bytes()
     files[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: mrhash\nVersion: {version}\n"
                                       "Summary: MrHash engine (bundled with the QGIS plugin)\n"
                                       ).encode()

@@ -24,6 +24,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from mrhash_qgis.contract.index_layout import RESULTS_DIR
 from mrhash_qgis.core.fields import field
 from mrhash_qgis.core.i18n import tr
 
@@ -74,7 +75,7 @@ class ResultsStore:
                     return cls(path)
         if project.fileName():
             return cls(Path(project.absolutePath()) / f"{project.baseName()}{SUFFIX}")
-        folder = Path(index_dir) / "results"
+        folder = Path(index_dir) / RESULTS_DIR
         if not index_dir or not _writable_folder(folder):
             folder = Path(QgsApplication.qgisSettingsDirPath()) / "mrhash" / "results"
             folder.mkdir(parents=True, exist_ok=True)

@@ -33,12 +33,53 @@ BUNDLED_ENGINE_DIR = PLUGIN_DIR / "engine"
 _PREFIX = "mrhash/"
 
 
-def get(key: str, default: str = "") -> str:
+def _get(key: str, default: str = "") -> str:
     return str(QgsSettings().value(_PREFIX + key, default) or default)
 
 
-def put(key: str, value: str) -> None:
+def _put(key: str, value: str) -> None:
     QgsSettings().setValue(_PREFIX + key, value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One remembered value, `mrhash/<key>` in QgsSettings, read back as the type of its
+    default (str, int or bool; a hand-edited or damaged value reads as the default)."""
+
+    key: str
+    default: str | int | bool = ""
+
+    def get(self):
+        raw = _get(self.key)
+        if isinstance(self.default, bool):
+            return raw in ("true", "1") if raw else self.default
+        if isinstance(self.default, int):
+            return int(raw) if raw.lstrip("-").isdigit() else self.default
+        return raw or self.default
+
+    def put(self, value: str | int | bool) -> None:
+        if isinstance(self.default, bool):
+            _put(self.key, "true" if value else "false")
+        else:
+            _put(self.key, str(value))
+
+
+# every value the plugin remembers (the training wizard's parameters: TrainSettings below)
+LAST_FOLDER = Setting("last/folder")            # the index dialog's rasters folder
+LAST_MODEL = Setting("last/model")              # the model last trained, indexed or queried
+LAST_INDEX = Setting("last/index")              # the index last built or queried
+DASK_ADDRESS = Setting("last/dask")             # the index dialog's Dask scheduler
+DASK_ON = Setting("last/dask_on", False)        # … and whether to use it
+QUERY_K = Setting("query/k", 12)
+QUERY_EXCLUDE_M = Setting("query/exclude_m", 0)
+QUERY_SNAP = Setting("query/snap", True)
+QUERY_APPEND = Setting("query/append", False)
+ENGINE_PYTHON = Setting("engine/python")        # another Python the user chose ("" = default)
+ENGINE_DEVICE = Setting("engine/device", "auto")
+SETUP_PYTHON = Setting("setup/python")          # the base Python of *Set up the engine*
+SETUP_DEVICE = Setting("setup/device", "auto")  # the PyTorch build to install
+SETUP_FIND_LINKS = Setting("setup/find_links")  # a wheel folder (offline set-up)
+SETUP_INDEX_URL = Setting("setup/index_url")    # an organisation's package index
 
 
 def managed_target() -> Path:
@@ -59,9 +100,9 @@ def checkout_interpreter() -> str:
 
 def setup_options(fresh: bool) -> SetupOptions:
     """The set-up the user configured in Settings (torch build, wheel folder, index, Python)."""
-    return SetupOptions(target=managed_target(), python=get("setup/python"),
-                        device=get("setup/device", "auto"), find_links=get("setup/find_links"),
-                        index_url=get("setup/index_url"), fresh=fresh)
+    return SetupOptions(target=managed_target(), python=SETUP_PYTHON.get(),
+                        device=SETUP_DEVICE.get(), find_links=SETUP_FIND_LINKS.get(),
+                        index_url=SETUP_INDEX_URL.get(), fresh=fresh)
 
 
 @dataclass(frozen=True)
@@ -75,8 +116,8 @@ class EngineSettings:
 
     @classmethod
     def load(cls) -> EngineSettings:
-        device = get("engine/device", "auto")
-        custom = get("engine/python")
+        device = ENGINE_DEVICE.get()
+        custom = ENGINE_PYTHON.get()
         if custom:
             return cls(custom, device, "managed" if _is_managed(custom) else "custom")
         if managed_state().usable:
@@ -89,8 +130,8 @@ class EngineSettings:
     def save(self) -> None:
         # Only another Python is stored: an empty value means "the default", so a moved
         # checkout or a rebuilt environment keeps working.
-        put("engine/python", self.python if self.kind == "custom" else "")
-        put("engine/device", self.device)
+        ENGINE_PYTHON.put(self.python if self.kind == "custom" else "")
+        ENGINE_DEVICE.put(self.device)
 
     def command(self) -> list[str]:
         return [self.python, "-m", "mrhash", "serve"]
@@ -134,10 +175,10 @@ class TrainSettings:
 
     @classmethod
     def load(cls) -> TrainSettings:
-        defaults = cls(device=get("engine/device", "auto"))
+        defaults = cls(device=ENGINE_DEVICE.get())
         stored: dict = {}
         for item in fields(cls):
-            raw = get(f"train/{item.name}")
+            raw = _get(f"train/{item.name}")
             if isinstance(getattr(defaults, item.name), int):
                 if raw.isdigit():  # a hand-edited or damaged value falls back to the default
                     stored[item.name] = int(raw)
@@ -147,7 +188,7 @@ class TrainSettings:
 
     def save(self) -> None:
         for item in fields(self):
-            put(f"train/{item.name}", str(getattr(self, item.name)))
+            _put(f"train/{item.name}", str(getattr(self, item.name)))
 
 
 def _is_managed(python: str) -> bool:

@@ -110,7 +110,7 @@ class EngineSetup(QObject):
         self.task = None
         self.last_message = tr("Engine ready: mrhash {engine}, torch {torch} ({device})").format(
             engine=stamp.get("engine"), torch=stamp.get("torch"), device=stamp.get("device"))
-        settings.put("engine/python", "")  # the user asked for this environment: use it
+        settings.ENGINE_PYTHON.put("")  # the user asked for this environment: use it
         self.client.settings = None
         self.client.restart()
         self.finished.emit(True, self.last_message)

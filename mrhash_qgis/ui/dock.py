@@ -32,6 +32,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from mrhash_qgis.contract.index_layout import IndexReader
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.engine_client import (
@@ -53,7 +54,6 @@ from mrhash_qgis.core.hits_layer import (
     usable,
 )
 from mrhash_qgis.core.i18n import tr
-from mrhash_qgis.core.index_footprints import tile_at
 from mrhash_qgis.core.results import ResultsStore, export_layer
 from mrhash_qgis.core.searches import (
     IRRELEVANT,
@@ -72,12 +72,12 @@ CURRENT_KEY = "current_search"
 WITHIN_ANYWHERE, WITHIN_EXTENT, WITHIN_SELECTION = "anywhere", "extent", "selection"
 
 
-def _setting_checkbox(text: str, key: str, default: bool, tooltip: str) -> QCheckBox:
-    """A checkbox whose state lives in the plugin settings under `key`."""
+def _setting_checkbox(text: str, setting: settings.Setting, tooltip: str) -> QCheckBox:
+    """A checkbox whose state is remembered as `setting`."""
     box = QCheckBox(text)
     box.setToolTip(tooltip)
-    box.setChecked(settings.get(key, "true" if default else "false") == "true")
-    box.toggled.connect(lambda on: settings.put(key, "true" if on else "false"))
+    box.setChecked(setting.get())
+    box.toggled.connect(setting.put)
     return box
 
 
@@ -127,17 +127,17 @@ class MrHashDock(QgsDockWidget):
 
         form = QFormLayout()
         self.model_widget = QgsFileWidget()
-        self.model_widget.setFilePath(settings.get("last/model"))
+        self.model_widget.setFilePath(settings.LAST_MODEL.get())
         self.model_widget.setToolTip(tr("Model package trained with MrHash"))
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.index_widget.setFilePath(settings.get("last/index"))
-        self.index_widget.fileChanged.connect(lambda path: settings.put("last/index", path))
-        self.model_widget.fileChanged.connect(lambda path: settings.put("last/model", path))
+        self.index_widget.setFilePath(settings.LAST_INDEX.get())
+        self.index_widget.fileChanged.connect(settings.LAST_INDEX.put)
+        self.model_widget.fileChanged.connect(settings.LAST_MODEL.put)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 500)
-        self.k_spin.setValue(int(settings.get("query/k", "12")))
-        self.k_spin.valueChanged.connect(lambda k: settings.put("query/k", str(k)))
+        self.k_spin.setValue(settings.QUERY_K.get())
+        self.k_spin.valueChanged.connect(settings.QUERY_K.put)
         self.within_combo = QComboBox()
         for text, key in ((tr("Anywhere in the index"), WITHIN_ANYWHERE),
                           (tr("Within the map extent"), WITHIN_EXTENT),
@@ -150,8 +150,8 @@ class MrHashDock(QgsDockWidget):
         self.exclude_spin.setSingleStep(500)
         self.exclude_spin.setSuffix(" m")
         self.exclude_spin.setSpecialValueText(tr("off"))
-        self.exclude_spin.setValue(int(settings.get("query/exclude_m", "0")))
-        self.exclude_spin.valueChanged.connect(lambda m: settings.put("query/exclude_m", str(m)))
+        self.exclude_spin.setValue(settings.QUERY_EXCLUDE_M.get())
+        self.exclude_spin.valueChanged.connect(settings.QUERY_EXCLUDE_M.put)
         self.exclude_spin.setToolTip(tr("Leave out hits this close to the query: places like "
                                         "it elsewhere, not its own neighbourhood"))
         form.addRow(tr("Model"), self.model_widget)
@@ -161,11 +161,11 @@ class MrHashDock(QgsDockWidget):
         form.addRow(tr("Skip hits within"), self.exclude_spin)
         layout.addLayout(form)
         self.snap_check = _setting_checkbox(
-            tr("Snap clicks to the indexed tile under them"), "query/snap", True,
+            tr("Snap clicks to the indexed tile under them"), settings.QUERY_SNAP,
             tr("Query with the stored code of the tile under the click (exact, fast); off: "
                "encode the patch centred on the click"))
         self.append_check = _setting_checkbox(
-            tr("Keep earlier results (add each query's hits)"), "query/append", False,
+            tr("Keep earlier results (add each query's hits)"), settings.QUERY_APPEND,
             tr("Off: each query replaces the hits layer. On: hits are added, numbered by query "
                "in its 'query' field"))
         layout.addWidget(self.snap_check)
@@ -330,7 +330,7 @@ class MrHashDock(QgsDockWidget):
 
     def _where(self, index: str, location: QueryLocation) -> dict:
         if self.snap_check.isChecked() and not location.footprint_wkt and location.lonlat:
-            tile = tile_at(index, *location.lonlat)
+            tile = IndexReader(index).tile_at(*location.lonlat)
             if tile is not None:
                 return {"tile": tile}
         return location.params()

@@ -24,8 +24,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.core.engine_client import FIX_REBUILD, EngineClient, log
 from mrhash_qgis.core.engine_task import EngineTask
 from mrhash_qgis.core.i18n import tr
@@ -62,10 +62,10 @@ class IndexDialog(QDialog):
         form = QFormLayout()
         self.folder_widget = QgsFileWidget()
         self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.folder_widget.setFilePath(settings.get("last/folder"))
+        self.folder_widget.setFilePath(settings.LAST_FOLDER.get())
         self.model_widget = QgsFileWidget()
         self.model_widget.setFilter(tr("MrHash model (*.safetensors)"))
-        self.model_widget.setFilePath(settings.get("last/model"))
+        self.model_widget.setFilePath(settings.LAST_MODEL.get())
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.folder_widget.fileChanged.connect(self._suggest_index)
@@ -90,7 +90,7 @@ class IndexDialog(QDialog):
         form.addRow(tr("Tile size (px)"), self.tile_spin)
         form.addRow(tr("Stride (px)"), self.stride_spin)
         self.dask_check = QCheckBox(tr("Run on a Dask cluster at"))
-        self.dask_edit = QLineEdit(settings.get("last/dask"))
+        self.dask_edit = QLineEdit(settings.DASK_ADDRESS.get())
         self.dask_edit.setPlaceholderText(tr("tcp://scheduler:8786, or local:4 for 4 processes "
                                              "here"))
         self.dask_edit.setToolTip(tr(
@@ -99,7 +99,7 @@ class IndexDialog(QDialog):
             "this machine: a shared drive or URLs."))
         self.dask_edit.setEnabled(False)
         self.dask_check.toggled.connect(self.dask_edit.setEnabled)
-        self.dask_check.setChecked(bool(settings.get("last/dask_on")))
+        self.dask_check.setChecked(settings.DASK_ON.get())
         form.addRow(tr("Bands"), self.bands_edit)
         form.addRow(self.dask_check, self.dask_edit)
         form.addRow("", self.rebuild_check)
@@ -150,7 +150,7 @@ class IndexDialog(QDialog):
             params["stride"] = self.stride_spin.value()
         bands = parse_bands(self.bands_edit.text())
         if bands:
-            params["bands"] = bands
+            params["bands"] = list(bands)
         if self.dask_check.isChecked() and self.dask_edit.text().strip():
             params["dask"] = self.dask_edit.text().strip()
         return params
@@ -167,10 +167,10 @@ class IndexDialog(QDialog):
             self.status_label.setText(tr("Give the Dask scheduler's address, or untick the "
                                          "cluster."))
             return None
-        settings.put("last/folder", params["folder"])
-        settings.put("last/model", params["model"])
-        settings.put("last/dask", self.dask_edit.text().strip())
-        settings.put("last/dask_on", "1" if self.dask_check.isChecked() else "")
+        settings.LAST_FOLDER.put(params["folder"])
+        settings.LAST_MODEL.put(params["model"])
+        settings.DASK_ADDRESS.put(self.dask_edit.text().strip())
+        settings.DASK_ON.put(self.dask_check.isChecked())
         self.task = EngineTask(tr("MrHash: index {folder}").format(
             folder=Path(params["folder"]).name), self.client, "index", params)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
@@ -211,7 +211,7 @@ class IndexDialog(QDialog):
                        "were kept (tick Rebuild to drop them)").format(n=len(kept))
         self.status_label.setText(text)
         index = result.get("index", self.index_widget.filePath())
-        settings.put("last/index", index)
+        settings.LAST_INDEX.put(index)
         try:
             self.footprints = add_footprints_layer(index)
         except ValueError as error:

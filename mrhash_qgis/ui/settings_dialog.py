@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from mrhash_qgis.contract.choices import DEVICES
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.diagnostics import report
 from mrhash_qgis.core.engine_client import FIX_SETUP, STATE_FAILED, STATE_READY, EngineClient
@@ -29,8 +30,6 @@ from mrhash_qgis.core.environment import BUILD_DEVICES, SetupError, nvidia_gpu
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import EngineSettings
 from mrhash_qgis.core.setup_task import EngineSetup
-
-JOB_DEVICES = ("auto", "cpu", "cuda")
 
 
 def _dir_widget(path: str, tooltip: str) -> QgsFileWidget:
@@ -98,14 +97,14 @@ class SettingsDialog(QDialog):
                      else tr("auto (no NVIDIA GPU: CPU)"))
         for device in BUILD_DEVICES:
             self.build_combo.addItem(auto_text if device == "auto" else device, device)
-        self.build_combo.setCurrentIndex(BUILD_DEVICES.index(settings.get("setup/device", "auto")))
-        self.wheels_widget = _dir_widget(settings.get("setup/find_links"),
+        self.build_combo.setCurrentIndex(BUILD_DEVICES.index(settings.SETUP_DEVICE.get()))
+        self.wheels_widget = _dir_widget(settings.SETUP_FIND_LINKS.get(),
                                          tr("Install offline from this folder of wheels only"))
-        self.index_edit = QLineEdit(settings.get("setup/index_url"))
+        self.index_edit = QLineEdit(settings.SETUP_INDEX_URL.get())
         self.index_edit.setPlaceholderText(tr("default: PyPI (and PyTorch's index for the "
                                               "build)"))
         self.base_widget = QgsFileWidget()
-        self.base_widget.setFilePath(settings.get("setup/python"))
+        self.base_widget.setFilePath(settings.SETUP_PYTHON.get())
         self.base_widget.lineEdit().setPlaceholderText(tr("empty: found automatically"))
         install.addRow(tr("PyTorch build"), self.build_combo)
         install.addRow(tr("Wheel folder (offline)"), self.wheels_widget)
@@ -115,7 +114,7 @@ class SettingsDialog(QDialog):
 
         jobs = QFormLayout()
         self.device_combo = QComboBox()
-        self.device_combo.addItems(JOB_DEVICES)
+        self.device_combo.addItems(DEVICES)
         self.device_combo.setCurrentText(current.device)
         jobs.addRow(tr("Device for jobs"), self.device_combo)
         layout.addLayout(jobs)
@@ -188,10 +187,10 @@ class SettingsDialog(QDialog):
 
     # set-up, repair, remove
     def save_setup_options(self) -> None:
-        settings.put("setup/device", self.build_combo.currentData())
-        settings.put("setup/find_links", self.wheels_widget.filePath().strip())
-        settings.put("setup/index_url", self.index_edit.text().strip())
-        settings.put("setup/python", self.base_widget.filePath().strip())
+        settings.SETUP_DEVICE.put(self.build_combo.currentData())
+        settings.SETUP_FIND_LINKS.put(self.wheels_widget.filePath().strip())
+        settings.SETUP_INDEX_URL.put(self.index_edit.text().strip())
+        settings.SETUP_PYTHON.put(self.base_widget.filePath().strip())
 
     def start_setup(self, fresh: bool) -> None:
         if self.setup.running:
@@ -244,7 +243,7 @@ class SettingsDialog(QDialog):
             return EngineSettings(python, self.device_combo.currentText(), "custom")
         default = EngineSettings.load()
         if default.kind == "custom":  # the field was just cleared: back to the default
-            settings.put("engine/python", "")
+            settings.ENGINE_PYTHON.put("")
             default = EngineSettings.load()
         return EngineSettings(default.python, self.device_combo.currentText(), default.kind)
 

@@ -49,8 +49,9 @@ from qgis.PyQt.QtWidgets import (
     QWizardPage,
 )
 
+from mrhash_qgis.contract.bands import parse_bands
+from mrhash_qgis.contract.choices import BITS, DEVICES
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.bands import parse_bands
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
 from mrhash_qgis.core.engine_task import EngineTask
 from mrhash_qgis.core.environment import PLUGIN_DIR
@@ -63,8 +64,6 @@ from mrhash_qgis.ui.loss_plot import LossPlot
 from mrhash_qgis.ui.stac_dialog import StacDialog
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
-BITS = (16, 32, 64, 128)
-DEVICES = ("auto", "cpu", "cuda")
 PRIMARY_COLOUR, AUX_COLOURS = QColor("#1d4e89"), ("#e07a1f", "#7b2cbf", "#2a9d8f", "#c1121f")
 MODEL_SUFFIX = ".safetensors"
 # the answers to "Training is running" when the wizard is closed (object names, for tests)
@@ -76,7 +75,7 @@ def default_model_folder() -> Path:
     else the saved project's folder, else MrHash/ in the user's documents (or home) — never
     the plugin's or QGIS's folder, which updates replace (and the engine's working folder
     is the plugin's, so a relative path would land there)."""
-    last = settings.get("train/output_dir")
+    last = settings.TrainSettings.load().output_dir
     if last and Path(last).is_dir():
         return Path(last)
     project = QgsProject.instance().absolutePath()
@@ -727,7 +726,7 @@ class TrainWizard(QWizard):
                        "still use it)").format(previous=result["previous"])
         page.status_label.setText(text)
         page.report_label.setText(report_text(result.get("report")))
-        settings.put("last/model", model)
+        settings.LAST_MODEL.put(model)
         page.completeChanged.emit()
         if not self.isVisible():  # kept running in the background: say so where the user is
             self._announce(text, model)

@@ -126,12 +126,23 @@ def test_ivf_layout_above_exact_max_reaches_target_recall():
         exact = np.stack([numpy_scan(codes, q, 20)[0] for q in queries])
         assert tie_aware_recall(dist, exact) >= 0.95, noise
     assert index.memory_bytes() <= 1.5 * codes.nbytes + 2 * 2**16  # uint32 ids, centroids
+    # every hit's id is the id its code was added with (ids mapped from the probed cells)
+    dist, found = index.search(codes[:40], 20)
+    hits = found >= 0
+    assert (dist[:, 0] == 0).all()
+    from_ids = codes[found[hits] - 1]  # ids are 1..20000 in code order
+    recomputed = np.unpackbits(from_ids ^ np.repeat(codes[:40], hits.sum(axis=1), axis=0),
+                               axis=1).sum(axis=1)
+    assert np.array_equal(recomputed, dist[hits])
     # new codes wait in a tail that searches cover, then join their cells
     extra = _clustered(300, np.random.default_rng(7))
     index.add(np.arange(30001, 30301), extra)
-    assert index.search(extra[:1], 1)[0][0, 0] == 0
+    dist, found = index.search(extra[:3], 1)
+    assert (dist[:, 0] == 0).all() and (found[:, 0] == [30001, 30002, 30003]).all()
     index.optimize()
-    assert index.search(extra[:1], 1)[0][0, 0] == 0 and index.ntotal == 20300
+    dist, found = index.search(extra[:3], 1)
+    assert (dist[:, 0] == 0).all() and (found[:, 0] == [30001, 30002, 30003]).all()
+    assert index.ntotal == 20300
     index.remove(np.arange(30001, 30301))
     # the layout survives a save/load with its calibrated nprobe
     loaded, header = BinaryIndex.from_bytes(index.to_bytes(3))

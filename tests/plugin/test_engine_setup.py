@@ -123,7 +123,7 @@ def test_headless_setup_then_train_index_query_with_thumbnails(built_env, env_in
 
 def test_the_plugin_uses_the_profiles_environment(built_env, monkeypatch, qgis_app):
     monkeypatch.setattr(settings, "managed_target", lambda: built_env["target"])
-    settings.put("engine/python", "")
+    settings.ENGINE_PYTHON.put("")
     engine = settings.EngineSettings.load()
     assert engine.kind == "managed" and engine.python == str(built_env["python"])
     assert "PYTHONPATH" not in engine.environment()  # the environment's own engine runs
@@ -143,7 +143,7 @@ def test_broken_environment_is_named_and_repaired_from_the_dock(built_env, env_i
     from mrhash_qgis.ui.dock import MrHashDock
 
     monkeypatch.setattr(settings, "managed_target", lambda: built_env["target"])
-    settings.put("engine/python", "")
+    settings.ENGINE_PYTHON.put("")
     python = str(built_env["python"])
     subprocess.run([python, "-m", "pip", "uninstall", "-y", "pillow"], check=True,
                    capture_output=True)
@@ -195,7 +195,7 @@ def test_cancel_in_the_middle_leaves_an_environment_never_taken_for_working(
 
     target = tmp_path / "engine"
     monkeypatch.setattr(settings, "managed_target", lambda: target)
-    settings.put("setup/python", BASE_PYTHON)
+    settings.SETUP_PYTHON.put(BASE_PYTHON)
     client = EngineClient()
     setup = EngineSetup(client)
     steps: list[tuple[float, str]] = []
@@ -209,7 +209,7 @@ def test_cancel_in_the_middle_leaves_an_environment_never_taken_for_working(
         setup.cancel()
         wait_for(lambda: finished, 120, "the cancelled task")
     finally:
-        settings.put("setup/python", "")
+        settings.SETUP_PYTHON.put("")
     ok, message = finished[0]
     assert not ok and "cancelled" in message
     state = inspect_env(target)

@@ -86,11 +86,11 @@ def test_missing_fields_are_named(qgis_iface, engine):
 def test_band_selection_reaches_the_engine(qgis_iface, trained, s2, tmp_path, engine):
     """Bands typed in the dialog select the rasters' bands the model encodes; a band the
     rasters lack is a clear error naming the file, and the rest of the folder still runs."""
-    from mrhash_qgis.core.bands import parse_bands
+    from mrhash_qgis.contract.bands import parse_bands
     from mrhash_qgis.ui.index_dialog import IndexDialog
 
-    assert parse_bands(" 4, 3,2 ") == [4, 3, 2] and parse_bands("B04,B03") == ["B04", "B03"]
-    assert parse_bands("") is None
+    assert parse_bands(" 4, 3,2 ") == (4, 3, 2) and parse_bands("B04,B03") == ("B04", "B03")
+    assert parse_bands("") is None and parse_bands(" , ") is None
     dialog = IndexDialog(qgis_iface, engine)
     dialog.folder_widget.setFilePath(str(s2.archive_dir))
     dialog.model_widget.setFilePath(trained.model)

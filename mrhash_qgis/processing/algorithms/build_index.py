@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from mrhash_qgis.core.bands import parse_bands
+from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -70,7 +70,7 @@ class BuildIndexAlgorithm(EngineAlgorithm):
                 params[key] = value
         bands = parse_bands(self.parameterAsString(parameters, "BANDS", context))
         if bands:
-            params["bands"] = bands
+            params["bands"] = list(bands)
         dask = self.parameterAsString(parameters, "DASK", context).strip()
         if dask:
             params["dask"] = dask

@@ -14,12 +14,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from mrhash_qgis.core.bands import parse_bands
+from mrhash_qgis.contract.bands import parse_bands
+from mrhash_qgis.contract.choices import BITS, DEFAULT_BITS, DEVICES
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths, source_spec
-
-BITS = (16, 32, 64, 128)
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class TrainModelAlgorithm(EngineAlgorithm):
@@ -53,7 +51,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "AUXILIARY_FOLDER", tr("Auxiliary folder (e.g. the band files of one product)"),
             optional=True, behavior=QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterEnum(
-            "BITS", tr("Hash bits"), [str(b) for b in BITS], defaultValue=BITS.index(64)))
+            "BITS", tr("Hash bits"), [str(b) for b in BITS], defaultValue=BITS.index(DEFAULT_BITS)))
         self.addParameter(QgsProcessingParameterNumber(
             "CLUSTERS", tr("Pseudo-label clusters"), QgsProcessingParameterNumber.Type.Integer, 16,
             minValue=2, maxValue=1000))

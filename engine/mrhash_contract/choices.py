@@ -1,0 +1,11 @@
+"""The values a request may choose from: the plugin's combo boxes and the engine's checks
+read the same tuples."""
+
+from __future__ import annotations
+
+BITS = (16, 32, 64, 128)              # hash code lengths a model can be trained with
+DEFAULT_BITS = 64
+DEVICES = ("auto", "cpu", "cuda")     # where the engine runs a job ("cuda:N" too, engine side)
+# raster file types a folder is searched for (GDAL reads them; .jp2 is often a GeoTIFF inside)
+RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2", ".img", ".vrt")
+DASK_LOCAL_PREFIX = "local:"          # `--dask local:N`: N worker processes on this machine
