@@ -192,6 +192,19 @@ def test_build_on_a_dask_cluster_from_the_dialog(qgis_iface, trained, s2, tmp_pa
     address nobody answers is an error naming it, with no index written."""
     import socket
 
+    from mrhash_qgis.core import settings
+
+    try:
+        _dask_builds(qgis_iface, trained, s2, tmp_path, engine, socket)
+    finally:  # the dialog remembers the cluster: later dialogs must not build on it
+        settings.DASK_ON.put(False)
+        settings.DASK_ADDRESS.put("")
+    from mrhash_qgis.ui.index_dialog import IndexDialog
+
+    assert not IndexDialog(qgis_iface, engine).dask_check.isChecked()
+
+
+def _dask_builds(qgis_iface, trained, s2, tmp_path, engine, socket) -> None:
     dialog = index_dialog(qgis_iface, engine, s2.archive_dir, trained.model,
                           tmp_path / "dask_index")
     dialog.dask_check.setChecked(True)
@@ -211,3 +224,8 @@ def test_build_on_a_dask_cluster_from_the_dialog(qgis_iface, trained, s2, tmp_pa
     assert not (tmp_path / "unreached_index").exists()
     dialog.dask_check.setChecked(False)
     assert "dask" not in dialog.params()
+    # the address and the choice are remembered for the next dialog
+    from mrhash_qgis.ui.index_dialog import IndexDialog
+
+    again = IndexDialog(qgis_iface, engine)
+    assert again.dask_check.isChecked() and again.dask_edit.text() == f"tcp://127.0.0.1:{port}"
