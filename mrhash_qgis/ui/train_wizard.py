@@ -632,8 +632,8 @@ class TrainWizard(QWizard):
 
     def cancel_training(self) -> None:
         if self.task is not None:
-            self.task.cancel()
             self.train_page.status_label.setText(tr("Cancelling…"))
+            self.task.cancel()  # may end the task at once: the page then says so
 
     def _lock_back(self, locked: bool) -> None:
         """Back would leave a running training behind: QWizard disables Back on the page
@@ -682,7 +682,6 @@ class TrainWizard(QWizard):
     def _on_progress(self, event: dict) -> None:
         if self.task is None:  # a progress event queued before the job ended: stale
             return
-        self.trainingProgress.emit(event)
         page = self.train_page
         if event.get("fraction") is not None:
             page.progress.setValue(int(100 * float(event["fraction"])))
@@ -702,6 +701,9 @@ class TrainWizard(QWizard):
             if event.get("kl_code") is not None:
                 line += tr(" (code KL {kl})").format(kl=f"{event['kl_code']:.4f}")
             page.log_view.appendPlainText(line)
+        # last: a slot may cancel, and a cancelled task can end (and say so on this page)
+        # before the emit returns; nothing after it may overwrite that
+        self.trainingProgress.emit(event)
 
     def _on_finished(self, result: dict) -> None:
         self.task = None
