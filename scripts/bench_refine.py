@@ -77,10 +77,10 @@ SCORERS = {
 def train_dev_model(dataset: Path, seed: int, out: Path) -> Path:
     """A model trained as `mrhash eval` trains its MrHash row (same defaults and sources)."""
     from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
-    from mrhash.commands.raster import parse_bands
     from mrhash.evaluate import scan_dataset
     from mrhash.sources import SourceSpec
     from mrhash.train import TrainConfig, train_model
+    from mrhash_contract.bands import parse_bands
 
     paths, _ = scan_dataset(dataset)  # the labels are not passed on
     primary = tuple(SourceSpec("primary", (p,), parse_bands(EUROSAT_PRIMARY)) for p in paths)

@@ -109,8 +109,8 @@ def _naive_reader(primary_spec, aux_path: str, size: int):
 
 def run(args: argparse.Namespace) -> dict:
     import numpy as np
+    from mrhash_contract.bands import parse_bands
 
-    from mrhash.commands.raster import parse_bands
     from mrhash.coreg import MultiSourceReader
     from mrhash.sources import SourceSpec, open_source, spec_from_folder
     from mrhash.tiling import tile_grid

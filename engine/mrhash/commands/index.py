@@ -145,8 +145,9 @@ class ProgressPrinter:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from mrhash_contract.bands import parse_bands
+
     from mrhash.cli import write_json
-    from mrhash.commands.raster import parse_bands
     from mrhash.device import limit_threads, resolve_device
     from mrhash.errors import Cancelled
     from mrhash.indexer import DB_FILE, build_index

@@ -8,9 +8,9 @@ import argparse
 import sys
 from typing import Any
 
+from mrhash_contract.bands import parse_bands
 from mrhash_contract.choices import BITS, DEVICES
 
-from mrhash.commands.raster import parse_bands
 from mrhash.errors import BadInput
 
 # EuroSAT-MS band order: B01 B02 B03 B04 B05 B06 B07 B08 B09 B10 B11 B12 B8A (1-based below)

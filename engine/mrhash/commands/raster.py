@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mrhash_contract.bands import parse_bands  # noqa: F401 (the commands' band parser)
+from mrhash_contract.bands import parse_bands
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
