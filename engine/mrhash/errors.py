@@ -3,11 +3,13 @@ that names the file and the problem; none of them should ever surface as a trace
 
 from __future__ import annotations
 
+from mrhash_contract import protocol
+
 
 class MrHashError(Exception):
     """Base class: an expected failure with a message fit for a user."""
 
-    code = "error"
+    code = protocol.ERROR
 
     def __init__(self, message: str, *, path: str | None = None, fix: str | None = None):
         self.path = path
@@ -30,37 +32,37 @@ FIXES = ("rebuild", "index", "model")
 class BadInput(MrHashError):
     """Unreadable, malformed or inconsistent input (raster, footprint, band, parameter)."""
 
-    code = "bad_input"
+    code = protocol.BAD_INPUT
 
 
 class OutsideIndex(BadInput):
     """A point query on no indexed raster, with no raster given to read the patch from."""
 
-    code = "outside_index"
+    code = protocol.OUTSIDE_INDEX
 
 
 class ModelFormatError(MrHashError):
     """A model package that is missing, corrupted, or of an unsupported format version."""
 
-    code = "bad_model"
+    code = protocol.BAD_MODEL
 
 
 class IndexCorrupted(MrHashError):
     """An index folder whose files are truncated, inconsistent, or made by another model."""
 
-    code = "bad_index"
+    code = protocol.BAD_INDEX
 
 
 class Cancelled(MrHashError):
     """The user cancelled a long job; work done so far is kept consistent."""
 
-    code = "cancelled"
+    code = protocol.CANCELLED
 
 
 class MissingDependency(MrHashError):
     """The engine's environment lacks a runtime requirement (`package`, imported as `module`)."""
 
-    code = "missing_dependency"
+    code = protocol.MISSING_DEPENDENCY
 
     def __init__(self, module: str, package: str):
         self.module, self.package = module, package
@@ -75,6 +77,8 @@ def user_error(error: BaseException) -> MrHashError | None:
 
     if isinstance(error, MrHashError):
         return error
+    if isinstance(error, protocol.RequestError):
+        return BadInput(str(error))
     if isinstance(error, ModuleNotFoundError):
         from mrhash.doctor import missing_dependency
 
@@ -89,3 +93,13 @@ def user_error(error: BaseException) -> MrHashError | None:
         where = error.filename if isinstance(error.filename, str) else None
         return BadInput(error.strerror or str(error), path=where)
     return None
+
+
+def validated(request):
+    """`request.validate()` with its RequestError as BadInput: the engine's API raises
+    MrHashError, whoever built the request."""
+    try:
+        request.validate()
+    except protocol.RequestError as error:
+        raise BadInput(str(error)) from None
+    return request

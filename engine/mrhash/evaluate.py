@@ -144,8 +144,8 @@ def float_features_at(samples, cache, config, size: int, device) -> np.ndarray:
 
     if size == config.input_size:
         return cache.pooled.numpy().astype(np.float64)
-    net = Backbone(cache.band_counts[0], config.rgb, size,
-                   weights_path=config.backbone_weights).to(device).eval()
+    net = Backbone(cache.band_counts[0], config.rgb, size, weights_path=config.backbone_weights,
+                   name=config.backbone).to(device).eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(samples), config.batch_size):

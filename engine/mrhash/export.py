@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mrhash_contract import index_layout
 
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_output, check_writable
@@ -80,11 +81,7 @@ class Chunk:
 
 
 def _rows(db: sqlite3.Connection) -> Iterator[Chunk]:
-    cursor = db.execute(
-        "SELECT t.id, f.path, t.col, t.row, t.width, t.height, t.valid_fraction, t.code, "
-        "t.west, t.south, t.east, t.north FROM tiles t JOIN files f ON f.id = t.file_id "
-        "ORDER BY t.id")
-    while rows := cursor.fetchmany(CHUNK):
+    for rows in index_layout.tile_rows(db, CHUNK):
         yield Chunk.of(rows)
 
 
@@ -264,8 +261,7 @@ def export_index(index_dir: str | Path, fmt: str | None, output: str | Path,
         db = folder.store.db
         db.execute("BEGIN")  # one snapshot for the count, the extent and every row
         n_tiles = folder.store.count()
-        extent = db.execute("SELECT min(west), min(south), max(east), max(north) "
-                            "FROM tiles").fetchone()
+        extent = index_layout.tile_extent(db)
         done = 0
 
         def tick(n: int) -> None:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mrhash_contract import index_layout
 from mrhash_contract.index_layout import (  # the folder's layout, shared with the plugin
     CODES_FILE,
     DB_FILE,
@@ -92,7 +93,7 @@ class IndexFolder:
         self.store.close()
 
     def meta(self) -> dict[str, str]:
-        return {row[0]: row[1] for row in self.store.db.execute("SELECT key, value FROM meta")}
+        return index_layout.meta(self.store.db)
 
     @property
     def bits(self) -> int:
@@ -104,8 +105,7 @@ class IndexFolder:
         return int(bits)
 
     def n_tiles(self) -> int:
-        return int(self.store.db.execute(
-            "SELECT COALESCE(SUM(n_tiles), 0) FROM files").fetchone()[0])
+        return index_layout.committed_tiles(self.store.db)
 
     @property
     def embeddings_path(self) -> Path:

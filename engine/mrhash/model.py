@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mrhash.backbone import FEATURE_DIM
-
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
@@ -40,7 +38,7 @@ class TargetBlock:
 class MultiSourceAutoencoder(nn.Module):
     """Encoder (primary features -> latent) and one decoder per target block."""
 
-    def __init__(self, blocks: Sequence[TargetBlock], in_dim: int = FEATURE_DIM,
+    def __init__(self, blocks: Sequence[TargetBlock], in_dim: int,
                  latent_dim: int = 64, hidden: int = 512):
         super().__init__()
         self.blocks = tuple(blocks)
@@ -65,7 +63,7 @@ class HashHead(nn.Module):
     """Linear + tanh from pooled backbone features to `bits` relaxed code bits; the sign of
     each output is the code bit at query time."""
 
-    def __init__(self, bits: int, in_dim: int = FEATURE_DIM):
+    def __init__(self, bits: int, in_dim: int):
         super().__init__()
         self.linear = nn.Linear(in_dim, bits)
         # fixed standardisation of the pooled features (set from the training set)
@@ -86,7 +84,7 @@ class HashNet(nn.Module):
     def __init__(self, backbone: nn.Module, bits: int):
         super().__init__()
         self.backbone = backbone
-        self.head = HashHead(bits)
+        self.head = HashHead(bits, backbone.feature_dim)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x01))

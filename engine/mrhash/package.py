@@ -169,14 +169,21 @@ def load_model(path: str | Path) -> HashModel:
 
 def model_from_bytes(data: bytes, path: str) -> HashModel:
     """The model of a package's bytes; `path` is where it came from (errors, `model.path`)."""
-    from mrhash.backbone import Backbone
+    from mrhash.backbone import DEFAULT_BACKBONE, Backbone, backbone_spec
     from mrhash.model import HashNet
 
     config, tensors, fingerprint = parse_package(data, path)
     rgb = config.get("rgb")
     try:
+        backbone_spec(str(config.get("backbone") or DEFAULT_BACKBONE))
+    except BadInput as error:
+        raise ModelFormatError(f"the model was trained with a backbone this engine does not "
+                               f"have ({error.message}); update the engine", path=str(path)
+                               ) from None
+    try:
         backbone = Backbone(int(config["bands"]), tuple(rgb) if rgb else None,
-                            int(config["input_size"]), pretrained=False)
+                            int(config["input_size"]), pretrained=False,
+                            name=str(config.get("backbone") or DEFAULT_BACKBONE))
         net = HashNet(backbone, int(config["bits"]))
         net.load_state_dict(tensors, strict=True)
     except (RuntimeError, ValueError, TypeError) as error:

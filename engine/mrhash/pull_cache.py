@@ -32,6 +32,7 @@ from rasterio._err import CPLE_BaseError  # GDAL's errors (a failed HTTP range r
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from mrhash.crs import crs_string
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_output, atomic_write_bytes
 from mrhash.jobs import JobControl
@@ -48,7 +49,7 @@ from mrhash.remote import (
     stac_url,
     with_timeout,
 )
-from mrhash.sources import Footprint, Source, SourceSpec, crs_string, open_source
+from mrhash.sources import Footprint, Source, SourceSpec, open_source
 
 MARKER = "mrhash-pull-cache.json"
 MARGIN_PX = 3

@@ -22,16 +22,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from mrhash_contract.protocol import Example, RefineRequest
 
-from mrhash.errors import BadInput
-from mrhash.search import MAX_K, Probe, Query, Searcher, _parse_wkt
+from mrhash.errors import validated
+from mrhash.search import Probe, Searcher, _parse_wkt
 
 NEGATIVE_WEIGHT = 0.5  # Rocchio's gamma (beta = 1): weight of the irrelevant examples' mean
-MAX_EXAMPLES = 1000
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -44,75 +43,6 @@ def rocchio(relevant: np.ndarray, irrelevant: np.ndarray,
     norm = float(np.linalg.norm(weights))
     # irrelevant examples equal to the relevant ones cancel them out: keep the relevant mean
     return weights / norm if norm > 1e-6 else relevant.mean(axis=0)
-
-
-@dataclass
-class Example:
-    """One marked example: a tile id, a point (+ crs) or a footprint (+ footprint_crs), each
-    read from `raster` when given (points and footprints), else from the indexed raster."""
-
-    relevant: bool
-    tile: int | None = None
-    point: tuple[float, float] | None = None
-    crs: str = "EPSG:4326"
-    raster: str | None = None
-    footprint: str | None = None
-    footprint_crs: str | None = None
-
-    @classmethod
-    def from_params(cls, item: object, number: int) -> Example:
-        if not isinstance(item, dict):
-            raise BadInput(f"example {number} must be an object with relevant and one of "
-                           "tile, point or footprint")
-        if not isinstance(item.get("relevant"), bool):
-            raise BadInput(f"example {number} needs relevant: true or false")
-        query = Query.from_params(item)
-        return cls(item["relevant"], query.tile, query.point, query.crs, query.raster,
-                   query.footprint, query.footprint_crs)
-
-    def query(self) -> Query:
-        return Query(point=self.point, crs=self.crs, raster=self.raster,
-                     footprint=self.footprint, footprint_crs=self.footprint_crs,
-                     tile=self.tile, k=1)
-
-
-@dataclass
-class RefineRequest:
-    examples: list[Example]
-    k: int = 20
-    exclude_examples: bool = True
-    within: str | None = None            # WKT, EPSG:4326: hits whose centre lies in it
-    thumbnails: bool = False
-
-    @classmethod
-    def from_params(cls, params: dict) -> RefineRequest:
-        """From a worker request's params (BadInput on wrong types)."""
-        examples = params.get("examples")
-        if not isinstance(examples, list):
-            raise BadInput("refine needs examples: a list of {relevant, tile | point | "
-                           "footprint}")
-        try:
-            return cls([Example.from_params(e, n) for n, e in enumerate(examples, start=1)],
-                       k=int(params.get("k", 20)),
-                       exclude_examples=bool(params.get("exclude_examples", True)),
-                       within=params.get("within"),
-                       thumbnails=bool(params.get("thumbnails", False)))
-        except (TypeError, ValueError) as error:
-            raise BadInput(f"bad refine parameters: {error}") from None
-
-    def validate(self) -> None:
-        if not any(e.relevant for e in self.examples):
-            raise BadInput("refine needs at least one relevant example (a tile, point or "
-                           "footprint marked relevant)")
-        if len(self.examples) > MAX_EXAMPLES:
-            raise BadInput(f"at most {MAX_EXAMPLES} examples, got {len(self.examples)}")
-        if not 1 <= self.k <= MAX_K:
-            raise BadInput(f"k must be between 1 and {MAX_K:,}, got {self.k}")
-        for number, example in enumerate(self.examples, start=1):
-            try:
-                example.query().validate()
-            except BadInput as error:
-                raise BadInput(f"example {number}: {error.message}") from None
 
 
 def _hamming(code: bytes, codes: np.ndarray) -> int:
@@ -168,10 +98,10 @@ def _exclude(scores: np.ndarray, ids: np.ndarray, marked: np.ndarray) -> None:
 
 def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = rocchio) -> dict:
     """The `query`-shaped result of a refine request (see the module doc)."""
-    request.validate()
+    validated(request)
     started = time.perf_counter()
     searcher.check_not_empty()
-    probes = [(e, searcher.probe(e.query())) for e in request.examples]
+    probes = [(e, searcher.probe(e)) for e in request.examples]
     relevant = [p for e, p in probes if e.relevant]
     irrelevant = [p for e, p in probes if not e.relevant]
     weights = scorer(np.stack([p.embedding for p in relevant]),

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from mrhash_contract import protocol
+
 from mrhash.errors import BadInput, MrHashError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg")
@@ -30,7 +32,7 @@ USER_AGENT = "mrhash-engine"
 class RemoteError(MrHashError):
     """A remote source that cannot be read (naming its URL and the problem)."""
 
-    code = "remote_error"
+    code = protocol.REMOTE_ERROR
 
     def __init__(self, message: str, *, url: str):
         self.url = url
@@ -40,31 +42,31 @@ class RemoteError(MrHashError):
 class RemoteUnreachable(RemoteError):
     """No answer: unknown host, connection refused, timeout."""
 
-    code = "remote_unreachable"
+    code = protocol.REMOTE_UNREACHABLE
 
 
 class RemoteNotFound(RemoteError):
     """HTTP 404 (or 410): the URL names nothing on that server."""
 
-    code = "remote_not_found"
+    code = protocol.REMOTE_NOT_FOUND
 
 
 class RemoteAuthRequired(RemoteError):
     """HTTP 401/403: the server wants credentials (or refuses these)."""
 
-    code = "remote_auth"
+    code = protocol.REMOTE_AUTH
 
 
 class AssetMissing(RemoteError):
     """A STAC item lacks an asset (band) asked for."""
 
-    code = "asset_missing"
+    code = protocol.ASSET_MISSING
 
 
 class NoCoverage(BadInput):
     """No STAC item covers a place: that sample is skipped (counted), the run goes on."""
 
-    code = "no_coverage"
+    code = protocol.NO_COVERAGE
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ query's centre, great-circle distance), applied while widening the search until 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,76 +19,26 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from mrhash_contract import index_layout
+from mrhash_contract.protocol import Place, QueryRequest
 
+from mrhash.crs import parse_crs
 from mrhash.embeddings import EmbeddingTable, pack_codes, unit_rows
-from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex
+from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex, validated
 from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
 from mrhash.log import log
 from mrhash.metadata import TileRecord
-from mrhash.sources import Footprint, Source, SourceSpec, parse_crs, regular_file
+from mrhash.sources import Footprint, Source, SourceSpec, regular_file
 
 EARTH_RADIUS_M = 6_371_008.8
 OPEN_SOURCES = 8  # rasters a Searcher keeps open for point queries
-MAX_K = 100_000  # hits a query may ask for (thumbnails and layers beyond that are no use)
 SHORTLIST_MIN = 2048  # candidates re-ranked inside ties: at least this many, or 4k
 TIE_COUNT_MAX = 10_000  # tiles counted in rank 1's tie group
 
 
 def shortlist_cap(k: int) -> int:
     return max(4 * k, SHORTLIST_MIN)
-
-
-@dataclass
-class Query:
-    """One of: point (+crs), footprint WKT (+footprint_crs), tile id; a point or footprint
-    is read from `raster` when given, else from the indexed raster under it."""
-
-    point: tuple[float, float] | None = None
-    crs: str = "EPSG:4326"
-    raster: str | None = None
-    footprint: str | None = None        # WKT
-    footprint_crs: str | None = None    # default: the raster's CRS, EPSG:4326 without one
-    tile: int | None = None
-    k: int = 20
-    within: str | None = None           # WKT, EPSG:4326
-    exclude_radius: float = 0.0         # metres
-    thumbnails: bool = False
-
-    @classmethod
-    def from_params(cls, params: dict) -> Query:
-        """From a worker request's params (raises BadInput on wrong types)."""
-        try:
-            point = params.get("point")
-            return cls(
-                point=(float(point[0]), float(point[1])) if point is not None else None,
-                crs=str(params.get("crs") or "EPSG:4326"),
-                raster=params.get("raster"), footprint=params.get("footprint"),
-                footprint_crs=params.get("footprint_crs"),
-                tile=int(params["tile"]) if params.get("tile") is not None else None,
-                k=int(params.get("k", 20)), within=params.get("within"),
-                exclude_radius=float(params.get("exclude_radius") or 0.0),
-                thumbnails=bool(params.get("thumbnails", False)))
-        except (TypeError, ValueError, IndexError) as error:
-            raise BadInput(f"bad query parameters: {error}") from None
-
-    def validate(self) -> None:
-        if self.crs.isdigit():  # "--crs 32632" means EPSG:32632
-            self.crs = f"EPSG:{self.crs}"
-        if self.footprint_crs and self.footprint_crs.isdigit():
-            self.footprint_crs = f"EPSG:{self.footprint_crs}"
-        modes = sum(x is not None for x in (self.point, self.footprint, self.tile))
-        if modes != 1:
-            raise BadInput("give exactly one of a point, a raster footprint or a tile id")
-        if not 1 <= self.k <= MAX_K:
-            raise BadInput(f"k must be between 1 and {MAX_K:,}, got {self.k}")
-        if not math.isfinite(self.exclude_radius) or self.exclude_radius < 0:
-            raise BadInput(f"exclude radius must be a distance >= 0 metres, got "
-                           f"{self.exclude_radius}")
-        if self.point is not None and not all(math.isfinite(v) for v in self.point):
-            raise BadInput(f"the point {self.point} is not a finite position")
-        if self.tile is not None and not 1 <= self.tile < 2**62:
-            raise BadInput(f"no tile {self.tile}: tile ids are positive integers")
 
 
 @dataclass
@@ -252,16 +201,12 @@ class Searcher:
     def _covering_file(self, x: float, y: float, crs: str, what: str = "point"
                        ) -> tuple[str, tuple[str, ...]]:
         lon, lat = transform_point(x, y, crs, "EPSG:4326")
-        rows = self.folder.store.db.execute(
-            "SELECT path, paths FROM files WHERE west <= ? AND east >= ? AND south <= ? "
-            "AND north >= ? AND status = 'done' ORDER BY path", (lon, lon, lat, lat)).fetchall()
-        for row in rows:
-            paths = tuple(json.loads(row[1]))
+        for path, paths in index_layout.rasters_at(self.folder.store.db, lon, lat):
             source = self._source(paths)
             px, py = transform_point(x, y, crs, source.crs)
             minx, miny, maxx, maxy = source.footprint.bounds
             if minx <= px <= maxx and miny <= py <= maxy:
-                return row[0], paths
+                return path, paths
         raise OutsideIndex(f"{what} ({x}, {y}) in {crs} is outside every indexed raster; "
                            "give the raster to read the query patch from")
 
@@ -283,7 +228,7 @@ class Searcher:
                            "no valid pixels", path=paths[0])
         return self.model.encode_float(patch[None], valid[None]), footprint
 
-    def probe(self, query: Query) -> Probe:
+    def probe(self, query: Place) -> Probe:
         """What `query` searches with: a stored tile's code and embedding, or the encoded
         patch at a point or footprint."""
         if query.tile is not None:
@@ -316,7 +261,7 @@ class Searcher:
         return Probe.of(relaxed, footprint, {"path": path}, paths)
 
     # -- search --------------------------------------------------------------------------
-    def _candidates(self, probe: Probe, query: Query, centre: tuple[float, float]
+    def _candidates(self, probe: Probe, query: QueryRequest, centre: tuple[float, float]
                     ) -> tuple[list[tuple[int, int]], bool]:
         """(distance, id) of the hits passing the filters, in (distance, id) order: all of
         those at most as far as the k-th (up to `shortlist_cap`, the tie re-rank's pool),
@@ -353,7 +298,7 @@ class Searcher:
             else:
                 want = min(want * 4 + 64, total)
 
-    def _tie_group(self, probe: Probe, query: Query, centre: tuple[float, float], kth: int,
+    def _tie_group(self, probe: Probe, query: QueryRequest, centre: tuple[float, float], kth: int,
                    cap: int) -> list[tuple[int, int]] | None:
         """Every passing candidate at most `kth` away, from one range scan of the exact
         layout; None where that does not give k of them within the cap (cells layout, a
@@ -364,7 +309,7 @@ class Searcher:
         passing = self._passing(_pairs(*found), query, centre, None)
         return passing if len(passing) >= query.k else None
 
-    def _passing(self, order: list[tuple[int, int]], query: Query,
+    def _passing(self, order: list[tuple[int, int]], query: QueryRequest,
                  centre: tuple[float, float], within) -> list[tuple[int, int]]:
         """The candidates whose footprint centre passes `within` and `exclude_radius`."""
         order.sort()  # (distance, id)
@@ -398,7 +343,7 @@ class Searcher:
         order = np.lexsort((ids, -scores, dist))[:k]
         return [(int(dist[j]), int(ids[j]), float(scores[j])) for j in order]
 
-    def _ties(self, probe: Probe, query: Query, passing: list[tuple[int, int]],
+    def _ties(self, probe: Probe, query: QueryRequest, passing: list[tuple[int, int]],
               complete: bool) -> dict:
         """How many indexed tiles (passing the filters) share rank 1's distance: "37 places
         tie at distance 0". `capped`: the count is a lower bound (at most TIE_COUNT_MAX)."""
@@ -474,8 +419,8 @@ class Searcher:
             raise BadInput("the index holds no tiles: index a folder with rasters first",
                            path=str(self.folder.root))
 
-    def search(self, query: Query) -> dict:
-        query.validate()
+    def search(self, query: QueryRequest) -> dict:
+        validated(query)
         started = time.perf_counter()
         self.check_not_empty()
         probe = self.probe(query)
@@ -535,7 +480,7 @@ class ShardedSearcher:
             if shard._model is None:
                 shard.use_model(model)
 
-    def _probe(self, query: Query) -> tuple[Searcher, Probe]:
+    def _probe(self, query: QueryRequest) -> tuple[Searcher, Probe]:
         """The query's probe, read by the first shard holding its place (any shard reads a
         raster given with it)."""
         for shard in self.shards:
@@ -546,8 +491,8 @@ class ShardedSearcher:
         raise OutsideIndex(f"the query is outside every raster of the {len(self.shards)} "
                            "indexes; give the raster to read the query patch from")
 
-    def search(self, query: Query) -> dict:
-        query.validate()
+    def search(self, query: QueryRequest) -> dict:
+        validated(query)
         started = time.perf_counter()
         if query.tile is not None:
             raise BadInput("a tile id names a tile of one index: query that index alone, or "
@@ -583,7 +528,7 @@ class ShardedSearcher:
                 "seconds": round(time.perf_counter() - started, 4), "ties": ties}
 
 
-def run_query(index_dirs: str | Path | list[str | Path], query: Query, model=None) -> dict:
+def run_query(index_dirs: str | Path | list[str | Path], query: QueryRequest, model=None) -> dict:
     """Search one index folder, or several as one (ShardedSearcher)."""
     if isinstance(index_dirs, (list, tuple)) and len(index_dirs) > 1:
         searcher: Searcher | ShardedSearcher = ShardedSearcher(list(index_dirs), model)

@@ -1,19 +1,17 @@
 """Raster sources: a `SourceSpec` (file(s) + band selection) opened into a `Source` that keeps
 its datasets open and reads any `Footprint` (in any CRS) onto a fixed-shape grid.
 
-CRS handling lives here. A source is one raster file or the single-band files of one product
-(Landsat B1..B11, Sentinel-2 per-band files at 10/20/60 m). When its files differ in
-resolution the finest one defines the source grid (`transform`, `width`, `height`, `res`);
-every read resamples each file onto the requested grid anyway, so coarser bands are simply
-bilinearly upsampled there. Sampling is bilinear at output pixel centres (a plain copy when
-those sit on the file's pixel centres); a finer source read onto a coarser grid (PAN 15 m onto
-30 m) is point-sampled, not area-averaged.
+Footprints and reads across CRSs live here (CRS parsing: crs.py; resampling: resample.py). A
+source is one raster file or the single-band files of one product (Landsat B1..B11, Sentinel-2
+per-band files at 10/20/60 m). When its files differ in resolution the finest one defines the
+source grid (`transform`, `width`, `height`, `res`); every read resamples each file onto the
+requested grid anyway, so coarser bands are simply bilinearly upsampled there. Sampling is
+bilinear at output pixel centres (a plain copy when those sit on the file's pixel centres); a
+finer source read onto a coarser grid (PAN 15 m onto 30 m) is point-sampled, not area-averaged.
 
-Reads map each output pixel centre to fractional source pixel coordinates: exactly (an affine
-map) when the footprint is in the file's CRS, otherwise by exactly transforming a coarse lattice
-of points (one every `LATTICE_STEP` output pixels) and interpolating bilinearly between them,
-which is accurate to far below a pixel. Files that fit a memory budget are loaded once and then
-sampled from memory; larger ones are read by window around each footprint.
+Reads map each output pixel centre to fractional source pixel coordinates (resample.py) and
+sample there. Files that fit a memory budget are loaded once and then sampled from memory;
+larger ones are read by window around each footprint.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +33,19 @@ import shapely
 from affine import Affine
 from mrhash_contract.choices import RASTER_EXTENSIONS
 from rasterio._err import CPLE_BaseError  # GDAL's errors (e.g. a failed reprojection)
-from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from mrhash.crs import crs_string, parse_crs, same_crs
 from mrhash.errors import BadInput
 from mrhash.remote import RemoteOptions, is_remote
+from mrhash.resample import mask_and, neighbours, pixel_coords, separable_inside, take
 
 # Raster files a folder scan or a product folder considers (others, like labels JSON, are ignored).
 # Default memory a Source may use to keep whole files in memory (beyond it: windowed reads).
 DEFAULT_CACHE_BYTES = 1 << 30
-# Exactly transformed points every this many output pixels for reads across CRSs.
-LATTICE_STEP = 32
 
 # band token at the end of a file stem: s2_B04, l8_B4, ..._B8A, l8_BQA, S1 ..._VV / _VH
 _BAND_TOKEN = re.compile(r"^(?P<prefix>.*?)[_\-.]?(?P<band>B\d{1,2}A?|BQA|VV|VH|HH|HV)$", re.I)
@@ -240,27 +236,6 @@ class SourceSpec:
         remote = RemoteOptions.from_dict(d["remote"]) if d.get("remote") else None
         return cls(name=str(d.get("name", "primary")), paths=tuple(paths),
                    bands=tuple(d["bands"]) if d.get("bands") else None, remote=remote)
-
-
-@lru_cache(maxsize=64)
-def parse_crs(crs: str) -> CRS:
-    """CRS from anything `CRS.from_user_input` takes; cached because reads compare CRSs often."""
-    try:
-        return CRS.from_user_input(crs)
-    except Exception as error:  # rasterio raises CRSError; anything else is equally bad input
-        raise BadInput(f"invalid CRS {crs!r}: {error}") from None
-
-
-@lru_cache(maxsize=256)
-def same_crs(a: str, b: str) -> bool:
-    """Whether two CRS strings (EPSG code, WKT, ...) name the same CRS (cached)."""
-    return a == b or parse_crs(a) == parse_crs(b)
-
-
-def crs_string(crs: CRS) -> str:
-    """Compact, round-trippable text for a CRS ("EPSG:32618" when it has a code, else WKT)."""
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
 @dataclass(frozen=True)
@@ -539,7 +514,7 @@ class Source:
             for band_file in self._files:
                 key = (band_file.crs, band_file.transform)
                 if key not in coords_cache:
-                    coords_cache[key] = _pixel_coords(footprint, (height, width),
+                    coords_cache[key] = pixel_coords(footprint, (height, width),
                                                       band_file.crs, band_file.transform)
                 cols, rows = coords_cache[key]
                 touched |= self._sample(band_file, cols, rows, out, valid)
@@ -579,7 +554,7 @@ class Source:
         valid = np.ones((height, width), dtype=bool)
         with self._lock:
             for band_file in self._files:
-                cols, rows = _pixel_coords(footprint, (height, width), band_file.crs,
+                cols, rows = pixel_coords(footprint, (height, width), band_file.crs,
                                            band_file.transform)
                 c = np.floor(cols).astype(np.int64)  # the pixel holding each sample point
                 r = np.floor(rows).astype(np.int64)
@@ -592,8 +567,8 @@ class Source:
                     valid[:] = False
                     continue
                 data, row_off, col_off = block
-                values, inside = _take(data, r - row_off, c - col_off, (height, width))
-                ok = _and(self._valid_values(band_file, values), inside)
+                values, inside = take(data, r - row_off, c - col_off, (height, width))
+                ok = mask_and(self._valid_values(band_file, values), inside)
                 if ok is not None:
                     valid &= ok
         return valid
@@ -661,8 +636,8 @@ class Source:
         r0, c0 = r0 - row_off, c0 - col_off
         checks = band_file.checks_values
         if aligned:
-            values, inside = _take(data, r0, c0, shape)
-            ok = _and(self._valid_values(band_file, values) if checks else None, inside)
+            values, inside = take(data, r0, c0, shape)
+            ok = mask_and(self._valid_values(band_file, values) if checks else None, inside)
             if ok is not None:
                 values[:, ~ok] = 0.0
                 valid &= ok
@@ -670,7 +645,7 @@ class Source:
             return inside is None or bool(inside.any())
         fu = (u - np.floor(u)).astype(np.float32)
         fv = (v - np.floor(v)).astype(np.float32)
-        if not checks and _separable_inside(data, r0, c0):
+        if not checks and separable_inside(data, r0, c0):
             # the common case (same CRS, other resolution): two 1-D passes on a slice, the
             # same bilinear values without gathering four [h, w] neighbour grids
             r, c = r0[:, 0], c0[0]
@@ -685,8 +660,8 @@ class Source:
         # neighbours k = 0..3 are (r0, c0), (r0, c0+1), (r0+1, c0), (r0+1, c0+1)
         weights = np.stack([np.broadcast_to(w, shape) for w in
                             ((1 - fv) * (1 - fu), (1 - fv) * fu, fv * (1 - fu), fv * fu)])
-        values, inside = _neighbours(data, r0, c0, shape)  # [bands, 4, h, w], [4, h, w]
-        ok = _and(self._valid_values(band_file, values) if checks else None, inside)
+        values, inside = neighbours(data, r0, c0, shape)  # [bands, 4, h, w], [4, h, w]
+        ok = mask_and(self._valid_values(band_file, values) if checks else None, inside)
         if ok is None or ok.all():  # common case: plain bilinear
             out[band_file.positions] = (values * weights).sum(axis=1)
             return True
@@ -713,118 +688,6 @@ class Source:
             differs = (values != np.float32(nodata)).all(axis=0)
             ok = differs if ok is None else ok & differs
         return ok
-
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """AND of two optional masks (None = all True)."""
-    if a is None:
-        return b
-    return a if b is None else a & b
-
-
-def _separable_inside(data: np.ndarray, r0: np.ndarray, c0: np.ndarray) -> bool:
-    """Whether coords are separable ([h, 1] rows, [1, w] cols) with every bilinear
-    neighbour (r0|r0+1, c0|c0+1) inside `data`."""
-    return (r0.shape[1] == 1 and c0.shape[0] == 1 and r0.min() >= 0 and c0.min() >= 0
-            and r0.max() + 1 < data.shape[1] and c0.max() + 1 < data.shape[2])
-
-
-def _neighbours(data: np.ndarray, r0: np.ndarray, c0: np.ndarray,
-                shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values at the four bilinear neighbours (r0|r0+1, c0|c0+1) as float32
-    [bands, 4, h, w] and their inside-`data` mask [4, h, w] (None when all are inside). When the
-    whole neighbourhood of a non-separable grid is inside, one flat-index gather does it."""
-    height, width = data.shape[1], data.shape[2]
-    if (r0.shape == shape and c0.shape == shape and r0.min() >= 0 and c0.min() >= 0
-            and r0.max() + 1 < height and c0.max() + 1 < width):
-        flat = (r0 * width + c0)[None] + np.array([0, 1, width, width + 1])[:, None, None]
-        base = data.reshape(data.shape[0], -1)
-        return np.take(base, flat, axis=1).astype(np.float32), None
-    taken = [_take(data, r0 + dr, c0 + dc, shape) for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1))]
-    values = np.stack([v for v, _ in taken], axis=1)
-    if all(inside is None for _, inside in taken):
-        return values, None
-    return values, np.stack([np.ones(shape, bool) if inside is None else inside
-                             for _, inside in taken])
-
-
-def _take(data: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-          shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """float32 [bands, h, w] values at integer pixel rows/cols (broadcasting to `shape`) and
-    the mask of those inside `data` (None when all are). Separable coords ([h, 1] rows, [1, w]
-    cols) become a slice when they are consecutive, else an outer-product gather."""
-    height, width = data.shape[1], data.shape[2]
-    in_r = (rows >= 0) & (rows < height)
-    in_c = (cols >= 0) & (cols < width)
-    all_inside = bool(in_r.all() and in_c.all())
-    if rows.shape[1] == 1 and cols.shape[0] == 1:
-        r, c = rows[:, 0], cols[0]
-        r0, c0 = int(r[0]), int(c[0])
-        if (all_inside and np.array_equal(r, np.arange(r0, r0 + len(r)))
-                and np.array_equal(c, np.arange(c0, c0 + len(c)))):
-            values = data[:, r0:r0 + len(r), c0:c0 + len(c)]
-        else:
-            values = data[:, np.clip(r, 0, height - 1)[:, None], np.clip(c, 0, width - 1)]
-    else:
-        flat = (np.clip(rows, 0, height - 1) * width + np.clip(cols, 0, width - 1))
-        values = np.take(data.reshape(data.shape[0], -1), np.broadcast_to(flat, shape), axis=1)
-    inside = None if all_inside else np.broadcast_to(in_r & in_c, shape)
-    return values.astype(np.float32), inside
-
-
-def _pixel_coords(footprint: Footprint, shape: tuple[int, int], crs: str,
-                  transform: Affine) -> tuple[np.ndarray, np.ndarray]:
-    """Fractional (cols, rows) in a file's pixel grid of every output pixel centre, as arrays
-    broadcasting to `shape` ([1, w] and [h, 1] when the mapping is separable)."""
-    height, width = shape
-    minx, miny, maxx, maxy = footprint.bounds
-    dx, dy = (maxx - minx) / width, (maxy - miny) / height
-    inverse = ~transform
-    if same_crs(footprint.crs, crs):
-        # output pixel (r, c) centre -> world -> source pixel: one affine map
-        m = inverse @ Affine(dx, 0, minx + dx / 2, 0, -dy, maxy - dy / 2)
-        cc = np.arange(width, dtype=np.float64)[None, :]
-        rr = np.arange(height, dtype=np.float64)[:, None]
-        if m.b == 0 and m.d == 0:
-            return m.a * cc + m.c, m.e * rr + m.f
-        return m.a * cc + m.b * rr + m.c, m.d * cc + m.e * rr + m.f
-    # exact transform on a coarse lattice of output pixel centres, bilinear in between
-    lattice_r, weights_r = _lattice_weights(height)
-    lattice_c, weights_c = _lattice_weights(width)
-    gx = np.broadcast_to(minx + (lattice_c[None, :] + 0.5) * dx, (len(lattice_r), len(lattice_c)))
-    gy = np.broadcast_to(maxy - (lattice_r[:, None] + 0.5) * dy, gx.shape)
-    try:
-        xs, ys = transform_points(parse_crs(footprint.crs), parse_crs(crs),
-                                  gx.ravel().tolist(), gy.ravel().tolist())
-    except Exception as error:  # PROJ failures (points outside a projection's domain)
-        raise BadInput(f"cannot transform footprint from {footprint.crs} to {crs}: "
-                       f"{error}") from None
-    xs = np.asarray(xs).reshape(gx.shape)
-    ys = np.asarray(ys).reshape(gx.shape)
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-        raise BadInput(f"footprint {footprint.bounds} ({footprint.crs}) has no valid "
-                       f"position in {crs}")
-    lattice_cols = inverse.a * xs + inverse.b * ys + inverse.c
-    lattice_rows = inverse.d * xs + inverse.e * ys + inverse.f
-    return (weights_r @ lattice_cols @ weights_c.T, weights_r @ lattice_rows @ weights_c.T)
-
-
-@lru_cache(maxsize=32)
-def _lattice_weights(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice node positions (every LATTICE_STEP px, first and last pixel included) and the
-    [size, nodes] linear-interpolation weights from them to every pixel (read-only arrays);
-    bilinear interpolation of node values = W_r @ values @ W_c.T."""
-    nodes = max(2, math.ceil((size - 1) / LATTICE_STEP) + 1)
-    positions = np.linspace(0, size - 1, nodes)
-    pixels = np.arange(size)
-    left = np.clip(np.searchsorted(positions, pixels, side="right") - 1, 0, nodes - 2)
-    t = (pixels - positions[left]) / (positions[left + 1] - positions[left])
-    weights = np.zeros((size, nodes))
-    weights[pixels, left] = 1 - t
-    weights[pixels, left + 1] += t
-    weights.flags.writeable = False
-    positions.flags.writeable = False
-    return positions, weights
 
 
 def open_source(spec: SourceSpec, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Source:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.warp import transform as transform_points
 
+from mrhash.crs import parse_crs, same_crs
 from mrhash.errors import BadInput
-from mrhash.sources import Footprint, Source, parse_crs, same_crs
+from mrhash.sources import Footprint, Source
 
 # rows of the source grid read at once while computing valid fractions (bounds memory)
 _STRIP_ROWS = 2048

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrhash.backbone import BACKBONE_NAME, FEATURE_DIM, Backbone
+from mrhash.backbone import Backbone, backbone_spec
 from mrhash.config import VALID_BITS, TrainConfig
 from mrhash.datasets import Samples
 from mrhash.errors import BadInput
@@ -161,9 +161,11 @@ def extract_features(samples: Samples, config: TrainConfig, device: torch.device
                        f"{','.join(str(i + 1) for i in config.rgb)}")
     stats = compute_source_stats(samples)
     primary = Backbone(n_bands, config.rgb, config.input_size,
-                       weights_path=config.backbone_weights).to(device).eval()
+                       weights_path=config.backbone_weights, name=config.backbone
+                       ).to(device).eval()
     # auxiliary sources share the primary's Lite0 weights, each with its own band stem
-    aux_nets = [Backbone(c, None, config.input_size, net=primary.net).to(device).eval()
+    aux_nets = [Backbone(c, None, config.input_size, net=primary.net, name=config.backbone
+                         ).to(device).eval()
                 for c in samples.band_counts[1:]]
     cut = primary.cut_for(config.trainable_blocks)
     fronts, pooled = [], []
@@ -269,7 +271,7 @@ class _FitState:
 
     def __post_init__(self) -> None:
         self.targets = [t.to(self.device) for t in self.cache.targets]
-        self.ae = MultiSourceAutoencoder(self.cache.blocks, FEATURE_DIM,
+        self.ae = MultiSourceAutoencoder(self.cache.blocks, self.backbone.feature_dim,
                                          self.config.latent_dim).to(self.device)
         self.ae_epochs, self.hash_epochs = self.config.stage_epochs(len(self.cache))
 
@@ -282,6 +284,12 @@ class _FitState:
         return [idx.to(self.device)
                 for idx in torch.randperm(n, generator=self.gen).split(self.config.batch_size)]
 
+    def _dropout(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.config.feature_dropout:
+            return features
+        return torch.nn.functional.dropout(features, self.config.feature_dropout,
+                                           training=True)
+
     def _random_views(self, size: int, n_views: int, low: int = 0) -> torch.Tensor:
         if n_views - low == 1:  # no draw: a run without views repeats the seed's stream
             return torch.full((size,), low, dtype=torch.long, device=self.device)
@@ -292,12 +300,13 @@ class _FitState:
         the primary, each sample seen in a random view: the targets of a tile do not depend
         on its orientation, so the latent learns not to either."""
         n = len(self.cache)
-        opt = torch.optim.Adam(self.ae.parameters(), lr=self.config.lr)
+        opt = torch.optim.AdamW(self.ae.parameters(), lr=self.config.lr,
+                                weight_decay=self.config.weight_decay)
         for epoch in range(self.ae_epochs):
             total = 0.0
             for idx in self._batches():
                 x = x_views[self._random_views(len(idx), len(x_views)), idx]
-                _, outs = self.ae(x)
+                _, outs = self.ae(self._dropout(x))
                 loss = self.ae.reconstruction_loss(outs, [t[idx] for t in self.targets])
                 opt.zero_grad()
                 loss.backward()
@@ -353,7 +362,7 @@ class _FitState:
         tail_params = self.backbone.tail_parameters(cut)
         if tail_params:
             groups.append({"params": tail_params, "lr": config.backbone_lr})
-        opt = torch.optim.Adam(groups)
+        opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, config.lr_step),
                                                    gamma=config.lr_gamma)
         keys = ("loss", "kl_code", "kl_features", "reconstruction", "consistency", "similarity")
@@ -362,7 +371,7 @@ class _FitState:
             p_all = [target_distribution(q) for q in self._soft_assign_all(front)]
             sums = dict.fromkeys(keys, 0.0)
             for idx in self._batches():
-                feats = self.backbone.tail(front[idx], cut)
+                feats = self._dropout(self.backbone.tail(front[idx], cut))
                 latent, outs = self.ae((feats - self.mean) / self.scale)
                 code = net.head(feats)
                 p = [ph[idx] for ph in p_all]
@@ -370,7 +379,8 @@ class _FitState:
                 consistency = code.new_zeros(())
                 if view_front is not None:
                     v = self._random_views(len(idx), len(view_front) + 1, low=1) - 1
-                    code_v = net.head(self.backbone.tail(view_front[v, idx], cut))
+                    code_v = net.head(self._dropout(self.backbone.tail(view_front[v, idx],
+                                                                       cut)))
                     kl_code = (kl_code + self._kl(p, to_latent(code_v))) / 2
                     consistency = (config.consistency_weight * ((code - code_v) ** 2).mean()
                                    + config.contrastive_weight * nt_xent(code, code_v))
@@ -450,7 +460,7 @@ def package_config(config: TrainConfig, cache: FeatureCache, samples_meta: dict[
         "source_stats": {name: stats.to_dict()
                          for name, stats in zip(cache.names, cache.stats, strict=True)},
         "bits": config.bits,
-        "backbone": BACKBONE_NAME,
+        "backbone": config.backbone,
         "params": config.params(),
         "training": samples_meta,
     }
@@ -464,6 +474,7 @@ def train_model(config: TrainConfig, job: JobControl | None = None) -> TrainResu
     from mrhash.package import save_model
 
     config.validate()
+    backbone_spec(config.backbone)  # an unknown name fails before any raster is read
     started = time.monotonic()
     device = resolve_device(config.device)
     with contextlib.ExitStack() as stack:

@@ -26,21 +26,31 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TextIO
 
+from mrhash_contract import protocol
+from mrhash_contract.protocol import (
+    ANSWERED,
+    JOB_METHODS,
+    LONG_JOBS,
+    ExportRequest,
+    IndexRequest,
+    QueryRequest,
+    RefineRequest,
+    ScanRequest,
+    SourceEntry,
+    TrainRequest,
+)
+
 from mrhash import __version__
 from mrhash.errors import BadInput, MrHashError, user_error
 from mrhash.jobs import JobControl
 
-LONG_JOBS = ("train", "index")
-JOB_METHODS = ("train", "index", "scan", "export", "stac_items")
-ANSWERED = ("status", "cancel", "query", "refine", "doctor")  # at once, not as jobs
-
 
 class BadRequest(MrHashError):
-    code = "bad_request"
+    code = protocol.BAD_REQUEST
 
 
 class Busy(MrHashError):
-    code = "busy"
+    code = protocol.BUSY
 
 
 def protocol_stdout() -> TextIO:
@@ -52,71 +62,56 @@ def protocol_stdout() -> TextIO:
     return stream
 
 
-# train params that are not TrainConfig fields: defaults of the remote auxiliary sources
-REMOTE_PARAMS = ("aux_date", "aux_max_cloud", "pull_cache")
-
-
-def _remote_spec(entry: dict, name: str, params: dict):
-    """A remote auxiliary entry: {name, url (a raster URL or a GDAL web-service description)
-    | stac (a STAC URL), bands (raster) | assets (STAC), collection?, date?, max_cloud?}; the
-    request's aux_date / aux_max_cloud / pull_cache are the defaults."""
+def _remote_spec(entry: SourceEntry, name: str, request: TrainRequest):
+    """The spec of a remote auxiliary entry; the request's aux_date / aux_max_cloud /
+    pull_cache are the defaults of its date, max_cloud and cache."""
     from mrhash.pull_cache import default_cache_dir
     from mrhash.remote import RemoteOptions
     from mrhash.sources import SourceSpec
 
-    kind = "stac" if entry.get("stac") else "raster"
-    text = str(entry.get("stac") or entry.get("url"))
-    bands = entry.get("assets") if kind == "stac" else entry.get("bands")
-    if kind == "stac" and not bands:
-        raise BadInput(f"auxiliary {name!r}: a STAC source needs assets, e.g. "
-                       '["B05", "B8A"]', path=text)
-    cloud = entry.get("max_cloud", params.get("aux_max_cloud"))
+    kind = "stac" if entry.stac else "raster"
+    text = str(entry.stac or entry.url)
+    bands = entry.assets if kind == "stac" else entry.bands
+    cloud = entry.max_cloud if entry.max_cloud is not None else request.aux_max_cloud
     options = RemoteOptions(
-        kind, entry.get("collection") or None,
-        (entry.get("date") or params.get("aux_date") or None) if kind == "stac" else None,
+        kind, entry.collection, (entry.date or request.aux_date) if kind == "stac" else None,
         float(cloud) if cloud is not None and kind == "stac" else None,
-        params.get("pull_cache") or default_cache_dir(str(params["output"])))
-    return [SourceSpec(entry.get("name", name), (text,), tuple(bands) if bands else None,
-                       options)]
+        request.pull_cache or default_cache_dir(request.output))
+    return SourceSpec(entry.name or name, (text,), tuple(bands) if bands else None, options)
 
 
-def _specs(entry: Any, name: str, what: str, params: dict | None = None) -> list:
-    """Source specs of a train request entry: {paths | folder, bands}, or a remote one."""
+def _specs(entry: SourceEntry, name: str, request: TrainRequest | None = None) -> list:
+    """Source specs of a train request's source entry (a remote one only as auxiliary)."""
     from mrhash.datasets import specs_from_paths
 
-    if not isinstance(entry, dict):
-        raise BadInput(f"{what} must be an object with paths or folder")
-    if params is not None and (entry.get("url") or entry.get("stac")):
-        return _remote_spec(entry, name, params)
-    paths = entry.get("paths") or ([entry["folder"]] if entry.get("folder") else None)
-    if isinstance(paths, str):
-        paths = [paths]
-    if not paths:
-        raise BadInput(f"{what} needs paths or a folder")
-    return specs_from_paths(paths, entry.get("bands"), entry.get("name", name))
+    if entry.remote:
+        if request is None:
+            raise BadInput("the primary must be local rasters (paths or a folder); remote "
+                           "sources are auxiliary only", path=entry.url or entry.stac)
+        return [_remote_spec(entry, name, request)]
+    return specs_from_paths(entry.paths or [str(entry.folder)], entry.bands, entry.name or name)
 
 
-def train_config(params: dict):
-    """TrainConfig from a `train` request: primary/auxiliary entries become source specs; every
-    other TrainConfig field may be given by name (bits, clusters, epochs, patch_size, ...)."""
+def train_config(request: TrainRequest):
+    """TrainConfig of a `train` request: its source entries become source specs; its options
+    are TrainConfig fields by name (bits, clusters, epochs, patch_size, ...)."""
     from mrhash.train import TrainConfig
 
-    if not params.get("output"):
-        raise BadInput("train needs an output model path")
-    known = {f.name for f in fields(TrainConfig)} - {"primary", "auxiliary", "aux_bands"}
-    unknown = set(params) - known - {"primary", "auxiliary", "aux_bands", *REMOTE_PARAMS}
+    known = {f.name for f in fields(TrainConfig)} - {"primary", "auxiliary", "aux_bands",
+                                                     "output"}
+    unknown = set(request.options) - known
     if unknown:
         raise BadInput(f"unknown train parameters: {', '.join(sorted(unknown))}")
     auxiliary = []
-    for i, entry in enumerate(params.get("auxiliary") or []):
-        auxiliary += _specs(entry, f"aux{i + 1}", f"auxiliary[{i}]", params)
-    aux_bands = tuple((str(e["name"]), tuple(e["bands"])) for e in params.get("aux_bands") or [])
-    values = {k: v for k, v in params.items() if k in known and v is not None}
-    for key in ("rgb",):
-        if key in values:
-            values[key] = tuple(values[key])
-    return TrainConfig(primary=tuple(_specs(params.get("primary"), "primary", "primary")),
-                       auxiliary=tuple(auxiliary), aux_bands=aux_bands, **values)
+    for i, entry in enumerate(request.auxiliary):
+        auxiliary += _specs(entry, f"aux{i + 1}", request)
+    values = dict(request.options)
+    if "rgb" in values:
+        values["rgb"] = tuple(values["rgb"])
+    return TrainConfig(primary=tuple(_specs(request.primary, "primary")),
+                       output=request.output, auxiliary=tuple(auxiliary),
+                       aux_bands=tuple((name, tuple(bands)) for name, bands in request.aux_bands),
+                       **values)
 
 
 def _reject_constant(name: str) -> None:
@@ -136,7 +131,7 @@ def error_payload(error: BaseException) -> dict:
     known = user_error(error)
     if known is None:
         traceback.print_exception(error, file=sys.stderr)
-        return {"code": "internal", "message": f"{type(error).__name__}: {error}"}
+        return {"code": protocol.INTERNAL, "message": f"{type(error).__name__}: {error}"}
     payload = {"code": known.code, "message": known.message}
     payload.update({key: getattr(known, key) for key in ("module", "package")
                     if hasattr(known, key)})
@@ -169,7 +164,7 @@ class Worker:
             line = json.dumps(message, default=str, allow_nan=False)
         except ValueError as error:  # a NaN in a result: an error line, never a dead worker
             line = json.dumps({"id": message.get("id") if isinstance(message.get("id"), (str, int))
-                               else None, "error": {"code": "internal",
+                               else None, "error": {"code": protocol.INTERNAL,
                                                     "message": f"unencodable reply ({error})"}})
         with self._write_lock:
             self.out.write(line + "\n")
@@ -250,43 +245,38 @@ class Worker:
         entry[1].cancel()
         return {"cancelled": True}
 
-    def _query_searcher(self, params: dict, method: str):
-        """The warm searcher of `params.index`; busy while that index is being built."""
-        if not params.get("index"):
-            raise BadInput(f"{method} needs an index folder")
-        index_dir = str(Path(params["index"]).resolve())
+    def _query_searcher(self, request: QueryRequest | RefineRequest):
+        """The warm searcher of the request's index; busy while that index is being built."""
+        if not request.index:
+            raise BadInput(f"{request.METHOD} needs an index folder")
+        index_dir = str(Path(request.index).resolve())
         with self._state_lock:
-            building = any(kind == "index" and target == index_dir
+            building = any(kind == protocol.INDEX and target == index_dir
                            for kind, _, _, target in self._jobs.values())
         if building:
             raise Busy(f"index {index_dir} is being built; query it when the job ends")
         searcher = self.searcher(index_dir)
-        if params.get("model"):  # the index's model moved: this one must have its fingerprint
-            searcher.use_model(self.model(params["model"]))
+        if request.model:  # the index's model moved: this one must have its fingerprint
+            searcher.use_model(self.model(request.model))
         return searcher
 
     def query(self, params: dict) -> dict:
-        from mrhash.search import Query
-
-        return self._query_searcher(params, "query").search(Query.from_params(params))
+        request = QueryRequest.from_params(params)
+        return self._query_searcher(request).search(request)
 
     def refine(self, params: dict) -> dict:
-        from mrhash.refine import RefineRequest
-
-        searcher = self._query_searcher(params, "refine")
-        return searcher.refine(RefineRequest.from_params(params))
+        request = RefineRequest.from_params(params)
+        return self._query_searcher(request).refine(request)
 
     def _run_scan(self, params: dict, job: JobControl) -> dict:
         from mrhash.catalog import scan
 
-        if not params.get("folder"):
-            raise BadInput("scan needs a folder")
-        return scan(params["folder"], job)
+        return scan(ScanRequest.from_params(params).folder, job)
 
     def _run_train(self, params: dict, job: JobControl) -> dict:
         from mrhash.pull_cache import train_pulling
 
-        config = train_config(params)
+        config = train_config(TrainRequest.from_params(params))
         if config.device == "auto":
             config.device = self.device.type
         result, pulled = train_pulling(config, job)
@@ -300,32 +290,26 @@ class Worker:
     def _run_export(self, params: dict, job: JobControl) -> dict:
         from mrhash.export import export_index
 
-        for key in ("index", "output"):
-            if not params.get(key):
-                raise BadInput(f"export needs {key}")
-        return export_index(params["index"], params.get("format"), params["output"], job)
+        request = ExportRequest.from_params(params)
+        return export_index(request.index, request.format, request.output, job)
 
     def _run_index(self, params: dict, job: JobControl) -> dict:
         from mrhash.indexer import build_index
 
-        for key in ("folder", "model", "index"):
-            if not params.get(key):
-                raise BadInput(f"index needs {key}")
-        model = self.model(params["model"])
+        request = IndexRequest.from_params(params)
+        model = self.model(request.model)
         try:
-            result = build_index(params["folder"], params["model"], params["index"],
-                                 params.get("tile_size"), params.get("stride"), job,
-                                 min_valid=float(params.get("min_valid", 0.5)),
-                                 rebuild=bool(params.get("rebuild", False)), model=model,
-                                 bands=params.get("bands") or None,
-                                 dask=params.get("dask") or None)
+            result = build_index(request.folder, request.model, request.index,
+                                 request.tile_size, request.stride, job,
+                                 min_valid=request.min_valid, rebuild=request.rebuild,
+                                 model=model, bands=request.bands, dask=request.dask)
         finally:
-            self._drop_searcher(params["index"])
+            self._drop_searcher(request.index)
         return result.to_dict()
 
     def start_job(self, request_id: Any, method: str, params: dict) -> None:
         target = str(Path(params["index"]).resolve()) \
-            if method == "index" and params.get("index") else None
+            if method == protocol.INDEX and params.get("index") else None
         runner: Callable[[dict, JobControl], dict] = getattr(self, f"_run_{method}")
         job = JobControl(lambda event: self.send({"id": request_id, "progress": event}))
         key = str(request_id)
@@ -386,7 +370,7 @@ class Worker:
             method, params = request.get("method"), request.get("params") or {}
             if not isinstance(params, dict):
                 raise BadRequest("params must be a JSON object")
-            if method == "shutdown":
+            if method == protocol.SHUTDOWN:
                 self.shutdown()
                 self.send({"id": request_id, "result": {}})
                 return False

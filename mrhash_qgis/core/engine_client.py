@@ -22,6 +22,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from mrhash_qgis.contract import protocol
 from mrhash_qgis.core.environment import PLUGIN_DIR, plugin_version
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import EngineSettings
@@ -235,6 +236,10 @@ class EngineClient(QObject):
             self.send(method, params or {}, request.id)
         return request
 
+    def submit(self, request: Any, **slots: Callable | None) -> EngineRequest:
+        """`request` for a typed request of the protocol (mrhash_qgis.contract.protocol)."""
+        return self.request(request.METHOD, request.to_params(), **slots)
+
     def call(self, method: str, params: dict | None = None, timeout: float | None = None,
              **wait_kwargs: Any) -> dict:
         return self.request(method, params).wait(timeout, **wait_kwargs)
@@ -314,8 +319,8 @@ class EngineClient(QObject):
             request._on_progress(message["progress"])
         elif "error" in message:
             error = message["error"] or {}
-            code, text = error.get("code", "internal"), error.get("message", "unknown error")
-            if code == "missing_dependency":
+            code, text = error.get("code", protocol.INTERNAL), error.get("message", "unknown error")
+            if code == protocol.MISSING_DEPENDENCY:
                 text = self._advice(code, text, error.get("package"))[0]
             self._resolve(request.id, None, EngineError(code, text, str(error.get("fix") or "")))
         elif "result" in message:
@@ -325,7 +330,7 @@ class EngineClient(QObject):
         with self._lock:
             request = self._pending.pop(request_id, None)
         if request is not None:
-            if error and error.code not in ("cancelled",):
+            if error and error.code != protocol.CANCELLED:
                 log(f"{request.method} failed [{error.code}]: {error.message}",
                     Qgis.MessageLevel.Warning)
                 self.recent_errors.append(f"{request.method} [{error.code}]: {error.message}")
@@ -351,7 +356,7 @@ class EngineClient(QObject):
 
     def _advice(self, code: str, message: str, package: str | None) -> tuple[str, str]:
         """The user's next step for an engine failure: (message, FIX_*)."""
-        if code == "missing_dependency" and package:
+        if code == protocol.MISSING_DEPENDENCY and package:
             if self.kind == "custom":
                 return (tr("The engine's Python lacks the package {package}: install it there "
                            "(python -m pip install {package}), or clear Engine Python in "
@@ -369,7 +374,7 @@ class EngineClient(QObject):
                        "Settings to use the private engine environment (Set up the engine), or "
                        "choose a Python that has it."), FIX_SETTINGS)
         if missing:
-            return self._advice("missing_dependency", "", missing[-1].split(".")[0])
+            return self._advice(protocol.MISSING_DEPENDENCY, "", missing[-1].split(".")[0])
         if "cannot import name" in stderr_tail and "mrhash" in stderr_tail:
             return (tr("Another `mrhash` module hides the engine: press Repair in "
                        "MrHash › Settings."), FIX_REPAIR)

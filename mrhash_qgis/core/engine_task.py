@@ -7,6 +7,8 @@ from __future__ import annotations
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from mrhash_qgis.contract import protocol
+from mrhash_qgis.contract.protocol import IndexRequest, TrainRequest
 from mrhash_qgis.core.engine_client import EngineClient, EngineError
 from mrhash_qgis.core.i18n import tr
 
@@ -20,9 +22,10 @@ class EngineTask(QgsTask):
     error = pyqtSignal(str, str, str)
     progressEvent = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
 
-    def __init__(self, description: str, client: EngineClient, method: str, params: dict):
+    def __init__(self, description: str, client: EngineClient,
+                 request: TrainRequest | IndexRequest):
         super().__init__(description, QgsTask.Flag.CanCancel)
-        self.client, self.method, self.params = client, method, params
+        self.client, self.request = client, request
         self.result: dict | None = None
         self.failure: EngineError | None = None
 
@@ -43,7 +46,7 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.result = self.client.call(self.method, self.params,
+            self.result = self.client.call(self.request.METHOD, self.request.to_params(),
                                            on_progress=self._on_progress,
                                            is_cancelled=self.isCanceled)
             return True
@@ -55,5 +58,5 @@ class EngineTask(QgsTask):
         if ok:
             self.done.emit(self.result or {})
         else:
-            error = self.failure or EngineError("cancelled", tr("cancelled by the user"))
+            error = self.failure or EngineError(protocol.CANCELLED, tr("cancelled by the user"))
             self.error.emit(error.code, error.message, error.fix)

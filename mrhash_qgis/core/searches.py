@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from qgis.core import QgsProject
 
+from mrhash_qgis.contract import protocol
+from mrhash_qgis.contract.protocol import Place, QueryRequest, RefineRequest
+
 PROJECT_SCOPE = "MrHash"
 SAVED_KEY = "saved_searches"
 RELEVANT, IRRELEVANT = "relevant", "irrelevant"
@@ -27,8 +30,8 @@ class Example:
     def key(self) -> str:
         return json.dumps(self.where, sort_keys=True)
 
-    def to_engine(self) -> dict:
-        return {"relevant": self.relevant, **self.where}
+    def to_engine(self) -> protocol.Example:
+        return protocol.Example(**Place.place_params(self.where), relevant=self.relevant)
 
 
 @dataclass
@@ -65,20 +68,18 @@ class Search:
     def n_irrelevant(self) -> int:
         return sum(not m.relevant for m in self.marks)
 
-    def request(self, thumbnails: bool = True) -> tuple[str, dict]:
-        """(method, params) of the engine request for this search."""
+    def request(self, thumbnails: bool = True) -> QueryRequest | RefineRequest:
+        """The engine request for this search."""
         if not self.queries:
             raise ValueError("a search needs a place to query")
-        params: dict = {"index": self.index, "k": self.k, "thumbnails": thumbnails}
-        if self.within:
-            params["within"] = self.within
         if len(self.queries) == 1 and not self.marks:
-            if self.exclude_radius > 0:
-                params["exclude_radius"] = self.exclude_radius
-            return "query", {**params, **self.queries[0]}
+            return QueryRequest(**Place.place_params(self.queries[0]), index=self.index,
+                                k=self.k, within=self.within,
+                                exclude_radius=self.exclude_radius, thumbnails=thumbnails)
         examples = [Example(q).to_engine() for q in self.queries]
         examples += [m.to_engine() for m in self.marks]
-        return "refine", {**params, "examples": examples}
+        return RefineRequest(examples, self.index, k=self.k, within=self.within,
+                             thumbnails=thumbnails)
 
     def to_dict(self) -> dict:
         return asdict(self)

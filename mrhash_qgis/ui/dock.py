@@ -33,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from mrhash_qgis.contract.index_layout import IndexReader
+from mrhash_qgis.contract.protocol import CANCELLED, QUERY
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.engine_client import (
@@ -320,11 +321,12 @@ class MrHashDock(QgsDockWidget):
     def run_search(self, search: Search) -> EngineRequest:
         if self._request is not None and not self._request.done:
             self._request.cancel()
-        method, params = search.request()
+        request = search.request()
+        method = request.METHOD
         self.search = search
-        self.status_label.setText(tr("Searching…") if method == "query" else tr("Refining…"))
-        self._request = self.client.request(
-            method, params, finished=lambda result: self._show_result(result, method),
+        self.status_label.setText(tr("Searching…") if method == QUERY else tr("Refining…"))
+        self._request = self.client.submit(
+            request, finished=lambda result: self._show_result(result, method),
             failed=self._show_error)
         return self._request
 
@@ -339,7 +341,7 @@ class MrHashDock(QgsDockWidget):
         return ResultsStore.for_project(self.search.index if self.search else "",
                                         (HITS_LAYER_NAME, QUERY_LAYER_NAME))
 
-    def _show_result(self, result: dict, method: str = "query") -> None:
+    def _show_result(self, result: dict, method: str = QUERY) -> None:
         hits = result.get("hits", [])
         project = QgsProject.instance()
         for hit in hits:
@@ -371,7 +373,7 @@ class MrHashDock(QgsDockWidget):
         self.queryFinished.emit(result)
 
     def _show_error(self, code: str, message: str) -> None:
-        if code != "cancelled":
+        if code != CANCELLED:
             self._fail(tr("Query failed: {message}").format(message=message))
 
     def _fail(self, message: str) -> None:
@@ -532,11 +534,11 @@ def result_summary(result: dict, method: str) -> str:
     hits = result.get("hits", [])
     if not hits:
         return tr("No hits.")
-    text = (tr("{n} similar places") if method == "query"
+    text = (tr("{n} similar places") if method == QUERY
             else tr("{n} places like your examples")).format(n=len(hits))
     ties = result.get("ties") or {}
     count = int(ties.get("count") or 0)
-    if method == "query" and count > 1:
+    if method == QUERY and count > 1:
         text += " · " + tr("{count}{more} places tie at distance {distance}: ordered by the "
                            "finer score").format(count=f"{count:,}",
                                                  more="+" if ties.get("capped") else "",

@@ -24,7 +24,9 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.bands import parse_bands
+from mrhash_qgis.contract.protocol import IndexRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import FIX_REBUILD, EngineClient, log
 from mrhash_qgis.core.engine_task import EngineTask
@@ -140,39 +142,35 @@ class IndexDialog(QDialog):
         if on:
             self.rebuild_check.setFocus()
 
-    def params(self) -> dict:
-        params = {"folder": self.folder_widget.filePath(), "model": self.model_widget.filePath(),
-                  "index": self.index_widget.filePath(),
-                  "rebuild": self.rebuild_check.isChecked()}
-        if self.tile_spin.value():
-            params["tile_size"] = self.tile_spin.value()
-        if self.stride_spin.value():
-            params["stride"] = self.stride_spin.value()
+    def request(self) -> IndexRequest:
         bands = parse_bands(self.bands_edit.text())
-        if bands:
-            params["bands"] = list(bands)
-        if self.dask_check.isChecked() and self.dask_edit.text().strip():
-            params["dask"] = self.dask_edit.text().strip()
-        return params
+        return IndexRequest(self.folder_widget.filePath(), self.model_widget.filePath(),
+                            self.index_widget.filePath(), self.tile_spin.value() or None,
+                            self.stride_spin.value() or None,
+                            rebuild=self.rebuild_check.isChecked(),
+                            bands=list(bands) if bands else None,
+                            dask=(self.dask_edit.text().strip() or None)
+                            if self.dask_check.isChecked() else None)
 
     def start(self) -> EngineTask | None:
-        params = self.params()
-        missing = [name for name, key in ((tr("rasters folder"), "folder"), (tr("model"), "model"),
-                                          (tr("index folder"), "index")) if not params[key]]
+        request = self.request()
+        missing = [name for name, value in ((tr("rasters folder"), request.folder),
+                                            (tr("model"), request.model),
+                                            (tr("index folder"), request.index)) if not value]
         if missing:
             self.status_label.setText(tr("Choose the {fields}.").format(
                 fields=", ".join(missing)))
             return None
-        if self.dask_check.isChecked() and "dask" not in params:
+        if self.dask_check.isChecked() and not request.dask:
             self.status_label.setText(tr("Give the Dask scheduler's address, or untick the "
                                          "cluster."))
             return None
-        settings.LAST_FOLDER.put(params["folder"])
-        settings.LAST_MODEL.put(params["model"])
+        settings.LAST_FOLDER.put(request.folder)
+        settings.LAST_MODEL.put(request.model)
         settings.DASK_ADDRESS.put(self.dask_edit.text().strip())
         settings.DASK_ON.put(self.dask_check.isChecked())
         self.task = EngineTask(tr("MrHash: index {folder}").format(
-            folder=Path(params["folder"]).name), self.client, "index", params)
+            folder=Path(request.folder).name), self.client, request)
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self.task.progressEvent.connect(
             lambda event: self.status_label.setText(event.get("message", "")))
@@ -225,11 +223,11 @@ class IndexDialog(QDialog):
         self.task = None
         self.build_button.setEnabled(True)
         self.progress.setVisible(False)  # nothing was built: no bar stuck part-way
-        if code == "cancelled":
+        if code == protocol.CANCELLED:
             text = tr("Indexing cancelled.")
         else:
             text = tr("Indexing failed: {message}").format(message=in_dialog_words(message, fix))
         self.status_label.setText(text)
         self._point_at_rebuild(fix == FIX_REBUILD and not self.rebuild_check.isChecked())
-        level = Qgis.MessageLevel.Info if code == "cancelled" else Qgis.MessageLevel.Critical
+        level = Qgis.MessageLevel.Info if code == protocol.CANCELLED else Qgis.MessageLevel.Critical
         self.iface.messageBar().pushMessage("MrHash", text, level, 8)

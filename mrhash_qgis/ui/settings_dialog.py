@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.choices import DEVICES
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.diagnostics import report
@@ -253,7 +254,7 @@ class SettingsDialog(QDialog):
         self.client.stop()
         self.result_label.setText(tr("Testing the engine…"))
         self.test_button.setEnabled(False)
-        self.client.request("doctor", finished=self._tested, failed=self._test_failed)
+        self.client.request(protocol.DOCTOR, finished=self._tested, failed=self._test_failed)
 
     def _tested(self, result: dict) -> None:
         self.test_button.setEnabled(True)
@@ -284,7 +285,7 @@ class SettingsDialog(QDialog):
             self.result_label.setText(tr("Diagnostics report copied to the clipboard."))
 
         if self.client.state == STATE_READY:
-            self.client.request("doctor", finished=copy, failed=lambda _c, _m: copy(None))
+            self.client.request(protocol.DOCTOR, finished=copy, failed=lambda _c, _m: copy(None))
         else:
             copy(None)
 

@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from mrhash_qgis.contract import protocol
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
 from mrhash_qgis.core.i18n import tr
@@ -142,7 +143,7 @@ class StacDialog(QDialog):
             return
         self.search_button.setEnabled(False)
         self.status_label.setText(tr("Searching…"))
-        self._search = self.client.request("stac_items", self.query(), finished=self._found,
+        self._search = self.client.request(protocol.STAC_ITEMS, self.query(), finished=self._found,
                                            failed=self._failed)
 
     def _found(self, result: dict) -> None:

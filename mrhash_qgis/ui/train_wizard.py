@@ -49,8 +49,10 @@ from qgis.PyQt.QtWidgets import (
     QWizardPage,
 )
 
+from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.choices import BITS, DEVICES
+from mrhash_qgis.contract.protocol import ScanRequest, SourceEntry, TrainRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
 from mrhash_qgis.core.engine_task import EngineTask
@@ -133,20 +135,13 @@ class SourceChoice:
             return tr("STAC") if "stac" in self.remote else tr("web layer")
         return tr("folder") if Path(self.path).is_dir() else tr("raster")
 
-    def spec(self, name: str | None = None) -> dict:
+    def entry(self, name: str | None = None) -> SourceEntry:
+        """The protocol's source entry of this choice."""
         if self.remote is not None:
-            spec: dict = dict(self.remote)
-            if self.bands and "stac" not in spec:
-                spec["bands"] = self.bands
-            if name:
-                spec["name"] = name
-            return spec
-        spec = {"folder": self.path} if Path(self.path).is_dir() else {"paths": [self.path]}
-        if self.bands:
-            spec["bands"] = self.bands
-        if name:
-            spec["name"] = name
-        return spec
+            bands = self.bands if "stac" not in self.remote else None
+            return SourceEntry.from_params({**self.remote, "name": name, "bands": bands}, name
+                                           or self.path)
+        return SourceEntry.local([self.path], self.bands, name)
 
 
 def layer_outline(layer: QgsRasterLayer) -> QgsGeometry:
@@ -340,8 +335,8 @@ class AuxiliaryPage(QWizardPage):
             return choice.footprint or self._footprints[choice.path]
         self._footprints[choice.path] = None
         path = choice.path
-        request = self.client.request("scan", {"folder": path}, finished=self._scanned,
-                                      failed=self._scan_failed)
+        request = self.client.submit(ScanRequest(path), finished=self._scanned,
+                                     failed=self._scan_failed)
         self._scans[request] = path  # before the reply: it is queued to this thread
         return None
 
@@ -593,21 +588,17 @@ class TrainWizard(QWizard):
     def _closed(self, _code: int) -> None:
         self.auxiliary_page.clear_canvas()
 
-    def params(self) -> dict:
+    def request(self) -> TrainRequest:
+        """The engine request of the choices made (the pages have checked them)."""
         primary = self.primary_page.picker.choice()
         chosen = self.params_page.chosen()
-        return {
-            "primary": primary.spec() if primary else {},
-            "auxiliary": [s.spec(f"aux{i}") for i, s in enumerate(self.auxiliary_page.sources, 1)],
-            "bits": chosen.bits,
-            "clusters": chosen.clusters,
-            "epochs": chosen.epochs,
-            "ae_epochs": chosen.ae_epochs,
-            "patch_size": chosen.patch_size,
-            "device": chosen.device,
-            "seed": 0,
-            "output": str(Path(self.params_page.output_widget.filePath()).expanduser()),
-        }
+        return TrainRequest(
+            str(Path(self.params_page.output_widget.filePath()).expanduser()),
+            primary.entry() if primary else SourceEntry(),
+            [s.entry(f"aux{i}") for i, s in enumerate(self.auxiliary_page.sources, 1)],
+            options={"bits": chosen.bits, "clusters": chosen.clusters, "epochs": chosen.epochs,
+                     "ae_epochs": chosen.ae_epochs, "patch_size": chosen.patch_size,
+                     "device": chosen.device, "seed": 0})
 
     def start_training(self) -> EngineTask:
         """Remember the parameters and start the training task (the parameters page has
@@ -618,12 +609,12 @@ class TrainWizard(QWizard):
         page.progress.setValue(0)
         page.index_button.setEnabled(False)
         self.auxiliary_page.clear_canvas()
-        params = self.params()
+        request = self.request()
         self.params_page.chosen().save()
         page.cancel_button.setEnabled(True)
         page.status_label.setText(tr("Starting…"))
         self.task = EngineTask(tr("MrHash: train {model}").format(
-            model=Path(params["output"]).name), self.client, "train", params)
+            model=Path(request.output).name), self.client, request)
         self.task.progressEvent.connect(self._on_progress)
         self.task.done.connect(self._on_finished)
         self.task.error.connect(self._on_failed)
@@ -748,7 +739,7 @@ class TrainWizard(QWizard):
         self._lock_back(False)
         page = self.train_page
         page.cancel_button.setEnabled(False)
-        cancelled = code == "cancelled"
+        cancelled = code == protocol.CANCELLED
         text = tr("Training cancelled.") if cancelled else tr("Training failed: {message}").format(
             message=message)
         page.status_label.setText(text)

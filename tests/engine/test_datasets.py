@@ -83,11 +83,12 @@ def test_an_unreadable_collection_is_a_clear_error(tmp_path: Path) -> None:
 def test_worker_train_request_with_a_sar_folder(bigearthnet_dir: Path, tmp_path: Path) -> None:
     """The plugin's wizard sends folders; a folder of SAR patches becomes one collection."""
     from mrhash.worker import train_config
+    from mrhash_contract.protocol import TrainRequest
 
-    config = train_config({
+    config = train_config(TrainRequest.from_params({
         "primary": {"folder": str(bigearthnet_dir / "BigEarthNet-S2-Example"), "bands": RGB},
         "auxiliary": [{"folder": str(bigearthnet_dir / "BigEarthNet-S1-Example"), "name": "sar"}],
-        "output": str(tmp_path / "m.safetensors")})
+        "output": str(tmp_path / "m.safetensors")}))
     assert len(config.primary) == 6 and [s.name for s in config.auxiliary] == ["sar"] * 6
     with RasterSamples.from_config(config) as samples:
         assert samples.names == ("primary", "sar") and not samples.skipped

@@ -10,7 +10,8 @@ import pytest
 from mrhash.embeddings import EmbeddingTable, pack_codes, sign_values
 from mrhash.errors import IndexCorrupted
 from mrhash.indexer import DB_FILE, EMBEDDINGS_FILE, IndexFolder, build_index
-from mrhash.search import Query, Searcher, run_query
+from mrhash.search import Searcher, run_query
+from mrhash_contract.protocol import QueryRequest
 from test_index_support import TILE
 
 
@@ -124,7 +125,7 @@ def test_an_old_index_without_embeddings_falls_back_to_its_bits_and_is_migrated(
     db.close()
     (index_dir / EMBEDDINGS_FILE).unlink()
     # queries read it as it is (read-only): cosine of +-1 vectors = 1 - 2 d / bits
-    hits = run_query(index_dir, Query(tile=5, k=36))["hits"]
+    hits = run_query(index_dir, QueryRequest(tile=5, k=36))["hits"]
     assert all(h["score"] == pytest.approx(1 - 2 * h["distance"] / 64, abs=2e-3) for h in hits)
     # the next build adds the column in place; new tiles get embeddings, old ones keep none
     new = sorted(rasters.glob("*.tif"))[0]
@@ -138,7 +139,7 @@ def test_an_old_index_without_embeddings_falls_back_to_its_bits_and_is_migrated(
     searcher = Searcher(index_dir)
     try:
         assert len(searcher.embeddings) == 36
-        hit = searcher.search(Query(tile=37, k=1))["hits"][0]
+        hit = searcher.search(QueryRequest(tile=37, k=1))["hits"][0]
         assert hit["id"] == 37 and hit["score"] == pytest.approx(1, abs=2e-3)
     finally:
         searcher.close()
@@ -149,16 +150,16 @@ def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp
     index_dir = tmp_path / "index"
     build_index(rasters, tiny_model, index_dir, TILE)
     good = (index_dir / EMBEDDINGS_FILE).read_bytes()
-    expected = run_query(index_dir, Query(tile=4, k=10))["hits"]
+    expected = run_query(index_dir, QueryRequest(tile=4, k=10))["hits"]
     folder = IndexFolder(index_dir)
     table = folder.store.all_embeddings(64)
     table.unit = np.ascontiguousarray(table.unit[:, ::-1])  # wrong values...
     table.save(folder.embeddings_path, folder.store.generation, "another-index")  # ...foreign
     folder.close()
-    assert run_query(index_dir, Query(tile=4, k=10))["hits"] == expected
+    assert run_query(index_dir, QueryRequest(tile=4, k=10))["hits"] == expected
     assert "another index's file" in capsys.readouterr().err
     (index_dir / EMBEDDINGS_FILE).write_bytes(good[:-100])
-    assert run_query(index_dir, Query(tile=4, k=10))["hits"] == expected
+    assert run_query(index_dir, QueryRequest(tile=4, k=10))["hits"] == expected
     assert "truncated" in capsys.readouterr().err
 
 

@@ -14,9 +14,10 @@ from mrhash.datasets import RasterSamples
 from mrhash.evaluate import encode_samples
 from mrhash.indexer import build_index
 from mrhash.package import load_model
-from mrhash.search import Query, run_query
+from mrhash.search import run_query
 from mrhash.sources import SourceSpec
 from mrhash.train import TrainConfig, normalise, train_model
+from mrhash_contract.protocol import QueryRequest
 from rasterio.transform import from_origin
 
 NODATA = -9999.0
@@ -66,7 +67,7 @@ def test_a_patch_gets_the_same_code_in_training_evaluation_indexing_and_query(tm
             "SELECT minx, miny, maxx, maxy, code FROM tiles ORDER BY id")}
     assert len(stored) == 4
     for footprint, code in stored.items():
-        result = run_query(index, Query(raster=str(raster),
+        result = run_query(index, QueryRequest(raster=str(raster),
                                         footprint=shapely.box(*footprint).wkt, k=1))
         assert result["query"]["code"] == code.hex()
     codes_in_training = {bytes(c) for c in direct}

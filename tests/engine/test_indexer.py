@@ -18,7 +18,8 @@ import pytest
 from mrhash.errors import BadInput, Cancelled, IndexCorrupted
 from mrhash.indexer import CODES_FILE, DB_FILE, IndexFolder, build_index
 from mrhash.jobs import JobControl
-from mrhash.search import Query, run_query
+from mrhash.search import run_query
+from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE
 
 
@@ -109,7 +110,7 @@ def test_another_model_is_refused_and_rebuild_accepts_it(tiny_model, rasters, tm
     with pytest.raises(IndexCorrupted, match="built with model"):
         from mrhash.package import load_model
 
-        run_query(index_dir, Query(tile=1, k=3), model=load_model(other))
+        run_query(index_dir, QueryRequest(tile=1, k=3), model=load_model(other))
     rebuilt = build_index(rasters, other, index_dir, TILE, rebuild=True)
     assert rebuilt.n_tiles == 36
 
@@ -149,11 +150,11 @@ def test_corrupted_codes_file_is_rebuilt_from_the_database(tiny_model, rasters, 
     """The codes file is a cache: SQLite holds every code, so a damaged file costs nothing."""
     index_dir = tmp_path / "index"
     build_index(rasters, tiny_model, index_dir, TILE)
-    expected = run_query(index_dir, Query(tile=5, k=5))["hits"]
+    expected = run_query(index_dir, QueryRequest(tile=5, k=5))["hits"]
     codes = index_dir / CODES_FILE
     good = codes.read_bytes()
     codes.write_bytes(good[:-50])
-    assert run_query(index_dir, Query(tile=5, k=5))["hits"] == expected
+    assert run_query(index_dir, QueryRequest(tile=5, k=5))["hits"] == expected
     assert "truncated" in capsys.readouterr().err
     build_index(rasters, tiny_model, index_dir, TILE)  # the build saves a sound one again
     assert codes.read_bytes() == good
@@ -167,7 +168,7 @@ def test_stale_codes_file_is_rebuilt_from_the_database(tiny_model, rasters, tmp_
     build_index(rasters, tiny_model, index_dir, TILE)
     # as if killed between the last commit and the FAISS save
     (index_dir / CODES_FILE).write_bytes(old)
-    result = run_query(index_dir, Query(tile=20, k=40))
+    result = run_query(index_dir, QueryRequest(tile=20, k=40))
     assert result["n_tiles"] == 32
     assert all(hit["id"] > 4 for hit in result["hits"])
 
@@ -233,8 +234,8 @@ def test_kill_9_then_resume_equals_a_clean_run(tiny_model, rasters, tmp_path):
     assert rows(index_dir) == rows(clean_dir)  # same ids, windows and codes
     assert_consistent(index_dir)
     for tile in (1, 77, 150):
-        a = run_query(index_dir, Query(tile=tile, k=10))
-        b = run_query(clean_dir, Query(tile=tile, k=10))
+        a = run_query(index_dir, QueryRequest(tile=tile, k=10))
+        b = run_query(clean_dir, QueryRequest(tile=tile, k=10))
         assert a["hits"] == b["hits"]
 
 
@@ -321,7 +322,8 @@ def test_index_rasters_of_another_band_layout(tiny_model, rasters, tmp_path):
     with rasterio.open(some) as ds:
         x, y = ds.xy(16, 16, offset="ul")  # the centre of the first 32 px tile
         crs = ds.crs.to_string()
-    result = run_query(tmp_path / "mapped", Query(point=(x, y), crs=crs, k=3, thumbnails=True))
+    result = run_query(tmp_path / "mapped",
+                       QueryRequest(point=(x, y), crs=crs, k=3, thumbnails=True))
     assert result["hits"][0]["distance"] == 0 and all(h["thumbnail"] for h in result["hits"])
     # re-runs must keep the selection: another one is refused with the reason
     assert build_index(rgb_dir, tiny_model, tmp_path / "mapped", TILE,

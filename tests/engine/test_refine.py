@@ -11,17 +11,11 @@ import sys
 import numpy as np
 import pytest
 import shapely
-from mrhash.errors import BadInput
+from mrhash.errors import BadInput, user_error
 from mrhash.indexer import IndexFolder
-from mrhash.refine import (
-    NEGATIVE_WEIGHT,
-    Example,
-    RefineRequest,
-    refine,
-    rocchio,
-    top_k,
-)
-from mrhash.search import Query, Searcher, run_query
+from mrhash.refine import NEGATIVE_WEIGHT, refine, rocchio, top_k
+from mrhash.search import Searcher, run_query
+from mrhash_contract.protocol import Example, QueryRequest, RefineRequest, RequestError
 from test_index_support import THREADS_ENV, indexed_folder
 from test_ties import _stored, _unit16
 
@@ -55,8 +49,8 @@ def expected(index_dir, relevant: list[int], irrelevant: list[int]):
 
 
 def _request(relevant, irrelevant=(), **options) -> RefineRequest:
-    return RefineRequest([Example(True, tile=i) for i in relevant]
-                         + [Example(False, tile=i) for i in irrelevant], **options)
+    return RefineRequest([Example(relevant=True, tile=i) for i in relevant]
+                         + [Example(relevant=False, tile=i) for i in irrelevant], **options)
 
 
 def test_refine_reranks_the_whole_index_and_excludes_the_marked_tiles(index_dir, searcher):
@@ -71,7 +65,7 @@ def test_refine_reranks_the_whole_index_and_excludes_the_marked_tiles(index_dir,
     assert [h["rank"] for h in hits] == list(range(1, 32))
     assert all(h["distance"] == distance[h["id"]] for h in hits)
     # the same format as a query's result (the plugin reads these keys)
-    query = run_query(index_dir, Query(tile=6, k=3))
+    query = run_query(index_dir, QueryRequest(tile=6, k=3))
     assert set(result) == set(query) and set(hits[0]) == set(query["hits"][0])
     assert result["ties"] is None and result["n_tiles"] == 36
     about = result["query"]
@@ -104,7 +98,7 @@ def test_an_irrelevant_example_never_lifts_the_tile_most_like_it(index_dir, sear
 def test_point_and_footprint_examples(index_dir, searcher):
     tile = IndexFolder(index_dir).store.tiles([10])[10]
     x, y = (tile.bounds[0] + tile.bounds[2]) / 2, (tile.bounds[1] + tile.bounds[3]) / 2
-    by_point = refine(searcher, RefineRequest([Example(True, point=(x, y), crs=tile.crs)],
+    by_point = refine(searcher, RefineRequest([Example(relevant=True, point=(x, y), crs=tile.crs)],
                                               k=36))
     by_tile = refine(searcher, _request([10], k=36))
     # the patch at the tile's centre is that tile: the same ranking, tile 10 excluded
@@ -112,7 +106,7 @@ def test_point_and_footprint_examples(index_dir, searcher):
     assert 10 not in [h["id"] for h in by_point["hits"]] and len(by_point["hits"]) == 35
     assert by_point["query"]["path"] == tile.path and "tile" not in by_point["query"]
     box = shapely.box(*tile.bounds).wkt
-    by_box = refine(searcher, RefineRequest([Example(True, footprint=box,
+    by_box = refine(searcher, RefineRequest([Example(relevant=True, footprint=box,
                                                      footprint_crs=tile.crs)], k=5))
     assert [h["id"] for h in by_box["hits"]] == [h["id"] for h in by_tile["hits"]][:5]
 
@@ -138,10 +132,12 @@ def test_bad_refine_requests(searcher):
              ({"examples": [{"relevant": True, "tile": 3}], "k": 0}, "k must be"),
              ({"examples": [{"relevant": True, "tile": 99999}]}, "no tile with id 99999"),
              ({"examples": [{"relevant": True, "point": [-120, -45]}]}, "outside every"),
-             ({"examples": [{"relevant": True, "tile": "x"}]}, "bad query parameters")]
+             ({"examples": [{"relevant": True, "tile": "x"}]}, "bad place")]
     for params, message in cases:
-        with pytest.raises(BadInput, match=message):
+        # read (RequestError) or checked by the engine: a BadInput (or finer) error either way
+        with pytest.raises((RequestError, BadInput), match=message) as raised:
             searcher.refine(RefineRequest.from_params(params))
+        assert isinstance(user_error(raised.value), BadInput)
 
 
 def test_scorer_and_top_k():

@@ -38,6 +38,7 @@ from mrhash.sources import SourceSpec, open_source
 from mrhash.stac import DateRange, find_items
 from mrhash.train import TrainConfig, train_model
 from mrhash.worker import train_config
+from mrhash_contract.protocol import TrainRequest
 
 DATES, CLOUD = "2021-01-01/2021-12-31", 20.0
 TRAIN = dict(bits=16, clusters=4, patch_size=64, input_size=32, epochs=2, ae_epochs=2,
@@ -312,13 +313,15 @@ def test_worker_train_params_for_remote_sources(tmp_path) -> None:
                              "assets": ["B05", "B11"]},
                             {"name": "web", "url": lh.tms_xml("https://tiles.x.org")},
                             {"name": "b8", "url": "s3://bucket/B08.tif", "bands": [1]}]}
+    request = TrainRequest.from_params(params)
+    assert TrainRequest.from_params(request.to_params()) == request  # the plugin's round trip
     try:
-        train_config(params)
+        train_config(request)
     except MrHashError as error:  # the primary does not exist: only the aux specs matter
         assert "a.tif" in error.message
     from mrhash.worker import _specs
 
-    stac, web, b8 = (_specs(e, "x", "aux", params)[0] for e in params["auxiliary"])
+    stac, web, b8 = (_specs(e, "x", request)[0] for e in request.auxiliary)
     assert stac.remote.kind == "stac" and stac.bands == ("B05", "B11")
     assert (stac.remote.date, stac.remote.max_cloud) == (DATES, 30.0)
     assert stac.remote.cache_dir == f"{params['output']}.pull-cache"

@@ -12,7 +12,8 @@ import pytest
 import shapely
 from mrhash.errors import BadInput, OutsideIndex
 from mrhash.indexer import IndexFolder, build_index
-from mrhash.search import Query, Searcher, haversine_m, run_query
+from mrhash.search import Searcher, haversine_m, run_query
+from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE
 
 
@@ -35,7 +36,7 @@ def _hamming(a: bytes, b: bytes) -> int:
 
 
 def test_query_by_tile_ranks_by_true_hamming_distance(index_dir):
-    result = run_query(index_dir, Query(tile=6, k=36))
+    result = run_query(index_dir, QueryRequest(tile=6, k=36))
     hits = result["hits"]
     assert [h["rank"] for h in hits] == list(range(1, 37))
     assert hits[0]["id"] == 6 and hits[0]["distance"] == 0
@@ -55,19 +56,19 @@ def test_query_by_point_reads_the_covering_raster(index_dir):
     tile = _tile(index_dir, 10)
     minx, miny, maxx, maxy = tile.bounds
     x, y = (minx + maxx) / 2, (miny + maxy) / 2
-    result = run_query(index_dir, Query(point=(x, y), crs=tile.crs, k=5))
+    result = run_query(index_dir, QueryRequest(point=(x, y), crs=tile.crs, k=5))
     assert result["query"]["path"] == tile.path
     # the patch centred on a tile's centre is that tile: same code, found at distance 0
     assert result["query"]["code"] == tile.code.hex()
     assert 10 in [h["id"] for h in result["hits"] if h["distance"] == 0]
     # a bare EPSG code, as `--crs 32632` gives it
-    bare = run_query(index_dir, Query(point=(x, y), crs=tile.crs.split(":")[1], k=5))
+    bare = run_query(index_dir, QueryRequest(point=(x, y), crs=tile.crs.split(":")[1], k=5))
     assert bare["query"]["code"] == tile.code.hex()
     # the same point given in EPSG:4326
     from mrhash.search import transform_point
 
     lon, lat = transform_point(x, y, tile.crs, "EPSG:4326")
-    by_lonlat = run_query(index_dir, Query(point=(lon, lat), k=5))
+    by_lonlat = run_query(index_dir, QueryRequest(point=(lon, lat), k=5))
     assert by_lonlat["query"]["code"] == tile.code.hex()
 
 
@@ -79,13 +80,13 @@ def test_query_by_footprint_on_another_raster(index_dir, eurosat_dir):
         left, bottom = ds.bounds.left, ds.bounds.bottom
         res = ds.res[0]
     wkt = shapely.box(left, bottom, left + TILE * res, bottom + TILE * res).wkt
-    result = run_query(index_dir, Query(raster=str(other), footprint=wkt, k=4))
+    result = run_query(index_dir, QueryRequest(raster=str(other), footprint=wkt, k=4))
     assert result["query"]["path"] == str(other) and len(result["hits"]) == 4
 
 
 def test_point_outside_every_raster(index_dir):
     with pytest.raises(OutsideIndex, match="outside every indexed raster") as caught:
-        run_query(index_dir, Query(point=(-120.0, -45.0), k=5))
+        run_query(index_dir, QueryRequest(point=(-120.0, -45.0), k=5))
     assert caught.value.code == "outside_index"
 
 
@@ -100,12 +101,12 @@ def test_point_on_a_raster_that_is_not_indexed_reads_the_raster_given(index_dir,
         y = ds.bounds.top - TILE / 2 * ds.res[1]
         crs, half_x, half_y = ds.crs.to_string(), TILE / 2 * ds.res[0], TILE / 2 * ds.res[1]
     with pytest.raises(OutsideIndex):
-        run_query(index_dir, Query(point=(x, y), crs=crs, k=3))
-    result = run_query(index_dir, Query(point=(x, y), crs=crs, raster=str(other), k=3))
+        run_query(index_dir, QueryRequest(point=(x, y), crs=crs, k=3))
+    result = run_query(index_dir, QueryRequest(point=(x, y), crs=crs, raster=str(other), k=3))
     assert result["query"]["path"] == str(other) and len(result["hits"]) == 3
     # the same patch as a footprint query: the same code
     box = shapely.box(x - half_x, y - half_y, x + half_x, y + half_y)
-    same = run_query(index_dir, Query(raster=str(other), footprint=box.wkt, k=3))
+    same = run_query(index_dir, QueryRequest(raster=str(other), footprint=box.wkt, k=3))
     assert same["query"]["code"] == result["query"]["code"]
     out = tmp_path / "hits.json"
     run = subprocess.run([sys.executable, "-m", "mrhash", "query", "--index", str(index_dir),
@@ -119,8 +120,8 @@ def test_exclude_radius_drops_neighbours_of_the_query(index_dir):
     query = _tile(index_dir, 1)
     lon = (query.bounds4326[0] + query.bounds4326[2]) / 2
     lat = (query.bounds4326[1] + query.bounds4326[3]) / 2
-    near = run_query(index_dir, Query(tile=1, k=36))["hits"]
-    far = run_query(index_dir, Query(tile=1, k=10, exclude_radius=2000))["hits"]
+    near = run_query(index_dir, QueryRequest(tile=1, k=36))["hits"]
+    far = run_query(index_dir, QueryRequest(tile=1, k=10, exclude_radius=2000))["hits"]
     assert len(far) == 10 and 1 not in [h["id"] for h in far]
     for hit in far:
         box = _tile(index_dir, hit["id"]).bounds4326
@@ -134,27 +135,27 @@ def test_within_keeps_hits_inside_the_area(index_dir, rasters):
     query = _tile(index_dir, 1)
     west, south, east, north = query.bounds4326
     area = shapely.box(west - 0.02, south - 0.02, east + 0.02, north + 0.02)
-    hits = run_query(index_dir, Query(tile=1, k=20, within=area.wkt))["hits"]
+    hits = run_query(index_dir, QueryRequest(tile=1, k=20, within=area.wkt))["hits"]
     assert hits and len(hits) < 20  # only the tiles in that small area
     for hit in hits:
         box = _tile(index_dir, hit["id"]).bounds4326
         assert area.contains(shapely.Point((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
-    everything = run_query(index_dir, Query(tile=1, k=36))["hits"]
+    everything = run_query(index_dir, QueryRequest(tile=1, k=36))["hits"]
     inside = [h["id"] for h in everything if area.contains(shapely.Point(
         np.mean(np.array(h["footprint"]["coordinates"][0])[:4], axis=0)))]
     assert sorted(h["id"] for h in hits) == sorted(inside)
-    assert run_query(index_dir, Query(tile=1, k=5, within=shapely.box(0, 0, 1, 1).wkt))[
+    assert run_query(index_dir, QueryRequest(tile=1, k=5, within=shapely.box(0, 0, 1, 1).wkt))[
         "hits"] == []
 
 
 def test_bad_queries(index_dir):
-    for query, message in ((Query(k=5), "exactly one"),
-                           (Query(tile=1, point=(1, 2)), "exactly one"),
-                           (Query(tile=1, k=0), "k must be"),
-                           (Query(tile=99999), "no tile with id"),
-                           (Query(tile=1, within="POLYGON((0 0, 1"), "not valid WKT"),
-                           (Query(footprint="POINT (1 1)"), "outside every indexed raster"),
-                           (Query(footprint="POINT (1 1)", raster="/no/such.tif"),
+    for query, message in ((QueryRequest(k=5), "exactly one"),
+                           (QueryRequest(tile=1, point=(1, 2)), "exactly one"),
+                           (QueryRequest(tile=1, k=0), "k must be"),
+                           (QueryRequest(tile=99999), "no tile with id"),
+                           (QueryRequest(tile=1, within="POLYGON((0 0, 1"), "not valid WKT"),
+                           (QueryRequest(footprint="POINT (1 1)"), "outside every indexed raster"),
+                           (QueryRequest(footprint="POINT (1 1)", raster="/no/such.tif"),
                             "not found")):
         with pytest.raises(BadInput, match=message):
             run_query(index_dir, query)
@@ -168,7 +169,7 @@ def test_empty_index(tiny_model, rasters, tmp_path):
     result = build_index(rasters, tiny_model, tmp_path / "index", TILE)
     assert result.n_tiles == 0 and len(result.skipped) == 9 and result.removed == 36
     with pytest.raises(BadInput, match="holds no tiles"):
-        run_query(tmp_path / "index", Query(tile=1, k=5))
+        run_query(tmp_path / "index", QueryRequest(tile=1, k=5))
 
 
 def test_query_by_footprint_on_the_indexed_rasters(index_dir):
@@ -176,16 +177,16 @@ def test_query_by_footprint_on_the_indexed_rasters(index_dir):
     centre; the footprint's CRS defaults to EPSG:4326."""
     tile = _tile(index_dir, 10)
     native = shapely.box(*tile.bounds).wkt
-    result = run_query(index_dir, Query(footprint=native, footprint_crs=tile.crs, k=3))
+    result = run_query(index_dir, QueryRequest(footprint=native, footprint_crs=tile.crs, k=3))
     assert result["query"]["code"] == tile.code.hex() and result["query"]["path"] == tile.path
     assert result["hits"][0]["distance"] == 0
     # the same place in lon/lat (no CRS given): the raster under it, about the same patch
     lonlat = shapely.box(*tile.bounds4326).wkt
-    by_lonlat = run_query(index_dir, Query(footprint=lonlat, k=3))
+    by_lonlat = run_query(index_dir, QueryRequest(footprint=lonlat, k=3))
     assert by_lonlat["query"]["path"] == tile.path and by_lonlat["query"]["crs"] == "EPSG:4326"
     assert _hamming(bytes.fromhex(by_lonlat["query"]["code"]), tile.code) <= 8
     with pytest.raises(OutsideIndex, match="footprint's centre"):
-        run_query(index_dir, Query(footprint=shapely.box(-120, -45, -119.99, -44.99).wkt))
+        run_query(index_dir, QueryRequest(footprint=shapely.box(-120, -45, -119.99, -44.99).wkt))
     out = subprocess.run([sys.executable, "-m", "mrhash", "query", "--index", str(index_dir),
                           "--footprint", native, "--footprint-crs", tile.crs, "-k", "2"],
                          capture_output=True, text=True, timeout=120, env=THREADS_ENV)
@@ -231,6 +232,6 @@ def test_moved_model_is_reported_and_can_be_given(index_dir, tiny_model, tmp_pat
     folder.store.set_meta({"model_path": str(tmp_path / "gone.safetensors")})
     folder.close()
     with pytest.raises(IndexCorrupted, match="model .* is missing"):
-        run_query(index_dir, Query(point=point, crs=tile.crs, k=3))
-    result = run_query(index_dir, Query(point=point, crs=tile.crs, k=3), load_model(moved))
+        run_query(index_dir, QueryRequest(point=point, crs=tile.crs, k=3))
+    result = run_query(index_dir, QueryRequest(point=point, crs=tile.crs, k=3), load_model(moved))
     assert result["query"]["code"] == tile.code.hex()

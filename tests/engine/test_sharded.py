@@ -12,7 +12,8 @@ import sys
 import pytest
 from mrhash.errors import BadInput, OutsideIndex
 from mrhash.indexer import build_index
-from mrhash.search import Query, ShardedSearcher, merge_top_k, run_query
+from mrhash.search import ShardedSearcher, merge_top_k, run_query
+from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE, model_path
 
 
@@ -48,9 +49,9 @@ def test_four_shards_answer_as_one_index(shards):
     with rasterio.open(raster) as dataset:
         x, y = dataset.transform * (48, 16)  # the centre of the tile at cols 32-64, rows 0-32
         crs = dataset.crs.to_string()
-    query = Query(point=(x, y), crs=crs, k=12)
+    query = QueryRequest(point=(x, y), crs=crs, k=12)
     sharded = run_query([str(i) for i in indexes], query)
-    single = run_query(str(whole), Query(point=(x, y), crs=crs, k=12))
+    single = run_query(str(whole), QueryRequest(point=(x, y), crs=crs, k=12))
     assert [_key(h) for h in sharded["hits"]] == [_key(h) for h in single["hits"]]
     assert sharded["hits"][0]["distance"] == 0  # the place itself, found in shard 3
     assert sharded["hits"][0]["index"] == str(indexes[3])
@@ -71,16 +72,16 @@ def test_the_command_line_takes_several_indexes(shards, tmp_path):
                           *map(str, indexes), "--point", str(x), str(y), "--crs", crs, "-k",
                           "5"], capture_output=True, text=True, env=THREADS_ENV, check=True)
     hits = json.loads(out.stdout)["hits"]
-    single = run_query(str(whole), Query(point=(x, y), crs=crs, k=5))["hits"]
+    single = run_query(str(whole), QueryRequest(point=(x, y), crs=crs, k=5))["hits"]
     assert [_key(h) for h in hits] == [_key(h) for h in single]
 
 
 def test_shard_errors(shards, tmp_path_factory, eurosat_dir, tmp_path):
     indexes, _whole, raster, _model = shards
     with pytest.raises(BadInput, match="tile id names a tile of one index"):
-        run_query([str(i) for i in indexes], Query(tile=1))
+        run_query([str(i) for i in indexes], QueryRequest(tile=1))
     with pytest.raises(OutsideIndex, match="outside every raster of the 4 indexes"):
-        run_query([str(i) for i in indexes], Query(point=(0.0, 0.0), k=3))
+        run_query([str(i) for i in indexes], QueryRequest(point=(0.0, 0.0), k=3))
     other = model_path(tmp_path_factory, eurosat_dir, seed=1)
     folder = tmp_path / "one"
     folder.mkdir()

@@ -89,22 +89,23 @@ def test_thumbnails_share_the_models_colour_scale(tiny_model, rasters, tmp_path)
 def test_the_query_has_its_own_thumbnail(tiny_model, rasters, tmp_path):
     """Beside the hits, the query's picture: a stored tile's own thumbnail, or the footprint
     read from the raster (point queries), on the same colour scale."""
-    from mrhash.search import Query, Searcher
+    from mrhash.search import Searcher
+    from mrhash_contract.protocol import QueryRequest
 
     build_index(rasters, tiny_model, tmp_path / "index", TILE)
     searcher = Searcher(tmp_path / "index")
     try:
-        by_tile = searcher.search(Query(tile=2, k=3, thumbnails=True))
+        by_tile = searcher.search(QueryRequest(tile=2, k=3, thumbnails=True))
         assert by_tile["query"]["thumbnail"] == str(
             thumbnail(searcher.folder.thumbnail_dir, searcher.folder.store.tiles([2])[2],
                       searcher.model))
         record = searcher.folder.store.tiles([2])[2]
         west, south, east, north = record.bounds
-        point = Query(point=((west + east) / 2, (south + north) / 2), crs=record.crs,
+        point = QueryRequest(point=((west + east) / 2, (south + north) / 2), crs=record.crs,
                       raster=record.path, k=3, thumbnails=True)
         picture = searcher.search(point)["query"]["thumbnail"]
         again = searcher.search(point)["query"]["thumbnail"]
-        without = searcher.search(Query(tile=2, k=3))["query"]
+        without = searcher.search(QueryRequest(tile=2, k=3))["query"]
     finally:
         searcher.close()
     assert picture == again and "query_" in picture  # cached by raster, place and model

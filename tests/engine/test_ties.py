@@ -13,7 +13,8 @@ import shapely
 from mrhash import search
 from mrhash.index import BinaryIndex, IndexPolicy
 from mrhash.indexer import DB_FILE, IndexFolder, build_index
-from mrhash.search import Query, Searcher, haversine_m, run_query
+from mrhash.search import Searcher, haversine_m, run_query
+from mrhash_contract.protocol import QueryRequest
 from test_index_support import TILE, synthetic_index
 
 
@@ -83,7 +84,7 @@ def test_ties_are_ordered_by_the_embeddings_across_the_k_boundary(tied):
         for query_id in ids[::37]:
             expected = oracle(tied, int(query_id))
             for k in (1, 5, 20):
-                _check(searcher.search(Query(tile=int(query_id), k=k)), expected, k)
+                _check(searcher.search(QueryRequest(tile=int(query_id), k=k)), expected, k)
             # the ranking a tile-id order inside ties would give
             by_id = expected[0][np.lexsort((expected[0], expected[1]))][:20]
             differs += by_id.tolist() != expected[0][:20].tolist()
@@ -92,7 +93,7 @@ def test_ties_are_ordered_by_the_embeddings_across_the_k_boundary(tied):
     assert differs  # the test tells the two orders apart
     # the score is the cosine of the stored embeddings (float16 precision)
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    hits = run_query(tied, Query(tile=int(ids[3]), k=50))["hits"]
+    hits = run_query(tied, QueryRequest(tile=int(ids[3]), k=50))["hits"]
     for hit in hits:
         assert hit["score"] == pytest.approx(float(unit[ids == hit["id"]][0] @ unit[3]),
                                              abs=2e-3)
@@ -104,11 +105,11 @@ def test_ties_under_spatial_filters(tied):
     area = shapely.box(10.0, 50.0, 10.1, 50.1)  # 10 x ~10 tiles of the grid
     expected = oracle(tied, query_id,
                       lambda c: shapely.contains_xy(area, c[:, 0], c[:, 1]))
-    _check(run_query(tied, Query(tile=query_id, k=8, within=area.wkt)), expected, 8)
+    _check(run_query(tied, QueryRequest(tile=query_id, k=8, within=area.wkt)), expected, 8)
     centre = _stored(tied)[3][5]
     expected = oracle(tied, query_id, lambda c: haversine_m(
         centre[0], centre[1], c[:, 0], c[:, 1]) >= 3000)
-    _check(run_query(tied, Query(tile=query_id, k=8, exclude_radius=3000)), expected, 8)
+    _check(run_query(tied, QueryRequest(tile=query_id, k=8, exclude_radius=3000)), expected, 8)
 
 
 def test_ties_on_the_cells_layout(tied, tmp_path):
@@ -127,7 +128,7 @@ def test_ties_on_the_cells_layout(tied, tmp_path):
     duplicates = np.unique(codes, axis=0, return_counts=True)
     group = duplicates[0][np.argmax(duplicates[1])]  # the largest exact-copy group
     query_id = int(ids[(codes == group).all(axis=1)][0])
-    result = run_query(index_dir, Query(tile=query_id, k=10))
+    result = run_query(index_dir, QueryRequest(tile=query_id, k=10))
     assert result["layout"] == "ivf"
     _check(result, oracle(index_dir, query_id), 10)
 
@@ -139,21 +140,21 @@ def test_a_tie_group_beyond_the_shortlist_is_counted(tied, monkeypatch):
     members = ids[sizes[1].ravel() == biggest]
     assert len(members) > 30
     monkeypatch.setattr(search, "SHORTLIST_MIN", 8)
-    result = run_query(tied, Query(tile=int(members[0]), k=2))
+    result = run_query(tied, QueryRequest(tile=int(members[0]), k=2))
     assert [h["distance"] for h in result["hits"]] == [0, 0]
     assert result["ties"] == {"distance": 0, "count": len(members), "capped": False}
     monkeypatch.setattr(search, "TIE_COUNT_MAX", 20)
-    assert run_query(tied, Query(tile=int(members[0]), k=2))["ties"] == {
+    assert run_query(tied, QueryRequest(tile=int(members[0]), k=2))["ties"] == {
         "distance": 0, "count": 20, "capped": True}
     # with a filter the count stops at what the search saw: a lower bound
-    filtered = run_query(tied, Query(tile=int(members[0]), k=2, exclude_radius=1))["ties"]
+    filtered = run_query(tied, QueryRequest(tile=int(members[0]), k=2, exclude_radius=1))["ties"]
     assert filtered["capped"] and filtered["count"] >= 8
 
 
 def test_real_index_hits_are_ranked_by_distance_then_score(tiny_model, rasters, tmp_path):
     index_dir = tmp_path / "index"
     build_index(rasters, tiny_model, index_dir, TILE)
-    result = run_query(index_dir, Query(tile=6, k=36))
+    result = run_query(index_dir, QueryRequest(tile=6, k=36))
     keys = [(h["distance"], -h["score"]) for h in result["hits"]]
     assert keys == sorted(keys)
     assert result["hits"][0]["id"] == 6 and result["hits"][0]["score"] == pytest.approx(1, 1e-3)
@@ -161,7 +162,7 @@ def test_real_index_hits_are_ranked_by_distance_then_score(tiny_model, rasters, 
     # a point query encodes its patch: the tile under it scores ~1 against it
     tile = IndexFolder(index_dir).store.tiles([6])[6]
     x, y = (tile.bounds[0] + tile.bounds[2]) / 2, (tile.bounds[1] + tile.bounds[3]) / 2
-    by_point = run_query(index_dir, Query(point=(x, y), crs=tile.crs, k=3))
+    by_point = run_query(index_dir, QueryRequest(point=(x, y), crs=tile.crs, k=3))
     first = [h for h in by_point["hits"] if h["id"] == 6][0]
     assert first["distance"] == 0 and first["score"] == pytest.approx(1, abs=2e-3)
     assert by_point["ties"]["distance"] == 0 and by_point["ties"]["count"] >= 1

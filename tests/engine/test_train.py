@@ -10,7 +10,7 @@ import pytest
 from mrhash.datasets import RasterSamples, specs_from_paths
 from mrhash.errors import BadInput, Cancelled
 from mrhash.jobs import JobControl
-from mrhash.package import load_model
+from mrhash.package import load_model, read_package
 from mrhash.sources import SourceSpec
 from mrhash.train import TrainConfig, train_model
 
@@ -192,3 +192,54 @@ def test_pseudo_label_heads_leave_out_what_the_set_cannot_fill() -> None:
     assert config.head_sizes(20) == [16]  # the first head is the --clusters asked for
     with pytest.raises(BadInput, match="heads"):
         TrainConfig(**{**config.__dict__, "heads": 0}).validate()
+
+
+def test_backbones_come_from_the_registry(landsat_dir: Path, tmp_path: Path) -> None:
+    """A second backbone, registered by name (a small real CNN with its own feature size),
+    trains, is recorded in the package and is what loading builds; a package naming a
+    backbone the engine lacks, or a config naming an unknown one, is a clear error."""
+    import torch
+    from mrhash.backbone import BACKBONES, BackboneSpec, register_backbone
+    from mrhash.errors import ModelFormatError
+    from torch import nn
+
+    class Parts:  # the adapter: stem -> blocks -> pooled head
+        def __init__(self, net: nn.Module):
+            self.net, self.blocks = net, list(net.blocks)
+
+        def stem(self, x):
+            return torch.relu(self.net.conv_stem(x))
+
+        def head(self, a):
+            return self.net.conv_head(a).mean(dim=(2, 3))
+
+        def head_parameters(self):
+            return list(self.net.conv_head.parameters())
+
+    def build(_size: int, _weights: str | None, _pretrained: bool) -> nn.Module:
+        torch.manual_seed(0)  # its "pretrained" weights: a fixed initialisation
+        net = nn.Module()
+        net.conv_stem = nn.Conv2d(3, 8, 3, padding=1)
+        net.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+                                   for _ in range(3))
+        net.conv_head = nn.Conv2d(8, 24, 1)
+        return net
+
+    register_backbone(BackboneSpec("tiny-test", 24, build, Parts, "fixed initialisation"))
+    try:
+        result = train_model(_landsat_config(landsat_dir, tmp_path / "tiny.safetensors",
+                                             backbone="tiny-test", epochs=1, ae_epochs=1))
+        model = load_model(result.model)
+        assert model.config["backbone"] == "tiny-test"
+        _, tensors, _ = read_package(result.model)
+        assert tuple(tensors["head.linear.weight"].shape) == (16, 24)
+        codes = model.encode(_patches(landsat_dir))
+        assert codes.shape[1] == 16 // 8
+    finally:
+        BACKBONES.pop("tiny-test")
+    with pytest.raises(ModelFormatError, match="backbone this engine does not have"):
+        load_model(result.model)
+    with pytest.raises(BadInput, match="unknown backbone 'resnet-9000'.*efficientnet-lite0"):
+        train_model(_landsat_config(landsat_dir, tmp_path / "r.safetensors",
+                                    backbone="resnet-9000"))
+    assert not (tmp_path / "r.safetensors").exists()

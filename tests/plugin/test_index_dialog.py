@@ -96,7 +96,7 @@ def test_band_selection_reaches_the_engine(qgis_iface, trained, s2, tmp_path, en
     dialog.model_widget.setFilePath(trained.model)
     dialog.index_widget.setFilePath(str(tmp_path / "bands_index"))
     dialog.bands_edit.setText("3,2,1")  # blue-green-red: another reading of the same files
-    assert dialog.params()["bands"] == [3, 2, 1]
+    assert dialog.request().bands == [3, 2, 1]
     built: list[str] = []
     dialog.indexBuilt.connect(built.append)
     dialog.start()
@@ -211,7 +211,7 @@ def _dask_builds(qgis_iface, trained, s2, tmp_path, engine, socket) -> None:
     dialog.dask_edit.setText("")
     assert dialog.start() is None and "Dask scheduler" in dialog.status_label.text()
     dialog.dask_edit.setText("local:2")
-    assert dialog.params()["dask"] == "local:2"
+    assert dialog.request().dask == "local:2"
     assert "50 tiles indexed" in build(dialog, "the Dask build")
     QgsProject.instance().removeAllMapLayers()
     with socket.socket() as sock:
@@ -223,7 +223,7 @@ def _dask_builds(qgis_iface, trained, s2, tmp_path, engine, socket) -> None:
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in text
     assert not (tmp_path / "unreached_index").exists()
     dialog.dask_check.setChecked(False)
-    assert "dask" not in dialog.params()
+    assert dialog.request().dask is None and "dask" not in dialog.request().to_params()
     # the address and the choice are remembered for the next dialog
     from mrhash_qgis.ui.index_dialog import IndexDialog
 

@@ -134,8 +134,9 @@ def test_wizard_trains_with_stac_and_xyz_layer(qgis_iface, engine, server, prima
         assert "collection.json @B05,B8A,B11: covers 100% of the primary" in (
             page.overlap_label.text())
         _shot(wizard, "wizard_2_stac.png")
-        params = wizard.params()
-        assert params["auxiliary"][1]["stac"].endswith("/stac/collection.json")
+        request = wizard.request()
+        assert request.auxiliary[1].stac.endswith("/stac/collection.json")
+        assert request.to_params()["auxiliary"][1]["assets"] == ["B05", "B8A", "B11"]
         wizard.next()
         values = wizard.params_page
         values.bits_combo.setCurrentText(str(TINY_TRAINING["bits"]))

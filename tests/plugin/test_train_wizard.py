@@ -109,7 +109,7 @@ def test_wizard_trained_and_saved_the_model(trained):
 
 
 def test_wizard_sent_the_auxiliary_source(trained, s2):
-    params = trained.wizard.params()
+    params = trained.wizard.request().to_params()
     assert params["primary"] == {"folder": str(s2.primary_dir)}
     assert params["auxiliary"] == [{"folder": str(s2.aux_dir), "name": "aux1"}]
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mrhash_contract import index_layout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +70,7 @@ def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) 
     folder = IndexFolder(index_dir)
     store = folder.store
     rng = np.random.default_rng(seed)
-    real = list(store.tiles(r[0] for r in store.db.execute("SELECT id FROM tiles")).values())
+    real = list(store.tiles(store.all_codes(folder.bits // 8)[0].tolist()).values())
     embeddings = store.all_embeddings(folder.bits).rows(np.array([r.id for r in real]))
     files = {r.path: r for r in store.files().values()}
     next_ordinal = {r.id: r.n_grid for r in files.values()}
@@ -106,7 +107,7 @@ def worker_round_trip(index_dir: Path, n_queries: int) -> dict:
     from mrhash.indexer import IndexFolder
 
     folder = IndexFolder(index_dir)
-    ids = [r[0] for r in folder.store.db.execute("SELECT id FROM tiles ORDER BY id LIMIT 200")]
+    ids = [row[0] for row in index_layout.footprints(folder.store.db, 200)]
     points = []
     for record in folder.store.tiles(ids[:n_queries]).values():
         minx, miny, maxx, maxy = record.bounds

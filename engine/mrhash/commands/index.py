@@ -199,34 +199,37 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    from mrhash_contract.protocol import QueryRequest
+
     from mrhash.cli import write_json
     from mrhash.device import limit_threads
-    from mrhash.search import Query, query_threads, run_query
+    from mrhash.search import query_threads, run_query
 
     limit_threads()
     query_threads()
-    query = Query(point=tuple(args.point) if args.point else None, crs=args.crs,
-                  raster=args.raster, footprint=args.footprint,
-                  footprint_crs=args.footprint_crs, tile=args.tile, k=args.k,
-                  within=args.within, exclude_radius=args.exclude_radius,
-                  thumbnails=args.thumbnails)
+    query = QueryRequest(point=tuple(args.point) if args.point else None, crs=args.crs,
+                         raster=args.raster, footprint=args.footprint,
+                         footprint_crs=args.footprint_crs, tile=args.tile, k=args.k,
+                         within=args.within, exclude_radius=args.exclude_radius,
+                         thumbnails=args.thumbnails)
     write_json(args.json, run_query(args.index, query, _model(args.model)))
     return 0
 
 
 def run_refine(args: argparse.Namespace) -> int:
+    from mrhash_contract.protocol import Example, RefineRequest
+
     from mrhash.cli import write_json
     from mrhash.device import limit_threads
-    from mrhash.refine import Example, RefineRequest
     from mrhash.search import Searcher, query_threads
 
     limit_threads()
     query_threads()
-    examples = [Example(True, tile=i) for i in args.positive]
+    examples = [Example(tile=i, relevant=True) for i in args.positive]
     if args.point:
-        examples.append(Example(True, point=tuple(args.point), crs=args.crs,
-                                raster=args.raster))
-    examples += [Example(False, tile=i) for i in args.negative]
+        examples.append(Example(point=tuple(args.point), crs=args.crs, raster=args.raster,
+                                relevant=True))
+    examples += [Example(tile=i, relevant=False) for i in args.negative]
     request = RefineRequest(examples, k=args.k, exclude_examples=not args.include_examples,
                             within=args.within, thumbnails=args.thumbnails)
     searcher = Searcher(args.index, _model(args.model))

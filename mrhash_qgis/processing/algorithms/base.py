@@ -14,12 +14,22 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
+from mrhash_qgis.contract.protocol import (
+    ExportRequest,
+    IndexRequest,
+    QueryRequest,
+    RefineRequest,
+    TrainRequest,
+)
 from mrhash_qgis.core.engine_client import EngineError, shared_client
 from mrhash_qgis.core.i18n import tr
 
+EngineRequestType = ExportRequest | IndexRequest | QueryRequest | RefineRequest | TrainRequest
+
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses define name/params and call `self.run_engine(method, params, feedback)`."""
+    """Subclasses define name/params and call `self.run_engine(request, feedback)` with a
+    request of the protocol (mrhash_qgis.contract.protocol)."""
 
     def group(self) -> str:
         return ""
@@ -31,7 +41,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     @staticmethod
-    def run_engine(method: str, params: dict, feedback: QgsProcessingFeedback) -> dict:
+    def run_engine(request: EngineRequestType, feedback: QgsProcessingFeedback) -> dict:
         def on_progress(event: dict) -> None:
             if event.get("fraction") is not None:
                 feedback.setProgress(100.0 * float(event["fraction"]))
@@ -43,11 +53,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(text)
 
         try:
-            return shared_client().call(method, params, on_progress=on_progress,
+            return shared_client().call(request.METHOD, request.to_params(),
+                                        on_progress=on_progress,
                                         is_cancelled=feedback.isCanceled)
         except EngineError as error:
             raise QgsProcessingException(tr("MrHash {method}: {error}").format(
-                method=method, error=error.message)) from error
+                method=request.METHOD, error=error.message)) from error
 
 
 def source_paths(value, context: QgsProcessingContext) -> list[str]:
@@ -68,14 +79,3 @@ def source_paths(value, context: QgsProcessingContext) -> list[str]:
                                              .format(item=item))
             paths.append(layer.source().split("|")[0])
     return paths
-
-
-def source_spec(paths: list[str], bands: list[int] | None, name: str | None = None) -> dict:
-    """The protocol's source object: one folder, or the files of one product."""
-    spec: dict = {"folder": paths[0]} if len(paths) == 1 and os.path.isdir(paths[0]) else {
-        "paths": paths}
-    if bands:
-        spec["bands"] = bands
-    if name:
-        spec["name"] = name
-    return spec

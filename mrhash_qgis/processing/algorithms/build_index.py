@@ -12,6 +12,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.contract.bands import parse_bands
+from mrhash_qgis.contract.protocol import IndexRequest
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -58,29 +59,23 @@ class BuildIndexAlgorithm(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
-        params = {
-            "folder": self.parameterAsFile(parameters, "INPUT_FOLDER", context),
-            "model": self.parameterAsFile(parameters, "MODEL", context),
-            "index": self.parameterAsString(parameters, "OUTPUT_INDEX", context),
-            "rebuild": self.parameterAsBool(parameters, "REBUILD", context),
-        }
-        for key in ("tile_size", "stride"):
-            value = self.parameterAsInt(parameters, key.upper(), context)
-            if value:
-                params[key] = value
         bands = parse_bands(self.parameterAsString(parameters, "BANDS", context))
-        if bands:
-            params["bands"] = list(bands)
-        dask = self.parameterAsString(parameters, "DASK", context).strip()
-        if dask:
-            params["dask"] = dask
-        result = self.run_engine("index", params, feedback)
+        request = IndexRequest(
+            self.parameterAsFile(parameters, "INPUT_FOLDER", context),
+            self.parameterAsFile(parameters, "MODEL", context),
+            self.parameterAsString(parameters, "OUTPUT_INDEX", context),
+            self.parameterAsInt(parameters, "TILE_SIZE", context) or None,
+            self.parameterAsInt(parameters, "STRIDE", context) or None,
+            rebuild=self.parameterAsBool(parameters, "REBUILD", context),
+            bands=list(bands) if bands else None,
+            dask=self.parameterAsString(parameters, "DASK", context).strip() or None)
+        result = self.run_engine(request, feedback)
         for skipped in result.get("skipped", []):
             feedback.reportError(tr("skipped {path}: {error}").format(
                 path=skipped.get("path"), error=skipped.get("error")))
         feedback.pushInfo(tr("{n} tiles in {index}").format(n=result.get("n_tiles"),
                                                             index=result.get("index")))
-        return {"OUTPUT_INDEX": result.get("index", params["index"]),
+        return {"OUTPUT_INDEX": result.get("index", request.index),
                 "N_TILES": result.get("n_tiles"), "ADDED": result.get("added"),
                 "REMOVED": result.get("removed"), "UNCHANGED": result.get("unchanged"),
                 "SKIPPED": len(result.get("skipped", []))}

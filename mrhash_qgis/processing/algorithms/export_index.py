@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from mrhash_qgis.contract.protocol import ExportRequest
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -38,9 +39,9 @@ class ExportIndexAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         fmt = FORMATS[self.parameterAsEnum(parameters, "FORMAT", context)][0]
-        params = {"index": self.parameterAsFile(parameters, "INDEX", context), "format": fmt,
-                  "output": self.parameterAsFileOutput(parameters, "OUTPUT", context)}
-        result = self.run_engine("export", params, feedback)
+        request = ExportRequest(self.parameterAsFile(parameters, "INDEX", context),
+                                self.parameterAsFileOutput(parameters, "OUTPUT", context), fmt)
+        result = self.run_engine(request, feedback)
         feedback.pushInfo(tr("{n} tiles written to {output}").format(
-            n=result.get("n_tiles", 0), output=result.get("output", params["output"])))
-        return {"OUTPUT": result.get("output", params["output"])}
+            n=result.get("n_tiles", 0), output=result.get("output", request.output)))
+        return {"OUTPUT": result.get("output", request.output)}

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from mrhash_qgis.contract.protocol import QueryRequest
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
@@ -51,14 +52,12 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         if not crs.isValid():
             raise QgsProcessingException(tr("POINT: give the point's CRS, e.g. "
                                             "'500000,4170000 [EPSG:32618]'"))
-        params = {"index": self.parameterAsFile(parameters, "INDEX", context),
-                  "point": [point.x(), point.y()], "crs": crs_text(crs),
-                  "k": self.parameterAsInt(parameters, "K", context)}
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
-        if raster is not None:
-            params["raster"] = raster.source().split("|")[0]
-        radius = self.parameterAsDouble(parameters, "EXCLUDE_RADIUS", context)
-        if radius > 0:
-            params["exclude_radius"] = radius
-        hits = self.run_engine("query", params, feedback).get("hits", [])
+        request = QueryRequest(
+            point=(point.x(), point.y()), crs=crs_text(crs),
+            raster=raster.source().split("|")[0] if raster is not None else None,
+            index=self.parameterAsFile(parameters, "INDEX", context),
+            k=self.parameterAsInt(parameters, "K", context),
+            exclude_radius=self.parameterAsDouble(parameters, "EXCLUDE_RADIUS", context))
+        hits = self.run_engine(request, feedback).get("hits", [])
         return write_hits(self, hits, parameters, context, feedback)

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from mrhash_qgis.contract.protocol import Example, RefineRequest
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
@@ -66,20 +67,19 @@ class RefineAlgorithm(EngineAlgorithm):
         self.addParameter(hits_parameter())
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
-        examples = [{"relevant": True, "tile": i} for i in tile_ids(
+        examples = [Example(tile=i, relevant=True) for i in tile_ids(
             self.parameterAsString(parameters, "POSITIVE", context), tr("Relevant tile ids"))]
-        examples += [{"relevant": False, "tile": i} for i in tile_ids(
+        examples += [Example(tile=i, relevant=False) for i in tile_ids(
             self.parameterAsString(parameters, "NEGATIVE", context), tr("Not relevant tile ids"))]
         source = self.parameterAsSource(parameters, "EXAMPLES", context)
         if source is not None:
             crs = crs_text(source.sourceCrs())
-            examples += [{"relevant": True, "footprint": f.geometry().asWkt(),
-                          "footprint_crs": crs}
+            examples += [Example(footprint=f.geometry().asWkt(), footprint_crs=crs)
                          for f in source.getFeatures() if not f.geometry().isEmpty()]
-        if not any(e["relevant"] for e in examples):
+        if not any(e.relevant for e in examples):
             raise QgsProcessingException(tr("Give at least one relevant example: tile ids or "
                                             "polygons"))
-        params = {"index": self.parameterAsFile(parameters, "INDEX", context),
-                  "k": self.parameterAsInt(parameters, "K", context), "examples": examples}
-        hits = self.run_engine("refine", params, feedback).get("hits", [])
+        request = RefineRequest(examples, self.parameterAsFile(parameters, "INDEX", context),
+                                k=self.parameterAsInt(parameters, "K", context))
+        hits = self.run_engine(request, feedback).get("hits", [])
         return write_hits(self, hits, parameters, context, feedback)

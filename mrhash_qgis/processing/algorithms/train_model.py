@@ -16,8 +16,9 @@ from qgis.core import (
 
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.choices import BITS, DEFAULT_BITS, DEVICES
+from mrhash_qgis.contract.protocol import SourceEntry, TrainRequest
 from mrhash_qgis.core.i18n import tr
-from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths, source_spec
+from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths
 
 
 class TrainModelAlgorithm(EngineAlgorithm):
@@ -80,22 +81,21 @@ class TrainModelAlgorithm(EngineAlgorithm):
         auxiliary = source_paths(parameters.get("AUXILIARY"), context)
         aux_folder = self.parameterAsString(parameters, "AUXILIARY_FOLDER", context)
         auxiliary += [aux_folder] if aux_folder else []
-        aux_specs = [source_spec([path], None, f"aux{i}") for i, path in enumerate(auxiliary, 1)]
         output = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
-        params = {
-            "primary": source_spec([primary] if isinstance(primary, str) else primary, parse_bands(
-                self.parameterAsString(parameters, "PRIMARY_BANDS", context))),
-            "auxiliary": aux_specs,
-            "bits": BITS[self.parameterAsEnum(parameters, "BITS", context)],
-            "clusters": self.parameterAsInt(parameters, "CLUSTERS", context),
-            "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
-            "ae_epochs": self.parameterAsInt(parameters, "AE_EPOCHS", context),
-            "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
-            "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-            "seed": self.parameterAsInt(parameters, "SEED", context),
-            "output": output,
-        }
-        result = self.run_engine("train", params, feedback)
+        bands = parse_bands(self.parameterAsString(parameters, "PRIMARY_BANDS", context))
+        request = TrainRequest(
+            output, SourceEntry.local([primary] if isinstance(primary, str) else primary,
+                                      list(bands) if bands else None),
+            [SourceEntry.local([path], None, f"aux{i}") for i, path in enumerate(auxiliary, 1)],
+            options={
+                "bits": BITS[self.parameterAsEnum(parameters, "BITS", context)],
+                "clusters": self.parameterAsInt(parameters, "CLUSTERS", context),
+                "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+                "ae_epochs": self.parameterAsInt(parameters, "AE_EPOCHS", context),
+                "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
+                "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+                "seed": self.parameterAsInt(parameters, "SEED", context)})
+        result = self.run_engine(request, feedback)
         feedback.pushInfo(tr("model {model} ({fingerprint})").format(
             model=result.get("model"), fingerprint=result.get("fingerprint", "")[:12]))
         return {"OUTPUT_MODEL": result.get("model", output), "SECONDS": result.get("seconds")}

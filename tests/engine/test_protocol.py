@@ -1,0 +1,114 @@
+"""The protocol's typed requests (mrhash_contract.protocol): what the plugin builds survives
+the line to the worker unchanged, wrong values are errors naming the parameter, and every
+method the worker answers has its type."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from mrhash.errors import BadInput, user_error
+from mrhash.worker import Worker
+from mrhash_contract import protocol
+from mrhash_contract.protocol import (
+    REQUESTS,
+    Example,
+    ExportRequest,
+    IndexRequest,
+    QueryRequest,
+    RefineRequest,
+    RequestError,
+    ScanRequest,
+    SourceEntry,
+    TrainRequest,
+)
+
+ROUND_TRIPS = [
+    ScanRequest("/data/archive"),
+    IndexRequest("/data/archive", "/m/model.safetensors", "/m/index", 64, 32, 0.25, True,
+                 [4, 3, "B02"], "local:2"),
+    IndexRequest("/data/archive", "/m/model.safetensors", "/m/index"),
+    ExportRequest("/m/index", "/out/tiles.parquet", "geoparquet"),
+    QueryRequest(point=(500000.0, 4170000.0), crs="EPSG:32618", raster="/d/a.tif",
+                 index="/m/index", k=7, within="POLYGON((0 0,1 0,1 1,0 0))",
+                 exclude_radius=250.0, thumbnails=True),
+    QueryRequest(tile=12, index="/m/index"),
+    RefineRequest([Example(tile=3, relevant=True), Example(tile=9, relevant=False),
+                   Example(footprint="POLYGON((0 0,1 0,1 1,0 0))", footprint_crs="EPSG:3857",
+                           relevant=True)], "/m/index", k=30, exclude_examples=False),
+    TrainRequest("/m/model.safetensors", SourceEntry.local(["/d/a.tif", "/d/b.tif"], [4, 3, 2]),
+                 [SourceEntry(name="s2", stac="https://x.org/stac", assets=["B05"],
+                              max_cloud=20.0),
+                  SourceEntry(name="web", url="https://tiles.x.org/{z}/{x}/{y}.png", bands=[1])],
+                 [("nir", [8])], "2021-01-01/2021-12-31", 30.0, "/cache",
+                 {"bits": 32, "clusters": 10, "rgb": [0, 1, 2]}),
+]
+
+
+@pytest.mark.parametrize("request_", ROUND_TRIPS, ids=lambda r: type(r).__name__)
+def test_a_request_survives_the_line(request_):
+    line = json.dumps(request_.to_params())  # what the plugin writes
+    assert type(request_).from_params(json.loads(line)) == request_
+    assert REQUESTS[request_.METHOD] is type(request_)
+
+
+def test_every_job_and_answer_has_its_method():
+    typed = set(REQUESTS)
+    assert typed <= set(protocol.JOB_METHODS) | set(protocol.ANSWERED)
+    assert set(protocol.LONG_JOBS) <= typed
+
+
+@pytest.mark.parametrize("cls, params, message", [
+    (ScanRequest, {}, "scan needs folder"),
+    (IndexRequest, {"folder": "f", "model": "m"}, "index needs index"),
+    (IndexRequest, {"folder": "f", "model": "m", "index": "i", "tile_size": "big"},
+     "bad index parameters"),
+    (ExportRequest, {"index": "i"}, "export needs output"),
+    (QueryRequest, {"point": [1]}, "bad place"),
+    (QueryRequest, {"tile": 3, "k": "many"}, "bad query parameters"),
+    (RefineRequest, {"examples": {"tile": 3}}, "needs examples"),
+    (RefineRequest, {"examples": [{"tile": 3, "relevant": "yes"}]}, "needs relevant"),
+    (TrainRequest, {"primary": {"folder": "p"}}, "train needs output"),
+    (TrainRequest, {"output": "m", "primary": {"bands": [1]}}, "primary needs paths"),
+    (TrainRequest, {"output": "m", "primary": {"folder": "p", "colour": 1}}, "unknown keys"),
+    (TrainRequest, {"output": "m", "primary": {"folder": "p"},
+                    "auxiliary": [{"stac": "https://x"}]}, "needs assets"),
+])
+def test_wrong_values_name_the_parameter(cls, params, message):
+    with pytest.raises(RequestError, match=message) as raised:
+        cls.from_params(params)
+    assert isinstance(user_error(raised.value), BadInput)  # reaches users as bad_input
+
+
+def test_validation_and_the_bare_epsg_code():
+    query = QueryRequest(point=(1.0, 2.0), crs="32632", footprint_crs="3857")
+    query.validate()
+    assert (query.crs, query.footprint_crs) == ("EPSG:32632", "EPSG:3857")
+    for bad, message in ((QueryRequest(), "exactly one"),
+                         (QueryRequest(tile=2, k=0), "k must be"),
+                         (QueryRequest(point=(float("inf"), 0.0)), "not a finite"),
+                         (QueryRequest(tile=-4), "positive"),
+                         (RefineRequest([Example(tile=1, relevant=False)]), "one relevant")):
+        with pytest.raises(RequestError, match=message):
+            bad.validate()
+
+
+def test_the_worker_answers_a_mistyped_request_with_bad_input():
+    out = io.StringIO()
+    worker = Worker(out, "cpu")
+    for line in ({"id": 1, "method": "query", "params": {"index": "/nowhere", "k": "x",
+                                                         "tile": 1}},
+                 {"id": 2, "method": "refine", "params": {"index": "/nowhere"}},
+                 {"id": 3, "method": "scan", "params": {}}):
+        assert worker.handle(json.dumps(line))
+    worker.shutdown()
+    errors = {}
+    for text in out.getvalue().splitlines():
+        reply = json.loads(text)
+        if "error" in reply:
+            errors[reply["id"]] = reply["error"]
+    assert [errors[i]["code"] for i in (1, 2, 3)] == ["bad_input"] * 3
+    assert "bad query parameters" in errors[1]["message"]
+    assert "needs examples" in errors[2]["message"]
+    assert "scan needs folder" in errors[3]["message"]
