@@ -15,9 +15,9 @@ from mrhash.sources import (
     SourceSpec,
     band_token,
     check_raster,
-    group_band_files,
     list_rasters,
     open_source,
+    source_groups,
 )
 
 WGS84 = "EPSG:4326"
@@ -71,7 +71,7 @@ def scan(folder: str | Path, job: JobControl | None = None) -> dict:
         except MrHashError as error:
             errors.append({"path": path, "error": error.message})
     sources = []
-    for paths in group_band_files(good):
+    for paths in source_groups(good):
         try:
             with open_source(SourceSpec(name=_source_name(paths), paths=paths)) as source:
                 sources.append(describe_source(source, source.spec.name))

@@ -29,10 +29,10 @@ from mrhash.remote import RemoteOptions, guess_kind, is_remote
 from mrhash.sources import (
     Source,
     SourceSpec,
-    group_band_files,
     open_source,
     raster_files,
     regular_file,
+    source_groups,
 )
 from mrhash.tiling import Tile, tile_grid
 
@@ -59,9 +59,7 @@ def specs_from_paths(paths: Sequence[str | Path], bands: Sequence[int | str] | N
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            groups = group_band_files(raster_files(p))
-            product_dirs = {Path(g[0]).parent for g in groups if len(g) > 1}
-            groups = [g for g in groups if len(g) > 1 or Path(g[0]).parent not in product_dirs]
+            groups = source_groups(raster_files(p))
             if not groups:
                 raise BadInput("no raster files in this folder", path=str(p))
         else:

@@ -47,9 +47,9 @@ from mrhash.sources import (
     FolderListing,
     Source,
     SourceSpec,
-    group_band_files,
     list_rasters,
     open_source,
+    source_groups,
 )
 from mrhash.tiling import Tile, tile_grid
 
@@ -179,7 +179,7 @@ def discover(folder: str | Path, bands: Sequence[int | str] | None
     """Every raster (or per-band product) under `folder` (absolute paths), with the model's
     band selection, and the listing that says which folders could be read."""
     listing = list_rasters(folder)
-    return ([SourceSpec("primary", paths, bands) for paths in group_band_files(listing.files)],
+    return ([SourceSpec("primary", paths, bands) for paths in source_groups(listing.files)],
             listing)
 
 

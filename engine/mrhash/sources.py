@@ -90,6 +90,16 @@ def group_band_files(paths: Iterable[str | Path]) -> list[tuple[str, ...]]:
     return sorted(singles)
 
 
+def source_groups(paths: Iterable[str | Path]) -> list[tuple[str, ...]]:
+    """The one rule for which raster files form the sources of a folder, used by training,
+    indexing, the catalogue and `spec_from_folder`: the per-band files of one product
+    (s2_B02.jp2, s2_B03.jp2, ...) are one source, any other raster is a source of its own,
+    except a lone file in a folder that holds a product (a preview image), which is left out."""
+    groups = group_band_files(paths)
+    product_dirs = {Path(g[0]).parent for g in groups if len(g) > 1}
+    return [g for g in groups if len(g) > 1 or Path(g[0]).parent not in product_dirs]
+
+
 def printable_path(path: str | os.PathLike) -> str:
     """A path fit for a message even when its name is not valid UTF-8 (bytes shown escaped)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -187,10 +197,7 @@ def spec_from_folder(folder: str | Path, bands: Sequence[int | str] | None = Non
     """The source held by a product folder (its per-band files, or its single raster file)."""
     if not Path(folder).is_dir():
         raise BadInput("not a folder", path=str(folder))
-    groups = group_band_files(raster_files(folder, recursive=False))
-    products = [g for g in groups if len(g) > 1]
-    if len(products) == 1:  # per-band product files beside e.g. a preview image
-        groups = products
+    groups = source_groups(raster_files(folder, recursive=False))
     if len(groups) != 1:
         found = ", ".join(Path(g[0]).name for g in groups) or "no raster files"
         raise BadInput(f"expected one product (one raster or per-band files), found {found}",

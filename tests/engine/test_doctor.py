@@ -44,6 +44,7 @@ def test_doctor_command_reports_every_package(tmp_path):
     assert set(report["packages"]) == set(RUNTIME_PACKAGES.values())
     assert all(report["packages"].values())
     assert report["gdal"] and report["proj"] and report["weights_tensors"] > 100
+    assert report["backbones"]["efficientnet-lite0"]["feature_dim"] == 1280
     assert report["cuda_available"] in (True, False)
     assert "engine OK" in run.stderr
 

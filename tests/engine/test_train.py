@@ -94,6 +94,15 @@ def test_product_folder_is_one_source_and_preview_is_ignored(sentinel2_dir: Path
     specs = specs_from_paths([sentinel2_dir], ("B04", "B03", "B02"))
     assert len(specs) == 1 and len(specs[0].paths) == 13
     assert not any("preview" in p for p in specs[0].paths)
+    # the same rule when the folder is indexed, scanned or opened as one product
+    from mrhash.catalog import scan
+    from mrhash.indexer import discover
+    from mrhash.sources import spec_from_folder
+
+    indexed, _ = discover(sentinel2_dir, None)
+    assert [s.paths for s in indexed] == [specs[0].paths]
+    assert [tuple(s["paths"]) for s in scan(sentinel2_dir)["sources"]] == [specs[0].paths]
+    assert spec_from_folder(sentinel2_dir).paths == specs[0].paths
     assert len(specs_from_paths([eurosat_dir])) == 50  # small scenes: one source per file
     with pytest.raises(BadInput, match="no such file"):
         specs_from_paths([eurosat_dir / "missing"])
