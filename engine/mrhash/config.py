@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mrhash_contract.choices import BITS
+from mrhash_contract import choices
 
 from mrhash.errors import BadInput
 
 if TYPE_CHECKING:
     from mrhash.sources import SourceSpec
 
-VALID_BITS = BITS
+VALID_BITS = choices.BITS
 KMEANS_SELECT = ("inertia", "agreement")
 
 
@@ -30,15 +30,15 @@ class TrainConfig:
     # named band groups read from each primary file itself, e.g. (("nir", (8,)),)
     aux_bands: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
     rgb: tuple[int, int, int] | None = None  # 0-based R,G,B among the primary bands, if > 3 bands
-    bits: int = 64
-    clusters: int = 16
-    latent_dim: int = 64
-    patch_size: int = 64              # primary pixels per sample / tile
+    bits: int = choices.DEFAULT_BITS
+    clusters: int = choices.DEFAULT_CLUSTERS
+    latent_dim: int = 16              # 16 generalises better than 64 (docs/benchmarks/model.md)
+    patch_size: int = choices.DEFAULT_PATCH_SIZE  # primary pixels per sample / tile
     stride: int | None = None         # tile grid stride on big rasters (None = patch_size)
     input_size: int = 64              # backbone input (patches resized to it); 224 = ImageNet
     trainable_blocks: int = 1         # last Lite0 blocks fine-tuned (0 = frozen backbone)
-    epochs: int = 10                  # hash network epochs
-    ae_epochs: int = 30               # autoencoder pre-training epochs
+    epochs: int = choices.DEFAULT_EPOCHS      # hash network epochs
+    ae_epochs: int = choices.DEFAULT_AE_EPOCHS  # autoencoder pre-training epochs
     # cap on optimisation steps per stage: big sets get fewer epochs (10,000 tiles converge in
     # a few epochs; 200 images need many), so training time grows ~linearly, not worse
     max_steps: int = 1000
@@ -60,9 +60,6 @@ class TrainConfig:
     contrastive_weight: float = 0.0   # NT-Xent between a tile's code and its view's code
     # codes ranked like the latent: pairwise code cosines regress onto latent cosines
     similarity_weight: float = 1.0
-    # regularisation of the networks trained (for imagery the model never saw)
-    weight_decay: float = 0.0         # decoupled (AdamW) weight decay
-    feature_dropout: float = 0.0      # dropout on the pooled features while training
     # k-means restarts on the latent; the one kept is chosen without labels: lowest inertia,
     # or "agreement" = the partition agreeing most (mean adjusted Rand index) with the others
     kmeans_restarts: int = 4

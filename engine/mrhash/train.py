@@ -284,12 +284,6 @@ class _FitState:
         return [idx.to(self.device)
                 for idx in torch.randperm(n, generator=self.gen).split(self.config.batch_size)]
 
-    def _dropout(self, features: torch.Tensor) -> torch.Tensor:
-        if not self.config.feature_dropout:
-            return features
-        return torch.nn.functional.dropout(features, self.config.feature_dropout,
-                                           training=True)
-
     def _random_views(self, size: int, n_views: int, low: int = 0) -> torch.Tensor:
         if n_views - low == 1:  # no draw: a run without views repeats the seed's stream
             return torch.full((size,), low, dtype=torch.long, device=self.device)
@@ -300,13 +294,12 @@ class _FitState:
         the primary, each sample seen in a random view: the targets of a tile do not depend
         on its orientation, so the latent learns not to either."""
         n = len(self.cache)
-        opt = torch.optim.AdamW(self.ae.parameters(), lr=self.config.lr,
-                                weight_decay=self.config.weight_decay)
+        opt = torch.optim.Adam(self.ae.parameters(), lr=self.config.lr)
         for epoch in range(self.ae_epochs):
             total = 0.0
             for idx in self._batches():
                 x = x_views[self._random_views(len(idx), len(x_views)), idx]
-                _, outs = self.ae(self._dropout(x))
+                _, outs = self.ae(x)
                 loss = self.ae.reconstruction_loss(outs, [t[idx] for t in self.targets])
                 opt.zero_grad()
                 loss.backward()
@@ -362,7 +355,7 @@ class _FitState:
         tail_params = self.backbone.tail_parameters(cut)
         if tail_params:
             groups.append({"params": tail_params, "lr": config.backbone_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        opt = torch.optim.Adam(groups)
         schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, config.lr_step),
                                                    gamma=config.lr_gamma)
         keys = ("loss", "kl_code", "kl_features", "reconstruction", "consistency", "similarity")
@@ -371,7 +364,7 @@ class _FitState:
             p_all = [target_distribution(q) for q in self._soft_assign_all(front)]
             sums = dict.fromkeys(keys, 0.0)
             for idx in self._batches():
-                feats = self._dropout(self.backbone.tail(front[idx], cut))
+                feats = self.backbone.tail(front[idx], cut)
                 latent, outs = self.ae((feats - self.mean) / self.scale)
                 code = net.head(feats)
                 p = [ph[idx] for ph in p_all]
@@ -379,8 +372,7 @@ class _FitState:
                 consistency = code.new_zeros(())
                 if view_front is not None:
                     v = self._random_views(len(idx), len(view_front) + 1, low=1) - 1
-                    code_v = net.head(self._dropout(self.backbone.tail(view_front[v, idx],
-                                                                       cut)))
+                    code_v = net.head(self.backbone.tail(view_front[v, idx], cut))
                     kl_code = (kl_code + self._kl(p, to_latent(code_v))) / 2
                     consistency = (config.consistency_weight * ((code - code_v) ** 2).mean()
                                    + config.contrastive_weight * nt_xent(code, code_v))

@@ -17,6 +17,13 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
+from mrhash_qgis.contract.choices import (
+    DEFAULT_AE_EPOCHS,
+    DEFAULT_BITS,
+    DEFAULT_CLUSTERS,
+    DEFAULT_EPOCHS,
+    DEFAULT_PATCH_SIZE,
+)
 from mrhash_qgis.core.environment import (
     PLUGIN_DIR,
     STAMP_NAME,
@@ -165,11 +172,11 @@ class TrainSettings:
     """The training wizard's parameters, remembered between runs (`mrhash/train/<field>`);
     the device defaults to the one chosen for jobs in Settings."""
 
-    bits: int = 64
-    clusters: int = 16
-    epochs: int = 10
-    ae_epochs: int = 30
-    patch_size: int = 64
+    bits: int = DEFAULT_BITS
+    clusters: int = DEFAULT_CLUSTERS
+    epochs: int = DEFAULT_EPOCHS
+    ae_epochs: int = DEFAULT_AE_EPOCHS
+    patch_size: int = DEFAULT_PATCH_SIZE
     device: str = "auto"
     output_dir: str = ""  # where the last model was saved
 

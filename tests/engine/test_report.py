@@ -20,7 +20,8 @@ def trained(eurosat_dir: Path, tmp_path_factory) -> tuple[dict, object, np.ndarr
     out = tmp_path_factory.mktemp("report") / "m.safetensors"
     config = TrainConfig(primary=tuple(specs_from_paths(files, (4, 3, 2))), output=str(out),
                          aux_bands=(("nir", (8,)),), bits=32, clusters=5, input_size=32,
-                         epochs=6, ae_epochs=10, batch_size=16, views=4, device="cpu")
+                         epochs=6, ae_epochs=10, batch_size=16, views=4, device="cpu",
+                         latent_dim=64)  # 6 epochs at 32 px: a wide latent settles faster
     result = train_model(config)
     with RasterSamples(config.primary, patch_size=64) as samples:
         patches = samples.read_batch(range(len(samples)))[0][0]

@@ -15,7 +15,15 @@ from qgis.core import (
 )
 
 from mrhash_qgis.contract.bands import parse_bands
-from mrhash_qgis.contract.choices import BITS, DEFAULT_BITS, DEVICES
+from mrhash_qgis.contract.choices import (
+    BITS,
+    DEFAULT_AE_EPOCHS,
+    DEFAULT_BITS,
+    DEFAULT_CLUSTERS,
+    DEFAULT_EPOCHS,
+    DEFAULT_PATCH_SIZE,
+    DEVICES,
+)
 from mrhash_qgis.contract.protocol import SourceEntry, TrainRequest
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths
@@ -54,17 +62,19 @@ class TrainModelAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             "BITS", tr("Hash bits"), [str(b) for b in BITS], defaultValue=BITS.index(DEFAULT_BITS)))
         self.addParameter(QgsProcessingParameterNumber(
-            "CLUSTERS", tr("Pseudo-label clusters"), QgsProcessingParameterNumber.Type.Integer, 16,
-            minValue=2, maxValue=1000))
+            "CLUSTERS", tr("Pseudo-label clusters"), QgsProcessingParameterNumber.Type.Integer,
+            DEFAULT_CLUSTERS, minValue=2, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", tr("Epochs"), QgsProcessingParameterNumber.Type.Integer, 10, minValue=1,
-            maxValue=1000))
+            "EPOCHS", tr("Epochs"), QgsProcessingParameterNumber.Type.Integer, DEFAULT_EPOCHS,
+            minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
-            "AE_EPOCHS", tr("Autoencoder epochs"), QgsProcessingParameterNumber.Type.Integer, 30,
+            "AE_EPOCHS", tr("Autoencoder epochs"), QgsProcessingParameterNumber.Type.Integer,
+            DEFAULT_AE_EPOCHS,
             minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(
             "PATCH_SIZE", tr("Patch size (primary pixels)"),
-            QgsProcessingParameterNumber.Type.Integer, 64, minValue=16, maxValue=1024))
+            QgsProcessingParameterNumber.Type.Integer, DEFAULT_PATCH_SIZE, minValue=16,
+            maxValue=1024))
         self.addParameter(QgsProcessingParameterEnum(
             "DEVICE", tr("Device"), list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
