@@ -170,10 +170,6 @@ class Backbone(nn.Module):
         self.n_blocks = len(self.parts.blocks)
 
     @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
     def feature_dim(self) -> int:
         return self.spec.feature_dim
 

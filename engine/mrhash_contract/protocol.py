@@ -117,10 +117,6 @@ class Place:
             raise RequestError(f"bad place (point, crs, raster, footprint, tile): {error}") \
                 from None
 
-    def place(self) -> Place:
-        return Place(self.point, self.crs, self.raster, self.footprint, self.footprint_crs,
-                     self.tile)
-
     def validate_place(self) -> None:
         self.crs = _epsg(self.crs) or "EPSG:4326"
         self.footprint_crs = _epsg(self.footprint_crs)
