@@ -2,10 +2,13 @@
 images (docs/BENCHMARKS.md, *Refine*): the same simulated analyst as bench_refine.py (marks the
 first 3 relevant and 3 irrelevant of the first 20 hits; labels only to mark and to score),
 scored in numpy on the tiles' relaxed codes and on richer spaces of the same model (the
-pre-tanh logits, the pooled backbone features and their PCA).
+pre-tanh logits, the pooled backbone features and their PCA; with --latent also the
+multisource autoencoder's latent, which packages do not hold). A ceiling row scores with the
+mean code of the query's whole class (labels read): the most a
+mean-of-examples direction such as Rocchio can reach in the codes.
 
     .venv/bin/python scripts/bench_refine_scorers.py --dataset ../shared/data/eurosat_ms_dev \\
-        --work build/bench/refine_scorers --seeds 0,1,2
+        --work build/bench/refine_scorers --seeds 0,1,2 [--latent]
 """
 
 from __future__ import annotations
@@ -46,9 +49,43 @@ def spaces(dataset: Path, model_path: Path) -> tuple[dict[str, np.ndarray], np.n
     logits = np.arctanh(np.clip(codes, -0.999999, 0.999999))
     centred = pooled - pooled.mean(0)
     pca = centred @ np.linalg.svd(centred, full_matrices=False)[2][:64].T
-    return ({"relaxed codes (engine)": unit(codes), "pre-tanh logits": unit(logits),
+    found = {"relaxed codes (engine)": unit(codes), "pre-tanh logits": unit(logits),
              "pooled features (1280)": unit(pooled), "pooled PCA 64": unit(pca),
-             "codes + PCA 64": unit(np.hstack([unit(codes), unit(pca)]))}, np.array(labels))
+             "codes + PCA 64": unit(np.hstack([unit(codes), unit(pca)]))}
+    encoder_path = model_path.with_suffix(".encoder.pt")
+    if encoder_path.exists():  # the multisource autoencoder's latent (not in packages)
+        from mrhash.model import mlp
+
+        weights = torch.load(encoder_path, weights_only=True)
+        encoder = mlp([pooled.shape[1], 512, weights["2.bias"].shape[0]])
+        encoder.load_state_dict(weights)
+        with torch.no_grad():
+            latent = encoder(torch.from_numpy(pooled).float()).numpy().astype(np.float64)
+        found["autoencoder latent"] = unit(latent)
+        found["codes + autoencoder latent"] = unit(np.hstack([unit(codes), unit(latent)]))
+    return found, np.array(labels)
+
+
+def train_keeping_encoder(dataset: Path, seed: int, out: Path) -> None:
+    """Train as bench_refine.train_dev_model does, and save the autoencoder's encoder (which
+    a package does not hold) beside the model, to score refine in its latent."""
+    import torch
+    from bench_refine import train_dev_model
+    from mrhash import train
+
+    kept = {}
+    train_hash = train._FitState.train_hash
+
+    def keep(state):
+        fitted = train_hash(state)
+        kept["encoder"] = state.ae.encoder.cpu().state_dict()
+        return fitted
+    train._FitState.train_hash = keep
+    try:
+        train_dev_model(dataset, seed, out)
+    finally:
+        train._FitState.train_hash = train_hash
+    torch.save(kept["encoder"], out.with_suffix(".encoder.pt"))
 
 
 def rocchio(e, pos, neg, gamma=0.5):
@@ -104,6 +141,14 @@ def background_logistic(e, pos, neg, n_background=200, weight=0.02, l2=0.1):
     return e @ w[:-1]
 
 
+def class_mean(labels: np.ndarray):
+    """A ceiling, not a scorer: Rocchio as if the analyst had marked every image of the
+    query's class (labels read), i.e. the best a mean-of-examples direction can do here."""
+    def score(e, pos, neg, marked):
+        return e @ unit(e[labels == labels[pos[0]]].mean(0))
+    return score
+
+
 SCORERS = {
     "Rocchio, irrelevant x0.5 (engine)": lambda e, p, n, m: rocchio(e, p, n),
     "Rocchio + expansion (top 5)": lambda e, p, n, m: expansion(e, p, n, m),
@@ -142,6 +187,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=REPO / "build/bench/refine_scorers")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--latent", action="store_true",
+                        help="train the models here, keeping the autoencoder's latent as a space")
     args = parser.parse_args()
     from bench_refine import train_dev_model
 
@@ -149,15 +196,21 @@ def main() -> None:
     table: dict[tuple[str, str], list[float]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         model = args.work / f"dev64_seed{seed}.safetensors"
-        if not model.exists():
+        if args.latent and not model.with_suffix(".encoder.pt").exists():
+            train_keeping_encoder(args.dataset, seed, model)
+        elif not model.exists():
             train_dev_model(args.dataset, seed, model)
         by_space, labels = spaces(args.dataset, model)
         codes = by_space["relaxed codes (engine)"]
         for space_name, space in by_space.items():
             # the other spaces answer one question: is the engine's scorer better there?
-            scorers = SCORERS if space is codes else dict(list(SCORERS.items())[:1])
+            scorers = (SCORERS | {"ceiling: mean code of the whole class (labels)":
+                                  class_mean(labels)} if space is codes
+                       else SCORERS if "autoencoder" in space_name
+                       else dict(list(SCORERS.items())[:1]))
             for name, value in run(space, codes, labels, scorers).items():
-                table.setdefault((space_name, name), []).append(value)
+                if space is codes or not name.startswith("before"):  # the same in every space
+                    table.setdefault((space_name, name), []).append(value)
     print("| space | scorer | P@20 per seed | mean |\n|---|---|---|---|")
     for (space_name, name), values in table.items():
         print(f"| {space_name} | {name} | {' / '.join(f'{v:.3f}' for v in values)} | "
