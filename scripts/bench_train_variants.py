@@ -86,13 +86,6 @@ def ae_ensemble(members: int = 2):
     return Ensemble
 
 
-def seeds_of(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, required=True)
@@ -103,15 +96,15 @@ def main() -> None:
     args = parser.parse_args()
 
     import mrhash.train as train
-    from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
+    from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands, parse_seeds
     from mrhash.device import resolve_device
     from mrhash.evaluate import (
         encode_samples,
+        evaluate_inductive,
         hamming_distances,
         prepare,
         scan_dataset,
         score,
-        stratified_halves,
         train_package,
     )
     from mrhash.sources import SourceSpec
@@ -121,37 +114,33 @@ def main() -> None:
         train.dihedral = crop_jitter(train.dihedral)
     elif args.prototype == "ae-ensemble":
         train.MultiSourceAutoencoder = ae_ensemble()
-    aux = () if args.prototype == "no-aux" else parse_aux_bands(EUROSAT_AUX)
+    seeds, device = parse_seeds(args.seeds), resolve_device("cpu")
     paths, labels = scan_dataset(args.dataset)
-    parts = [list(range(len(paths)))] if not args.inductive else stratified_halves(labels)
-    device, tmp = resolve_device("cpu"), tempfile.mkdtemp()
-    prepared = []
-    for h, idx in enumerate(parts):
-        config = train.TrainConfig(
-            primary=tuple(SourceSpec("primary", (paths[i],), parse_bands(EUROSAT_PRIMARY))
-                          for i in idx), output=f"{tmp}/part{h}.safetensors", aux_bands=aux)
-        samples, cache = prepare(config, device, None)
-        prepared.append((config, samples, cache, [labels[i] for i in idx]))
+    base = train.TrainConfig(
+        primary=tuple(SourceSpec("primary", (p,), parse_bands(EUROSAT_PRIMARY)) for p in paths),
+        output=f"{tempfile.mkdtemp()}/model.safetensors",
+        aux_bands=() if args.prototype == "no-aux" else parse_aux_bands(EUROSAT_AUX))
+    prepared = None if args.inductive else prepare(base, device, None)
     for name, fields in json.loads(args.variants).items():
         started = time.monotonic()
-        seen, unseen = [], []
-        for seed in seeds_of(args.seeds):
-            for h, (config, _, cache, _) in enumerate(prepared):
-                model = train_package(cache, train.TrainConfig(
-                    **{**config.__dict__, **fields, "seed": seed}), device)
-                for o, (_, samples, _, part_labels) in enumerate(prepared):
-                    ap = score(hamming_distances(encode_samples(model, samples)),
-                               part_labels).ap.mean()
-                    (seen if o == h else unseen).append(float(ap))
+        config = train.TrainConfig(**{**base.__dict__, **fields})
         label = f"{args.prototype or ''} {name}".strip()
-        took = time.monotonic() - started
-        if args.inductive:
-            print(f"{label}: unseen half {np.mean(unseen):.4f}, seen half {np.mean(seen):.4f}, "
-                  f"gap {np.mean(seen) - np.mean(unseen):.4f} ({len(seen)} runs, {took:.0f} s)")
-        else:
-            print(f"{label}: mAP {np.mean(seen):.4f} ± {np.std(seen, ddof=1):.4f} "
-                  f"(min {min(seen):.3f}; {' '.join(f'{a:.3f}' for a in seen)}; {took:.0f} s)")
-
+        if args.inductive:  # the protocol of `mrhash eval --inductive`, on this variant
+            halves = evaluate_inductive(config, paths, labels, [config.bits], seeds, None,
+                                        device)["mrhash"][str(config.bits)]
+            print(f"{label}: unseen half {halves['inductive']:.4f}, seen half "
+                  f"{halves['transductive']:.4f}, gap {halves['gap']:.4f} "
+                  f"({halves['runs']} runs, {time.monotonic() - started:.0f} s)")
+            continue
+        samples, cache = prepared
+        aps = [float(score(hamming_distances(encode_samples(
+            train_package(cache, train.TrainConfig(**{**config.__dict__, "seed": seed}),
+                          device), samples)), labels).ap.mean()) for seed in seeds]
+        print(f"{label}: mAP {np.mean(aps):.4f} ± {np.std(aps, ddof=1):.4f} "
+              f"(min {min(aps):.3f}; {' '.join(f'{a:.3f}' for a in aps)}; "
+              f"{time.monotonic() - started:.0f} s)")
+    if prepared:
+        prepared[0].close()
 
 if __name__ == "__main__":
     main()
