@@ -8,18 +8,21 @@ ties and embeddings").
     the first (up to) 3 relevant and 3 irrelevant of those 20 (relevant = same class as the
     query: labels are read only here and to score), refine with the query + marks, P@20 of the
     unmarked hits. "Before, unmarked" is the first query's ranking with the marks removed (what
-    the analyst sees without refining), the fair reference. Scorers compared: Rocchio with
-    several weights of the irrelevant mean, and a regularised logistic regression on the marks.
+    the analyst sees without refining), the fair reference. Scorers compared, through the
+    engine's refine: its logistic regression with background tiles and label propagation on
+    the shortlist, the same without the propagation, and Rocchio (the scorer before), on the
+    embeddings (code + autoencoder latent) and on the code part alone.
 (c) Ties on the same index: queries whose top-k holds a tie group or whose k-th hit ties with
-    the next, and P@k with the tile-id order inside ties (before), the engine's cosine order
+    the next, and P@k with the tile-id order inside ties (before), the engine's embedding order
     (now) and the expected value over random orders.
-(b) At 1M tiles (the dev index replicated with 3% bit noise, embeddings alike: synthetic, for
-    timing): refine p50, query p50 with the tie re-rank against the engine of `--baseline`
-    (before embeddings), open time and peak memory of each; and indexing tiles/s of the same
-    folder with both engines, alternated.
+(b) At 1M tiles (each engine's dev index replicated with 3% bit noise, embeddings alike:
+    synthetic, for timing): refine p50, query p50 with the tie re-rank, open time and peak
+    memory, against the engine of `--baseline` (one with refine; it reads a format-1 copy of
+    the models, without the latent); and indexing tiles/s of the same folder with both engines,
+    alternated.
 
     .venv/bin/python scripts/bench_refine.py --dataset ../shared/data/eurosat_ms_dev \\
-        --index-model build/bench/model64.safetensors --index-folder $S2 --baseline 824865a \\
+        --index-model build/bench/model64.safetensors --index-folder $S2 --baseline 84fc889 \\
         --json build/bench/refine.json
 """
 
@@ -33,6 +36,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,38 +44,41 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "engine"))
 
-from mrhash.refine import refine, rocchio  # noqa: E402
+from mrhash.embeddings import unit_rows  # noqa: E402
+from mrhash.refine import PROPAGATION_WEIGHT, logistic, refine, rocchio  # noqa: E402
 from mrhash_contract.protocol import Example, RefineRequest  # noqa: E402
 
 
-def logistic(relevant: np.ndarray, irrelevant: np.ndarray, l2: float = 1.0) -> np.ndarray:
-    """L2-regularised logistic regression on the marked examples (Newton steps); the bias
-    does not change a ranking, so only the weights are returned. No irrelevant example: the
-    relevant mean (one class cannot be fitted)."""
-    if not len(irrelevant):
-        return rocchio(relevant, irrelevant)
-    x = np.hstack([np.vstack([relevant, irrelevant]), np.ones((len(relevant)
-                                                              + len(irrelevant), 1))])
-    y = np.r_[np.ones(len(relevant)), np.zeros(len(irrelevant))]
-    penalty = l2 * np.diag(np.r_[np.ones(x.shape[1] - 1), 0.0])
-    w = np.zeros(x.shape[1])
-    for _ in range(30):
-        p = 1 / (1 + np.exp(-x @ w))
-        gradient = x.T @ (p - y) + penalty @ w
-        hessian = x.T @ (x * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(len(w))
-        w -= np.linalg.solve(hessian, gradient)
-    return w[:-1].astype(np.float32)
+def codes_only(scorer: Callable, bits: int) -> Callable:
+    """`scorer` on the code part of the embeddings alone (at unit length again), the latent
+    ignored: what the engine's scorer had before the latent was kept."""
+    def score(relevant, irrelevant, background):
+        weights = scorer(*(unit_rows(x[:, :bits]) for x in (relevant, irrelevant, background)))
+        return np.r_[weights, np.zeros(relevant.shape[1] - bits, np.float32)]
+    return score
 
 
-SCORERS = {
-    "rocchio (relevant only)": lambda r, i: rocchio(r, i, 0.0),
-    "rocchio, irrelevant x0.25": lambda r, i: rocchio(r, i, 0.25),
-    "rocchio, irrelevant x0.5 (engine)": lambda r, i: rocchio(r, i, 0.5),
-    "rocchio, irrelevant x0.75": lambda r, i: rocchio(r, i, 0.75),
-    "rocchio, irrelevant x1": lambda r, i: rocchio(r, i, 1.0),
-    "logistic, l2 1": lambda r, i: logistic(r, i, 1.0),
-    "logistic, l2 0.1": lambda r, i: logistic(r, i, 0.1),
-}
+def scorers(bits: int) -> dict[str, tuple[Callable, float]]:
+    """name -> (scorer, propagation weight) of the refines compared."""
+    return {"logistic + background + propagation, code + latent (engine)":
+            (logistic, PROPAGATION_WEIGHT),
+            "logistic + background, code + latent": (logistic, 0.0),
+            "logistic + background, code only": (codes_only(logistic, bits), 0.0),
+            "rocchio x0.5, code + latent": (rocchio, 0.0),
+            "rocchio x0.5, code only (the engine before)": (codes_only(rocchio, bits), 0.0)}
+
+
+def format1_copy(model: Path, out: Path) -> Path:
+    """The package without the autoencoder's encoder, as format 1: what an engine from before
+    the latent reads (the same codes)."""
+    from mrhash.package import METADATA_KEY, read_package
+    from safetensors.torch import save_file
+
+    config, tensors, _ = read_package(model)
+    config = {k: v for k, v in config.items() if k != "latent"} | {"format_version": 1}
+    save_file({k: v for k, v in tensors.items() if not k.startswith("latent.")}, str(out),
+              metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
+    return out
 
 
 # -- (a) and (c): the dev set -----------------------------------------------------------------
@@ -114,7 +121,8 @@ def dev_set(dataset: Path, model: Path, work: Path) -> dict:
     folder.close()
     labels = {i: Path(r.path).parent.name for i, r in records.items()}
     searcher = Searcher(index_dir)
-    feedback = {"before": [], "before_unmarked": [], **{name: [] for name in SCORERS}}
+    compared = scorers(searcher.embeddings.bits)
+    feedback = {"before": [], "before_unmarked": [], **{name: [] for name in compared}}
     ties = {k: {"group_in_top": 0, "crosses_k": 0, "p_id_order": [], "p_score_order": [],
                 "p_expected": []} for k in (10, 20)}
     first_ties = []
@@ -134,8 +142,8 @@ def dev_set(dataset: Path, model: Path, work: Path) -> dict:
             request = RefineRequest([Example(relevant=True, tile=q)]
                                     + [Example(relevant=True, tile=i) for i in marks[0]]
                                     + [Example(relevant=False, tile=i) for i in marks[1]], k=20)
-            for name, scorer in SCORERS.items():
-                hits = refine(searcher, request, scorer)["hits"]
+            for name, (scorer, propagation) in compared.items():
+                hits = refine(searcher, request, scorer, propagation)["hits"]
                 feedback[name].append(precision([h["id"] for h in hits], labels, label, 20))
             tie_stats(ties, q, ids, codes, labels, ranked)
     finally:
@@ -181,6 +189,15 @@ except ImportError:
     from mrhash.search import Query
 limit_threads(); query_threads()
 what, target = sys.argv[1], sys.argv[2]
+if what == "grow":
+    from pathlib import Path
+    from mrhash.benchmarks.indexing import grow_index
+    from mrhash.indexer import build_index
+    build_index(sys.argv[4], sys.argv[3], target, 64, rebuild=True)
+    start = time.perf_counter()
+    total = grow_index(Path(target), int(sys.argv[5]))
+    print(json.dumps({"tiles": total, "grow_s": round(time.perf_counter() - start, 1)}))
+    sys.exit()
 if what == "index":
     from mrhash.indexer import build_index
     from mrhash.package import load_model
@@ -211,7 +228,7 @@ if what == "refine":
                               + [Example(relevant=False, tile=i) for i in g[4:]], k=20)
                 for g in groups]
     out["refine"] = timed(searcher.refine, requests)
-    weights = np.ones(searcher.embeddings.bits, np.float32)
+    weights = np.ones(searcher.embeddings.unit.shape[1], np.float32)
     out["score_pass"] = timed(lambda _: searcher.embeddings.scores(weights), range(30))
     out["embeddings_bytes"] = searcher.embeddings.memory_bytes()
 out["codes_bytes"] = searcher.index.memory_bytes()
@@ -243,36 +260,30 @@ def baseline_engine(revision: str, work: Path) -> Path:
     return work / "baseline" / "engine"
 
 
-def at_one_million(dev_index: Path, n: int, engines: dict[str, Path], work: Path,
-                   repeats: int) -> dict:
-    import shutil
-
-    from mrhash.benchmarks.indexing import grow_index
-
-    big = work / "big_index"
-    shutil.rmtree(big, ignore_errors=True)
-    shutil.copytree(dev_index, big)
-    start = time.perf_counter()
-    total = grow_index(big, n)
-    out: dict = {"tiles": total, "grow_s": round(time.perf_counter() - start, 1),
-                 "now": [], "baseline": []}
+def at_one_million(dataset: Path, models: dict[str, Path], n: int, engines: dict[str, Path],
+                   work: Path, repeats: int) -> dict:
+    """Each engine indexes the dev set with its model and grows the index to n tiles, then
+    both are timed in alternated processes."""
+    out: dict = {name: {"grown": run_engine(engine, "grow", work / f"big_{name}",
+                                            models[name], dataset, n), "runs": []}
+                 for name, engine in engines.items()}
     for _ in range(repeats):  # alternated processes, so a busy spell hits both
-        out["now"].append(run_engine(engines["now"], "refine", big))
-        out["baseline"].append(run_engine(engines["baseline"], "query", big))
+        for name, engine in engines.items():
+            out[name]["runs"].append(run_engine(engine, "refine", work / f"big_{name}"))
     out["median_p50_ms"] = {
-        name: {part: float(np.median([r[part]["p50_ms"] for r in out[name]]))
-               for part in out[name][0] if isinstance(out[name][0][part], dict)}
-        for name in ("now", "baseline")}
+        name: {part: float(np.median([r[part]["p50_ms"] for r in out[name]["runs"]]))
+               for part in out[name]["runs"][0] if isinstance(out[name]["runs"][0][part], dict)}
+        for name in engines}
     return out
 
 
-def indexing(model: Path, folder: Path, engines: dict[str, Path], work: Path,
+def indexing(models: dict[str, Path], folder: Path, engines: dict[str, Path], work: Path,
              repeats: int) -> dict:
     runs: dict[str, list[float]] = {name: [] for name in engines}
     tiles = 0
     for _ in range(repeats):  # alternated, so a busy spell hits both
         for name, engine in engines.items():
-            result = run_engine(engine, "index", work / f"index_{name}", model, folder)
+            result = run_engine(engine, "index", work / f"index_{name}", models[name], folder)
             runs[name].append(round(result["tiles_per_s"], 1))
             tiles = result["tiles"]
     medians = {name: float(np.median(v)) for name, v in runs.items()}
@@ -284,8 +295,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=str(REPO.parent / "shared/data/eurosat_ms_dev"))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--baseline", required=True, help="commit of the engine before "
-                        "embeddings (query and indexing speed compared with it)")
+    parser.add_argument("--baseline", required=True, help="commit of an engine with refine "
+                        "but before the latent (speed and memory compared with it)")
     parser.add_argument("--index-model", help="model for the indexing comparison (13 bands)")
     parser.add_argument("--index-folder", help="rasters for the indexing comparison")
     parser.add_argument("--repeats", type=int, default=3)
@@ -311,19 +322,21 @@ def main() -> None:
             figures["dev_set"][seed]["seconds"] = round(time.perf_counter() - start, 1)
             print(f"seed {seed}: {json.dumps(figures['dev_set'][seed])}", file=sys.stderr)
             if seed == seeds[0]:
-                import shutil
-
-                shutil.copytree(work / "dev_index", work / "dev_index_first")
+                first = model
         names = figures["dev_set"][seeds[0]]["p_at_20"]
         figures["p_at_20_mean"] = {name: round(float(np.mean(
             [figures["dev_set"][s]["p_at_20"][name] for s in seeds])), 4) for name in names}
         if args.tiles:
-            figures["million"] = at_one_million(work / "dev_index_first", args.tiles, engines,
-                                                work, args.repeats)
+            models = {"now": first, "baseline": format1_copy(first, work / "first_v1.safetensors")}
+            figures["million"] = at_one_million(Path(args.dataset), models, args.tiles,
+                                                engines, work, args.repeats)
             print(f"1M: {json.dumps(figures['million'])}", file=sys.stderr)
         if args.index_model and args.index_folder:
-            figures["indexing"] = indexing(Path(args.index_model), Path(args.index_folder),
-                                           engines, work, args.repeats)
+            index_model = Path(args.index_model)
+            models = {"now": index_model,
+                      "baseline": format1_copy(index_model, work / "index_v1.safetensors")}
+            figures["indexing"] = indexing(models, Path(args.index_folder), engines, work,
+                                           args.repeats)
     figures["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
     text = json.dumps(figures, indent=2)
     print(text)

@@ -2,13 +2,13 @@
 images (docs/BENCHMARKS.md, *Refine*): the same simulated analyst as bench_refine.py (marks the
 first 3 relevant and 3 irrelevant of the first 20 hits; labels only to mark and to score),
 scored in numpy on the tiles' relaxed codes and on richer spaces of the same model (the
-pre-tanh logits, the pooled backbone features and their PCA; with --latent also the
-multisource autoencoder's latent, which packages do not hold). A ceiling row scores with the
-mean code of the query's whole class (labels read): the most a
-mean-of-examples direction such as Rocchio can reach in the codes.
+pre-tanh logits, the pooled backbone features and their PCA, and the multisource
+autoencoder's latent that packages hold from format 2 on). A ceiling row scores with the mean
+code of the query's whole class (labels read): the most a mean-of-examples direction such as
+Rocchio can reach in the codes.
 
     .venv/bin/python scripts/bench_refine_scorers.py --dataset ../shared/data/eurosat_ms_dev \\
-        --work build/bench/refine_scorers --seeds 0,1,2 [--latent]
+        --work build/bench/refine_scorers --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -45,47 +45,19 @@ def spaces(dataset: Path, model_path: Path) -> tuple[dict[str, np.ndarray], np.n
     with torch.no_grad():
         pooled = net.backbone(torch.from_numpy(model.stats.apply(arrays) * masks[:, None]))
         pooled = ((pooled - net.head.mean) / net.head.scale).numpy().astype(np.float64)
-    codes = model.encode_float(arrays, masks).astype(np.float64)
+    values = model.embed(arrays, masks).astype(np.float64)
+    codes = values[:, :model.bits]
     logits = np.arctanh(np.clip(codes, -0.999999, 0.999999))
     centred = pooled - pooled.mean(0)
     pca = centred @ np.linalg.svd(centred, full_matrices=False)[2][:64].T
     found = {"relaxed codes (engine)": unit(codes), "pre-tanh logits": unit(logits),
              "pooled features (1280)": unit(pooled), "pooled PCA 64": unit(pca),
              "codes + PCA 64": unit(np.hstack([unit(codes), unit(pca)]))}
-    encoder_path = model_path.with_suffix(".encoder.pt")
-    if encoder_path.exists():  # the multisource autoencoder's latent (not in packages)
-        from mrhash.model import mlp
-
-        weights = torch.load(encoder_path, weights_only=True)
-        encoder = mlp([pooled.shape[1], 512, weights["2.bias"].shape[0]])
-        encoder.load_state_dict(weights)
-        with torch.no_grad():
-            latent = encoder(torch.from_numpy(pooled).float()).numpy().astype(np.float64)
+    if model.latent_dim:  # the multisource autoencoder's latent (packages of format 2 on)
+        latent = values[:, model.bits:]
         found["autoencoder latent"] = unit(latent)
         found["codes + autoencoder latent"] = unit(np.hstack([unit(codes), unit(latent)]))
     return found, np.array(labels)
-
-
-def train_keeping_encoder(dataset: Path, seed: int, out: Path) -> None:
-    """Train as bench_refine.train_dev_model does, and save the autoencoder's encoder (which
-    a package does not hold) beside the model, to score refine in its latent."""
-    import torch
-    from bench_refine import train_dev_model
-    from mrhash import train
-
-    kept = {}
-    train_hash = train._FitState.train_hash
-
-    def keep(state):
-        fitted = train_hash(state)
-        kept["encoder"] = state.ae.encoder.cpu().state_dict()
-        return fitted
-    train._FitState.train_hash = keep
-    try:
-        train_dev_model(dataset, seed, out)
-    finally:
-        train._FitState.train_hash = train_hash
-    torch.save(kept["encoder"], out.with_suffix(".encoder.pt"))
 
 
 def rocchio(e, pos, neg, gamma=0.5):
@@ -187,8 +159,6 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=REPO / "build/bench/refine_scorers")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--latent", action="store_true",
-                        help="train the models here, keeping the autoencoder's latent as a space")
     args = parser.parse_args()
     from bench_refine import train_dev_model
 
@@ -196,9 +166,7 @@ def main() -> None:
     table: dict[tuple[str, str], list[float]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         model = args.work / f"dev64_seed{seed}.safetensors"
-        if args.latent and not model.with_suffix(".encoder.pt").exists():
-            train_keeping_encoder(args.dataset, seed, model)
-        elif not model.exists():
+        if not model.exists():
             train_dev_model(args.dataset, seed, model)
         by_space, labels = spaces(args.dataset, model)
         codes = by_space["relaxed codes (engine)"]

@@ -38,11 +38,11 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
   $MRHASH bench index --model "$OUT/model64.safetensors" --folder "$S2" --repeats 3 \
     --worker-tiles 1000000 --queries 30 --json "$OUT/index.json"
 
-  # refine, ties and the cost of embeddings, against the engine before them (824865a)
+  # refine, ties and the cost of embeddings and the latent, against the engine before the latent
   step "refine, ties, embeddings"
   .venv/bin/python scripts/bench_refine.py --dataset "$EUROSAT" \
     --index-model "$OUT/model64.safetensors" --index-folder "$S2" \
-    --baseline "${REFINE_BASELINE:-824865a}" --json "$OUT/refine.json"
+    --baseline "${REFINE_BASELINE:-84fc889}" --json "$OUT/refine.json"
 
   # scaling out (docs/SCALING.md): one process vs local Dask clusters, all cores and one
   # core per worker; the coordinator ceiling; a worker task timed; 10^8 codes; 4 shards

@@ -5,7 +5,7 @@ This process stays the index's one writer and does everything a single-process b
 (indexer.py: listing, what changed, tile grids, resume, commits, caches); Dask workers only
 read tiles and encode them. Work goes out as tasks of up to `BLOCK_TILES` tiles (a block of a
 big raster, or several small rasters), at most a few per worker in flight, and comes back as
-relaxed codes that are committed in each raster's tile order, so a coordinator killed at any
+embeddings (code and latent) committed in each raster's tile order, so a coordinator killed at any
 moment leaves exactly what a killed single-process build leaves, and the next run resumes it.
 A worker that dies has its tasks re-run by Dask elsewhere; results are committed once.
 
@@ -164,7 +164,7 @@ def _cores_per_task() -> int:
 
 def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[Part],
                  batch_size: int) -> list[tuple[int, int, np.ndarray | str]]:
-    """A task: (key, offset, relaxed codes float32 [n, bits]) per part, or (key, offset,
+    """A task: (key, offset, embeddings float32 [n, bits + latent]) per part, or (key, offset,
     error message) for a raster the worker could not read: a deterministic failure is an
     answer, not a crash for Dask to retry."""
     model = _worker_model(model_bytes, fingerprint, label)
@@ -173,10 +173,10 @@ def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[P
         path = part.spec.paths[0]
         try:
             source = _worker_source(part.spec, model)
-            codes = [model.encode_float(patches, valid) for _, patches, valid
-                     in tile_patches(source, part.tiles, model.patch_size, batch_size)]
-            out.append((part.key, part.offset, np.concatenate(codes) if codes
-                        else np.zeros((0, model.bits), np.float32)))
+            values = [model.embed(patches, valid) for _, patches, valid
+                      in tile_patches(source, part.tiles, model.patch_size, batch_size)]
+            out.append((part.key, part.offset, np.concatenate(values) if values
+                        else np.zeros((0, model.bits + model.latent_dim), np.float32)))
         except (MrHashError, OSError) as error:
             _SOURCES.pop(_source_key(part.spec), None)
             out.append((part.key, part.offset,
@@ -277,8 +277,8 @@ class DaskRunner:
                 done = self._wait()
             for future in done:
                 self.futures.discard(future)
-                for key, offset, codes in self._result(future):
-                    outcomes += self._arrived(key, offset, codes)
+                for key, offset, values in self._result(future):
+                    outcomes += self._arrived(key, offset, values)
         return outcomes
 
     def _wait(self) -> set:
@@ -302,15 +302,15 @@ class DaskRunner:
                            "what was committed is kept: run the same command again to resume",
                            path=self.cluster.address) from None
 
-    def _arrived(self, key: int, offset: int, codes: np.ndarray | str) -> list[FileOutcome]:
+    def _arrived(self, key: int, offset: int, values: np.ndarray | str) -> list[FileOutcome]:
         pending = self.pending.get(key)
         if pending is None:  # its raster already failed
             return []
         pending.blocks -= 1
-        if isinstance(codes, str):
-            pending.error = pending.error or codes
+        if isinstance(values, str):
+            pending.error = pending.error or values
         else:
-            pending.arrived[offset] = codes
+            pending.arrived[offset] = values
         plan = pending.plan
         while pending.error is None and plan.committed in pending.arrived:
             if self.builder.job:

@@ -1,16 +1,21 @@
-"""Continuous embeddings of the indexed tiles: the relaxed (pre-sign) code in (-1, 1) that
-`HashModel.encode_float` gives, from which the tile's binary code is the sign.
+"""Continuous embeddings of the indexed tiles: the relaxed (pre-sign) code in (-1, 1), from
+which the tile's binary code is the sign, then the multisource autoencoder's latent of the same
+patch (`HashModel.embed`; none for packages older than format 2).
 
 Hamming distances of 64-bit codes tie a lot (many tiles at the same distance); the embedding
-orders the tiles inside a tie (cosine similarity, search.py) and scores the whole index for
-relevance feedback (refine.py). SQLite keeps each tile's embedding as float16 bytes (the truth,
-`tiles.embedding`); tiles indexed before embeddings were kept have none and fall back to the
-+-1 values of their code bits. `EmbeddingTable` holds every tile's embedding in memory as a
-unit vector with ids ascending: float16 values (what the cache file holds, 128 bytes a tile at
-64 bits) kept as float32 (256 bytes), because scoring the whole table is one BLAS pass then
-(about 60 ms at 1M tiles on 2 busy cores) where numpy's float16 arithmetic took 0.8 s. The
-cache file beside codes.faiss is saved atomically with the store's generation and uid like the
-codes cache and rebuilt from SQLite when missing, stale, damaged or another index's.
+orders the tiles inside a tie (their similarity, search.py) and scores the whole index for
+relevance feedback (refine.py). The latent was trained to reconstruct every source's features
+from the primary's: it carries what the auxiliary sources saw, and joined to the code it lifts
+refine on the EuroSAT-MS dev set (docs/BENCHMARKS.md, *Refine*). SQLite keeps each tile's
+embedding as float16 bytes (the truth, `tiles.embedding`); tiles indexed before embeddings were
+kept have none and fall back to the +-1 values of their code bits (and a zero latent).
+`EmbeddingTable` holds every tile's embedding in memory with ids ascending, its two parts
+weighted and the row at length 1 (`unit_parts`): float16 values (what the cache file holds,
+160 bytes a tile at 64 bits + 16) kept as float32 (320 bytes), because scoring the whole table
+is one BLAS pass then (about 60 ms at 1M tiles on 2 busy cores) where numpy's float16
+arithmetic took 0.8 s. The cache file beside codes.faiss is saved atomically with the store's
+generation and uid like the codes cache and rebuilt from SQLite when missing, stale, damaged,
+another index's or of another embedding length.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from mrhash.errors import IndexCorrupted
 from mrhash.fileio import atomic_output
 
 MAGIC = b"MRHASHEM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the latent part ("latent" in the header)
+# length of the latent part (the code part has length 1): 0.7 scored best for refine over 14
+# models on the dev set, 1.0 and 1.4 lower (docs/BENCHMARKS.md, *Refine*)
+LATENT_WEIGHT = 0.7
 _HEADER_LEN = struct.Struct("<Q")
 CHUNK_ROWS = 1 << 16  # rows converted at once when the table is saved or loaded
 
@@ -57,21 +65,34 @@ def unit_rows(values: np.ndarray) -> np.ndarray:
     return values / np.maximum(norms, 1e-12)
 
 
-def _unit16(relaxed: np.ndarray) -> np.ndarray:
-    """Unit rows of float16 values, rounded to float16 (the file keeps them losslessly), as
+def unit_parts(values: np.ndarray, bits: int) -> np.ndarray:
+    """Embeddings [N, bits + latent] -> float32 rows of length 1 made of the code part at
+    length 1 and the latent part at LATENT_WEIGHT: the dot product of two rows is then
+    (code cosine + LATENT_WEIGHT² x latent cosine) / (1 + LATENT_WEIGHT²), 1 for a tile with
+    itself. A zero latent (a tile stored without one) leaves the unit code."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape[1] == bits:
+        return unit_rows(values)
+    return unit_rows(np.hstack([unit_rows(values[:, :bits]),
+                                LATENT_WEIGHT * unit_rows(values[:, bits:])]))
+
+
+def _parts16(values: np.ndarray, bits: int) -> np.ndarray:
+    """`unit_parts` of float16 values, rounded to float16 (the file keeps them losslessly), as
     float32 for arithmetic."""
-    return unit_rows(np.asarray(relaxed, np.float16)).astype(np.float16).astype(np.float32)
+    return unit_parts(np.asarray(values, np.float16), bits).astype(np.float16).astype(np.float32)
 
 
 class EmbeddingTable:
-    """Tile id -> unit embedding (float16 values in float32), ids ascending. Changes are
-    queued and applied in one pass (`compact`), so a build adding batch after batch never
-    copies the whole table."""
+    """Tile id -> embedding scaled by `unit_parts` (float16 values in float32), ids ascending.
+    Changes are queued and applied in one pass (`compact`), so a build adding batch after
+    batch never copies the whole table."""
 
-    def __init__(self, bits: int):
-        self.bits = bits
+    def __init__(self, bits: int, latent: int = 0):
+        self.bits, self.latent = bits, latent
+        self.dim = bits + latent
         self.ids = np.zeros(0, np.int64)
-        self.unit = np.zeros((0, bits), np.float32)
+        self.unit = np.zeros((0, self.dim), np.float32)
         self._added: list[tuple[np.ndarray, np.ndarray]] = []
         self._removed: list[np.ndarray] = []
 
@@ -83,14 +104,16 @@ class EmbeddingTable:
         self.compact()
         return self.ids.nbytes + self.unit.nbytes
 
-    def add(self, ids: np.ndarray, relaxed: np.ndarray) -> None:
-        """Tiles and their relaxed codes [n, bits], rounded to float16 first as SQLite keeps
-        them, so a table built during indexing equals one rebuilt from the store."""
+    def add(self, ids: np.ndarray, values: np.ndarray) -> None:
+        """Tiles and their embeddings [n, bits + latent], rounded to float16 first as SQLite
+        keeps them, so a table built during indexing equals one rebuilt from the store."""
         ids = np.asarray(ids, np.int64)
-        if len(ids) != len(relaxed):
+        if len(ids) != len(values):
             raise ValueError("ids and embeddings differ in length")
+        if np.shape(values)[1:] != (self.dim,):
+            raise ValueError(f"embeddings of {np.shape(values)[1:]} values, {self.dim} expected")
         if len(ids):
-            self._added.append((ids, _unit16(relaxed)))
+            self._added.append((ids, _parts16(values, self.bits)))
 
     def remove(self, ids: Iterable[int]) -> None:
         ids = np.asarray(list(ids), np.int64)
@@ -121,10 +144,10 @@ class EmbeddingTable:
         return np.where(self.ids[pos] == ids, pos, -1)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Unit embeddings float32 [len(ids), bits]; zero rows for ids the table lacks (they
-        then score 0: after every tile that has an embedding)."""
+        """Embeddings float32 [len(ids), dim]; zero rows for ids the table lacks (they then
+        score 0: after every tile that has an embedding)."""
         pos = self.positions(ids)
-        out = np.zeros((len(pos), self.bits), np.float32)
+        out = np.zeros((len(pos), self.dim), np.float32)
         out[pos >= 0] = self.unit[pos[pos >= 0]]
         return out
 
@@ -135,8 +158,8 @@ class EmbeddingTable:
         return (self.unit if rows is None else self.unit[rows]) @ weights
 
     # -- persistence ---------------------------------------------------------------------
-    # MAGIC, header length, JSON header (bits, ntotal, generation, index_uid, crc32), then the
-    # ids (int64) and the unit vectors (float16), streamed both ways in chunks: a 1M-tile
+    # MAGIC, header length, JSON header (bits, latent, ntotal, generation, index_uid, crc32),
+    # then the ids (int64) and the scaled vectors (float16), streamed both ways in chunks: a 1M-tile
     # table never has a second whole copy in memory
 
     def save(self, path: str | Path, generation: int, index_uid: str | None) -> None:
@@ -145,8 +168,9 @@ class EmbeddingTable:
         for start in range(0, len(self.ids), CHUNK_ROWS):
             crc = zlib.crc32(self.unit[start:start + CHUNK_ROWS].astype(np.float16), crc)
         head = json.dumps({"format_version": FORMAT_VERSION, "bits": self.bits,
-                           "ntotal": len(self.ids), "generation": int(generation),
-                           "index_uid": index_uid, "crc32": crc}).encode()
+                           "latent": self.latent, "ntotal": len(self.ids),
+                           "generation": int(generation), "index_uid": index_uid,
+                           "crc32": crc}).encode()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp, open(tmp, "wb") as out:
             out.write(MAGIC + _HEADER_LEN.pack(len(head)) + head)
@@ -177,25 +201,29 @@ class EmbeddingTable:
         (head_len,) = _HEADER_LEN.unpack_from(lead, len(MAGIC))
         try:
             header = json.loads(handle.read(min(head_len, 1 << 20)))
-            bits, n = int(header["bits"]), int(header["ntotal"])
-        except (ValueError, KeyError, TypeError) as error:
+            if header.get("format_version") != FORMAT_VERSION:
+                raise corrupted(f"unsupported format version {header.get('format_version')}")
+            bits, latent, n = int(header["bits"]), int(header["latent"]), int(header["ntotal"])
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise corrupted(f"unreadable header ({error})") from None
-        if header.get("format_version") != FORMAT_VERSION or bits <= 0 or n < 0:
-            raise corrupted(f"unsupported format version {header.get('format_version')}")
+        if bits <= 0 or latent < 0 or n < 0:
+            raise corrupted(f"impossible sizes in the header (bits {bits}, latent {latent}, "
+                            f"{n} tiles)")
+        dim = bits + latent
         # the size first: a damaged count must not allocate anything
-        expected = len(lead) + head_len + n * 8 + n * bits * 2
+        expected = len(lead) + head_len + n * 8 + n * dim * 2
         size = os.fstat(handle.fileno()).st_size
         if size != expected:
             raise corrupted(f"truncated or padded: {size} bytes, {expected} expected")
-        table = cls(bits)
+        table = cls(bits, latent)
         table.ids = np.fromfile(handle, np.int64, count=n)
-        table.unit = np.empty((n, bits), np.float32)
+        table.unit = np.empty((n, dim), np.float32)
         crc = zlib.crc32(table.ids.tobytes())
         for start in range(0, n, CHUNK_ROWS):
             rows = min(CHUNK_ROWS, n - start)
-            block = np.fromfile(handle, np.float16, count=rows * bits)
+            block = np.fromfile(handle, np.float16, count=rows * dim)
             crc = zlib.crc32(block, crc)
-            table.unit[start:start + rows] = block.reshape(rows, bits)
+            table.unit[start:start + rows] = block.reshape(rows, dim)
         if crc != header["crc32"]:
             raise corrupted("checksum mismatch (corrupted file)")
         return table, header

@@ -104,6 +104,11 @@ class IndexFolder:
                                  fix="index")
         return int(bits)
 
+    @property
+    def latent(self) -> int:
+        """Length of the latent part of the embeddings (0: a model older than format 2)."""
+        return int(self.store.get("latent") or 0)
+
     def n_tiles(self) -> int:
         return index_layout.committed_tiles(self.store.db)
 
@@ -111,10 +116,10 @@ class IndexFolder:
     def embeddings_path(self) -> Path:
         return self.root / EMBEDDINGS_FILE
 
-    def _cached(self, path: Path, load: Callable, what: str, rebuild: Callable):
-        """What a cache file holds when it matches the store (bits, generation, tile count,
-        index uid), else `rebuild()` from the store, which holds everything."""
-        bits = self.bits
+    def _cached(self, path: Path, load: Callable, what: str, rebuild: Callable,
+                shape: dict[str, int]):
+        """What a cache file holds when it matches the store (`shape`, generation, tile
+        count, index uid), else `rebuild()` from the store, which holds everything."""
         generation, n_tiles, uid = self.store.generation, self.n_tiles(), self.store.get("uid")
         if path.exists():
             try:
@@ -122,31 +127,36 @@ class IndexFolder:
             except IndexCorrupted as error:
                 log.warning(f"{error.message}; rebuilding the {what} from the database")
             else:
-                if (header["bits"] == bits and header["generation"] == generation
+                if (all(header.get(key) == size for key, size in shape.items())
+                        and header["generation"] == generation
                         and header["ntotal"] == n_tiles and header.get("index_uid") == uid):
                     return value
                 log.warning(f"{path} does not match the database (generation "
                             f"{header['generation']} vs {generation}, {header['ntotal']} vs "
-                            f"{n_tiles} {what}, or another index's file); rebuilding it from "
-                            "the database")
-        return rebuild(bits)
+                            f"{n_tiles} {what}, or another index's file or model); rebuilding "
+                            "it from the database")
+        return rebuild()
 
     def load_codes(self) -> BinaryIndex:
         """The FAISS index of the store's codes. The file is only a cache: when it is missing,
         damaged, stale (older generation, another size) or another index's (its uid), it is
         rebuilt from the store, which holds every code."""
-        def rebuild(bits: int) -> BinaryIndex:
+        bits = self.bits
+
+        def rebuild() -> BinaryIndex:
             index = BinaryIndex(bits)
             index.add(*self.store.all_codes(bits // 8))
             index.optimize()
             return index
 
-        return self._cached(self.codes_path, BinaryIndex.load, "codes", rebuild)
+        return self._cached(self.codes_path, BinaryIndex.load, "codes", rebuild, {"bits": bits})
 
     def load_embeddings(self) -> EmbeddingTable:
-        """Every tile's unit embedding (embeddings.py); a cache like the codes' file."""
+        """Every tile's embedding (embeddings.py); a cache like the codes' file."""
+        bits, latent = self.bits, self.latent
         return self._cached(self.embeddings_path, EmbeddingTable.load, "embeddings",
-                            self.store.all_embeddings)
+                            lambda: self.store.all_embeddings(bits, latent),
+                            {"bits": bits, "latent": latent})
 
     def save_codes(self, index: BinaryIndex) -> None:
         index.optimize()
@@ -337,11 +347,11 @@ class _Builder:
 
     def commit(self, plan: FilePlan, embeddings: np.ndarray, file_no: int) -> None:
         """Store the next `len(embeddings)` tiles of the plan (one transaction; the last
-        batch marks the raster done): the code is the sign of the embedding."""
+        batch marks the raster done): the code is the sign of the embedding's code part."""
         todo = plan.todo
         offset = plan.committed
         chunk = todo[offset:offset + len(embeddings)]
-        codes = pack_codes(embeddings)
+        codes = pack_codes(embeddings[:, :self.model.bits])
         done = offset + len(chunk) == len(todo)
         ids = self.store.add_tiles(plan.file_id, _tile_rows(chunk, plan.start + offset), codes,
                                    done, embeddings)
@@ -375,7 +385,7 @@ class LocalRunner:
                                                       builder.batch_size):
                     if builder.job:
                         builder.job.check()
-                    builder.commit(plan, builder.model.encode_float(patches, valid), file_no)
+                    builder.commit(plan, builder.model.embed(patches, valid), file_no)
         except (BadInput, OSError) as error:
             return [skipped(error, path)]
         return [FileOutcome(path, plan.committed, plan.removed)]
@@ -433,6 +443,7 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
     meta = folder.meta()
     if "fingerprint" not in meta:
         folder.store.set_meta({"fingerprint": model.fingerprint, "bits": model.bits,
+                               "latent": model.latent_dim,
                                "model_path": str(Path(model_path).resolve()),
                                "patch_size": model.patch_size, "tile_size": tile_size,
                                "stride": stride, "min_valid": min_valid,

@@ -264,7 +264,7 @@ class MetadataStore:
     def add_tiles(self, file_id: int, rows: Sequence[TileRow], codes: np.ndarray,
                   done: bool, embeddings: np.ndarray | None = None) -> np.ndarray:
         """Insert one batch of a file's tiles (and mark the file done with its last batch)
-        in one transaction; `embeddings`: their relaxed codes [n, bits], stored as float16.
+        in one transaction; `embeddings`: theirs [n, bits + latent], stored as float16.
         -> the new tile ids."""
         from mrhash.embeddings import to_blobs
 
@@ -362,26 +362,27 @@ class MetadataStore:
         counts = dict(self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
         return {status: int(counts.get(status, 0)) for status in ("done", "partial")}
 
-    def all_embeddings(self, bits: int, chunk: int = 65_536):
-        """Every tile's embedding as an EmbeddingTable (rebuilds its cache), read in chunks;
-        a tile stored without one gets the +-1 values of its code bits."""
+    def all_embeddings(self, bits: int, latent: int = 0, chunk: int = 65_536):
+        """Every tile's embedding [bits + latent] as an EmbeddingTable (rebuilds its cache),
+        read in chunks; a tile stored without one gets the +-1 values of its code bits and a
+        zero latent."""
         from mrhash.embeddings import EmbeddingTable, sign_values
 
-        table = EmbeddingTable(bits)
+        table = EmbeddingTable(bits, latent)
         column = "embedding" if _has_column(self.db, "tiles", "embedding") else "NULL"
         cursor = self.db.execute(f"SELECT id, code, {column} FROM tiles ORDER BY id")
         while rows := cursor.fetchmany(chunk):
             ids = np.asarray([row[0] for row in rows], np.int64)
-            values = np.empty((len(rows), bits), np.float32)
-            have = np.asarray([isinstance(row[2], bytes) and len(row[2]) == bits * 2
+            values = np.zeros((len(rows), table.dim), np.float32)
+            have = np.asarray([isinstance(row[2], bytes) and len(row[2]) == table.dim * 2
                                for row in rows])
             if have.any():
                 values[have] = np.frombuffer(b"".join(row[2] for row, ok in zip(
-                    rows, have, strict=True) if ok), np.float16).reshape(-1, bits)
+                    rows, have, strict=True) if ok), np.float16).reshape(-1, table.dim)
             if not have.all():
                 _, codes = self._codes([row[:2] for row, ok in zip(rows, have, strict=True)
                                         if not ok], bits // 8)
-                values[~have] = sign_values(codes, bits)
+                values[~have, :bits] = sign_values(codes, bits)
             table.add(ids, values)
         table.compact()
         return table

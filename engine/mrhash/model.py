@@ -74,17 +74,32 @@ class HashHead(nn.Module):
         self.mean.copy_(mean)
         self.scale.copy_(scale)
 
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.scale
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.linear((features - self.mean) / self.scale))
+        return torch.tanh(self.linear(self.standardise(features)))
 
 
 class HashNet(nn.Module):
-    """What a model package holds and a query runs: backbone (with band stem) + hash head."""
+    """What a model package holds and a query runs: backbone (with band stem) + hash head,
+    and the multisource autoencoder's encoder (`latent`, None in packages older than it),
+    whose latent joins the relaxed code in the embedding that refine scores."""
 
-    def __init__(self, backbone: nn.Module, bits: int):
+    def __init__(self, backbone: nn.Module, bits: int, latent: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = HashHead(bits, backbone.feature_dim)
+        self.latent = latent
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x01))
+
+    def embed(self, x01: torch.Tensor) -> torch.Tensor:
+        """[N, bits + latent dim]: the relaxed code, then the encoder's latent of the same
+        standardised features the autoencoder was trained on."""
+        features = self.backbone(x01)
+        code = self.head(features)
+        if self.latent is None:
+            return code
+        return torch.cat([code, self.latent(self.head.standardise(features))], dim=1)

@@ -3,7 +3,9 @@ config in the file's metadata (key "mrhash"). Loading never unpickles anything.
 
 Config keys: format_version, mrhash_version, primary (SourceSpec dict), sources ([{name,
 bands}], primary first), auxiliary (specs used in training), bands, rgb, patch_size,
-input_size, stats (primary BandStats dict), source_stats, bits, backbone, params, training.
+input_size, stats (primary BandStats dict), source_stats, bits, backbone, params, training,
+latent ({dim, hidden} of the autoencoder's encoder kept with the hash network; format 2 on,
+absent in format 1, whose packages still load and give codes-only embeddings).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from mrhash import __version__
 from mrhash.errors import BadInput, ModelFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the autoencoder's encoder (config "latent", weights "latent.*")
 METADATA_KEY = "mrhash"
 ENCODE_BATCH = 64
 
@@ -31,6 +33,9 @@ def save_model(path: str | Path, net, config: dict[str, Any]) -> str:
     from mrhash.fileio import atomic_write_bytes
 
     full = {"format_version": FORMAT_VERSION, "mrhash_version": __version__, **config}
+    if net.latent is not None:  # mlp([features, hidden, dim]): Linear, ReLU, Linear
+        full["latent"] = {"dim": net.latent[-1].out_features,
+                          "hidden": net.latent[0].out_features}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     data = save(tensors, metadata={METADATA_KEY: json.dumps(full, sort_keys=True)})
     atomic_write_bytes(path, data)
@@ -51,6 +56,7 @@ class HashModel:
         self.patch_size: int = int(config["patch_size"])
         self.primary = SourceSpec.from_dict(config["primary"])
         self.n_bands: int = int(config["bands"])
+        self.latent_dim: int = int((config.get("latent") or {}).get("dim", 0))
         self.stats = BandStats.from_dict(config["stats"])
         self._net = net
         self._device = None
@@ -63,9 +69,10 @@ class HashModel:
         self._net.to(self._device)
         return self
 
-    def encode_float(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Raw float32 [N, C, H, W] primary patches (and their bool [N, H, W] valid masks) ->
-        relaxed codes in (-1, 1), [N, bits]. The one way a patch becomes a code, in training
+        embeddings [N, bits + latent_dim]: the relaxed code in (-1, 1), then the autoencoder's
+        latent (embeddings.py). The one way a patch becomes a code, in training
         (train.normalise), evaluation, indexing and queries alike: normalise with the model's
         band statistics, then invalid pixels -> 0, whatever their raw fill value."""
         import torch
@@ -77,7 +84,7 @@ class HashModel:
         if valid is not None and np.shape(valid) != (patches.shape[0], *patches.shape[2:]):
             raise BadInput(f"valid masks must be [N, H, W] like the patches, got "
                            f"{np.shape(valid)}")
-        out = np.empty((len(patches), self.bits), dtype=np.float32)
+        out = np.empty((len(patches), self.bits + self.latent_dim), dtype=np.float32)
         device = self._device or torch.device("cpu")
         with torch.no_grad():
             for start in range(0, len(patches), ENCODE_BATCH):
@@ -85,9 +92,13 @@ class HashModel:
                 x01 = self.stats.apply(batch)
                 if valid is not None:
                     x01 *= valid[start:start + ENCODE_BATCH, None]
-                code = self._net(torch.from_numpy(x01).to(device))
-                out[start:start + len(batch)] = code.cpu().numpy()
+                values = self._net.embed(torch.from_numpy(x01).to(device))
+                out[start:start + len(batch)] = values.cpu().numpy()
         return out
+
+    def encode_float(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Relaxed codes [N, bits] of patches (see `embed`)."""
+        return self.embed(patches, valid)[:, :self.bits]
 
     def encode(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Raw float32 [N, C, H, W] primary patches (+ valid masks, see `encode_float`) ->
@@ -147,9 +158,15 @@ def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any
         raise ModelFormatError(f"weights with NaN or infinite values ({', '.join(broken[:3])}"
                                f"{'…' if len(broken) > 3 else ''}): retrain the model",
                                path=str(path))
-    for key, low, high in (("bits", 8, 4096), ("patch_size", 4, 4096), ("input_size", 32, 1024),
-                           ("bands", 1, 1024)):
-        value = config[key]
+    checks = [(key, config[key], low, high) for key, low, high in (
+        ("bits", 8, 4096), ("patch_size", 4, 4096), ("input_size", 32, 1024), ("bands", 1, 1024))]
+    latent = config.get("latent")
+    if latent is not None:
+        if not isinstance(latent, dict) or not {"dim", "hidden"} <= set(latent):
+            raise ModelFormatError(f"model config latent={latent!r} is not {{dim, hidden}}",
+                                   path=str(path))
+        checks += [(f"latent.{key}", latent[key], 1, 65536) for key in ("dim", "hidden")]
+    for key, value, low, high in checks:
         if not isinstance(value, int) or not low <= value <= high:
             raise ModelFormatError(f"model config {key}={value!r} is out of range "
                                    f"({low}..{high})", path=str(path))
@@ -170,7 +187,7 @@ def load_model(path: str | Path) -> HashModel:
 def model_from_bytes(data: bytes, path: str) -> HashModel:
     """The model of a package's bytes; `path` is where it came from (errors, `model.path`)."""
     from mrhash.backbone import DEFAULT_BACKBONE, Backbone, backbone_spec
-    from mrhash.model import HashNet
+    from mrhash.model import HashNet, mlp
 
     config, tensors, fingerprint = parse_package(data, path)
     rgb = config.get("rgb")
@@ -184,7 +201,10 @@ def model_from_bytes(data: bytes, path: str) -> HashModel:
         backbone = Backbone(int(config["bands"]), tuple(rgb) if rgb else None,
                             int(config["input_size"]), pretrained=False,
                             name=str(config.get("backbone") or DEFAULT_BACKBONE))
-        net = HashNet(backbone, int(config["bits"]))
+        latent = config.get("latent")
+        net = HashNet(backbone, int(config["bits"]),
+                      mlp([backbone.feature_dim, latent["hidden"], latent["dim"]]) if latent
+                      else None)
         net.load_state_dict(tensors, strict=True)
     except (RuntimeError, ValueError, TypeError) as error:
         raise ModelFormatError(f"weights do not match the model config ({error})"[:500],

@@ -23,7 +23,7 @@ from mrhash_contract import index_layout
 from mrhash_contract.protocol import Place, QueryRequest
 
 from mrhash.crs import parse_crs
-from mrhash.embeddings import EmbeddingTable, pack_codes, unit_rows
+from mrhash.embeddings import EmbeddingTable, pack_codes, unit_parts
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex, validated
 from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
@@ -46,16 +46,18 @@ class Probe:
     """What a query (or a refine example) searches with."""
 
     code: np.ndarray        # packed uint8 [1, bits // 8]
-    embedding: np.ndarray   # unit float32 [bits]
+    embedding: np.ndarray   # float32 [bits + latent], scaled as the table's rows (unit_parts)
     footprint: Footprint
     about: dict             # path, and tile for a stored tile
     paths: tuple[str, ...] = ()  # the raster files read (a stored tile: none)
 
     @classmethod
-    def of(cls, relaxed: np.ndarray, footprint: Footprint, about: dict,
+    def of(cls, values: np.ndarray, bits: int, footprint: Footprint, about: dict,
            paths: tuple[str, ...] = ()) -> Probe:
-        """From an encoded patch's relaxed code [1, bits]: its sign is the code."""
-        return cls(pack_codes(relaxed), unit_rows(relaxed)[0], footprint, about, paths)
+        """From an encoded patch's embedding [1, bits + latent]: the sign of its first `bits`
+        values is the code."""
+        return cls(pack_codes(values[:, :bits]), unit_parts(values, bits)[0], footprint, about,
+                   paths)
 
     def centre4326(self) -> tuple[float, float]:
         west, south, east, north = self.footprint.to("EPSG:4326").bounds
@@ -212,8 +214,8 @@ class Searcher:
 
     def _read_patch(self, paths: tuple[str, ...], footprint: Footprint | None,
                     point: tuple[float, float] | None, crs: str) -> tuple[np.ndarray, Footprint]:
-        """The relaxed code [1, bits] of the patch at `footprint`, or of the tile-sized patch
-        centred on `point`."""
+        """The embedding [1, bits + latent] of the patch at `footprint`, or of the tile-sized
+        patch centred on `point`."""
         size = self.model.patch_size
         source = self._source(paths)
         if footprint is None:
@@ -226,7 +228,7 @@ class Searcher:
         if not valid.any():
             raise BadInput(f"the query footprint {footprint.bounds} ({footprint.crs}) holds "
                            "no valid pixels", path=paths[0])
-        return self.model.encode_float(patch[None], valid[None]), footprint
+        return self.model.embed(patch[None], valid[None]), footprint
 
     def probe(self, query: Place) -> Probe:
         """What `query` searches with: a stored tile's code and embedding, or the encoded
@@ -245,8 +247,8 @@ class Searcher:
                 path, paths = regular_file(query.raster, "raster"), (query.raster,)
             else:
                 path, paths = self._covering_file(*query.point, query.crs)
-            relaxed, footprint = self._read_patch(paths, None, query.point, query.crs)
-            return Probe.of(relaxed, footprint, {"path": path}, paths)
+            values, footprint = self._read_patch(paths, None, query.point, query.crs)
+            return Probe.of(values, self.model.bits, footprint, {"path": path}, paths)
         geometry = _parse_wkt(query.footprint, "footprint")
         crs = query.footprint_crs
         if query.raster:
@@ -257,8 +259,8 @@ class Searcher:
             crs = crs or "EPSG:4326"
             centre = shapely.centroid(shapely.box(*geometry.bounds))
             path, paths = self._covering_file(centre.x, centre.y, crs, "the footprint's centre")
-        relaxed, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs)
-        return Probe.of(relaxed, footprint, {"path": path}, paths)
+        values, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs)
+        return Probe.of(values, self.model.bits, footprint, {"path": path}, paths)
 
     # -- search --------------------------------------------------------------------------
     def _candidates(self, probe: Probe, query: QueryRequest, centre: tuple[float, float]
@@ -330,8 +332,9 @@ class Searcher:
     def _reranked(self, probe: Probe, passing: list[tuple[int, int]], k: int
                   ) -> list[tuple[int, int, float]]:
         """The k best (distance, id, score): by Hamming distance, then inside a tie by the
-        cosine of the query's and the tile's embeddings (then id, for a stable order), over
-        every candidate at most as far as the k-th."""
+        similarity of the query's and the tile's embeddings (embeddings.unit_parts: mostly the
+        code cosine, and the latent's; then id, for a stable order), over every candidate at
+        most as far as the k-th."""
         if not passing:
             return []
         kth = passing[min(k, len(passing)) - 1][0]
@@ -451,8 +454,8 @@ def merge_top_k(per_shard: list[list[tuple[int, int, float]]], k: int
 class ShardedSearcher:
     """Several index folders built with one model, searched as one: an archive split where
     one index (or one disk, one machine's memory) is not enough. The query is encoded once;
-    each shard gives its k best (Hamming distance, then cosine inside ties) and the k best of
-    those are the hits, each naming its index."""
+    each shard gives its k best (Hamming distance, then embedding similarity inside ties) and
+    the k best of those are the hits, each naming its index."""
 
     def __init__(self, index_dirs: list[str | Path], model=None):
         self.shards: list[Searcher] = []

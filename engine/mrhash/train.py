@@ -346,7 +346,7 @@ class _FitState:
         front = self.cache.front.to(self.device)
         view_front = (None if self.cache.view_front is None
                       else self.cache.view_front.to(self.device))
-        net = HashNet(self.backbone, config.bits).to(self.device)
+        net = HashNet(self.backbone, config.bits, latent=self.ae.encoder).to(self.device)
         net.head.set_standardisation(self.mean, self.scale)
         to_latent = torch.nn.Linear(config.bits, config.latent_dim).to(self.device)
         heads = (list(net.head.parameters()) + list(to_latent.parameters())

@@ -1,5 +1,6 @@
-"""Continuous embeddings: the table and its cache file, the indexer storing them from the one
-encode it already runs, old indexes without them (migrated in place, +-1 fallback)."""
+"""Continuous embeddings: the table (code and latent parts) and its cache file, the indexer
+storing them from the one encode it already runs, old indexes without them (migrated in place,
++-1 fallback), and models of format 1, without a latent."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from mrhash.embeddings import EmbeddingTable, pack_codes, sign_values
+from mrhash.embeddings import LATENT_WEIGHT, EmbeddingTable, pack_codes, sign_values
 from mrhash.errors import IndexCorrupted
 from mrhash.indexer import DB_FILE, EMBEDDINGS_FILE, IndexFolder, build_index
 from mrhash.search import Searcher, run_query
@@ -43,18 +44,40 @@ def test_table_add_remove_lookup_and_score():
     assert table.memory_bytes() == 32 * 8 + 32 * 64 * 4
 
 
+def test_the_code_and_the_latent_are_scaled_apart():
+    values = np.random.default_rng(3).normal(size=(4, 64 + 16)) * 5
+    table = EmbeddingTable(64, 16)
+    table.add(np.arange(4), values)
+    rows = table.rows(np.arange(4))
+    assert rows.shape == (4, 80) and table.dim == 80
+    norm = (1 + LATENT_WEIGHT ** 2) ** 0.5
+    assert np.allclose(rows[:, :64], _unit(values[:, :64]) / norm, atol=2e-3)
+    assert np.allclose(rows[:, 64:], LATENT_WEIGHT * _unit(values[:, 64:]) / norm, atol=2e-3)
+    # a tile's score against another's row: the two cosines, weighted; 1 with itself
+    cosines = [(_unit(values[:, part]) @ _unit(values[:, part])[0]) for part in
+               (slice(0, 64), slice(64, 80))]
+    assert np.allclose(table.scores(rows[0]), (cosines[0] + LATENT_WEIGHT ** 2 * cosines[1])
+                       / norm ** 2, atol=5e-3)
+    assert table.scores(rows[0])[0] == pytest.approx(1, abs=2e-3)
+    with pytest.raises(ValueError, match="80 expected"):
+        table.add(np.arange(4, 6), values[:2, :64])
+
+
 def test_table_file_roundtrip_and_damage(tmp_path):
-    table = EmbeddingTable(64)
-    table.add(np.arange(1, 6), np.random.default_rng(2).uniform(-1, 1, (5, 64)))
+    table = EmbeddingTable(64, 16)
+    table.add(np.arange(1, 6), np.random.default_rng(2).uniform(-1, 1, (5, 80)))
     path = tmp_path / EMBEDDINGS_FILE
     table.save(path, generation=7, index_uid="abc")
     loaded, header = EmbeddingTable.load(path)
     assert header["generation"] == 7 and header["index_uid"] == "abc" and header["ntotal"] == 5
+    assert header["bits"] == 64 and header["latent"] == 16 and loaded.dim == 80
     assert np.array_equal(loaded.ids, table.ids) and np.array_equal(loaded.unit, table.unit)
     data = path.read_bytes()
+    older = data.replace(b'"format_version": 2', b'"format_version": 1')
     for damaged, why in ((data[:-3], "truncated"), (b"garbage!" + data[8:], "bad magic"),
                          (data + b"\0\0", "padded"), (b"", "bad magic"),
-                         (data[:-1] + bytes([data[-1] ^ 1]), "checksum")):
+                         (data[:-1] + bytes([data[-1] ^ 1]), "checksum"),
+                         (older, "unsupported format version 1")):
         path.write_bytes(damaged)
         with pytest.raises(IndexCorrupted, match=why):
             EmbeddingTable.load(path)
@@ -73,7 +96,7 @@ def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, ras
     from mrhash.sources import SourceSpec
 
     calls = []
-    real = HashModel.encode_float
+    real = HashModel.embed
 
     def counted(self, patches, valid=None):
         calls.append(len(patches))
@@ -82,8 +105,9 @@ def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, ras
     def forbidden(self, *args):
         raise AssertionError("indexing must not encode a second time")
 
-    monkeypatch.setattr(HashModel, "encode_float", counted)
+    monkeypatch.setattr(HashModel, "embed", counted)
     monkeypatch.setattr(HashModel, "encode", forbidden)
+    monkeypatch.setattr(HashModel, "encode_float", forbidden)
     index_dir = tmp_path / "index"
     build_index(rasters, tiny_model, index_dir, TILE)
     assert sum(calls) == 36 and len(calls) == 9  # one forward pass per batch (a raster)
@@ -93,24 +117,27 @@ def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, ras
                       "ON f.id = t.file_id ORDER BY t.id").fetchall()
     db.close()
     stored = np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
-    assert stored.shape == (36, 64)
-    codes = np.stack([np.frombuffer(r[0], np.uint8) for r in rows])
-    assert np.array_equal(pack_codes(stored), codes)
-    # the first tile's embedding is the model's relaxed code of its patch
     model = load_model(tiny_model)
+    assert model.latent_dim > 0 and stored.shape == (36, 64 + model.latent_dim)
+    codes = np.stack([np.frombuffer(r[0], np.uint8) for r in rows])
+    assert np.array_equal(pack_codes(stored[:, :64]), codes)
+    # the first tile's embedding is the model's relaxed code and latent of its patch
     with open_for_model(SourceSpec("primary", (rows[0][2],), model.primary.bands),
                         model) as source:
         from mrhash.tiling import tile_grid
 
         tile = tile_grid(source, TILE)[0]
         patch, valid = source.read(tile.footprint, (TILE, TILE))
-    assert np.allclose(model.encode_float(patch[None], valid[None])[0], stored[0], atol=2e-3)
+    embedding = model.embed(patch[None], valid[None])[0]
+    assert np.allclose(embedding, stored[0], atol=2e-3 * max(1, np.abs(embedding).max()))
+    assert np.array_equal(model.encode_float(patch[None], valid[None])[0], embedding[:64])
     # the cache file was saved with the build and matches the store
     folder = IndexFolder(index_dir)
     cached, header = EmbeddingTable.load(folder.embeddings_path)
     assert header["generation"] == folder.store.generation
     assert header["index_uid"] == folder.store.get("uid")
-    rebuilt = folder.store.all_embeddings(64)
+    assert folder.latent == model.latent_dim
+    rebuilt = folder.store.all_embeddings(64, folder.latent)
     assert np.array_equal(cached.ids, rebuilt.ids) and np.array_equal(cached.unit, rebuilt.unit)
     folder.close()
 
@@ -152,7 +179,7 @@ def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp
     good = (index_dir / EMBEDDINGS_FILE).read_bytes()
     expected = run_query(index_dir, QueryRequest(tile=4, k=10))["hits"]
     folder = IndexFolder(index_dir)
-    table = folder.store.all_embeddings(64)
+    table = folder.store.all_embeddings(64, folder.latent)
     table.unit = np.ascontiguousarray(table.unit[:, ::-1])  # wrong values...
     table.save(folder.embeddings_path, folder.store.generation, "another-index")  # ...foreign
     folder.close()
@@ -161,6 +188,13 @@ def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp
     (index_dir / EMBEDDINGS_FILE).write_bytes(good[:-100])
     assert run_query(index_dir, QueryRequest(tile=4, k=10))["hits"] == expected
     assert "truncated" in capsys.readouterr().err
+    folder = IndexFolder(index_dir)  # a cache without the latent (as of another model)
+    table = EmbeddingTable(64)
+    table.add(*folder.store.all_codes(8)[:1], sign_values(folder.store.all_codes(8)[1], 64))
+    table.save(folder.embeddings_path, folder.store.generation, folder.store.get("uid"))
+    folder.close()
+    assert run_query(index_dir, QueryRequest(tile=4, k=10))["hits"] == expected
+    assert "or model" in capsys.readouterr().err
 
 
 def test_the_benchmarks_grown_index_keeps_codes_and_embeddings_together(tiny_model, rasters,
@@ -175,7 +209,10 @@ def test_the_benchmarks_grown_index_keeps_codes_and_embeddings_together(tiny_mod
     db.close()
     codes = np.stack([np.frombuffer(r[0], np.uint8) for r in rows])
     values = np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
-    assert np.array_equal(pack_codes(values), codes)  # each copy's signs flipped with its bits
+    assert np.array_equal(pack_codes(values[:, :64]), codes)  # signs flipped with the bits
+    latent = _unit(values[:, 64:])  # real tiles store raw values, the copies scaled ones
+    gaps = np.abs(latent[36:, None] - latent[None, :36]).max(axis=2).min(axis=1)
+    assert gaps.max() < 1e-2  # each copy keeps the latent of the tile it copies
     assert len({r[0] for r in rows[36:]} - {r[0] for r in rows[:36]}) > 0  # noisy copies
     capsys.readouterr()
     searcher = Searcher(index_dir)
@@ -184,3 +221,40 @@ def test_the_benchmarks_grown_index_keeps_codes_and_embeddings_together(tiny_mod
     finally:
         searcher.close()
     assert "rebuilding" not in capsys.readouterr().err  # both caches saved with the growth
+
+
+def test_a_model_of_format_1_without_a_latent_still_indexes_queries_and_refines(
+        tiny_model, rasters, tmp_path):
+    """A package written before the latent was kept: codes-only embeddings, same codes."""
+    import json
+
+    from mrhash.package import METADATA_KEY, load_model, read_package
+    from mrhash_contract.protocol import Example, RefineRequest
+    from safetensors.torch import save_file
+
+    config, tensors, _ = read_package(tiny_model)
+    config = {k: v for k, v in config.items() if k != "latent"} | {"format_version": 1}
+    old = tmp_path / "old.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("latent.")}, str(old),
+              metadata={METADATA_KEY: json.dumps(config)})
+    model = load_model(old)
+    assert model.latent_dim == 0 and model._net.latent is None
+    index_dir = tmp_path / "index"
+    build_index(rasters, old, index_dir, TILE)
+    folder = IndexFolder(index_dir)
+    assert folder.latent == 0
+    current = tmp_path / "current"
+    build_index(rasters, tiny_model, current, TILE)
+    same = IndexFolder(current)
+    assert np.array_equal(folder.store.all_codes(8)[1], same.store.all_codes(8)[1])
+    folder.close()
+    same.close()
+    searcher = Searcher(index_dir)
+    try:
+        assert searcher.embeddings.dim == 64
+        assert searcher.search(QueryRequest(tile=3, k=1))["hits"][0]["id"] == 3
+        refined = searcher.refine(RefineRequest([Example(relevant=True, tile=3),
+                                                 Example(relevant=False, tile=9)], k=5))
+        assert len(refined["hits"]) == 5
+    finally:
+        searcher.close()

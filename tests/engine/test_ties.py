@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import shapely
 from mrhash import search
+from mrhash.embeddings import LATENT_WEIGHT
 from mrhash.index import BinaryIndex, IndexPolicy
 from mrhash.indexer import DB_FILE, IndexFolder, build_index
 from mrhash.search import Searcher, haversine_m, run_query
@@ -47,10 +48,13 @@ def _stored(index_dir) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return ids, codes, raw.astype(np.float32), np.array([r[3:] for r in rows])
 
 
-def _unit16(values: np.ndarray) -> np.ndarray:
-    """Unit rows rounded to float16 as the engine keeps them."""
-    unit = values / np.linalg.norm(values, axis=1, keepdims=True)
-    return unit.astype(np.float16).astype(np.float32)
+def _unit16(values: np.ndarray, bits: int) -> np.ndarray:
+    """Embeddings as the engine keeps them: the code part at length 1 and the latent part at
+    LATENT_WEIGHT, joined, at length 1, rounded to float16."""
+    def unit(part):
+        return part / np.linalg.norm(part, axis=1, keepdims=True)
+    joined = unit(np.hstack([unit(values[:, :bits]), LATENT_WEIGHT * unit(values[:, bits:])]))
+    return joined.astype(np.float16).astype(np.float32)
 
 
 def oracle(index_dir, query_id: int, keep=None):
@@ -58,7 +62,7 @@ def oracle(index_dir, query_id: int, keep=None):
     ids, codes, raw, centres = _stored(index_dir)
     q = ids.tolist().index(query_id)
     dist = np.unpackbits(codes ^ codes[q], axis=1).sum(axis=1)
-    unit = _unit16(raw)
+    unit = _unit16(raw, codes.shape[1] * 8)
     scores = unit @ unit[q]
     mask = np.ones(len(ids), bool) if keep is None else keep(centres)
     ids, dist, scores = ids[mask], dist[mask], scores[mask]

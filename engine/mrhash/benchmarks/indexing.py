@@ -63,7 +63,8 @@ def bare_encoder(model, folder: str, tile_size: int, batch_size: int) -> dict:
 
 def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) -> int:
     """Replicate an index's real tiles until it holds `n_rows`: each copy's code has every bit
-    flipped with probability `flip`, and its embedding the same signs flipped."""
+    flipped with probability `flip`, and its embedding the same signs flipped (its latent
+    kept)."""
     from mrhash.indexer import IndexFolder
     from mrhash.metadata import TileRow
 
@@ -71,7 +72,8 @@ def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) 
     store = folder.store
     rng = np.random.default_rng(seed)
     real = list(store.tiles(store.all_codes(folder.bits // 8)[0].tolist()).values())
-    embeddings = store.all_embeddings(folder.bits).rows(np.array([r.id for r in real]))
+    embeddings = store.all_embeddings(folder.bits, folder.latent).rows(
+        np.array([r.id for r in real]))
     files = {r.path: r for r in store.files().values()}
     next_ordinal = {r.id: r.n_grid for r in files.values()}
     missing = n_rows - len(real)
@@ -92,8 +94,9 @@ def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) 
             bits = np.unpackbits(codes.reshape(len(chosen), -1), axis=1)
             flips = rng.random(bits.shape) < flip
             bits ^= flips.astype(np.uint8)
+            signs = np.hstack([np.where(flips, -1, 1), np.ones((len(chosen), folder.latent))])
             store.add_tiles(file_id, rows, np.packbits(bits, axis=1), done=True,
-                            embeddings=embeddings[chosen] * np.where(flips, -1, 1))
+                            embeddings=embeddings[chosen] * signs)
         missing -= len(picks)
     folder.save_codes(folder.load_codes())
     folder.save_embeddings(folder.load_embeddings())
