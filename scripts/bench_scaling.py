@@ -94,7 +94,8 @@ def coordinator_ceiling(model_path: str, raster: str, n_tiles: int, block: int,
     with open_for_model(spec, model) as source:
         plan = builder.plan(spec, source, None, FileState.of(spec.paths))
     n_tiles = min(n_tiles, len(plan.todo))
-    blocks = [np.tanh(rng.standard_normal((min(block, n_tiles - i), model.bits)))
+    blocks = [np.tanh(rng.standard_normal((min(block, n_tiles - i),
+                                           model.bits + model.latent_dim)))
               .astype(np.float32) for i in range(0, n_tiles, block)]
     start = time.perf_counter()
     for codes in blocks:

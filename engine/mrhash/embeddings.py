@@ -33,7 +33,8 @@ from mrhash.errors import IndexCorrupted
 from mrhash.fileio import atomic_output
 
 MAGIC = b"MRHASHEM"
-FORMAT_VERSION = 2  # 2: the latent part ("latent" in the header)
+FORMAT_VERSION = 2  # 2: the latent part ("latent" in the header); 1 is read as latent 0
+FLOAT16_MAX = 65504.0
 # length of the latent part (the code part has length 1): 0.7 scored best for refine over 14
 # models on the dev set, 1.0 and 1.4 lower (docs/BENCHMARKS.md, *Refine*)
 LATENT_WEIGHT = 0.7
@@ -47,8 +48,9 @@ def pack_codes(relaxed: np.ndarray) -> np.ndarray:
 
 
 def to_blobs(relaxed: np.ndarray) -> list[bytes]:
-    """Relaxed codes [N, bits] -> one float16 byte string a tile (what SQLite stores)."""
-    half = np.ascontiguousarray(relaxed, dtype=np.float16)
+    """Embeddings [N, bits + latent] -> one float16 byte string a tile (what SQLite
+    stores)."""
+    half = _half(relaxed)
     return [row.tobytes() for row in half]
 
 
@@ -69,7 +71,8 @@ def unit_parts(values: np.ndarray, bits: int) -> np.ndarray:
     """Embeddings [N, bits + latent] -> float32 rows of length 1 made of the code part at
     length 1 and the latent part at LATENT_WEIGHT: the dot product of two rows is then
     (code cosine + LATENT_WEIGHT² x latent cosine) / (1 + LATENT_WEIGHT²), 1 for a tile with
-    itself. A zero latent (a tile stored without one) leaves the unit code."""
+    itself. A zero latent (a tile stored without one) leaves the unit code, whose dot product
+    with a full row is the code cosine / sqrt(1 + LATENT_WEIGHT²)."""
     values = np.asarray(values, dtype=np.float32)
     if values.shape[1] == bits:
         return unit_rows(values)
@@ -77,10 +80,15 @@ def unit_parts(values: np.ndarray, bits: int) -> np.ndarray:
                                 LATENT_WEIGHT * unit_rows(values[:, bits:])]))
 
 
+def _half(values: np.ndarray) -> np.ndarray:
+    """float16 values, clipped to its range (the latent is unbounded: never an inf)."""
+    return np.ascontiguousarray(np.clip(values, -FLOAT16_MAX, FLOAT16_MAX), dtype=np.float16)
+
+
 def _parts16(values: np.ndarray, bits: int) -> np.ndarray:
     """`unit_parts` of float16 values, rounded to float16 (the file keeps them losslessly), as
     float32 for arithmetic."""
-    return unit_parts(np.asarray(values, np.float16), bits).astype(np.float16).astype(np.float32)
+    return unit_parts(_half(values), bits).astype(np.float16).astype(np.float32)
 
 
 class EmbeddingTable:
@@ -201,9 +209,11 @@ class EmbeddingTable:
         (head_len,) = _HEADER_LEN.unpack_from(lead, len(MAGIC))
         try:
             header = json.loads(handle.read(min(head_len, 1 << 20)))
-            if header.get("format_version") != FORMAT_VERSION:
-                raise corrupted(f"unsupported format version {header.get('format_version')}")
-            bits, latent, n = int(header["bits"]), int(header["latent"]), int(header["ntotal"])
+            version = header.get("format_version")
+            if version not in (1, FORMAT_VERSION):
+                raise corrupted(f"unsupported format version {version}")
+            bits, n = int(header["bits"]), int(header["ntotal"])
+            latent = header["latent"] = int(header["latent"]) if version >= 2 else 0
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise corrupted(f"unreadable header ({error})") from None
         if bits <= 0 or latent < 0 or n < 0:

@@ -351,6 +351,9 @@ class _Builder:
         todo = plan.todo
         offset = plan.committed
         chunk = todo[offset:offset + len(embeddings)]
+        if embeddings.shape[1] != self.embeddings.dim:  # before anything is written
+            raise ValueError(f"embeddings of {embeddings.shape[1]} values, "
+                             f"{self.embeddings.dim} expected")
         codes = pack_codes(embeddings[:, :self.model.bits])
         done = offset + len(chunk) == len(todo)
         ids = self.store.add_tiles(plan.file_id, _tile_rows(chunk, plan.start + offset), codes,

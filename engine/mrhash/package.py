@@ -33,6 +33,7 @@ def save_model(path: str | Path, net, config: dict[str, Any]) -> str:
     from mrhash.fileio import atomic_write_bytes
 
     full = {"format_version": FORMAT_VERSION, "mrhash_version": __version__, **config}
+    full.pop("latent", None)  # what the weights hold decides, never a copied config
     if net.latent is not None:  # mlp([features, hidden, dim]): Linear, ReLU, Linear
         full["latent"] = {"dim": net.latent[-1].out_features,
                           "hidden": net.latent[0].out_features}
@@ -162,6 +163,9 @@ def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any
         ("bits", 8, 4096), ("patch_size", 4, 4096), ("input_size", 32, 1024), ("bands", 1, 1024))]
     latent = config.get("latent")
     if latent is not None:
+        if version < 2:
+            raise ModelFormatError("model config of format 1 with a latent (format 2 on)",
+                                   path=str(path))
         if not isinstance(latent, dict) or not {"dim", "hidden"} <= set(latent):
             raise ModelFormatError(f"model config latent={latent!r} is not {{dim, hidden}}",
                                    path=str(path))

@@ -7,9 +7,10 @@ the irrelevant ones and BACKGROUND_TILES random tiles of the scored pool as weak
 (each weighs BACKGROUND_WEIGHT of a mark): the background says what an ordinary tile looks
 like, so the marked irrelevant tiles, which are the query's near neighbours, no longer cancel
 the query's own direction, as they did in a classifier of the marks alone (P@20 0.32). The fit
-is a few dozen Newton steps in bits + latent + 1 dimensions over about 200 rows; every tile is
-then scored (one BLAS pass over the table) and the best SHORTLIST taken with one argpartition,
-so the cost is linear in the index and needs no search structure.
+is at most NEWTON_STEPS Newton steps (about 10 in practice) in bits + latent + 1 dimensions
+over about 200 rows; every tile is then scored (one BLAS pass over the table) and the best
+SHORTLIST taken with one argpartition, so the cost is linear in the index and needs no search
+structure. (A k above SHORTLIST gets the further hits in logistic order, below the shortlist.)
 
 Then label propagation (`propagated`): the examples' labels spread over the mutual k-NN graph
 of the examples and the shortlist, so a tile like the tiles like the examples rises too; the
@@ -72,6 +73,8 @@ def logistic(relevant: np.ndarray, irrelevant: np.ndarray, background: np.ndarra
         w -= step
         if np.abs(step).max() < 1e-7:
             break
+    if np.linalg.norm(w[:-1]) < 1e-9:  # nothing told the examples apart: their mean
+        return relevant.mean(axis=0).astype(np.float32)
     return w[:-1].astype(np.float32)
 
 
@@ -153,14 +156,18 @@ def _pool(searcher: Searcher, within: str | None) -> np.ndarray | None:
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best finite scores, best first (equal scores: smaller id first);
-    one argpartition over the whole array (excluded tiles score -inf)."""
+    """Positions of the k best finite scores, best first (equal scores: smaller id first,
+    also across the k-th place); one argpartition over the whole array (excluded tiles score
+    -inf), then every score equal to the k-th joins before the sort."""
     k = min(k, len(scores))
     if k == 0:
         return np.zeros(0, np.int64)
     part = np.argpartition(-scores, k - 1)[:k]
     part = part[np.isfinite(scores[part])]
-    return part[np.lexsort((ids[part], -scores[part]))]
+    if len(part):
+        kth = scores[part].min()
+        part = np.union1d(part, np.flatnonzero(scores == kth))
+    return part[np.lexsort((ids[part], -scores[part]))][:k]
 
 
 def _exclude(scores: np.ndarray, ids: np.ndarray, marked: np.ndarray) -> None:
@@ -206,10 +213,15 @@ def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = logistic
     best = top_k(scores, ids, max(SHORTLIST, request.k) if propagation_weight else request.k)
     final = scores[best]
     if propagation_weight and len(best):
-        final = _blend_propagation(table, best if rows is None else rows[best], final, probes,
-                                   propagation_weight)
-        order = np.lexsort((ids[best], -final))[:request.k]
-        best, final = best[order], final[order]
+        head = best[:SHORTLIST]  # a bounded graph whatever k: hits past it keep their order
+        blended = _blend_propagation(table, head if rows is None else rows[head],
+                                     final[:SHORTLIST], probes, propagation_weight)
+        order = np.lexsort((ids[head], -blended))
+        # past the shortlist: below it, the logistic gaps on the shortlist's z scale
+        rest = final[SHORTLIST:]  # best first
+        tail = blended.min() - 1e-3 - (rest[:1] - rest) / (final[:SHORTLIST].std() + 1e-12)
+        best = np.r_[head[order], best[SHORTLIST:]][:request.k]
+        final = np.r_[blended[order], tail][:request.k]
     codes = np.concatenate([p.code for p in relevant])
     ranked = [(0, int(ids[j]), float(value)) for j, value in zip(best, final, strict=True)]
     hits = searcher.hits(ranked, request.thumbnails,

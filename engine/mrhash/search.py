@@ -138,7 +138,7 @@ class Searcher:
         self.tile_size = int(meta.get("tile_size", 0))
         self.index: BinaryIndex = self.folder.load_codes()
         # kept warm with the codes: the tie re-rank and refine read them (float32 in memory:
-        # 264 MB at 1M 64-bit tiles, ids included)
+        # 328 MB at 1M tiles of 64 bits + a 16-value latent, ids included)
         self.embeddings: EmbeddingTable = self.folder.load_embeddings()
         self._opened = self._identity()
         self._model = None

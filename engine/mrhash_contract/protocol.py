@@ -422,7 +422,7 @@ class Hit(TypedDict, total=False):
     rank: int
     id: int
     distance: int            # Hamming distance to the query's code
-    score: float             # cosine of the embeddings (orders ties); refine: its score
+    score: float             # similarity of the embeddings (orders ties); refine: its score
     path: str                # the raster read (the primary's first file)
     paths: list[str]
     window: list[int]        # col, row, width, height in the raster's pixels

@@ -4,7 +4,9 @@ storing them from the one encode it already runs, old indexes without them (migr
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import struct
 
 import numpy as np
 import pytest
@@ -73,14 +75,31 @@ def test_table_file_roundtrip_and_damage(tmp_path):
     assert header["bits"] == 64 and header["latent"] == 16 and loaded.dim == 80
     assert np.array_equal(loaded.ids, table.ids) and np.array_equal(loaded.unit, table.unit)
     data = path.read_bytes()
-    older = data.replace(b'"format_version": 2', b'"format_version": 1')
+    newer = data.replace(b'"format_version": 2', b'"format_version": 3')
     for damaged, why in ((data[:-3], "truncated"), (b"garbage!" + data[8:], "bad magic"),
                          (data + b"\0\0", "padded"), (b"", "bad magic"),
                          (data[:-1] + bytes([data[-1] ^ 1]), "checksum"),
-                         (older, "unsupported format version 1")):
+                         (newer, "unsupported format version 3")):
         path.write_bytes(damaged)
         with pytest.raises(IndexCorrupted, match=why):
             EmbeddingTable.load(path)
+
+
+def test_a_cache_file_of_format_1_reads_as_codes_only(tmp_path):
+    """Written before the latent (no "latent" in its header): read as latent 0, not rebuilt."""
+    table = EmbeddingTable(64)
+    table.add(np.arange(1, 6), np.random.default_rng(4).uniform(-1, 1, (5, 64)))
+    path = tmp_path / EMBEDDINGS_FILE
+    table.save(path, generation=3, index_uid="abc")
+    data = path.read_bytes()
+    (head_len,) = struct.unpack_from("<Q", data, 8)
+    header = json.loads(data[16:16 + head_len])
+    del header["latent"]
+    head = json.dumps({**header, "format_version": 1}).encode()
+    path.write_bytes(data[:8] + struct.pack("<Q", len(head)) + head + data[16 + head_len:])
+    loaded, header = EmbeddingTable.load(path)
+    assert loaded.latent == 0 and header["latent"] == 0 and loaded.dim == 64
+    assert np.array_equal(loaded.unit, table.unit)
 
 
 def test_codes_are_the_sign_of_the_embeddings():

@@ -111,3 +111,39 @@ def test_newer_format_and_mismatched_weights_are_refused(package, tmp_path: Path
         load_model(plain)
     with pytest.raises(ModelFormatError, match="do not match"):
         load_model(_save_with(tmp_path, package, bits=64))
+
+
+def test_the_autoencoder_encoder_travels_with_the_package(eurosat_patches, tmp_path) -> None:
+    """Format 2: the latent's encoder is saved and loaded with the hash network; `embed` gives
+    the relaxed code then the latent, as the network does. A stale "latent" in a config never
+    outlives the weights, and a format-1 config cannot claim one."""
+    import safetensors.torch
+    from mrhash.model import mlp
+
+    torch.manual_seed(1)
+    backbone = Backbone(3, input_size=32)
+    net = HashNet(backbone, 32, mlp([backbone.feature_dim, 24, 5])).eval()
+    path = tmp_path / "latent.safetensors"
+    save_model(path, net, _config(eurosat_patches[0]))
+    model = load_model(path)
+    assert model.latent_dim == 5 and model.config["latent"] == {"dim": 5, "hidden": 24}
+    patches = eurosat_patches[1]
+    values = model.embed(patches)
+    with torch.no_grad():
+        expected = net.embed(torch.from_numpy(model.stats.apply(patches))).numpy()
+    assert values.shape == (4, 37) and np.allclose(values, expected, atol=1e-5)
+    assert np.array_equal(model.encode_float(patches), values[:, :32])
+    plain = tmp_path / "plain.safetensors"
+    save_model(plain, HashNet(backbone, 32).eval(), {**_config(eurosat_patches[0]),
+                                                     "latent": {"dim": 5, "hidden": 24}})
+    assert load_model(plain).latent_dim == 0
+    data = path.read_bytes()
+    config = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+                        ["__metadata__"]["mrhash"])
+    tensors = safetensors.torch.load(data)
+    for bad, why in (({**config, "format_version": 1}, "format 1 with a latent"),
+                     ({**config, "latent": {"dim": 5}}, "is not")):
+        bad_path = tmp_path / "bad.safetensors"
+        safetensors.torch.save_file(tensors, bad_path, metadata={"mrhash": json.dumps(bad)})
+        with pytest.raises(ModelFormatError, match=why):
+            load_model(bad_path)

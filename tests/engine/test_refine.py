@@ -157,6 +157,21 @@ def test_an_irrelevant_mark_pushes_its_tile_down(searcher):
     assert after[6] - after[near] > before[6] - before[near]
 
 
+def test_a_k_past_the_shortlist_continues_in_logistic_order(searcher, monkeypatch):
+    """The propagation's graph is bounded (SHORTLIST tiles); further hits follow in the
+    logistic order, below the shortlist, scores still decreasing."""
+    from mrhash import refine as refine_module
+
+    monkeypatch.setattr(refine_module, "SHORTLIST", 10)
+    request = _request([6, 20], [7], k=30)
+    hits = refine(searcher, request)["hits"]
+    plain = [h["id"] for h in refine(searcher, request, propagation_weight=0)["hits"]]
+    assert len(hits) == 30 and {h["id"] for h in hits[:10]} == set(plain[:10])
+    assert [h["id"] for h in hits[10:]] == plain[10:]
+    scores = [h["score"] for h in hits]
+    assert all(a > b for a, b in zip(scores, scores[1:], strict=False))
+
+
 def test_point_and_footprint_examples(index_dir, searcher):
     tile = IndexFolder(index_dir).store.tiles([10])[10]
     x, y = (tile.bounds[0] + tile.bounds[2]) / 2, (tile.bounds[1] + tile.bounds[3]) / 2
@@ -221,6 +236,9 @@ def test_scorers_and_top_k():
     ids = np.array([10, 11, 12, 9, 13])
     assert top_k(scores, ids, 3).tolist() == [2, 3, 0]  # equal scores: smaller id first
     assert top_k(scores, ids, 10).tolist() == [2, 3, 0, 4]  # never an excluded one
+    # ...also across the k-th place, whatever argpartition picked there
+    tied = np.array([0.5] * 50 + [0.9])
+    assert top_k(tied, np.arange(100, 49, -1), 3).tolist() == [50, 49, 48]
 
 
 def test_refine_command(index_dir, tmp_path):
