@@ -23,6 +23,7 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from mrhash_qgis.core.crs import crs_text
+from mrhash_qgis.core.layer_uri import layer_path
 
 DRAG_THRESHOLD_PX = 6
 # Qgis.GeometryType from QGIS 3.30 (and QGIS 4); QgsWkbTypes.GeometryType before.
@@ -52,6 +53,7 @@ class QueryLocation:
     raster: str | None = None
     footprint_wkt: str | None = None  # dragged rectangle, in `crs`
     lonlat: tuple[float, float] | None = None  # the point in EPSG:4326 (to find a tile)
+    layer_id: str | None = None  # the raster layer under the click (its band choices)
 
     def params(self) -> dict:
         """The engine's query params: the rectangle on its raster, or the point (+ the raster
@@ -92,10 +94,11 @@ def locate(point: QgsPointXY, crs: QgsCoordinateReferenceSystem,
         geometry = QgsGeometry.fromRect(rectangle)
         geometry.transform(transform)
         wkt = geometry.asWkt()
-    source = layer.source().split("|")[0] if layer else None
+    source = layer_path(layer) if layer else None
     lonlat = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
                                     QgsProject.instance()).transform(point)
-    return QueryLocation((p.x(), p.y()), crs_text(target), source, wkt, (lonlat.x(), lonlat.y()))
+    return QueryLocation((p.x(), p.y()), crs_text(target), source, wkt, (lonlat.x(), lonlat.y()),
+                         layer.id() if layer else None)
 
 
 class QueryMapTool(QgsMapTool):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 
@@ -64,6 +64,8 @@ class MrHashPlugin:
                                setup=self.setup)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.map_tool.queryRequested.connect(self.dock.run_query)
+        self.dock.quickStartRequested.connect(self.show_quick_start)
+        self.dock.queryToolRequested.connect(self.toggle_query_tool)
 
         self.toolbar = self.iface.addToolBar("MrHash")
         self.toolbar.setObjectName("MrHashToolbar")
@@ -139,12 +141,40 @@ class MrHashPlugin:
         dialog.show()
         dialog.raise_()
 
+    def show_quick_start(self) -> None:
+        from mrhash_qgis.ui.quick_start_dialog import QuickStartDialog
+
+        dialog = QuickStartDialog(self.iface, self.client, self.iface.mainWindow())
+        dialog.ready.connect(self._quick_start_ready)
+        self._show(dialog)
+
+    def _quick_start_ready(self, model: str, index: str) -> None:
+        """The guided start's end: the index's tiles on the map (so there is imagery to
+        click even when no raster of it is in the project), the dock ready to query."""
+        from mrhash_qgis.core.index_footprints import add_footprints_layer
+
+        try:
+            layer = add_footprints_layer(index)
+        except (OSError, ValueError):
+            layer = None
+        if layer is not None:
+            QgsProject.instance().layerTreeRoot().findLayer(layer.id()) \
+                .setItemVisibilityChecked(True)
+            canvas = self.iface.mapCanvas()
+            if not any(isinstance(lyr, QgsRasterLayer) for lyr in canvas.layers()):
+                extent = QgsCoordinateTransform(
+                    layer.crs(), canvas.mapSettings().destinationCrs(),
+                    QgsProject.instance()).transformBoundingBox(layer.extent())
+                canvas.setExtent(extent)
+                canvas.refresh()
+        self.dock.use_built(model, index)
+
     def show_index_dialog(self, model: str = "") -> None:
         from mrhash_qgis.ui.index_dialog import IndexDialog
 
         dialog = IndexDialog(self.iface, self.client, self.iface.mainWindow())
-        if model or self.dock.model_widget.filePath():
-            dialog.model_widget.setFilePath(model or self.dock.model_widget.filePath())
+        if model:  # "Index with this model…" after a training
+            dialog.use_model(model)
         dialog.indexBuilt.connect(self.dock.index_widget.setFilePath)
         self._show(dialog)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import shapely
 
+from mrhash.bandinfo import layout_of
 from mrhash.errors import MrHashError
 from mrhash.jobs import JobControl
 from mrhash.sources import (
@@ -38,12 +39,20 @@ def describe_source(source: Source, name: str) -> dict:
         "bands": list(source.band_names),
         "band_res": [list(r) for r in source.band_resolutions],
         "dtype": source.dtype,
+        # what the bands are (contract band_profiles): the plugin proposes the sources of a
+        # training from it
+        "layout": _layout(source),
         "nodata": source.nodata,
         "footprint": {"crs": native.crs, "bounds": list(native.bounds),
                       "wkt": native.polygon().wkt},
         "footprint_wgs84": {"geojson": shapely.geometry.mapping(outline),
                             "wkt": outline.wkt, "bounds": list(outline.bounds)},
     }
+
+
+def _layout(source: Source) -> dict:
+    layout = layout_of(source)
+    return {"roles": list(layout.roles), "product": layout.product, "assumed": layout.assumed}
 
 
 def _source_name(paths: tuple[str, ...]) -> str:

@@ -42,6 +42,8 @@ class TrainConfig:
     # cap on optimisation steps per stage: big sets get fewer epochs (10,000 tiles converge in
     # a few epochs; 200 images need many), so training time grows ~linearly, not worse
     max_steps: int = 1000
+    # train on at most this many tiles, a random sample (None: every tile of the primary)
+    max_samples: int | None = None
     batch_size: int = 64
     lr: float = 1e-3                  # heads, autoencoder, centres
     backbone_lr: float = 1e-4         # fine-tuned backbone blocks
@@ -90,6 +92,9 @@ class TrainConfig:
                 raise BadInput(f"{name} must be >= 1, got {value}")
         if self.max_steps < 1:
             raise BadInput(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_samples is not None and (not isinstance(self.max_samples, int)
+                                             or self.max_samples < 16):
+            raise BadInput(f"max_samples must be a whole number >= 16, got {self.max_samples}")
         if self.input_size % 32:
             raise BadInput(f"input_size must be a multiple of 32, got {self.input_size}")
         for name in ("lr", "backbone_lr"):

@@ -15,6 +15,7 @@ No label is ever read here.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,8 @@ class RasterSamples:
 
     def __init__(self, primary: Sequence[SourceSpec], auxiliary: Sequence[SourceSpec] = (),
                  aux_bands: Sequence[tuple[str, tuple[int | str, ...]]] = (),
-                 patch_size: int = 64, stride: int | None = None, min_valid: float = 0.5):
+                 patch_size: int = 64, stride: int | None = None, min_valid: float = 0.5,
+                 max_samples: int | None = None, seed: int = 0):
         self.primary_specs = list(primary)
         self.aux_bands = [(name, tuple(bands)) for name, bands in aux_bands]
         self.patch_size = patch_size
@@ -154,13 +156,19 @@ class RasterSamples:
         except BaseException:
             self.close()
             raise
+        if max_samples is not None and len(self._samples) > max_samples:
+            # a large archive trains on a random sample of its tiles (in their order, so
+            # reads stay sequential): the time a user gave, not the archive's size
+            keep = sorted(random.Random(seed).sample(range(len(self._samples)), max_samples))
+            self._samples = [self._samples[i] for i in keep]
         self.band_counts = counts or ()
         self.refs = [s.ref for s in self._samples]
 
     @classmethod
     def from_config(cls, config) -> RasterSamples:
         return cls(config.primary, remote_specs(config.auxiliary, config.output),
-                   config.aux_bands, config.patch_size, config.stride)
+                   config.aux_bands, config.patch_size, config.stride,
+                   max_samples=config.max_samples, seed=config.seed)
 
     @property
     def pull(self) -> PullStats | None:

@@ -23,10 +23,8 @@ class MrHashError(Exception):
         return str(self)
 
 
-# values of MrHashError.fix (docs/ARCHITECTURE.md): rebuild = build the index again from
-# scratch (`--rebuild`); index = build the index (or run the interrupted build again);
-# model = give the index's model file (it moved: `--model`)
-FIXES = ("rebuild", "index", "model")
+# values of MrHashError.fix: the contract's vocabulary (protocol.FIXES)
+FIXES = protocol.FIXES
 
 
 class BadInput(MrHashError):

@@ -14,7 +14,9 @@ polygon of 5 points, counter-clockwise.
 
 Rows are streamed in chunks from one read transaction (a build running meanwhile is seen as
 of the start), so memory stays flat at any size; the file is written beside the output and
-renamed over it only once complete.
+renamed over it only once complete. The output may not be in the index folder or be the
+index's model, and an existing file is replaced only when it is an earlier export of the
+same format (outputs.py): never a raster or any other file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +35,14 @@ from mrhash_contract import index_layout
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_output, check_writable
 from mrhash.jobs import JobControl
+from mrhash.outputs import INDEX_FOLDER, MODEL_FILE, OutputKind, check_output
 
 FORMATS = {"gpkg": ".gpkg", "geoparquet": ".parquet"}
 CHUNK = 50_000
 LAYER = "tiles"
+DESCRIPTION = "MrHash index tiles"  # of the layer in gpkg_contents: how an export is known
+PARQUET_COLUMNS = ("id", "path", "col", "row", "width", "height", "valid_fraction", "code",
+                   "geometry")
 
 # one polygon of 5 points as little-endian WKB: byte order, type 3, 1 ring, 5 points, 10 doubles
 _WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"),
@@ -187,7 +194,7 @@ def write_gpkg(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
                        _SRS_ROWS)
         db.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description,"
                    " min_x, min_y, max_x, max_y, srs_id) VALUES (?, 'features', ?, ?, ?, ?, "
-                   "?, ?, 4326)", (LAYER, LAYER, "MrHash index tiles", *(extent or [None] * 4)))
+                   "?, ?, 4326)", (LAYER, LAYER, DESCRIPTION, *(extent or [None] * 4)))
         db.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'POLYGON', 4326, 0, "
                    "0)", (LAYER,))
         db.execute("INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
@@ -225,10 +232,9 @@ def write_geoparquet(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("id", pa.int64()), ("path", pa.string()), ("col", pa.int32()),
-                        ("row", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-                        ("valid_fraction", pa.float64()), ("code", pa.string()),
-                        ("geometry", pa.binary())],
+    types = (pa.int64(), pa.string(), pa.int32(), pa.int32(), pa.int32(), pa.int32(),
+             pa.float64(), pa.string(), pa.binary())
+    schema = pa.schema(list(zip(PARQUET_COLUMNS, types, strict=True)),
                        metadata={"geo": json.dumps(geo_metadata(extent))})
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
         for chunk in chunks:
@@ -247,6 +253,39 @@ def write_geoparquet(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
 WRITERS = {"gpkg": write_gpkg, "geoparquet": write_geoparquet}
 
 
+# -- what an earlier export looks like (it may be replaced; any other file may not) ---------
+def _exported_gpkg(path: Path, head: bytes) -> bool:
+    """A GeoPackage written here: the GPKG application id and this module's layer row."""
+    if not (head.startswith(b"SQLite format 3\0") and head[68:72] == b"GPKG"):
+        return False
+    try:  # read-only: checking a file must never change it
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT 1 FROM gpkg_contents WHERE table_name = ? AND "
+                             "description = ?", (LAYER, DESCRIPTION)).fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
+def _exported_geoparquet(path: Path, head: bytes) -> bool:
+    """A GeoParquet file written here: Parquet with this module's columns and `geo`."""
+    if not head.startswith(b"PAR1"):
+        return False
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    return tuple(schema.names) == PARQUET_COLUMNS and b"geo" in (schema.metadata or {})
+
+
+OUTPUT_KINDS = {"gpkg": OutputKind("a GeoPackage written by mrhash export", _exported_gpkg),
+                "geoparquet": OutputKind("a GeoParquet file written by mrhash export",
+                                         _exported_geoparquet)}
+
+
 def export_index(index_dir: str | Path, fmt: str | None, output: str | Path,
                  job: JobControl | None = None) -> dict:
     """Write every tile of the index to `output` (see the module doc). -> {output, format,
@@ -258,6 +297,10 @@ def export_index(index_dir: str | Path, fmt: str | None, output: str | Path,
     check_writable(output)
     folder = IndexFolder(index_dir, read_only=True)
     try:
+        # never over the index's own files or its model, nor over a raster or any file that
+        # is not an earlier export: checked before anything is written (the CLI, the worker)
+        check_output(output, OUTPUT_KINDS[fmt], [(folder.root, INDEX_FOLDER),
+                                                 (folder.store.get("model_path"), MODEL_FILE)])
         db = folder.store.db
         db.execute("BEGIN")  # one snapshot for the count, the extent and every row
         n_tiles = folder.store.count()

@@ -4,6 +4,7 @@ never half of one."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -65,6 +66,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _open_lock_file(path: str | os.PathLike, what: str):
+    """The lock file opened for reading and writing, created if missing, never through a
+    symbolic link: the holder's pid is written into it, and a link planted in its place would
+    have that written over whatever it points to (a file of the user's, of another index).
+    Only a regular file is a lock (a FIFO would block, a device be written to)."""
+    from mrhash.errors import BadInput
+
+    refuse = (f"is a symbolic link, not the {what}'s lock file: it is not followed (the lock "
+              "would be written through it); remove the link and run again")
+    if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: no O_NOFOLLOW
+        raise BadInput(refuse, path=str(path))
+    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once and is refused below
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if os.path.islink(path):  # ELOOP (Linux), EMLINK (FreeBSD), EFTYPE (NetBSD)
+            raise BadInput(refuse, path=str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"is not a regular file, so it cannot be the {what}'s lock file; "
+                       "remove it and run again", path=str(path))
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+")
+
+
 @contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) while the block runs; BadInput
@@ -72,7 +101,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     even by kill -9, so a stale lock never blocks anyone."""
     from mrhash.errors import BadInput
 
-    handle = open(path, "a+")  # noqa: SIM115 (closed below)
+    handle = _open_lock_file(path, what)
     try:
         try:
             if sys.platform == "win32":

@@ -13,14 +13,20 @@ than the primary is read at about the primary's resolution instead: its overview
 Layout: `<cache>/mrhash-pull-cache.json` (the marker `clear` looks for), one folder per source
 `<name>-<hash of its description>/`, and in it `<footprint hash>.json` + `<footprint
 hash>-<k>.tif`. A place no STAC item covers is recorded too (`no_coverage`), so it is skipped
-offline as well."""
+offline as well.
+
+The cache may be a folder of the user's (`--pull-cache ~/data`): the marker records whether
+the cache created the folder and which source folders it created, and the cache's files
+are those it names itself (CACHE_FILE) in those folders. Its size counts them only, and
+`clear` deletes them only, then the folders it created once empty: never a file it did not
+write nor a folder it did not make."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import shutil
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -39,12 +45,10 @@ from mrhash.jobs import JobControl
 from mrhash.remote import (
     HttpSettings,
     NoCoverage,
-    RemoteError,
-    classify_gdal_error,
+    diagnose,
     display_url,
     gdal_http,
     gdal_path,
-    http_status_error,
     is_service,
     stac_url,
     with_timeout,
@@ -52,6 +56,14 @@ from mrhash.remote import (
 from mrhash.sources import Footprint, Source, SourceSpec, open_source
 
 MARKER = "mrhash-pull-cache.json"
+MARKER_VERSION = 2  # 1 (no version): no record of what the cache created
+# what the cache names the files it writes in a source folder: a footprint's record, the
+# windows pulled for it, a web service's description; and fileio.atomic_output's temporary
+# files of these (left by a kill -9)
+_NAMES = r"[0-9a-f]{16}\.json|[0-9a-f]{16}-\d+\.tif|service-[0-9a-f]{8}\.xml"
+CACHE_FILE = re.compile(rf"(?:{_NAMES})|\.(?:{_NAMES})\.[a-z0-9_]+\.tmp")
+MARKER_FILE = re.compile(rf"{re.escape(MARKER)}|\.{re.escape(MARKER)}\.[a-z0-9_]+\.tmp")
+SOURCE_FOLDER = re.compile(r"[\w-]{1,40}-[0-9a-f]{12}")  # _safe(name)-<digest>
 MARGIN_PX = 3
 BLOCK_ROWS = 256  # rows of a window read between two cancel checks
 
@@ -90,31 +102,105 @@ class PullStats:
                 f"{self.cache_bytes / 1e6:.1f} MB (mrhash cache --clear {self.cache_dir})")
 
 
-def cache_size(root: str | Path) -> tuple[int, int]:
-    """(files, bytes) under a cache folder (0, 0 when it does not exist)."""
-    files = [p for p in Path(root).rglob("*") if p.is_file()] if Path(root).is_dir() else []
+def _marker(root: Path) -> dict | None:
+    """The cache's marker (None: not a pull cache; {} when unreadable: nothing recorded)."""
+    path = root / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _write_marker(root: Path, marker: dict) -> None:
+    atomic_write_bytes(root / MARKER, json.dumps(marker, indent=1).encode())
+
+
+def _cache_folders(root: Path, marker: dict) -> list[Path]:
+    """The source folders the cache created: those its marker names (a marker of version 1,
+    which names none, made every folder of the layout's names); never a symbolic link."""
+    named = marker.get("folders")
+    if isinstance(named, list):
+        candidates = [root / str(n) for n in named if SOURCE_FOLDER.fullmatch(str(n))]
+    else:
+        candidates = sorted(p for p in root.iterdir() if SOURCE_FOLDER.fullmatch(p.name))
+    return [p for p in candidates if p.is_dir() and not p.is_symlink()]
+
+
+def _own_files(folder: Path, names: re.Pattern) -> list[Path]:
+    """The regular files (not links) of `folder` named as the cache names its own."""
+    return sorted(p for p in folder.iterdir()
+                  if names.fullmatch(p.name) and not p.is_symlink() and p.is_file())
+
+
+def cache_files(root: str | Path) -> dict[Path, list[Path]]:
+    """What the cache wrote, by folder (the root: its marker; each source folder it created:
+    the files it named itself); {} when `root` is not a pull cache."""
+    root = Path(root)
+    marker = _marker(root) if root.is_dir() else None
+    if marker is None:
+        return {}
+    return {root: _own_files(root, MARKER_FILE),
+            **{folder: _own_files(folder, CACHE_FILE) for folder in _cache_folders(root, marker)}}
+
+
+def _size(files: Iterable[Path]) -> tuple[int, int]:
+    files = list(files)
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def cache_size(root: str | Path) -> tuple[int, int]:
+    """(files, bytes) the cache wrote under `root` (0, 0 when it is not a pull cache)."""
+    return _size(f for files in cache_files(root).values() for f in files)
+
+
 def cache_report(root: str | Path) -> dict:
-    """Size of a pull cache, whole and per source."""
+    """Size of a pull cache (what it wrote, nothing else in its folder), whole and per
+    source."""
     root = Path(root)
     if not (root / MARKER).is_file():
         raise BadInput(f"not a MrHash pull cache (no {MARKER})", path=str(root))
+    owned = cache_files(root)
     sources = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files, size = cache_size(folder)
-        sources.append({"source": folder.name, "footprints": len(list(folder.glob("*.json"))),
-                        "files": files, "bytes": size})
-    files, size = cache_size(root)
+    for folder, files in owned.items():
+        if folder != root:
+            count, size = _size(files)
+            sources.append({"source": folder.name, "footprints": sum(
+                1 for f in files if f.suffix == ".json"), "files": count, "bytes": size})
+    files, size = _size(f for listed in owned.values() for f in listed)
     return {"cache": str(root), "files": files, "bytes": size, "sources": sources}
 
 
 def clear_cache(root: str | Path) -> dict:
-    """Delete a pull cache (only a folder carrying the marker: never anything else)."""
+    """Delete what the cache wrote (a folder carrying the marker only): its files, then the
+    folders it created once they are empty. Whatever else is there is kept and listed
+    (`kept`): a folder of the user's given as the cache keeps all its own files."""
+    root = Path(root)
     report = cache_report(root)
-    shutil.rmtree(root)
-    return report
+    marker = _marker(root) or {}
+    owned = cache_files(root)
+    for path in (f for files in owned.values() for f in files):
+        if path.name != MARKER:  # the marker last: an interrupted clear can be re-run
+            path.unlink(missing_ok=True)
+    for folder in owned:
+        if folder != root:
+            _remove_if_empty(folder)
+    (root / MARKER).unlink(missing_ok=True)
+    if marker.get("created") is True:
+        _remove_if_empty(root)
+    kept = [] if not root.is_dir() else sorted(
+        str(p.relative_to(root)) for folder in owned if folder.is_dir()  # the root first
+        for p in folder.iterdir() if p not in owned)
+    return {**report, "kept": kept}
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: it holds files the cache did not write, they stay
+        pass
 
 
 def _digest(payload: object, size: int = 16) -> str:
@@ -231,27 +317,11 @@ class RemotePuller:
         return self._opened[spec.paths]
 
     def _diagnose(self, path: str, error: BaseException) -> BaseException:
-        """The remote error behind a failed GDAL open or read: GDAL's message, or, when it
-        does not say, one bounded HEAD request to the URL."""
-        url = display_url(path)
-        found = classify_gdal_error(url, error)
-        if type(found) is not RemoteError or not url.startswith(("http://", "https://")) or (
-                "${" in url):  # a tile URL template: nothing to ask
-            return found
-        import urllib.error
-        import urllib.request
-
-        try:
-            request = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(request, timeout=self.http.timeout_s):
-                return found
-        except urllib.error.HTTPError as http_error:
-            return http_status_error(url, http_error.code, str(error))
-        except OSError as os_error:
-            return classify_gdal_error(url, f"could not connect: {os_error}")
+        """The remote error behind a failed GDAL open or read (remote.diagnose)."""
+        return diagnose(display_url(path), error, self.http)
 
     def _pull(self, footprint: Footprint, job: JobControl | None) -> dict:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_source_folder(self.root, self.folder)
         try:
             spec, about = self._remote_spec(footprint, job)
         except NoCoverage as error:
@@ -375,13 +445,31 @@ def _safe(name: str) -> str:
 
 
 def ensure_cache(root: str | Path) -> Path:
+    """The cache folder, made with its marker when missing; the marker says whether the
+    folder was made here (`clear` removes only a folder it made)."""
     root = Path(root)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    marker = root / MARKER
-    if not marker.is_file():
-        atomic_write_bytes(marker, json.dumps({"what": "MrHash pull cache: pixels of remote "
-                                               "sources, per footprint"}).encode())
+    if not (root / MARKER).is_file():
+        _write_marker(root, {"what": "MrHash pull cache: pixels of remote sources, per "
+                             "footprint", "version": MARKER_VERSION, "created": created,
+                             "folders": []})
     return root
+
+
+def make_source_folder(root: Path, folder: Path) -> None:
+    """A source's folder in the cache, made (and named in the marker first: a kill in
+    between leaves a name without a folder, never a folder of the cache's unnamed) when
+    missing. Two runs sharing a cache may lose one's name: that folder is then kept by
+    `clear`, the safe side. A folder that already exists is not claimed."""
+    if folder.is_dir():
+        return
+    ensure_cache(root)
+    marker = _marker(root)
+    if marker is not None and isinstance(marker.get("folders"), list):  # version 1: none
+        if folder.name not in marker["folders"]:
+            _write_marker(root, {**marker, "folders": [*marker["folders"], folder.name]})
+    folder.mkdir(exist_ok=True)
 
 
 def remote_specs(specs: Iterable[SourceSpec], output: str) -> list[SourceSpec]:

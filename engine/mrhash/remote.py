@@ -7,7 +7,11 @@ Every remote read goes through GDAL with `GDAL_HTTP_TIMEOUT`, `GDAL_HTTP_MAX_RET
 `GDAL_HTTP_RETRY_DELAY` set (a dead host never hangs a run) and JSON through `http_json`
 (urllib timeouts, retries with back-off on connection errors, 5xx and 429 only: a 404 or a
 401 does not get better by asking again). Pixels are pulled once into the local cache
-(pull_cache.py) and read from there like any local file."""
+(pull_cache.py) and read from there like any local file.
+
+Remote stays remote: a link read in a remote (http(s)) document is followed only to http(s)
+(`follow_link`); a `file://` or `vrt://` link, a GDAL `/vsi…` path or a drive path would
+have the engine open the local disk, or anything GDAL can, on a server's word."""
 
 from __future__ import annotations
 
@@ -223,6 +227,55 @@ def _unreachable_or_bad(url: str, text: str) -> MrHashError:
     if "does not exist" in lowered or "no such file" in lowered:
         return RemoteNotFound(f"not found ({_short(text)})", url=url)
     return RemoteError(f"not a readable remote raster ({_short(text)})", url=url)
+
+
+HTTP_SCHEMES = ("http", "https")
+# besides http(s), what an asset of a remote STAC item may be: object stores, which gdal_path
+# reads through GDAL's network file systems (/vsis3/, /vsigs/), never the local disk
+ASSET_SCHEMES = (*HTTP_SCHEMES, "s3", "gs")
+
+
+def is_http(url: str) -> bool:
+    return urllib.parse.urlparse(url).scheme.lower() in HTTP_SCHEMES
+
+
+def follow_link(base: str, href: str, what: str,
+                schemes: tuple[str, ...] = HTTP_SCHEMES) -> str:
+    """The absolute URL of the link `href` read in the document at `base`. From a remote
+    document (http(s)), only a link to `schemes` is followed, else RemoteError naming the link
+    (`what`: "item link", "next page", ...): a `file://`/`vrt://` URL, a `/vsi…` path (GDAL's,
+    not a URL path) or a drive path must not make the engine read local files. A path such as
+    `/data/x.json` is relative to the server (RFC 3986) and stays remote. A local document's
+    links may be local: it is the user's."""
+    target = urllib.parse.urljoin(base, href)
+    if is_http(base) and (urllib.parse.urlparse(target).scheme.lower() not in schemes
+                          or href.lstrip().startswith("/vsi")):
+        raise RemoteError(f"the {what} {_short(href, 120)!r} is not a web address "
+                          f"({'/'.join(schemes)}): a remote catalogue may only link to remote "
+                          "documents and files, so it is not followed", url=base)
+    return target
+
+
+def diagnose(url: str, error: BaseException, http: HttpSettings) -> MrHashError:
+    """The remote error behind a failed GDAL open or read of `url`: GDAL's message, or, when
+    it does not say, what the server answers one bounded request. That request is a GET of
+    the first byte (Range: bytes=0-0), not a HEAD: servers that only allow GET (S3 presigned
+    URLs, some object stores and CDNs) answer HEAD with 405, which is no fault of the file."""
+    found = classify_gdal_error(url, error)
+    if type(found) is not RemoteError or not is_http(url) or "${" in url:
+        return found  # said already, not HTTP, or a tile URL template: nothing to ask
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-0",
+                                                   "User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=http.timeout_s) as response:
+            response.read(1)  # a server ignoring Range sends it all: one byte is enough
+        return found  # it answers: the file itself is what GDAL cannot read
+    except urllib.error.HTTPError as http_error:
+        if http_error.code == 416:  # an empty file: it is there
+            return found
+        return http_status_error(url, http_error.code, str(error))
+    except OSError as os_error:
+        return classify_gdal_error(url, f"could not connect: {os_error}")
 
 
 def http_status_error(url: str, status: int, detail: str = "") -> RemoteError:

@@ -22,6 +22,7 @@ import shapely
 from mrhash_contract import index_layout
 from mrhash_contract.protocol import Place, QueryRequest
 
+from mrhash.bandinfo import query_bands
 from mrhash.crs import parse_crs
 from mrhash.embeddings import EmbeddingTable, pack_codes, unit_parts
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex, validated
@@ -29,7 +30,7 @@ from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
 from mrhash.log import log
 from mrhash.metadata import TileRecord
-from mrhash.sources import Footprint, Source, SourceSpec, regular_file
+from mrhash.sources import Footprint, Source, SourceSpec, open_source, regular_file
 
 EARTH_RADIUS_M = 6_371_008.8
 OPEN_SOURCES = 8  # rasters a Searcher keeps open for point queries
@@ -143,7 +144,8 @@ class Searcher:
         self._opened = self._identity()
         self._model = None
         self._model_loader = model_loader
-        self._sources: dict[tuple[str, ...], Source] = {}
+        self._sources: dict[tuple, Source] = {}  # (paths, bands) -> opened raster
+        self._query_bands: dict[tuple[str, ...], tuple[int, ...] | None] = {}
         if model is not None:
             self.use_model(model)
 
@@ -158,14 +160,18 @@ class Searcher:
         self._sources.clear()
         self.folder.close()
 
-    def _source(self, paths: tuple[str, ...]) -> Source:
-        """A raster kept open between queries (a few, oldest closed first); windowed reads,
-        since a query reads one patch and loading whole files would cost more than that."""
-        source = self._sources.pop(paths, None)
+    def _source(self, paths: tuple[str, ...], bands: tuple[int | str, ...] | None = None
+                ) -> Source:
+        """A raster kept open between queries (a few, oldest closed first), read with `bands`
+        (default: the index's selection); windowed reads, since a query reads one patch and
+        loading whole files would cost more than that."""
+        bands = bands or self.bands
+        key = (paths, bands)
+        source = self._sources.pop(key, None)
         if source is None:
-            spec = SourceSpec("primary", paths, self.bands)
+            spec = SourceSpec("primary", paths, bands)
             source = open_for_model(spec, self.model, cache_bytes=0)
-        self._sources[paths] = source  # most recently used last
+        self._sources[key] = source  # most recently used last
         while len(self._sources) > OPEN_SOURCES:
             self._sources.pop(next(iter(self._sources))).close()
         return source
@@ -209,15 +215,16 @@ class Searcher:
             minx, miny, maxx, maxy = source.footprint.bounds
             if minx <= px <= maxx and miny <= py <= maxy:
                 return path, paths
-        raise OutsideIndex(f"{what} ({x}, {y}) in {crs} is outside every indexed raster; "
-                           "give the raster to read the query patch from")
+        raise OutsideIndex(f"{what} ({x:.6g}, {y:.6g}) in {crs} is outside every indexed "
+                           "raster; give the raster to read the query patch from")
 
     def _read_patch(self, paths: tuple[str, ...], footprint: Footprint | None,
-                    point: tuple[float, float] | None, crs: str) -> tuple[np.ndarray, Footprint]:
+                    point: tuple[float, float] | None, crs: str,
+                    bands: tuple[int | str, ...] | None = None) -> tuple[np.ndarray, Footprint]:
         """The embedding [1, bits + latent] of the patch at `footprint`, or of the tile-sized
-        patch centred on `point`."""
+        patch centred on `point` (read with `bands`, default the index's)."""
         size = self.model.patch_size
-        source = self._source(paths)
+        source = self._source(paths, bands)
         if footprint is None:
             px, py = transform_point(*point, crs, source.crs)
             half_x = (self.tile_size or size) * source.res[0] / 2
@@ -241,26 +248,42 @@ class Searcher:
                          self.embeddings.rows(np.array([query.tile]))[0],
                          Footprint(record.crs, record.bounds),
                          {"tile": query.tile, "path": record.path})
+        bands = None
+        if query.raster:  # any raster, indexed or not, read with the model's bands
+            path, paths = regular_file(query.raster, "raster"), (query.raster,)
+            bands = tuple(query.bands) if query.bands else self._bands_of(paths)
         if query.point is not None:
-            # the raster given (any raster, indexed or not), else the indexed one under it
-            if query.raster:
-                path, paths = regular_file(query.raster, "raster"), (query.raster,)
-            else:
+            if not query.raster:  # the indexed raster under the point
                 path, paths = self._covering_file(*query.point, query.crs)
-            values, footprint = self._read_patch(paths, None, query.point, query.crs)
+            values, footprint = self._read_patch(paths, None, query.point, query.crs, bands)
             return Probe.of(values, self.model.bits, footprint, {"path": path}, paths)
         geometry = _parse_wkt(query.footprint, "footprint")
         crs = query.footprint_crs
         if query.raster:
-            path, paths = regular_file(query.raster, "raster"), (query.raster,)
             if crs is None:
-                crs = self._source(paths).crs
+                crs = self._source(paths, bands).crs
         else:  # the indexed raster under the footprint's centre
             crs = crs or "EPSG:4326"
             centre = shapely.centroid(shapely.box(*geometry.bounds))
             path, paths = self._covering_file(centre.x, centre.y, crs, "the footprint's centre")
-        values, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs)
+        values, footprint = self._read_patch(paths, Footprint(crs, geometry.bounds), None, crs,
+                                             bands)
         return Probe.of(values, self.model.bits, footprint, {"path": path}, paths)
+
+    def _bands_of(self, paths: tuple[str, ...]) -> tuple[int, ...] | None:
+        """The bands of a query raster that hold the model's (None: laid out like the indexed
+        rasters); BandMismatch when what its bands say cannot tell."""
+        if paths in self._query_bands:
+            return self._query_bands[paths]
+        reference_paths = index_layout.first_raster(self.folder.store.db)
+        if reference_paths is None or tuple(reference_paths) == tuple(paths):
+            return None
+        with (open_source(SourceSpec("query", paths)) as query_source,
+              open_source(SourceSpec("reference", reference_paths)) as reference,
+              open_source(SourceSpec("primary", reference_paths, self.bands)) as selected):
+            bands = query_bands(query_source, reference, selected)
+        self._query_bands[paths] = bands
+        return bands
 
     # -- search --------------------------------------------------------------------------
     def _candidates(self, probe: Probe, query: QueryRequest, centre: tuple[float, float]

@@ -7,10 +7,19 @@ link) or a `/search` endpoint. Static JSON is read once per run and filtered her
 asked with the place's bbox. Filters: a date range on `datetime` (or start/end_datetime) and
 `eo:cloud_cover` at most `max_cloud` (items without it are kept: SAR has no clouds). Of the
 items left, the one covering most of the place wins, then the least cloudy, then the latest.
-Requests are bounded: MAX_PAGES pages, MAX_ITEMS items, MAX_DEPTH catalogue levels."""
+
+A crawl (one `items` call) is bounded (CrawlLimits): MAX_PAGES `next` pages, MAX_LINKS item
+and child links, MAX_DEPTH catalogue levels, MAX_CRAWL_S seconds; going past one is a
+RemoteError naming the bound (never results silently cut short). A document or page already
+read in the crawl is not read again, so a catalogue linking back to itself ends at once.
+From a remote catalogue only http(s) links are followed, and only http(s) or object-store
+assets used (remote.follow_link): a remote document never makes the engine read local
+files."""
 
 from __future__ import annotations
 
+import json
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,19 +29,32 @@ from shapely.geometry import shape
 
 from mrhash.errors import BadInput
 from mrhash.remote import (
+    ASSET_SCHEMES,
     AssetMissing,
     HttpSettings,
     NoCoverage,
     RemoteError,
+    follow_link,
     http_json,
     stac_url,
 )
 from mrhash.sources import normalize_band_name
 
 MAX_PAGES = 50
-MAX_ITEMS = 10_000
+MAX_LINKS = 10_000
 MAX_DEPTH = 4
+MAX_CRAWL_S = 300.0
 PAGE_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class CrawlLimits:
+    """Bounds of one crawl of a catalogue (see the module docstring)."""
+
+    pages: int = MAX_PAGES       # `next` pages of one search or item collection
+    links: int = MAX_LINKS       # item and child links followed
+    depth: int = MAX_DEPTH       # catalogue levels below the one given
+    seconds: float = MAX_CRAWL_S  # wall time, checked before every request
 
 
 @dataclass(frozen=True)
@@ -58,7 +80,8 @@ class Item:
                               url=base_url) from None
         self_link = next((link["href"] for link in d.get("links", [])
                           if link.get("rel") == "self" and link.get("href")), None)
-        url = urllib.parse.urljoin(base_url, self_link) if self_link else base_url
+        # relative asset hrefs resolve against it: a remote item's must stay remote too
+        url = follow_link(base_url, str(self_link), "self link") if self_link else base_url
         cloud = props.get("eo:cloud_cover")
         return cls(str(d.get("id")), url, geometry,
                    props.get("datetime") or props.get("start_datetime"),
@@ -80,7 +103,10 @@ class Item:
                            f"{', '.join(sorted(self.assets))})", url=self.url)
 
     def _absolute(self, asset: dict) -> str:
-        return urllib.parse.urljoin(self.url, asset["href"])
+        href = asset.get("href") if isinstance(asset, dict) else None
+        if not href:
+            raise RemoteError(f"STAC item {self.id!r} has an asset without href", url=self.url)
+        return follow_link(self.url, str(href), "asset href", ASSET_SCHEMES)
 
     def summary(self) -> dict:
         """The item as the worker's `stac_items` answers it (GeoJSON outline)."""
@@ -147,21 +173,50 @@ class StacSearch:
     max_cloud: float | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
     check: object = None             # JobControl.check, called between requests
+    limits: CrawlLimits = field(default_factory=CrawlLimits)
     _static: list[Item] | None = None
     _root: dict | None = None
     requests: int = 0
+    _started: float = 0.0             # of the crawl under way (monotonic clock)
+    _links: int = 0                   # item and child links it followed
+    _visited: set = field(default_factory=set)  # (url, body) it read
 
     def _get(self, url: str, body: dict | None = None) -> dict:
+        elapsed = time.monotonic() - self._started
+        if elapsed > self.limits.seconds:
+            raise RemoteError(f"reading the STAC catalogue took more than "
+                              f"{self.limits.seconds:g} s ({self.requests} requests): use a "
+                              "STAC API search or a smaller collection", url=url)
         self.requests += 1
         return http_json(url, self.http, body=body, check=self.check)
 
+    def _first_visit(self, url: str, body: dict | None = None) -> bool:
+        """Whether `url` (with `body`) is read for the first time in this crawl: a page or
+        document seen already brings nothing new (a catalogue linking back to itself)."""
+        key = (urllib.parse.urldefrag(url).url, json.dumps(body, sort_keys=True, default=str))
+        if key in self._visited:
+            return False
+        self._visited.add(key)
+        return True
+
+    def _follow(self, base: str, href: str, what: str) -> str:
+        """A link to follow (remote stays remote; counted against the links bound)."""
+        target = follow_link(base, href, what)
+        self._links += 1
+        if self._links > self.limits.links:
+            raise RemoteError(f"more than {self.limits.links} links to follow: use a STAC API "
+                              "search or a smaller collection", url=base)
+        return target
+
     def items(self, bbox: tuple[float, float, float, float]) -> list[Item]:
-        """Items intersecting an EPSG:4326 bbox that pass the filters."""
+        """Items intersecting an EPSG:4326 bbox that pass the filters (one bounded crawl)."""
+        self._started, self._links, self._visited = time.monotonic(), 0, set()
         if urllib.parse.urlparse(self.url).path.rstrip("/").endswith("/search"):
             found = self._search(self.url, bbox)  # an endpoint: nothing to read first
         else:
             if self._root is None:
                 self._root = self._get(self.url)
+            self._first_visit(self.url)
             found = self._query(self._root, bbox)
         area = shapely.box(*bbox)
         return [item for item in found if item.geometry.intersects(area) and self._keep(item)]
@@ -202,10 +257,11 @@ class StacSearch:
         if kind == "Feature":
             return [Item.from_json(doc, self.url)]
         if kind == "Catalog" and "search" in links:  # an API root
-            return self._search(urllib.parse.urljoin(self.url, links["search"]["href"]), bbox)
+            return self._search(follow_link(self.url, links["search"]["href"], "search link"),
+                                bbox)
         if kind == "Collection" and "items" in links:  # an API's (or static) items endpoint
-            return self._items_endpoint(urllib.parse.urljoin(self.url, links["items"]["href"]),
-                                        bbox)
+            return self._items_endpoint(follow_link(self.url, links["items"]["href"],
+                                                    "items link"), bbox)
         if kind in ("Catalog", "Collection"):
             return self._static_items(lambda: self._walk(doc, self.url, 0))
         raise RemoteError(f"not a STAC catalogue, collection, item collection or API (type "
@@ -218,36 +274,45 @@ class StacSearch:
 
     def _walk(self, doc: dict, url: str, depth: int):
         """Items of a static catalogue/collection: its item links, then its children's."""
-        count = 0
         for link in doc.get("links", []):
             rel, href = link.get("rel"), link.get("href")
             if not href or rel not in ("item", "child"):
                 continue
-            target = urllib.parse.urljoin(url, href)
+            target = self._follow(url, str(href), f"{rel} link")
+            if not self._first_visit(target):
+                continue
             if rel == "item":
-                count += 1
-                if count > MAX_ITEMS:
-                    raise RemoteError(f"more than {MAX_ITEMS} items: use a STAC API search "
-                                      "or a smaller collection", url=url)
                 yield Item.from_json(self._get(target), target)
-            elif depth < MAX_DEPTH:
+            else:
+                if depth >= self.limits.depth:
+                    raise RemoteError(f"the catalogue is nested more than {self.limits.depth} "
+                                      f"levels deep (child link {href!r}): give a collection "
+                                      "or a sub-catalogue", url=url)
                 child = self._get(target)
                 if self.collection and child.get("type") == "Collection" and (
                         child.get("id") != self.collection):
                     continue
                 yield from self._walk(child, target, depth + 1)
 
-    def _pages(self, page: dict, url: str):
-        """Features of a FeatureCollection and of its `next` pages (bounded)."""
-        for _ in range(MAX_PAGES):
+    def _pages(self, page: dict, url: str, body: dict | None = None):
+        """Features of a FeatureCollection and of its `next` pages (bounded; a `next` page
+        already read ends the paging: it holds nothing new)."""
+        self._first_visit(url, body)
+        for number in range(1, self.limits.pages + 1):
             for feature in page.get("features", []):
                 yield Item.from_json(feature, url)
             nxt = next((link for link in page.get("links", [])
                         if link.get("rel") == "next" and link.get("href")), None)
             if nxt is None:
                 return
-            url = urllib.parse.urljoin(url, nxt["href"])
-            page = self._get(url, nxt.get("body") if nxt.get("method") == "POST" else None)
+            if number == self.limits.pages:
+                raise RemoteError(f"more than {self.limits.pages} pages of results: give a "
+                                  "smaller place, dates or a collection", url=url)
+            url = follow_link(url, str(nxt["href"]), "next page link")
+            body = nxt.get("body") if nxt.get("method") == "POST" else None
+            if not self._first_visit(url, body):
+                return
+            page = self._get(url, body)
 
     def _search(self, url: str, bbox) -> list[Item]:
         body: dict = {"bbox": list(bbox), "limit": PAGE_LIMIT}
@@ -255,7 +320,7 @@ class StacSearch:
             body["collections"] = [self.collection]
         if self.date:
             body["datetime"] = self.date.api_text()
-        return list(self._pages(self._get(url, body), url))
+        return list(self._pages(self._get(url, body), url, body))
 
     def _items_endpoint(self, url: str, bbox) -> list[Item]:
         query = {"bbox": ",".join(f"{b:.8f}" for b in bbox), "limit": str(PAGE_LIMIT)}

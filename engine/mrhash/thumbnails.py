@@ -7,6 +7,14 @@ stretched with the model's normalisation range (its robust per-band percentiles 
 training data), so every thumbnail of a result grid shares one colour scale, as the map does;
 without usable model statistics, a 2-98 percentile stretch over the tile's valid pixels.
 Invalid pixels are black.
+
+Reads (issue 26): a thumbnail reads only its tile's window, never whole bands. The source is
+opened without the engine's in-memory band cache (`cache_bytes=0`); where its files share one
+grid, the window of the shown bands is read straight from them (plus the bands that decide
+which pixels are valid), else `Source.read_window` reads the window of every selected band.
+Either way the values are those of a whole-band read, hence the same PNG. A window many times
+the thumbnail's side, on a raster with overviews, is read decimated (GDAL serves it from the
+overviews) instead of in full resolution: the one case whose picture differs from a full read.
 """
 
 from __future__ import annotations
@@ -20,14 +28,30 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_write_bytes
 from mrhash.metadata import TileRecord
 from mrhash.normalize import BandStats
-from mrhash.sources import Footprint, SourceSpec, open_source
+from mrhash.sources import Footprint, Source, SourceSpec, open_source
 
 THUMBNAIL_PX = 128
+
+# Thumbnails read only the pixels they show. Not the engine's default in-memory cache, which
+# loads every selected band of the raster in full on the first read (up to 1 GiB) to serve a
+# single 64 px window; GDAL's own block cache then holds only the window's blocks, and only
+# until render() closes the raster. (GDAL_CACHEMAX is not set here: rasterio.Env applies it
+# process-wide, under the worker's index and train threads too.)
+READ_CACHE_BYTES = 0
+
+# A window at least this many times the thumbnail's side is read decimated when its raster
+# has overviews: the full-resolution window would be read only to be thrown away by the
+# resize, while an overview holds a picture of about the thumbnail's size. Below it, the
+# window is small and read exactly as before.
+OVERVIEW_FACTOR = 4
 
 
 def display_bands(n_bands: int, rgb: list[int] | tuple[int, ...] | None) -> list[int]:
@@ -72,21 +96,73 @@ def _png(array: np.ndarray, valid: np.ndarray, shown: list[int], size: int,
     return buffer.getvalue()
 
 
+def _window_read(source: Source, window: tuple[int, int, int, int], size: int,
+                 shown: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(float32 [bands, h, w], bool [h, w] valid) of a window of a source whose files all
+    lie on its grid, read straight from the files: only the `shown` bands (the other rows
+    stay zero) and, in files that can mark pixels invalid, their other selected bands, since
+    a pixel invalid in any selected band is invalid (the rule of `Source.read_window`, whose
+    values and mask these are, invalid pixels zeroed). Decimated to [size, size] from the
+    overviews when the window is OVERVIEW_FACTOR times the thumbnail and every file read has
+    overviews (without them GDAL would decimate the full-resolution window: the same I/O and
+    another picture). None where `Source.read_window` must do it: a file on another grid
+    (several resolutions are resampled there) or a window reaching past the raster's edge
+    (that part is invalid there)."""
+    col, row, width, height = window
+    for band_file in source.files:
+        ds = band_file.dataset
+        if (band_file.crs != source.crs or band_file.transform != source.transform
+                or col < 0 or row < 0 or col + width > ds.width or row + height > ds.height):
+            return None
+    wanted = set(shown)
+    plan = []  # (file, its 1-based band indexes to read, their positions among the bands)
+    for band_file in source.files:
+        pairs = [(index, position) for index, position
+                 in zip(band_file.indexes, band_file.positions, strict=True)
+                 if band_file.checks_values or position in wanted]
+        if pairs:
+            plan.append((band_file, [i for i, _ in pairs], [p for _, p in pairs]))
+    decimate = min(width, height) >= OVERVIEW_FACTOR * size and all(
+        band_file.dataset.overviews(index) for band_file, indexes, _ in plan for index in indexes)
+    shape = (size, size) if decimate else (height, width)
+    out = np.zeros((source.count, *shape), dtype=np.float32)
+    valid = np.ones(shape, dtype=bool)
+    for band_file, indexes, positions in plan:
+        try:
+            values = band_file.dataset.read(
+                indexes, window=Window(col, row, width, height),
+                out_shape=(len(indexes), *shape) if decimate else None,
+                resampling=Resampling.nearest).astype(np.float32)
+        except RasterioError as error:
+            raise BadInput(f"cannot read raster data ({error})", path=band_file.path) from None
+        if band_file.checks_values:  # all of the file's selected bands were read
+            valid &= Source._valid_values(band_file, values)
+        out[positions] = values
+    out[:, ~valid] = 0.0
+    return out, valid
+
+
 def render(record: TileRecord, bands: tuple[int | str, ...] | None,
            rgb: list[int] | None, size: int = THUMBNAIL_PX,
            stats: BandStats | None = None) -> bytes:
-    """PNG bytes of one tile, read from its raster with the model's band selection."""
-    with open_source(SourceSpec("primary", record.paths, bands)) as source:
+    """PNG bytes of one tile, read from its raster with the model's band selection: its
+    window alone, the shown bands alone where the files allow it (decimated from the
+    overviews for a window much bigger than `size`)."""
+    spec = SourceSpec("primary", record.paths, bands)
+    with open_source(spec, cache_bytes=READ_CACHE_BYTES) as source:
         shown = display_bands(source.count, rgb)
-        array, valid = source.read_window(record.window)
+        read = _window_read(source, record.window, size, shown)
+        array, valid = read if read is not None else source.read_window(record.window)
     return _png(array, valid, shown, size, stats)
 
 
 def render_footprint(paths: tuple[str, ...], footprint: Footprint,
                      bands: tuple[int | str, ...] | None, rgb: list[int] | None,
                      size: int = THUMBNAIL_PX, stats: BandStats | None = None) -> bytes:
-    """PNG bytes of any footprint (any CRS) of a raster: the query's own picture."""
-    with open_source(SourceSpec("primary", paths, bands)) as source:
+    """PNG bytes of any footprint (any CRS) of a raster: the query's own picture (only the
+    pixels under the footprint are read)."""
+    with open_source(SourceSpec("primary", paths, bands),
+                     cache_bytes=READ_CACHE_BYTES) as source:
         shown = display_bands(source.count, rgb)
         array, valid = source.read(footprint, (size, size))
     return _png(array, valid, shown, size, stats)

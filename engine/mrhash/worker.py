@@ -133,7 +133,7 @@ def error_payload(error: BaseException) -> dict:
         traceback.print_exception(error, file=sys.stderr)
         return {"code": protocol.INTERNAL, "message": f"{type(error).__name__}: {error}"}
     payload = {"code": known.code, "message": known.message}
-    payload.update({key: getattr(known, key) for key in ("module", "package")
+    payload.update({key: getattr(known, key) for key in ("module", "package", "needs", "band_count")
                     if hasattr(known, key)})
     if known.fix:  # the next step, for a client that words it its own way
         payload["fix"] = known.fix

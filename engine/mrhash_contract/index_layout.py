@@ -39,6 +39,13 @@ def rasters_at(db: sqlite3.Connection, lon: float, lat: float
     return [(path, tuple(json.loads(paths))) for path, paths in rows]
 
 
+def first_raster(db: sqlite3.Connection) -> tuple[str, ...] | None:
+    """Every file of one indexed raster (the first by path), None in an empty index."""
+    row = db.execute("SELECT paths FROM files WHERE status = 'done' ORDER BY path LIMIT 1"
+                     ).fetchone()
+    return tuple(json.loads(row[0])) if row else None
+
+
 def tile_extent(db: sqlite3.Connection) -> tuple[float, float, float, float]:
     """west, south, east, north of every tile (EPSG:4326); None values when there is none."""
     return db.execute("SELECT min(west), min(south), max(east), max(north) FROM tiles"
@@ -100,6 +107,11 @@ class IndexReader:
         except sqlite3.Error as error:
             raise IndexUnreadable(f"{self.db_path}: cannot read the index store ({error})") \
                 from error
+
+    def meta(self) -> dict[str, str]:
+        """The index's recorded settings (model_path, bits, tile_size, ...); IndexUnreadable
+        when the folder holds no readable index."""
+        return self._ask(meta)
 
     def tile_at(self, lon: float, lat: float) -> int | None:
         """Id of the tile containing (lon, lat) whose centre is nearest (None if none, or

@@ -49,6 +49,12 @@ REMOTE_AUTH = "remote_auth"
 ASSET_MISSING = "asset_missing"
 NO_COVERAGE = "no_coverage"
 
+# what fixes a failed request (an error's `fix`), for a client that words it its own way:
+# build the index again from scratch; build (or finish building) the index; give the index's
+# model where it is now; say which bands of a query raster to read (`needs`: the roles)
+FIX_REBUILD, FIX_INDEX, FIX_MODEL, FIX_BANDS = "rebuild", "index", "model", "bands"
+FIXES = (FIX_REBUILD, FIX_INDEX, FIX_MODEL, FIX_BANDS)
+
 MAX_K = 100_000      # hits a query may ask for (thumbnails and layers beyond that are no use)
 MAX_EXAMPLES = 1000  # examples of one refine
 
@@ -101,6 +107,9 @@ class Place:
     footprint: str | None = None        # WKT
     footprint_crs: str | None = None    # default: the raster's CRS, EPSG:4326 without one
     tile: int | None = None
+    # the bands of `raster` to read as the model's primary bands, in the model's order (a
+    # raster laid out otherwise than the indexed ones); None: matched by what its bands say
+    bands: list[int | str] | None = None
 
     @staticmethod
     def place_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -112,12 +121,15 @@ class Place:
                     "raster": params.get("raster") or None,
                     "footprint": params.get("footprint") or None,
                     "footprint_crs": _epsg(params.get("footprint_crs") or None),
-                    "tile": int(params["tile"]) if params.get("tile") is not None else None}
+                    "tile": int(params["tile"]) if params.get("tile") is not None else None,
+                    "bands": _band_list(params.get("bands"))}
         except (TypeError, ValueError, IndexError, KeyError) as error:
             raise RequestError(f"bad place (point, crs, raster, footprint, tile): {error}") \
                 from None
 
     def validate_place(self) -> None:
+        if self.bands is not None and self.raster is None:
+            raise RequestError("bands are the bands of a raster: give the raster too")
         self.crs = _epsg(self.crs) or "EPSG:4326"
         self.footprint_crs = _epsg(self.footprint_crs)
         if sum(x is not None for x in (self.point, self.footprint, self.tile)) != 1:
@@ -126,6 +138,18 @@ class Place:
             raise RequestError(f"the point {self.point} is not a finite position")
         if self.tile is not None and not 1 <= self.tile < 2**62:
             raise RequestError(f"no tile {self.tile}: tile ids are positive integers")
+
+
+def _band_list(value: Any) -> list[int | str] | None:
+    """A list of 1-based band numbers or band names (None or [] for none)."""
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(
+            (isinstance(b, int) and not isinstance(b, bool) and b >= 1)
+            or (isinstance(b, str) and b.strip()) for b in value):
+        raise RequestError(f"bands must be a list of band numbers (1, 2, ...) or names, got "
+                           f"{value!r}")
+    return list(value)
 
 
 def _check_k(k: int) -> None:

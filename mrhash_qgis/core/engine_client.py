@@ -32,8 +32,9 @@ STATE_STOPPED, STATE_STARTING, STATE_READY, STATE_FAILED = "stopped", "starting"
 # What fixes a failed engine, for the buttons the dock and Settings show.
 FIX_SETUP, FIX_REPAIR, FIX_SETTINGS = "setup", "repair", "settings"
 # What fixes a failed request (EngineError.fix, the protocol error's `fix`): build the index
-# again from scratch, which a dialog offers as its own control rather than a CLI flag.
-FIX_REBUILD = "rebuild"
+# again from scratch, which a dialog offers as its own control rather than a CLI flag; say
+# which bands of a query layer to read.
+FIX_REBUILD, FIX_BANDS = protocol.FIX_REBUILD, protocol.FIX_BANDS
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
@@ -45,11 +46,12 @@ class EngineError(Exception):
     `fix`: the protocol's machine-readable remedy (FIX_REBUILD), '' when it names none (or an
     older engine does not say)."""
 
-    def __init__(self, code: str, message: str, fix: str = ""):
+    def __init__(self, code: str, message: str, fix: str = "", needs: list[str] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.fix = fix
+        self.needs = needs or []  # fix "bands": the roles the model reads, in its order
 
 
 class EngineRequest(QObject):
@@ -322,7 +324,10 @@ class EngineClient(QObject):
             code, text = error.get("code", protocol.INTERNAL), error.get("message", "unknown error")
             if code == protocol.MISSING_DEPENDENCY:
                 text = self._advice(code, text, error.get("package"))[0]
-            self._resolve(request.id, None, EngineError(code, text, str(error.get("fix") or "")))
+            needs = error.get("needs")
+            self._resolve(request.id, None, EngineError(
+                code, text, str(error.get("fix") or ""),
+                [str(n) for n in needs] if isinstance(needs, list) else None))
         elif "result" in message:
             self._resolve(request.id, message["result"] or {}, None)
 

@@ -24,6 +24,7 @@ from qgis.PyQt.QtGui import QColor
 
 from mrhash_qgis.core.fields import field
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 
 # layer names are how the dock finds its layers in a project: never translated
 HITS_LAYER_NAME = "MrHash hits"
@@ -67,7 +68,7 @@ def clear(layer: QgsVectorLayer) -> None:
     rather than new hits silently appended to the old ones."""
     if not layer.dataProvider().truncate():
         raise OSError(tr("{source}: cannot replace the earlier results").format(
-            source=layer.source().split("|")[0]))
+            source=layer_path(layer)))
 
 
 def set_attributes(feature: QgsFeature, values: dict) -> None:

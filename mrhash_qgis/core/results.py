@@ -27,6 +27,7 @@ from qgis.core import (
 from mrhash_qgis.contract.index_layout import RESULTS_DIR
 from mrhash_qgis.core.fields import field
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 
 SUFFIX = "_mrhash.gpkg"
 EXPORT_FORMATS = {".gpkg": "GPKG", ".csv": "CSV"}
@@ -55,7 +56,7 @@ def gpkg_of(layer: QgsVectorLayer) -> Path | None:
     """The GeoPackage a layer reads, or None (memory or other formats)."""
     if layer.providerType() != "ogr":
         return None
-    path = layer.source().split("|")[0]
+    path = layer_path(layer)
     return Path(path) if path.lower().endswith(".gpkg") else None
 
 

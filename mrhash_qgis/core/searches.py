@@ -62,19 +62,31 @@ class Search:
 
     @property
     def n_relevant(self) -> int:
-        return len(self.queries) + sum(m.relevant for m in self.marks)
+        """Hits the analyst marked relevant (the places queried are not counted)."""
+        return sum(m.relevant for m in self.marks)
 
     @property
     def n_irrelevant(self) -> int:
         return sum(not m.relevant for m in self.marks)
+
+    def queried_tiles(self) -> set[int]:
+        """The indexed tiles that are the queried places themselves: never shown as hits."""
+        tiles = set()
+        for place in self.queries:
+            for key in ("tile", "indexed_tile"):
+                if place.get(key) is not None:
+                    tiles.add(int(place[key]))
+        return tiles
 
     def request(self, thumbnails: bool = True) -> QueryRequest | RefineRequest:
         """The engine request for this search."""
         if not self.queries:
             raise ValueError("a search needs a place to query")
         if len(self.queries) == 1 and not self.marks:
+            # the queried tile comes back first (distance 0): one more, then it is dropped
             return QueryRequest(**Place.place_params(self.queries[0]), index=self.index,
-                                k=self.k, within=self.within,
+                                k=min(self.k + len(self.queried_tiles()), protocol.MAX_K),
+                                within=self.within,
                                 exclude_radius=self.exclude_radius, thumbnails=thumbnails)
         examples = [Example(q).to_engine() for q in self.queries]
         examples += [m.to_engine() for m in self.marks]

@@ -32,11 +32,14 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from mrhash_qgis.contract.index_layout import IndexReader
-from mrhash_qgis.contract.protocol import CANCELLED, QUERY
+from mrhash_qgis.contract.band_profiles import role_words
+from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
+from mrhash_qgis.contract.protocol import CANCELLED, OUTSIDE_INDEX, QUERY
 from mrhash_qgis.core import settings
+from mrhash_qgis.core.band_layout import remember_bands, remembered_bands
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.engine_client import (
+    FIX_BANDS,
     FIX_REPAIR,
     FIX_SETUP,
     STATE_FAILED,
@@ -55,6 +58,7 @@ from mrhash_qgis.core.hits_layer import (
     usable,
 )
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 from mrhash_qgis.core.results import ResultsStore, export_layer
 from mrhash_qgis.core.searches import (
     IRRELEVANT,
@@ -66,6 +70,8 @@ from mrhash_qgis.core.searches import (
 )
 from mrhash_qgis.core.setup_task import EngineSetup
 from mrhash_qgis.map_tool import POLYGON_GEOMETRY, QueryLocation
+from mrhash_qgis.ui.band_dialog import BandChoiceDialog
+from mrhash_qgis.ui.index_dialog import index_model
 from mrhash_qgis.ui.results_panel import ResultsPanel
 
 WGS84 = "EPSG:4326"
@@ -87,6 +93,8 @@ class MrHashDock(QgsDockWidget):
 
     queryFinished = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
     queryFailed = pyqtSignal(str)     # noqa: N815
+    quickStartRequested = pyqtSignal()  # noqa: N815
+    queryToolRequested = pyqtSignal(bool)  # noqa: N815
 
     def __init__(self, iface, client: EngineClient, map_tool=None, parent=None,
                  setup: EngineSetup | None = None):
@@ -100,6 +108,7 @@ class MrHashDock(QgsDockWidget):
         self.query_layer: QgsVectorLayer | None = None
         self.search: Search | None = None
         self._request: EngineRequest | None = None
+        self._query_layer_id: str | None = None  # the raster layer the last click read
 
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -122,6 +131,12 @@ class MrHashDock(QgsDockWidget):
         self.setup_progress.setRange(0, 100)
         self.setup_progress.setVisible(False)
         layout.addWidget(self.setup_progress)
+        self.start_button = QPushButton(tr("Start with my imagery…"))
+        self.start_button.setToolTip(tr(
+            "Give the folder of your imagery: MrHash learns it and indexes it, then a click "
+            "on the map finds similar places"))
+        self.start_button.clicked.connect(self.quickStartRequested)
+        layout.addWidget(self.start_button)
         self.setup.started.connect(lambda: self._show_state(self.client.state))
         self.setup.stepped.connect(self._show_setup_step)
         self.setup.finished.connect(self._setup_finished)
@@ -129,12 +144,17 @@ class MrHashDock(QgsDockWidget):
         form = QFormLayout()
         self.model_widget = QgsFileWidget()
         self.model_widget.setFilePath(settings.LAST_MODEL.get())
-        self.model_widget.setToolTip(tr("Model package trained with MrHash"))
+        self.model_widget.setToolTip(tr("Model package trained with MrHash (queries use the "
+                                        "model the index was built with)"))
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setFilePath(settings.LAST_INDEX.get())
         self.index_widget.fileChanged.connect(settings.LAST_INDEX.put)
+        self.index_widget.fileChanged.connect(self._index_chosen)
         self.model_widget.fileChanged.connect(settings.LAST_MODEL.put)
+        self.model_widget.fileChanged.connect(lambda _path: self._show_index_model())
+        self.index_label = QLabel("")
+        self.index_label.setWordWrap(True)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 500)
         self.k_spin.setValue(settings.QUERY_K.get())
@@ -157,6 +177,7 @@ class MrHashDock(QgsDockWidget):
                                         "it elsewhere, not its own neighbourhood"))
         form.addRow(tr("Model"), self.model_widget)
         form.addRow(tr("Index"), self.index_widget)
+        form.addRow("", self.index_label)
         form.addRow(tr("Results (k)"), self.k_spin)
         form.addRow(tr("Search"), self.within_combo)
         form.addRow(tr("Skip hits within"), self.exclude_spin)
@@ -190,8 +211,8 @@ class MrHashDock(QgsDockWidget):
         layout.addWidget(self.status_label)
         self.results = ResultsPanel()
         self.grid = self.results.grid
-        self.grid.hitClicked.connect(self.zoom_to_hit)
-        self.grid.hitActivated.connect(self.add_hit_raster)
+        self.grid.hitClicked.connect(self.highlight_hit)
+        self.grid.hitActivated.connect(self.open_hit)
         self.results.markRequested.connect(self.mark_hits)
         self.results.refineRequested.connect(self.refine)
         self.results.exportRequested.connect(lambda: self.export_hits())
@@ -209,6 +230,46 @@ class MrHashDock(QgsDockWidget):
 
     def _project_read(self, _document) -> None:
         self.restore_from_project()
+
+    # model and index: one model per index
+    def _index_chosen(self, index: str) -> None:
+        """The model an index was built with is the one its queries use: shown as the
+        dock's model."""
+        model = index_model(index)
+        if model and model != self.model_widget.filePath():
+            self.model_widget.setFilePath(model)
+        self._show_index_model()
+
+    def _show_index_model(self) -> None:
+        """Which model the queries use, and a warning when the chosen model is another."""
+        index = self.index_widget.filePath()
+        if not index:
+            self.index_label.setText("")
+            return
+        try:
+            meta = IndexReader(index).meta()
+        except IndexUnreadable:
+            self.index_label.setText(tr("No index in this folder yet: build one with Start "
+                                        "with my imagery or MrHash › Build index."))
+            return
+        built_with = meta.get("model_path") or ""
+        text = tr("Queries use the index's model, {model}.").format(
+            model=Path(built_with).name or "?")
+        chosen = self.model_widget.filePath()
+        if chosen and built_with and Path(chosen) != Path(built_with):
+            text += " " + tr("The model chosen above ({chosen}) is another one: it is used "
+                             "when you build an index with it.").format(chosen=Path(chosen).name)
+        self.index_label.setText(text)
+
+    def use_built(self, model: str, index: str) -> None:
+        """A model and index just built (the guided start): chosen here, the query tool on,
+        and the next step said."""
+        self.model_widget.setFilePath(model)
+        self.index_widget.setFilePath(index)
+        self._show_state(self.client.state)
+        self.status_label.setText(tr("Ready: click the map on your imagery to find similar "
+                                     "places (the index's tiles are outlined in yellow)."))
+        self.queryToolRequested.emit(True)
 
     # engine state
     def _setup_clicked(self) -> None:
@@ -239,6 +300,11 @@ class MrHashDock(QgsDockWidget):
                                   tr("Repair the engine") if self.client.fix == FIX_REPAIR
                                   else tr("Set up the engine"))
         self.restart_button.setVisible(not self.setup_button.isVisibleTo(self))
+        self.start_button.setVisible(state == "ready" and not running)
+        # the first thing to do while nothing is chosen: said on the button itself
+        font = self.start_button.font()
+        font.setBold(not self.index_widget.filePath())
+        self.start_button.setFont(font)
         if running:
             self.engine_label.setText(tr("Setting up the engine… {message}").format(
                 message=self.setup.last_message))
@@ -331,18 +397,36 @@ class MrHashDock(QgsDockWidget):
         return self._request
 
     def _where(self, index: str, location: QueryLocation) -> dict:
-        if self.snap_check.isChecked() and not location.footprint_wkt and location.lonlat:
-            tile = IndexReader(index).tile_at(*location.lonlat)
-            if tile is not None:
-                return {"tile": tile}
-        return location.params()
+        """The engine's place of a click: the indexed tile under it (snap), else the patch
+        around it on the raster layer under it, read with the bands the analyst chose for
+        that layer; `indexed_tile` names the tile under the click, which is the query
+        itself and never one of its hits."""
+        tile = (IndexReader(index).tile_at(*location.lonlat)
+                if location.lonlat and not location.footprint_wkt else None)
+        if self.snap_check.isChecked() and tile is not None:
+            return {"tile": tile}
+        params = location.params()
+        layer = QgsProject.instance().mapLayer(location.layer_id or "")
+        if "raster" in params and isinstance(layer, QgsRasterLayer):
+            bands = remembered_bands(layer)
+            if bands:
+                params["bands"] = bands
+            self._query_layer_id = layer.id()
+        if tile is not None:
+            params["indexed_tile"] = tile
+        return params
 
     def _store(self) -> ResultsStore:
         return ResultsStore.for_project(self.search.index if self.search else "",
                                         (HITS_LAYER_NAME, QUERY_LAYER_NAME))
 
     def _show_result(self, result: dict, method: str = QUERY) -> None:
-        hits = result.get("hits", [])
+        queried = self.search.queried_tiles() if self.search else set()
+        hits = [hit for hit in result.get("hits", []) if int(hit["id"]) not in queried]
+        hits = hits[:self.search.k] if self.search else hits
+        for rank, hit in enumerate(hits, start=1):  # ranks of what is shown
+            hit["rank"] = rank
+        result = {**result, "hits": hits}
         project = QgsProject.instance()
         for hit in hits:
             hit["mark"] = self.search.mark_of({"tile": int(hit["id"])}) if self.search else ""
@@ -367,14 +451,41 @@ class MrHashDock(QgsDockWidget):
         if footprints and self.map_tool is not None:
             self.map_tool.highlight(geometry_from_geojson(footprints[0]),
                                     QgsCoordinateReferenceSystem(WGS84))
-        self.results.grid.set_hits(hits, query if footprints else None)
+        self.results.grid.set_hits(hits, query if footprints else None,
+                                   by_score=method != QUERY)
         self._remember_search()
         self.status_label.setText(result_summary(result, method))
         self.queryFinished.emit(result)
 
     def _show_error(self, code: str, message: str) -> None:
-        if code != CANCELLED:
+        error = self._request.error if self._request is not None else None
+        if error is not None and error.fix == FIX_BANDS and self._ask_bands(error.needs):
+            return
+        if code == OUTSIDE_INDEX:
+            self._fail(tr("The place you clicked is outside the indexed imagery: click on "
+                          "your imagery where the index's tiles are, or put a raster layer "
+                          "under the click (its patch is then the query)."))
+        elif code != CANCELLED:
             self._fail(tr("Query failed: {message}").format(message=message))
+
+    def _ask_bands(self, needs: list[str]) -> bool:
+        """The query layer's bands could not be matched to the model's: ask once which
+        bands to read (remembered on the layer), and query again. False when there is no
+        layer to ask about or the analyst declines."""
+        layer = QgsProject.instance().mapLayer(self._query_layer_id or "")
+        if not isinstance(layer, QgsRasterLayer) or self.search is None or not needs:
+            return False
+        dialog = BandChoiceDialog(layer, needs, self)
+        if not dialog.exec():
+            self._fail(tr("Not queried: {layer} has no bands chosen for the model's "
+                          "{roles}.").format(layer=layer.name(), roles=role_words(needs)))
+            return True
+        remember_bands(layer, dialog.bands())
+        for place in self.search.queries:
+            if place.get("raster") == layer_path(layer):
+                place["bands"] = dialog.bands()
+        self.run_search(self.search)
+        return True
 
     def _fail(self, message: str) -> None:
         self.status_label.setText(message)
@@ -394,7 +505,8 @@ class MrHashDock(QgsDockWidget):
                 set_hit_mark(self.hits_layer, hit["id"], mark)
         self._remember_search()
         self.status_label.setText(tr(
-            "{relevant} relevant, {irrelevant} not relevant: press Refine to search again."
+            "You marked {relevant} relevant and {irrelevant} not relevant: press Refine to "
+            "search the whole index again."
         ).format(relevant=self.search.n_relevant, irrelevant=self.search.n_irrelevant))
 
     def _remember_search(self) -> None:
@@ -472,13 +584,28 @@ class MrHashDock(QgsDockWidget):
         self.results.show_search(self.search)
 
     # results
+    def _on_canvas(self, hit: dict) -> QgsGeometry:
+        """A hit's footprint in the canvas CRS."""
+        geometry = geometry_from_geojson(hit["footprint"])
+        geometry.transform(QgsCoordinateTransform(
+            QgsCoordinateReferenceSystem(WGS84),
+            self.iface.mapCanvas().mapSettings().destinationCrs(), QgsProject.instance()))
+        return geometry
+
+    def highlight_hit(self, hit: dict) -> None:
+        """A selected thumbnail's footprint flashes on the map; the map does not move."""
+        canvas = self.iface.mapCanvas()
+        canvas.flashGeometries([self._on_canvas(hit)], canvas.mapSettings().destinationCrs())
+
+    def open_hit(self, hit: dict) -> None:
+        """Double-click: the map zooms to the hit and shows its raster (a hit's)."""
+        self.zoom_to_hit(hit)
+        if not hit.get("is_query"):
+            self.add_hit_raster(hit)
+
     def zoom_to_hit(self, hit: dict) -> None:
         canvas = self.iface.mapCanvas()
-        geometry = geometry_from_geojson(hit["footprint"])
-        geometry.transform(QgsCoordinateTransform(QgsCoordinateReferenceSystem(WGS84),
-                                                  canvas.mapSettings().destinationCrs(),
-                                                  QgsProject.instance()))
-        extent = geometry.boundingBox()
+        extent = self._on_canvas(hit).boundingBox()
         extent.scale(3.0)  # some context around the hit
         canvas.setExtent(extent)
         canvas.refresh()
@@ -489,7 +616,7 @@ class MrHashDock(QgsDockWidget):
         path = str(hit["path"])
         project = QgsProject.instance()
         for layer in project.mapLayers().values():
-            if isinstance(layer, QgsRasterLayer) and layer.source().split("|")[0] == path:
+            if isinstance(layer, QgsRasterLayer) and layer_path(layer) == path:
                 node = project.layerTreeRoot().findLayer(layer.id())
                 if node is not None:
                     node.setItemVisibilityChecked(True)

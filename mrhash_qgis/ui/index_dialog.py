@@ -6,10 +6,11 @@ Rebuild checkbox."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -26,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.bands import parse_bands
+from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
 from mrhash_qgis.contract.protocol import IndexRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import FIX_REBUILD, EngineClient, log
@@ -50,6 +52,33 @@ def in_dialog_words(message: str, fix: str) -> str:
     return message
 
 
+def suggested_index_folder(archive: str) -> str:
+    """Where to put the index of a rasters folder: `<archive>_index` beside it, or in the
+    saved project's folder, or the profile's `mrhash/indexes/` when the archive's parent
+    cannot be written; "" while `archive` is not an existing folder (typed half-way)."""
+    folder = Path(archive).expanduser()
+    if not archive.strip() or not folder.is_absolute() or not folder.name or not folder.is_dir():
+        return ""
+    name = f"{folder.name}_index"
+    project = QgsProject.instance().absolutePath()
+    for parent in (folder.parent, Path(project) if project else None):
+        if parent is not None and os.access(parent, os.W_OK):
+            return str(parent / name)
+    return str(Path(QgsApplication.qgisSettingsDirPath()) / "mrhash" / "indexes" / name)
+
+
+def index_model(index: str) -> str:
+    """The model an existing index was built with ("" when the folder holds no index or
+    the model is not where it was)."""
+    if not index or not Path(index).is_dir():
+        return ""
+    try:
+        model = IndexReader(index).meta().get("model_path") or ""
+    except IndexUnreadable:
+        return ""
+    return model if Path(model).is_file() else ""
+
+
 class IndexDialog(QDialog):
     indexBuilt = pyqtSignal(str)  # noqa: N815 (Qt signal naming)
 
@@ -70,7 +99,10 @@ class IndexDialog(QDialog):
         self.model_widget.setFilePath(settings.LAST_MODEL.get())
         self.index_widget = QgsFileWidget()
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self._suggested = ""  # the index folder this dialog suggested (replaced as typed)
+        self._model_chosen = False  # the model was given for this dialog (a new training)
         self.folder_widget.fileChanged.connect(self._suggest_index)
+        self.index_widget.fileChanged.connect(self._index_changed)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 4096)
         self.tile_spin.setSpecialValueText(tr("model patch size"))
@@ -117,6 +149,10 @@ class IndexDialog(QDialog):
                                         | QDialogButtonBox.StandardButton.Close)
         self.build_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.build_button.setText(tr("Build index"))
+        self.cancel_button = self.buttons.addButton(tr("Cancel indexing"),
+                                                    QDialogButtonBox.ButtonRole.ActionRole)
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel)
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.close)
         layout.addWidget(self.buttons)
@@ -128,8 +164,20 @@ class IndexDialog(QDialog):
         return self.task is not None
 
     def _suggest_index(self, folder: str) -> None:
-        if folder and not self.index_widget.filePath():
-            self.index_widget.setFilePath(str(Path(folder).with_name(Path(folder).name + "_index")))
+        """The index folder follows the archive typed or chosen last, until the user gives
+        one of their own; nothing is suggested for a path that is not a folder (yet)."""
+        current = self.index_widget.filePath()
+        if current and current != self._suggested:
+            return
+        self._suggested = suggested_index_folder(folder)
+        self.index_widget.setFilePath(self._suggested)
+
+    def _index_changed(self, index: str) -> None:
+        """Updating an index: its own model, unless the user chose one for this dialog."""
+        model = index_model(index)
+        if model and (not self.model_widget.filePath() or not self._model_chosen):
+            self.model_widget.setFilePath(model)
+            self._model_chosen = False
 
     def _rebuild_toggled(self, _checked: bool) -> None:
         self._point_at_rebuild(False)
@@ -176,11 +224,26 @@ class IndexDialog(QDialog):
             lambda event: self.status_label.setText(event.get("message", "")))
         self.task.done.connect(self._done)
         self.task.error.connect(self._failed)
-        self.build_button.setEnabled(False)
+        self._building(True)
         self.progress.setValue(0)
         self.progress.setVisible(True)
         self.status_label.setText(tr("Indexing… (progress also in the task manager)"))
         return self.task.start()
+
+    def use_model(self, model: str) -> None:
+        """The model this dialog indexes with (e.g. the one just trained): kept over the
+        chosen index's own model."""
+        self.model_widget.setFilePath(model)
+        self._model_chosen = True
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status_label.setText(tr("Cancelling… (what was indexed so far is kept)"))
+            self.task.cancel()
+
+    def _building(self, on: bool) -> None:
+        self.build_button.setEnabled(not on)
+        self.cancel_button.setVisible(on)
 
     def shutdown(self) -> None:
         """The plugin unloads: stop the build and close."""
@@ -190,7 +253,7 @@ class IndexDialog(QDialog):
 
     def _done(self, result: dict) -> None:
         self.task = None
-        self.build_button.setEnabled(True)
+        self._building(False)
         self.progress.setValue(100)
         skipped, kept = result.get("skipped", []), result.get("kept", [])
         for verb, items in (("skipped", skipped), ("kept", kept)):
@@ -212,7 +275,7 @@ class IndexDialog(QDialog):
         settings.LAST_INDEX.put(index)
         try:
             self.footprints = add_footprints_layer(index)
-        except ValueError as error:
+        except (OSError, ValueError) as error:
             log(str(error), Qgis.MessageLevel.Warning)
         warn = bool(skipped or kept)
         level = Qgis.MessageLevel.Warning if warn else Qgis.MessageLevel.Success
@@ -221,7 +284,7 @@ class IndexDialog(QDialog):
 
     def _failed(self, code: str, message: str, fix: str) -> None:
         self.task = None
-        self.build_button.setEnabled(True)
+        self._building(False)
         self.progress.setVisible(False)  # nothing was built: no bar stuck part-way
         if code == protocol.CANCELLED:
             text = tr("Indexing cancelled.")

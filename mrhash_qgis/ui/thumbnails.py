@@ -54,10 +54,14 @@ def framed(pixmap: QPixmap, colour: str | None) -> QPixmap:
     return framed_pixmap
 
 
-def caption(hit: dict) -> str:
+def caption(hit: dict, by_score: bool = False) -> str:
+    """"#3  d=5" (Hamming distance, what a query is ranked by) or "#3  0.912" (the score a
+    refined list is ranked by), with the analyst's mark."""
     if hit.get("is_query"):
         return tr("query")
     mark = {RELEVANT: " ✓", IRRELEVANT: " ✗"}.get(hit.get("mark") or "", "")
+    if by_score and hit.get("score") is not None:
+        return f"#{hit['rank']}  {float(hit['score']):.3f}{mark}"
     return f"#{hit['rank']}  d={hit['distance']:g}{mark}"
 
 
@@ -80,21 +84,27 @@ class ThumbnailGrid(QListWidget):
         self.setWordWrap(True)
         self.setUniformItemSizes(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.by_score = False
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
         self.itemClicked.connect(lambda item: self.hitClicked.emit(item.data(HIT_ROLE)))
         self.itemDoubleClicked.connect(lambda item: self.hitActivated.emit(item.data(HIT_ROLE)))
 
-    def set_hits(self, hits: list[dict], query: dict | None = None) -> None:
-        """Show `query` (the query's footprint, path and thumbnail, if any) then `hits`."""
+    def set_hits(self, hits: list[dict], query: dict | None = None,
+                 by_score: bool = False) -> None:
+        """Show `query` (the query's footprint, path and thumbnail, if any) then `hits`;
+        `by_score`: the captions show the score the hits are ranked by (a refine)."""
         self.clear()
+        self.by_score = by_score
         if query is not None:
-            self._add({**query, "is_query": True}, tr("the place you queried; click: zoom"))
+            self._add({**query, "is_query": True}, tr("the place you queried; double-click: "
+                                                      "zoom"))
         for hit in hits:
             name = Path(str(hit.get("path", ""))).name
             score = f"\n{tr('score')} {hit['score']:.3f}" if hit.get("score") is not None else ""
             self._add(hit, f"{name}\nwindow {hit.get('window')}{score}\n"
-                      + tr("click: zoom · double-click: add the raster · right-click: mark"))
+                      + tr("click: show on the map · double-click: zoom and add the raster · "
+                           "right-click: mark"))
 
     def _add(self, hit: dict, tooltip: str) -> None:
         item = QListWidgetItem(caption(hit))
@@ -108,7 +118,7 @@ class ThumbnailGrid(QListWidget):
         colour = MARK_COLOURS["query"] if hit.get("is_query") else MARK_COLOURS.get(
             hit.get("mark") or "")
         item.setIcon(QIcon(framed(hit_pixmap(hit.get("thumbnail")), colour)))
-        item.setText(caption(hit))
+        item.setText(caption(hit, self.by_score))
 
     def hit_items(self) -> list[QListWidgetItem]:
         return [self.item(row) for row in range(self.count())

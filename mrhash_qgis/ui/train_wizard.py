@@ -11,6 +11,7 @@ when it ends), to stop it, or to go back to the wizard; Back is locked while it 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QFormLayout,
+    QFrame,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -43,22 +46,27 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
     QWizard,
     QWizardPage,
 )
 
 from mrhash_qgis.contract import protocol
+from mrhash_qgis.contract.band_profiles import BandLayout, propose
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.choices import BITS, DEVICES
 from mrhash_qgis.contract.protocol import ScanRequest, SourceEntry, TrainRequest
 from mrhash_qgis.core import settings
+from mrhash_qgis.core.band_layout import band_description, band_label, layer_layout, scanned_layout
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
 from mrhash_qgis.core.engine_task import EngineTask
 from mrhash_qgis.core.environment import PLUGIN_DIR
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 from mrhash_qgis.core.settings import TrainSettings
 from mrhash_qgis.core.web_sources import layer_source
 from mrhash_qgis.map_tool import polygon_band
@@ -85,6 +93,16 @@ def default_model_folder() -> Path:
         return Path(project)
     documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
     return (Path(documents) if documents and Path(documents).is_dir() else Path.home()) / "MrHash"
+
+
+def unused_model_path(folder: Path, stem: str) -> Path:
+    """folder/stem.safetensors, or stem_2, stem_3, ... where that model exists: a new
+    training never takes an existing model's name unasked (indexes may need it)."""
+    candidate, number = folder / f"{stem}{MODEL_SUFFIX}", 1
+    while candidate.exists():
+        number += 1
+        candidate = folder / f"{stem}_{number}{MODEL_SUFFIX}"
+    return candidate
 
 
 def model_path_problem(path: str) -> str | None:
@@ -144,17 +162,34 @@ class SourceChoice:
         return SourceEntry.local([self.path], self.bands, name)
 
 
+@dataclass
+class BandGroup:
+    """Bands of the primary files themselves as one auxiliary source (the engine reads them
+    from each primary raster: the same place by construction)."""
+
+    name: str
+    bands: list[int]
+
+
 def layer_outline(layer: QgsRasterLayer) -> QgsGeometry:
     geometry = QgsGeometry.fromRect(layer.extent())
     geometry.transform(QgsCoordinateTransform(layer.crs(), WGS84, QgsProject.instance()))
     return geometry
 
 
-class SourcePicker(QVBoxLayout):
-    """A raster layer (with a checkable band list) or a folder (bands typed as 1-based list)."""
+class SourcePicker(QWidget):
+    """A raster layer (with a checkable band list, the RGB bands ticked where the file says
+    which they are) or a folder (bands typed as a 1-based list). A widget, not a bare
+    layout: its band widgets have a parent from the start, so showing or hiding them never
+    puts a window of their own on the screen."""
 
-    def __init__(self, allow_bands: bool = True):
-        super().__init__()
+    changed = pyqtSignal()
+
+    def __init__(self, allow_bands: bool = True, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.allow_bands = allow_bands
         self.layer_radio, self.folder_radio = (QRadioButton(tr("Raster layer")),
                                              QRadioButton(tr("Folder")))
         self.layer_radio.setChecked(True)
@@ -165,41 +200,51 @@ class SourcePicker(QVBoxLayout):
         self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.folder_widget = QgsFileWidget()
         self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.band_label = QLabel(tr("Bands"))
         self.band_list = QListWidget()
         self.band_list.setMaximumHeight(160)
         self.band_edit = QLineEdit()
         self.band_edit.setPlaceholderText(tr("bands, 1-based, e.g. 4,3,2 (empty: all)"))
+        self.layout_label = QLabel("")
+        self.layout_label.setWordWrap(True)
         for row in ((self.layer_radio, self.layer_combo), (self.folder_radio, self.folder_widget)):
             line = QHBoxLayout()
             line.addWidget(row[0])
             line.addWidget(row[1], 1)
-            self.addLayout(line)
-        if allow_bands:
-            self.addWidget(QLabel(tr("Bands")))
-            self.addWidget(self.band_list)
-            self.addWidget(self.band_edit)
-        self.addStretch(1)
+            layout.addLayout(line)
+        for widget in (self.band_label, self.band_list, self.band_edit, self.layout_label):
+            layout.addWidget(widget)
+        layout.addStretch(1)
         self.layer_combo.layerChanged.connect(self._fill_bands)
         self.layer_radio.toggled.connect(self._show_mode)
+        self.folder_widget.fileChanged.connect(lambda _path: self.changed.emit())
         self._fill_bands(self.layer_combo.currentLayer())
         self._show_mode()
 
     def _show_mode(self) -> None:
         layer_mode = self.layer_radio.isChecked()
         self.layer_combo.setEnabled(layer_mode)
-        self.band_list.setVisible(layer_mode)
         self.folder_widget.setEnabled(not layer_mode)
-        self.band_edit.setVisible(not layer_mode)
+        self.band_label.setVisible(self.allow_bands)
+        self.layout_label.setVisible(self.allow_bands and layer_mode)
+        self.band_list.setVisible(self.allow_bands and layer_mode)
+        self.band_edit.setVisible(self.allow_bands and not layer_mode)
+        self.changed.emit()
 
     def _fill_bands(self, layer) -> None:
         self.band_list.clear()
+        self.layout_label.setText("")
         if isinstance(layer, QgsRasterLayer):
+            layout = layer_layout(layer)
+            primary = propose(layout).primary
             for band in range(1, layer.bandCount() + 1):
-                item = QListWidgetItem(layer.bandName(band))
+                item = QListWidgetItem(band_label(layout, band, band_description(layer, band)))
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Checked if band <= 3
+                item.setCheckState(Qt.CheckState.Checked if band in primary
                                    else Qt.CheckState.Unchecked)
                 self.band_list.addItem(item)
+            self.layout_label.setText(layout_words(layout))
+        self.changed.emit()
 
     def use_folder(self, folder: str, bands: str = "") -> None:
         self.folder_radio.setChecked(True)
@@ -220,8 +265,19 @@ class SourcePicker(QVBoxLayout):
         if web is not None:  # XYZ/WMS/WMTS/WCS: the engine reads what GDAL makes of it
             return SourceChoice(layer.name(), None if all_bands else bands,
                                 layer_outline(layer), {"url": web})
-        return SourceChoice(layer.source().split("|")[0], None if all_bands else bands,
+        return SourceChoice(layer_path(layer), None if all_bands else bands,
                             layer_outline(layer))
+
+
+def layout_words(layout: BandLayout) -> str:
+    """What the plugin made of a file's bands, for the analyst to check."""
+    if not layout.product and not any(layout.roles):
+        return tr("The file does not say what its bands are: tick the ones to use.")
+    product = layout.product or tr("named bands")
+    if layout.assumed:
+        return tr("Looks like {product}, judging by the band count: check the bands.").format(
+            product=product)
+    return tr("Read from the file: {product}.").format(product=product)
 
 
 class PrimaryPage(QWizardPage):
@@ -231,17 +287,18 @@ class PrimaryPage(QWizardPage):
         self.setSubTitle(tr("The imagery you will query with: a raster layer or a folder of "
                             "rasters."))
         self.picker = SourcePicker()
-        self.setLayout(self.picker)
-        self.picker.folder_widget.fileChanged.connect(self.completeChanged)
-        self.picker.layer_combo.layerChanged.connect(self.completeChanged)
-        self.picker.layer_radio.toggled.connect(self.completeChanged)
+        QVBoxLayout(self).addWidget(self.picker)
+        self.picker.changed.connect(self.completeChanged)
 
     def isComplete(self) -> bool:  # noqa: N802 (Qt API)
         return self.picker.choice() is not None
 
 
 class AuxiliaryPage(QWizardPage):
-    """Auxiliary sources; their footprints and the primary's are drawn on the map canvas."""
+    """Auxiliary sources; their footprints and the primary's are drawn on the map canvas.
+    `layoutRead(folder)`: the engine's scan said what a folder's bands are."""
+
+    layoutRead = pyqtSignal(str)  # noqa: N815 (Qt signal naming)
 
     def __init__(self, client: EngineClient, canvas):
         super().__init__()
@@ -249,15 +306,44 @@ class AuxiliaryPage(QWizardPage):
         self.setSubTitle(tr("Other sources of the same place (other bands, SAR, another "
                             "sensor). They teach the model; queries need only the primary."))
         self.client, self.canvas = client, canvas
-        self.sources: list[SourceChoice] = []
+        # in the list's order: other rasters / web / STAC sources, and band groups of the
+        # primary files themselves
+        self.entries: list[SourceChoice | BandGroup] = []
         self.bands: list = []  # QgsRubberBand
         self._footprints: dict[str, QgsGeometry | None] = {}  # folder -> outline (None: pending)
+        self.layouts: dict[str, BandLayout] = {}  # folder -> what its rasters' bands are
         # folder of each scan in flight; its replies go to methods, not lambdas, so that Qt
         # drops them when the wizard is gone before the engine answers
         self._scans: dict[EngineRequest, str] = {}
         layout = QVBoxLayout(self)
+
+        same = QGroupBox(tr("Other bands of the primary files"))
+        same_row = QHBoxLayout(same)
+        self.same_list = QListWidget()
+        self.same_list.setMaximumHeight(130)
+        self.same_list.setToolTip(tr("Tick the bands of one auxiliary source (e.g. the "
+                                     "near-infrared band), name it, then Add these bands"))
+        same_buttons = QVBoxLayout()
+        self.group_name_edit = QLineEdit()
+        self.group_name_edit.setPlaceholderText(tr("name, e.g. nir"))
+        self.add_bands_button = QPushButton(tr("Add these bands"))
+        self.add_bands_button.clicked.connect(self.add_ticked_bands)
+        self.suggest_button = QPushButton(tr("Add the suggested groups"))
+        self.suggest_button.clicked.connect(self.add_suggested)
+        self.suggest_label = QLabel("")
+        self.suggest_label.setWordWrap(True)
+        for widget in (self.group_name_edit, self.add_bands_button, self.suggest_button,
+                       self.suggest_label):
+            same_buttons.addWidget(widget)
+        same_buttons.addStretch(1)
+        same_row.addWidget(self.same_list, 1)
+        same_row.addLayout(same_buttons, 1)
+        layout.addWidget(same)
+
+        other = QGroupBox(tr("Other rasters, web layers or a STAC catalogue"))
+        other_layout = QVBoxLayout(other)
         self.picker = SourcePicker(allow_bands=False)
-        layout.addLayout(self.picker)
+        other_layout.addWidget(self.picker)
         buttons = QHBoxLayout()
         self.add_button, self.remove_button = QPushButton(tr("Add")), QPushButton(tr("Remove"))
         self.stac_button = QPushButton(tr("STAC catalogue…"))
@@ -269,25 +355,55 @@ class AuxiliaryPage(QWizardPage):
         self.stac_button.clicked.connect(self.open_stac)
         self.stac_dialog = None
         buttons.addWidget(self.add_button)
-        buttons.addWidget(self.remove_button)
         buttons.addWidget(self.stac_button)
         buttons.addStretch(1)
-        layout.addLayout(buttons)
+        other_layout.addLayout(buttons)
+        layout.addWidget(other)
+
+        list_row = QHBoxLayout()
+        list_row.addWidget(QLabel(tr("Auxiliary sources")), 1)
+        list_row.addWidget(self.remove_button)
+        layout.addLayout(list_row)
         self.list = QListWidget()
-        layout.addWidget(self.list)
+        self.list.setMinimumHeight(70)
+        layout.addWidget(self.list, 1)
         self.overlap_label = QLabel(tr("No auxiliary source: the model learns from the "
                                        "primary only."))
         self.overlap_label.setWordWrap(True)
         layout.addWidget(self.overlap_label)
 
+    @property
+    def sources(self) -> list[SourceChoice]:
+        """The auxiliary sources that are other files (not bands of the primary's)."""
+        return [e for e in self.entries if isinstance(e, SourceChoice)]
+
+    @property
+    def band_groups(self) -> list[BandGroup]:
+        return [e for e in self.entries if isinstance(e, BandGroup)]
+
     def primary(self) -> SourceChoice | None:
         return self.wizard().primary_page.picker.choice() if self.wizard() else None
 
     def add_source(self, choice: SourceChoice) -> None:
-        self.sources.append(choice)
+        self.entries.append(choice)
         name = choice.path if choice.remote is not None else Path(choice.path).name
         item = QListWidgetItem(f"aux{len(self.sources)} · {choice.kind} · {name}")
         item.setToolTip(choice.path)
+        self.list.addItem(item)
+        self.refresh_overlap()
+
+    def add_band_group(self, group: BandGroup) -> None:
+        """Bands of the primary files as one auxiliary source (a name already used is
+        replaced)."""
+        for row, entry in reversed(list(enumerate(self.entries))):
+            if isinstance(entry, BandGroup) and entry.name == group.name:
+                self.entries.pop(row)
+                self.list.takeItem(row)
+        self.entries.append(group)
+        layout = self.primary_layout()
+        words = layout.describe(group.bands) if layout else ",".join(map(str, group.bands))
+        item = QListWidgetItem(tr("{name} · bands of the primary files · {bands}").format(
+            name=group.name, bands=words))
         self.list.addItem(item)
         self.refresh_overlap()
 
@@ -295,6 +411,81 @@ class AuxiliaryPage(QWizardPage):
         choice = self.picker.choice()
         if choice is not None:
             self.add_source(choice)
+
+    def primary_layout(self) -> BandLayout | None:
+        """What the primary's bands are: read from its layer, or from the engine's scan of
+        its folder (None until that answers)."""
+        primary_page = self.wizard().primary_page if self.wizard() else None
+        if primary_page is None:
+            return None
+        picker = primary_page.picker
+        layer = picker.layer_combo.currentLayer()
+        if picker.layer_radio.isChecked():
+            return layer_layout(layer) if isinstance(layer, QgsRasterLayer) else None
+        primary = picker.choice()
+        if primary is None:
+            return None
+        self.footprint(primary)  # scans the folder once: its layout comes with the reply
+        return self.layouts.get(primary.path)
+
+    def _primary_bands(self) -> tuple[int, ...]:
+        primary = self.primary()
+        layout = self.primary_layout()
+        if primary is not None and primary.bands:
+            return tuple(b for b in primary.bands if isinstance(b, int))
+        return propose(layout).primary if layout else ()
+
+    def refresh_bands(self) -> None:
+        """The band list and the suggestion follow the primary (its bands are left out)."""
+        self.same_list.clear()
+        layout = self.primary_layout()
+        if layout is None:
+            self.suggest_label.setText(tr("Reading the primary's bands…")
+                                       if self.primary() else "")
+            self.suggest_button.setEnabled(False)
+            return
+        primary = set(self._primary_bands())
+        for band in range(1, layout.count + 1):
+            if band in primary:
+                continue
+            item = QListWidgetItem(band_label(layout, band))
+            item.setData(Qt.ItemDataRole.UserRole, band)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            self.same_list.addItem(item)
+        groups = self.suggested()
+        self.suggest_button.setEnabled(bool(groups))
+        self.suggest_label.setText(tr("Suggested: {groups}").format(groups=", ".join(
+            g.name for g in groups)) if groups else tr("The primary files have no other "
+                                                        "bands."))
+        self.suggest_label.setToolTip("\n".join(f"{g.name}: {layout.describe(g.bands)}"
+                                                for g in groups))
+
+    def suggested(self) -> list[BandGroup]:
+        layout = self.primary_layout()
+        if layout is None:
+            return []
+        primary = self._primary_bands()
+        proposal = propose(layout)
+        return [BandGroup(name, [b for b in bands if b not in primary])
+                for name, bands in proposal.auxiliary if set(bands) - set(primary)]
+
+    def add_suggested(self) -> None:
+        for group in self.suggested():
+            self.add_band_group(group)
+
+    def add_ticked_bands(self) -> None:
+        bands = [self.same_list.item(i).data(Qt.ItemDataRole.UserRole)
+                 for i in range(self.same_list.count())
+                 if self.same_list.item(i).checkState() == Qt.CheckState.Checked]
+        if not bands:
+            self.overlap_label.setText(tr("Tick the bands of the source first."))
+            return
+        name = self.group_name_edit.text().strip() or f"bands{len(self.band_groups) + 1}"
+        self.add_band_group(BandGroup(re.sub(r"[^A-Za-z0-9_-]+", "_", name), bands))
+        self.group_name_edit.clear()
+        for i in range(self.same_list.count()):
+            self.same_list.item(i).setCheckState(Qt.CheckState.Unchecked)
 
     def search_bbox(self) -> tuple[float, float, float, float]:
         """Where to look for STAC items: the primary's outline, else the canvas extent
@@ -325,7 +516,7 @@ class AuxiliaryPage(QWizardPage):
         row = self.list.currentRow()
         if row >= 0:
             self.list.takeItem(row)
-            self.sources.pop(row)
+            self.entries.pop(row)
             self.refresh_overlap()
 
     def footprint(self, choice: SourceChoice) -> QgsGeometry | None:
@@ -345,11 +536,17 @@ class AuxiliaryPage(QWizardPage):
 
     def _scanned(self, result: dict) -> None:
         path = self._scans.pop(self.sender())
+        sources = result.get("sources", [])
         outlines = [geometry_from_geojson(s["footprint_wgs84"]["wkt"])
-                    for s in result.get("sources", []) if s.get("footprint_wgs84")]
+                    for s in sources if s.get("footprint_wgs84")]
         if outlines:
             self._footprints[path] = QgsGeometry.unaryUnion(outlines)
+        layout = scanned_layout(sources[0]) if sources else None
+        if layout is not None:
+            self.layouts[path] = layout
+            self.layoutRead.emit(path)
         self.refresh_overlap()
+        self.refresh_bands()
 
     def refresh_overlap(self) -> None:
         """Redraw footprints and report how much of the primary each source covers."""
@@ -379,8 +576,10 @@ class AuxiliaryPage(QWizardPage):
         if primary_outline is not None:  # on top, dashed: visible where sources coincide
             self._draw(primary_outline, PRIMARY_COLOUR, fill=False).setLineStyle(
                 Qt.PenStyle.DashLine)
-        if lines:
-            self.overlap_label.setText("\n".join(lines))
+        lines += [tr("{name}: bands of the primary files, the same places").format(
+            name=group.name) for group in self.band_groups]
+        self.overlap_label.setText("\n".join(lines) if lines else tr(
+            "No auxiliary source: the model learns from the primary only."))
 
     def _draw(self, geometry: QgsGeometry, colour: QColor, fill: bool):
         band = polygon_band(self.canvas, colour, 90 if fill else 0)
@@ -396,6 +595,7 @@ class AuxiliaryPage(QWizardPage):
 
     def initializePage(self) -> None:  # noqa: N802 (Qt API)
         self.refresh_overlap()
+        self.refresh_bands()
 
     def cleanupPage(self) -> None:  # noqa: N802 (Qt API)
         self.clear_canvas()
@@ -465,7 +665,7 @@ class ParamsPage(QWizardPage):
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:  # said by the path check, with the folder's name
             log(f"cannot create {folder}: {error}", Qgis.MessageLevel.Warning)
-        self.output_widget.setFilePath(str(folder / f"{stem}_mrhash{MODEL_SUFFIX}"))
+        self.output_widget.setFilePath(str(unused_model_path(folder, f"{stem}_mrhash")))
 
     def validatePage(self) -> bool:  # noqa: N802 (Qt API)
         problem = model_path_problem(self.output_widget.filePath())
@@ -519,14 +719,14 @@ class TrainPage(QWizardPage):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot()
-        self.plot.setMinimumHeight(150)  # the report below must not squeeze the curves
+        self.plot.setMinimumHeight(220)  # the report below must not squeeze the curves
         self.plot.setToolTip(tr(
             "The autoencoder's reconstruction loss should fall. The hash losses are KL "
             "divergences to pseudo-label targets that are re-sharpened every epoch, so they "
             "need not fall: a rise means sharper targets, not a failed training."))
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
-        self.log_view.setMaximumHeight(90)
+        self.log_view.setMaximumHeight(60)
         self.report_label = QLabel("")
         self.report_label.setWordWrap(True)
         self.report_label.setToolTip(tr(
@@ -541,9 +741,17 @@ class TrainPage(QWizardPage):
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
         buttons.addWidget(self.index_button)
-        for widget in (self.progress, self.status_label, self.plot, self.log_view,
-                       self.report_label):
-            layout.addWidget(widget)
+        # the report scrolls in a box of its own: at its longest it never covers the plot
+        report_box = QScrollArea()
+        report_box.setWidget(self.report_label)
+        report_box.setWidgetResizable(True)
+        report_box.setFrameShape(QFrame.Shape.NoFrame)
+        report_box.setMaximumHeight(110)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.log_view)
+        layout.addWidget(report_box)
         layout.addLayout(buttons)
 
     def initializePage(self) -> None:  # noqa: N802 (Qt API)
@@ -563,7 +771,7 @@ class TrainWizard(QWizard):
         super().__init__(parent)
         self.setWindowTitle(tr("MrHash — train a model"))
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
-        self.setMinimumSize(620, 520)
+        self.setMinimumSize(700, 640)
         self.iface, self.client = iface, client
         self.task: EngineTask | None = None
         self.close_question: QMessageBox | None = None
@@ -573,9 +781,28 @@ class TrainWizard(QWizard):
         self.train_page = TrainPage()
         for page in (self.primary_page, self.auxiliary_page, self.params_page, self.train_page):
             self.addPage(page)
+        self.primary_page.picker.folder_widget.fileChanged.connect(self._primary_folder)
+        self.auxiliary_page.layoutRead.connect(self._propose_primary_bands)
         self.train_page.cancel_button.clicked.connect(self.cancel_training)
         self.train_page.index_button.clicked.connect(self._index_with_model)
         self.finished.connect(self._closed)
+
+    def _primary_folder(self, folder: str) -> None:
+        """Ask what a typed or chosen primary folder's bands are (for its RGB default)."""
+        if folder and Path(folder).is_dir():
+            self.auxiliary_page.footprint(SourceChoice(folder))
+
+    def _propose_primary_bands(self, folder: str) -> None:
+        """The RGB bands of a primary folder, proposed while its page is shown and the bands
+        field is empty (never over what the user typed)."""
+        picker = self.primary_page.picker
+        layout = self.auxiliary_page.layouts.get(folder)
+        if (layout is None or self.currentPage() is not self.primary_page
+                or picker.folder_widget.filePath() != folder or picker.band_edit.text()):
+            return
+        picker.band_edit.setText(",".join(map(str, propose(layout).primary)))
+        picker.layout_label.setText(layout_words(layout))
+        picker.layout_label.setVisible(True)
 
     @property
     def busy(self) -> bool:
@@ -596,6 +823,7 @@ class TrainWizard(QWizard):
             str(Path(self.params_page.output_widget.filePath()).expanduser()),
             primary.entry() if primary else SourceEntry(),
             [s.entry(f"aux{i}") for i, s in enumerate(self.auxiliary_page.sources, 1)],
+            aux_bands=[(g.name, list(g.bands)) for g in self.auxiliary_page.band_groups],
             options={"bits": chosen.bits, "clusters": chosen.clusters, "epochs": chosen.epochs,
                      "ae_epochs": chosen.ae_epochs, "patch_size": chosen.patch_size,
                      "device": chosen.device, "seed": 0})

@@ -115,12 +115,13 @@ def test_geoparquet_reads_back_with_its_geo_metadata(index_dir, tmp_path, monkey
 def test_an_existing_output_is_replaced_only_on_success(index_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "CHUNK", 10)
     out = tmp_path / "tiles.gpkg"
-    out.write_text("the previous export")
+    export_index(index_dir, "gpkg", out)  # the previous export
+    previous = out.read_bytes()
     events = []
     job = JobControl(lambda event: (events.append(event), job.cancel()), min_interval_s=0)
     with pytest.raises(Cancelled):
         export_index(index_dir, "gpkg", out, job)
-    assert out.read_text() == "the previous export"
+    assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.gpkg"]  # no temporary left
     events.clear()
     export_index(index_dir, "gpkg", out, JobControl(events.append, min_interval_s=0))

@@ -1,16 +1,111 @@
-"""Thumbnails of real indexed tiles: display bands, percentile stretch, PNG cache."""
+"""Thumbnails of real indexed tiles: display bands, percentile stretch, PNG cache, and reads
+of the tile's window alone (issue 26) that render the PNG a whole-band read renders."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
+import rasterio.io
 from mrhash.errors import BadInput
 from mrhash.indexer import IndexFolder, build_index
+from mrhash.metadata import TileRecord
+from mrhash.normalize import BandStats
 from mrhash.package import load_model
 from mrhash.sources import SourceSpec, open_source
-from mrhash.thumbnails import display_bands, stretch, thumbnail
+from mrhash.thumbnails import _png, display_bands, render, stretch, thumbnail
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
 from test_index_support import TILE
+
+MOSAIC_PX = 1024  # 16 x 16 real 64 px EuroSAT images: big enough that a whole read shows
+BLOCK_PX = 256
+
+
+def _mosaic(path: Path, eurosat_dir: Path, overviews: bool = False) -> Path:
+    """A 1024 x 1024, 13-band uint16 GeoTIFF (256 px tiles, DEFLATE) of real EuroSAT images
+    side by side; nodata 0, with one zeroed 100 x 60 px hole so that invalid pixels are
+    rendered too; with overviews 2, 4, 8 when asked."""
+    images = [rasterio.open(f).read() for f in sorted(eurosat_dir.glob("*/*.tif"))]
+    side = MOSAIC_PX // 64
+    data = np.concatenate([np.concatenate([images[(r * side + c) % len(images)]
+                                           for c in range(side)], axis=2)
+                           for r in range(side)], axis=1)
+    data[:, 300:360, 420:520] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=MOSAIC_PX, height=MOSAIC_PX,
+                       count=data.shape[0], dtype=data.dtype, crs="EPSG:32632",
+                       transform=Affine(10, 0, 500000, 0, -10, 5600000), nodata=0, tiled=True,
+                       blockxsize=BLOCK_PX, blockysize=BLOCK_PX, compress="deflate") as out:
+        out.write(data)
+        if overviews:
+            out.build_overviews([2, 4, 8], Resampling.average)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mosaics(tmp_path_factory, eurosat_dir) -> tuple[Path, Path]:
+    """The mosaic without overviews, and the same with them."""
+    root = tmp_path_factory.mktemp("mosaic")
+    return (_mosaic(root / "mosaic.tif", eurosat_dir),
+            _mosaic(root / "mosaic_ovr.tif", eurosat_dir, overviews=True))
+
+
+def _record(paths: tuple[str, ...] | Path, window: tuple[int, int, int, int]) -> TileRecord:
+    """A tile record as the index stores it; render() uses only its paths and window."""
+    paths = (str(paths),) if isinstance(paths, Path) else paths
+    return TileRecord(1, paths[0], paths, "EPSG:32632", 0, window, (0, 0, 0, 0), (0, 0, 0, 0),
+                      1.0, b"")
+
+
+def _encode(image: np.ndarray, size: int) -> bytes:
+    """PNG bytes as the thumbnails write them (nearest resize to `size`)."""
+    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if picture.size != (size, size):
+        picture = picture.resize((size, size), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _full_read_png(path: Path, bands: list[int], window: tuple[int, int, int, int],
+                   shown: list[int], size: int, stats: BandStats | None) -> bytes:
+    """The thumbnail as the whole-band read made it (the implementation before issue 26):
+    every selected band read in full, the window cut out (invalid past the raster's edge and
+    where any selected band holds nodata), stretched, resized, encoded."""
+    with rasterio.open(path) as dataset:
+        whole = dataset.read(bands).astype(np.float32)
+        nodata = dataset.nodata
+    col, row, width, height = window
+    patch = np.zeros((len(bands), height, width), np.float32)
+    inside = np.zeros((height, width), bool)
+    rows = slice(max(row, 0), min(row + height, whole.shape[1]))
+    cols = slice(max(col, 0), min(col + width, whole.shape[2]))
+    target = (slice(rows.start - row, rows.stop - row), slice(cols.start - col, cols.stop - col))
+    patch[(slice(None), *target)] = whole[:, rows, cols]
+    inside[target] = True
+    valid = inside & (patch != nodata).all(axis=0)
+    limits = None if stats is None else ([stats.low[b] for b in shown],
+                                         [stats.high[b] for b in shown])
+    return _encode(stretch(patch[shown], valid, limits), size)
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[tuple[object, object]]:
+    """(window, out_shape) of every rasterio read made while the test runs."""
+    seen: list[tuple[object, object]] = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self, indexes=None, *args, **kwargs):
+        assert not args, "window passed positionally: the spy would miss it"
+        seen.append((kwargs.get("window"), kwargs.get("out_shape")))
+        return original(self, indexes, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    return seen
 
 
 def test_display_bands():
@@ -115,3 +210,94 @@ def test_the_query_has_its_own_thumbnail(tiny_model, rasters, tmp_path):
     # the same place, read two ways (window vs footprint resampling): the same picture
     assert np.corrcoef(image.ravel(), tile_image.ravel())[0, 1] > 0.9
     assert "thumbnail" not in without
+
+
+def _stats_for(bands: list[int]) -> BandStats:
+    """A model's per-band range for these EuroSAT bands (1-based): about its 2-98 %."""
+    low = {2: 900.0, 3: 700.0, 4: 500.0, 8: 300.0}
+    high = {2: 1900.0, 3: 1600.0, 4: 1500.0, 8: 4000.0}
+    return BandStats([low[b] for b in bands], [high[b] for b in bands])
+
+
+@pytest.mark.parametrize("window", [
+    (256, 512, 64, 64),      # inside one 256 px block
+    (224, 224, 64, 64),      # across four blocks
+    (400, 280, 64, 64),      # over the nodata hole: black pixels, percentiles of the rest
+    (0, 0, 200, 136),        # not square, bigger than the thumbnail: nearest shrink
+    (992, 1000, 64, 64),     # past the raster's corner: the outside is invalid
+])
+def test_a_tile_reads_its_window_alone_and_renders_the_whole_read_png(mosaics, reads, window):
+    """Issue 26: the PNG is byte for byte the one of a whole-band read, and no read covers
+    more than one block (the open's truncation check) or the tile's window."""
+    mosaic = mosaics[0]
+    # (band selection, rgb): a colour view of 4 bands in two orders, one band in grey
+    views = [([4, 3, 2, 8], [0, 1, 2]), ([4, 3, 2, 8], [3, 0, 1]), ([8], None)]
+    cases = [(bands, rgb, size, stats) for bands, rgb in views for size in (128, 32)
+             for stats in (_stats_for(bands), None)]
+    expected = [_full_read_png(mosaic, bands, window, display_bands(len(bands), rgb), size,
+                               stats) for bands, rgb, size, stats in cases]
+    reads.clear()  # the reference's whole reads above are not the thumbnails'
+    for (bands, rgb, size, stats), want in zip(cases, expected, strict=True):
+        got = render(_record(mosaic, window), tuple(bands), rgb, size, stats)
+        assert got == want, (window, bands, rgb, size, stats is None)
+    assert reads, "the spy saw no read"
+    biggest = max(BLOCK_PX * BLOCK_PX, window[2] * window[3])
+    for read_window, _ in reads:
+        assert read_window is not None, "a read of the whole raster"
+        assert read_window.width * read_window.height <= biggest
+
+
+def test_the_window_read_renders_what_the_whole_band_read_renders_on_real_sources(
+        eurosat_dir, sentinel2_dir):
+    """The same bytes as the implementation before issue 26 (the engine's default cache:
+    every selected band loaded whole, then the window resampled from it), on real rasters:
+    a EuroSAT image (one grid) and a Sentinel-2 source of 10 m and 20 m bands (two grids:
+    read through Source.read_window), windows inside and past the edge."""
+    eurosat = (str(sorted(eurosat_dir.glob("Forest/*.tif"))[0]),)
+    sentinel = tuple(str(sentinel2_dir / f"s2_{b}.jp2") for b in ("B04", "B03", "B02", "B11"))
+    cases = [(eurosat, (4, 3, 2), [0, 1, 2], [(0, 0, 32, 32), (16, 24, 40, 40)]),
+             (eurosat, None, [3, 2, 1], [(32, 32, 32, 32), (48, 48, 32, 32)]),
+             (sentinel, None, [0, 1, 2], [(640, 960, 64, 64), (1900, 1910, 64, 64)]),
+             (sentinel, None, [3, 0, 1], [(128, 256, 64, 64)])]
+    for paths, bands, rgb, windows in cases:
+        spec = SourceSpec("primary", paths, bands)
+        with open_source(spec) as source:
+            count = source.count
+        stats = BandStats(list(np.linspace(100, 900, count)), list(np.linspace(1500, 3500, count)))
+        for window in windows:
+            for size in (128, 64):
+                for band_stats in (stats, None):
+                    with open_source(spec) as before:  # default cache: whole bands in memory
+                        array, valid = before.read_window(window)
+                        shown = display_bands(before.count, rgb)
+                    want = _png(array, valid, shown, size, band_stats)
+                    got = render(_record(paths, window), bands, rgb, size, band_stats)
+                    assert got == want, (paths[0], window, size, band_stats is None)
+
+
+def test_a_window_much_bigger_than_the_thumbnail_is_read_from_the_overviews(mosaics, reads):
+    """A 512 px tile shown at 64 px: decimated by GDAL from the raster's 8x overview (the PNG
+    of that overview's window), not read at full resolution; without overviews the full
+    resolution window gives the whole-band read's PNG."""
+    plain, with_overviews = mosaics
+    window, size, shown = (256, 256, 512, 512), 64, [0, 1, 2]
+    stats = _stats_for([4, 3, 2])
+    with rasterio.open(with_overviews, overview_level=2) as eighth:  # the 8x overview
+        assert eighth.width == MOSAIC_PX // 8
+        small = eighth.read([4, 3, 2], window=rasterio.windows.Window(32, 32, 64, 64))
+    limits = (stats.low, stats.high)
+    expected = _encode(stretch(small.astype(np.float32), (small != 0).all(axis=0), limits),
+                       size)
+    whole = _full_read_png(plain, [4, 3, 2], window, shown, size, stats)
+    reads.clear()
+    assert render(_record(with_overviews, window), (4, 3, 2), shown, size, stats) == expected
+    decimated = [out_shape for _, out_shape in reads if out_shape is not None]
+    assert decimated == [(3, size, size)]
+    reads.clear()
+    assert render(_record(plain, window), (4, 3, 2), shown, size, stats) == whole
+    assert all(out_shape is None for _, out_shape in reads)
+    # below OVERVIEW_FACTOR (4) times the thumbnail the overviews are left alone
+    reads.clear()
+    assert render(_record(with_overviews, window), (4, 3, 2), shown, 160, stats) == \
+        _full_read_png(plain, [4, 3, 2], window, shown, 160, stats)
+    assert all(out_shape is None for _, out_shape in reads)

@@ -41,18 +41,19 @@ def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rg
     assert [f["rank"] for f in features] == [h["rank"] for h in hits]
     distances = [f["distance"] for f in features]
     assert distances == sorted(distances)
-    # the archive holds the clicked crop itself: the best hit is that very tile
-    best = features[0]
-    assert best["distance"] == 0
-    assert best["source"] == str(s2.archive_dir / "s2_rgb_a.tif")
+    # the archive holds the clicked crop itself: that tile is the query, shown as the query
+    # and not as hit #1 taking a slot
     assert results[0]["query"]["path"] == str(s2.rgb)  # read from the layer clicked on
     to_wgs84 = QgsCoordinateTransform(rgb_layer.crs(), layer.crs(), QgsProject.instance())
-    assert best.geometry().contains(to_wgs84.transform(target))
+    clicked = to_wgs84.transform(target)
+    assert not any(f.geometry().contains(clicked) and f["source"].endswith("s2_rgb_a.tif")
+                   for f in features)
+    assert int(dock.search.queries[0]["indexed_tile"]) not in {int(h["id"]) for h in hits}
     assert layer.renderer().type() == "graduatedSymbol"
     # thumbnails: the query first, then one per hit, real pictures from the engine
     assert dock.grid.item(0).data(HIT_ROLE)["is_query"]
     assert len(dock.grid.hit_items()) == 5
-    assert dock.grid.hit_items()[0].text().startswith("#1  d=0")
+    assert dock.grid.hit_items()[0].text().startswith("#1  d=")
     assert all(hit.get("thumbnail") for hit in hits)
     # the user removes the hits layer; the next query makes a new one
     QgsProject.instance().removeMapLayers([layer.id()])
@@ -84,8 +85,10 @@ def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s
     assert (maxx - minx, maxy - miny) == (640, 640)
     assert minx <= target.x() <= maxx and miny <= target.y() <= maxy
     hits = results[0]["hits"]
-    assert hits[0]["distance"] == 0
-    assert any(h["distance"] == 0 and h["window"] == [64, 128, 64, 64] for h in hits)
+    assert len(hits) == 12 and [h["rank"] for h in hits] == list(range(1, 13))
+    # the tile clicked is the query, not one of its hits
+    assert not any(h["path"] == query["path"] and h["window"] == [64, 128, 64, 64]
+                   for h in hits)
     QgsProject.instance().removeAllMapLayers()
     tool.release()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from mrhash.outputs import outputs_checked
+
 # sub-command -> module in mrhash.benchmarks
 BENCHMARKS = {"read": "read", "search": "search", "index": "indexing"}
 
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _runner(module):
+    @outputs_checked(models=["model"])
     def run(args: argparse.Namespace) -> int:
         from mrhash.cli import write_json
 

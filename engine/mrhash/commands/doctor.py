@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mrhash.outputs import outputs_checked
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     doctor = subparsers.add_parser(
@@ -14,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.set_defaults(func=run_doctor)
 
 
+@outputs_checked()
 def run_doctor(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
     from mrhash.doctor import check

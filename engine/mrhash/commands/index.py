@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from mrhash.outputs import outputs_checked
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
@@ -100,6 +102,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_place_arguments(parser: argparse.ArgumentParser, raster_help: str) -> None:
     parser.add_argument("--crs", default="EPSG:4326", help="CRS of --point (default EPSG:4326)")
     parser.add_argument("--raster", help=raster_help)
+    parser.add_argument("--raster-bands", metavar="BANDS",
+                        help="bands of --raster to read as the model's, in its order (e.g. 1,2,3 "
+                        "for an RGB file and a model of bands 4,3,2); default: matched by what "
+                        "its bands say")
+
+
+def _bands(text: str | None) -> list[int | str] | None:
+    from mrhash_contract.bands import parse_bands
+
+    bands = parse_bands(text)
+    return list(bands) if bands else None
 
 
 def _add_hits_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +157,7 @@ class ProgressPrinter:
             self.stream.write("\n")
 
 
+@outputs_checked(indexes=["index"], models=["model"])
 def run_index(args: argparse.Namespace) -> int:
     from mrhash_contract.bands import parse_bands
 
@@ -190,6 +204,7 @@ def run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+@outputs_checked(indexes=["index"])
 def run_info(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
     from mrhash.info import index_info
@@ -198,6 +213,7 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@outputs_checked(indexes=["index"], models=["model"])
 def run_query(args: argparse.Namespace) -> int:
     from mrhash_contract.protocol import QueryRequest
 
@@ -208,14 +224,15 @@ def run_query(args: argparse.Namespace) -> int:
     limit_threads()
     query_threads()
     query = QueryRequest(point=tuple(args.point) if args.point else None, crs=args.crs,
-                         raster=args.raster, footprint=args.footprint,
-                         footprint_crs=args.footprint_crs, tile=args.tile, k=args.k,
-                         within=args.within, exclude_radius=args.exclude_radius,
-                         thumbnails=args.thumbnails)
+                         raster=args.raster, bands=_bands(args.raster_bands),
+                         footprint=args.footprint, footprint_crs=args.footprint_crs,
+                         tile=args.tile, k=args.k, within=args.within,
+                         exclude_radius=args.exclude_radius, thumbnails=args.thumbnails)
     write_json(args.json, run_query(args.index, query, _model(args.model)))
     return 0
 
 
+@outputs_checked(indexes=["index"], models=["model"])
 def run_refine(args: argparse.Namespace) -> int:
     from mrhash_contract.protocol import Example, RefineRequest
 
@@ -228,7 +245,7 @@ def run_refine(args: argparse.Namespace) -> int:
     examples = [Example(tile=i, relevant=True) for i in args.positive]
     if args.point:
         examples.append(Example(point=tuple(args.point), crs=args.crs, raster=args.raster,
-                                relevant=True))
+                                bands=_bands(args.raster_bands), relevant=True))
     examples += [Example(tile=i, relevant=False) for i in args.negative]
     request = RefineRequest(examples, k=args.k, exclude_examples=not args.include_examples,
                             within=args.within, thumbnails=args.thumbnails)

@@ -12,6 +12,7 @@ from mrhash_contract.bands import parse_bands
 from mrhash_contract.choices import BITS, DEVICES
 
 from mrhash.errors import BadInput
+from mrhash.outputs import outputs_checked
 
 # EuroSAT-MS band order: B01 B02 B03 B04 B05 B06 B07 B08 B09 B10 B11 B12 B8A (1-based below)
 EUROSAT_PRIMARY = "4,3,2"
@@ -94,6 +95,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, default=d.max_steps,
                    help="cap on optimisation steps per stage; big sets run fewer epochs "
                         f"(default {d.max_steps})")
+    g.add_argument("--max-samples", type=int, default=d.max_samples,
+                   help="train on a random sample of at most this many tiles (default: all)")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr, help=f"heads' learning rate ({d.lr})")
     g.add_argument("--backbone-lr", type=float, default=d.backbone_lr,
@@ -124,8 +127,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("clusters", "latent_dim", "patch_size", "stride", "input_size", "trainable_blocks",
-             "epochs", "ae_epochs", "max_steps", "batch_size", "lr", "backbone_lr", "recon_weight",
-             "stats_weight", "kmeans_select", "seed", "device", "backbone", "backbone_weights",
+             "epochs", "ae_epochs", "max_steps", "max_samples", "batch_size", "lr", "backbone_lr",
+             "recon_weight", "stats_weight", "kmeans_select", "seed", "device", "backbone",
+             "backbone_weights",
              *(name for name, _, _ in STABILITY_OPTIONS))
     return {name: getattr(args, name) for name in names}
 
@@ -243,6 +247,7 @@ def progress_printer(label: str):
     return show
 
 
+@outputs_checked(models=["output"])  # --json must not be the model it writes
 def run_train(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
     from mrhash.datasets import specs_from_paths
@@ -280,6 +285,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@outputs_checked(models=["model"])
 def run_encode(args: argparse.Namespace) -> int:
     import io
 
@@ -319,6 +325,7 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+@outputs_checked()
 def run_eval(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
     from mrhash.device import limit_threads

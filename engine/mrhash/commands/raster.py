@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mrhash_contract.bands import parse_bands
 
+from mrhash.outputs import outputs_checked
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     scan = subparsers.add_parser(
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiles.set_defaults(func=run_tiles)
 
 
+@outputs_checked()
 def run_scan(args: argparse.Namespace) -> int:
     from mrhash.catalog import scan
     from mrhash.cli import write_json
@@ -59,6 +62,7 @@ def tiles_geojson(tiles: list, crs: str) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
+@outputs_checked()
 def run_tiles(args: argparse.Namespace) -> int:
     from mrhash.fileio import atomic_write_text
     from mrhash.sources import SourceSpec, open_source, spec_from_folder

@@ -23,6 +23,7 @@ from mrhash_qgis.contract.protocol import (
 )
 from mrhash_qgis.core.engine_client import EngineError, shared_client
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 
 EngineRequestType = ExportRequest | IndexRequest | QueryRequest | RefineRequest | TrainRequest
 
@@ -69,7 +70,7 @@ def source_paths(value, context: QgsProcessingContext) -> list[str]:
         if item in (None, ""):
             continue
         if isinstance(item, QgsMapLayer):
-            paths.append(item.source().split("|")[0])
+            paths.append(layer_path(item))
         elif isinstance(item, str) and os.path.exists(item):
             paths.append(item)
         else:
@@ -77,5 +78,5 @@ def source_paths(value, context: QgsProcessingContext) -> list[str]:
             if layer is None:
                 raise QgsProcessingException(tr("{item}: not a raster layer, file or folder")
                                              .format(item=item))
-            paths.append(layer.source().split("|")[0])
+            paths.append(layer_path(layer))
     return paths

@@ -13,6 +13,7 @@ from qgis.core import (
 from mrhash_qgis.contract.protocol import QueryRequest
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
+from mrhash_qgis.core.layer_uri import layer_path
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 from mrhash_qgis.processing.algorithms.hits_output import hits_parameter, write_hits
 
@@ -55,7 +56,7 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
         request = QueryRequest(
             point=(point.x(), point.y()), crs=crs_text(crs),
-            raster=raster.source().split("|")[0] if raster is not None else None,
+            raster=layer_path(raster) if raster is not None else None,
             index=self.parameterAsFile(parameters, "INDEX", context),
             k=self.parameterAsInt(parameters, "K", context),
             exclude_radius=self.parameterAsDouble(parameters, "EXCLUDE_RADIUS", context))
