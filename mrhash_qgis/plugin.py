@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 
 try:  # Qt6 (QGIS 4) has QAction in QtGui, Qt5 in QtWidgets
@@ -66,6 +66,7 @@ class MrHashPlugin:
         self.map_tool.queryRequested.connect(self.dock.run_query)
         self.dock.quickStartRequested.connect(self.show_quick_start)
         self.dock.queryToolRequested.connect(self.toggle_query_tool)
+        self.dock.indexRequested.connect(self.show_index_dialog)
 
         self.toolbar = self.iface.addToolBar("MrHash")
         self.toolbar.setObjectName("MrHashToolbar")
@@ -145,28 +146,39 @@ class MrHashPlugin:
         from mrhash_qgis.ui.quick_start_dialog import QuickStartDialog
 
         dialog = QuickStartDialog(self.iface, self.client, self.iface.mainWindow())
-        dialog.ready.connect(self._quick_start_ready)
+        dialog.ready.connect(lambda model, index: self._quick_start_ready(
+            model, index, dialog.chain.plan.primary if dialog.chain.plan else []))
         self._show(dialog)
 
-    def _quick_start_ready(self, model: str, index: str) -> None:
-        """The guided start's end: the index's tiles on the map (so there is imagery to
-        click even when no raster of it is in the project), the dock ready to query."""
+    def _quick_start_ready(self, model: str, index: str, primary: list[int]) -> None:
+        """The guided start's end: the index's tiles outlined on the map and, when no raster
+        is on the map yet, one of the indexed rasters in the bands the model looks at, zoomed
+        to — imagery to click on; the dock ready to query."""
         from mrhash_qgis.core.index_footprints import add_footprints_layer
+        from mrhash_qgis.ui.dock import show_like_thumbnail
 
         try:
-            layer = add_footprints_layer(index)
+            footprints = add_footprints_layer(index)
         except (OSError, ValueError):
-            layer = None
-        if layer is not None:
-            QgsProject.instance().layerTreeRoot().findLayer(layer.id()) \
-                .setItemVisibilityChecked(True)
-            canvas = self.iface.mapCanvas()
-            if not any(isinstance(lyr, QgsRasterLayer) for lyr in canvas.layers()):
-                extent = QgsCoordinateTransform(
-                    layer.crs(), canvas.mapSettings().destinationCrs(),
-                    QgsProject.instance()).transformBoundingBox(layer.extent())
-                canvas.setExtent(extent)
-                canvas.refresh()
+            footprints = None
+        canvas = self.iface.mapCanvas()
+        project = QgsProject.instance()
+        if footprints is not None:
+            project.layerTreeRoot().findLayer(footprints.id()).setItemVisibilityChecked(True)
+            first = next(footprints.getFeatures(), None)
+            if first is not None and not any(isinstance(layer, QgsRasterLayer)
+                                             for layer in canvas.layers()):
+                raster = QgsRasterLayer(str(first["source"]), Path(first["source"]).stem)
+                if raster.isValid():
+                    show_like_thumbnail(raster, primary[:3])
+                    project.addMapLayer(raster, False)
+                    project.layerTreeRoot().addLayer(raster)  # below the tiles' outlines
+                    extent = QgsCoordinateTransform(
+                        raster.crs(), canvas.mapSettings().destinationCrs(),
+                        project).transformBoundingBox(raster.extent())
+                    extent.scale(1.5)
+                    # after QGIS's own zoom to the first layers of an empty project
+                    QTimer.singleShot(0, lambda: (canvas.setExtent(extent), canvas.refresh()))
         self.dock.use_built(model, index)
 
     def show_index_dialog(self, model: str = "") -> None:
@@ -176,13 +188,14 @@ class MrHashPlugin:
         if model:  # "Index with this model…" after a training
             dialog.use_model(model)
         dialog.indexBuilt.connect(self.dock.index_widget.setFilePath)
+        dialog.indexBuilt.connect(lambda _index: self.dock.index_offer_button.setVisible(False))
         self._show(dialog)
 
     def show_train_wizard(self) -> None:
         from mrhash_qgis.ui.train_wizard import TrainWizard
 
         wizard = TrainWizard(self.iface, self.client, self.iface.mainWindow())
-        wizard.modelTrained.connect(self.dock.model_widget.setFilePath)
+        wizard.modelTrained.connect(self.dock.offer_index)
         wizard.indexRequested.connect(self.show_index_dialog)
         self._show(wizard)
 

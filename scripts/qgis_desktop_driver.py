@@ -3,8 +3,9 @@ make a throw-away profile with the plugin enabled, run
 `xvfb-run -a qgis --nologo --noversioncheck --profiles-path P --code SCRIPT`,
 and report its status.json. Exit code 0 when QGIS reported success.
 
-SCRIPT is qgis_desktop_e2e.py (the checkout's plugin and engine: query, dialogs, wizard) or,
-with --from-zip, qgis_zip_e2e.py: the plugin installed from `make package`'s zip into a fresh
+SCRIPT is qgis_desktop_e2e.py (the checkout's plugin and engine: query, dialogs, wizard),
+with --first-hour qgis_first_hour_e2e.py (the guided start, actions counted), or, with
+--from-zip, qgis_zip_e2e.py: the plugin installed from `make package`'s zip into a fresh
 profile, no checkout or .venv reachable, and the engine set up from the plugin's dock."""
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=400)
     parser.add_argument("--from-zip", action="store_true",
                         help="install the plugin zip in the profile and set the engine up there")
+    parser.add_argument("--first-hour", action="store_true",
+                        help="the analyst's first hour: Start with my imagery on a folder of "
+                        "real 13-band Sentinel-2 GeoTIFFs, then a click")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     demo = prepare(Demo(work / "data"), size_px=320, offset_px=640, scene_px=1280)
     profile_root = work / "profile"
     shutil.rmtree(profile_root, ignore_errors=True)
     make_profile(profile_root, plugin_zip=build(work / "dist") if args.from_zip else None)
-    script = "qgis_zip_e2e.py" if args.from_zip else "qgis_desktop_e2e.py"
+    script = ("qgis_zip_e2e.py" if args.from_zip else "qgis_first_hour_e2e.py"
+              if args.first_hour else "qgis_desktop_e2e.py")
+    archive13 = work / "my imagery"  # the analyst's archive: 13-band files that name no band
+    shutil.rmtree(archive13, ignore_errors=True)
+    archive13.mkdir(parents=True)
+    for tif in sorted((REPO / "tests" / "data" / "eurosat_ms_mini").glob("*/*.tif"))[::2]:
+        shutil.copy2(tif, archive13 / tif.name)
+    shutil.rmtree(work / "my imagery_index", ignore_errors=True)
     status_path = work / "status.json"
     status_path.unlink(missing_ok=True)
     (work / "wizard_model.safetensors").unlink(missing_ok=True)
@@ -46,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
               "point": list(rgb_centre_point(demo)), "status": str(status_path),
               "screenshots": str(args.screenshots.resolve()),
               "wizard_model": str(work / "wizard_model.safetensors"),
-              "project": str(work / "analysis.qgz"), "export": str(work / "exported_hits.gpkg")}
+              "project": str(work / "analysis.qgz"), "export": str(work / "exported_hits.gpkg"),
+              "archive13": str(archive13)}
     config_path = work / "e2e_config.json"
     config_path.write_text(json.dumps(config, indent=2))
     # a real X display; nothing of this checkout's venv reaches QGIS
@@ -56,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if p != venv_bin)
     env["MRHASH_E2E_CONFIG"] = str(config_path)
+    # a home of its own: what the plugin saves by default (~/MrHash) stays in the work folder
+    (work / "home").mkdir(exist_ok=True)
+    env["HOME"] = str(work / "home")
     env["MRHASH_E2E_SCRIPTS"] = str(Path(__file__).resolve().parent)
     command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo",
                "--noversioncheck", "--profiles-path", str(profile_root),

@@ -11,7 +11,7 @@ import os
 import sys
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
-from qgis.utils import iface, plugins
+from qgis.utils import iface
 
 sys.path.insert(0, os.environ["MRHASH_E2E_SCRIPTS"])
 from qgis_e2e_steps import (  # noqa: E402
@@ -24,6 +24,7 @@ from qgis_e2e_steps import (  # noqa: E402
     keep,
     later,
     log_step,
+    open_desktop,
     plugin,
     status,
     wait_until,
@@ -31,12 +32,8 @@ from qgis_e2e_steps import (  # noqa: E402
 
 
 def start():
-    window = iface.mainWindow()
-    window.resize(1400, 900)
-    window.showMaximized()
-    log_step("plugin loaded", loaded="mrhash_qgis" in plugins)
-    wait_until(lambda: plugin().client.state in ("ready", "failed"), engine_ready, 120,
-               "the engine")
+    open_desktop(lambda: plugin().client.state in ("ready", "failed"), engine_ready,
+                 "the engine")
 
 
 def engine_ready():

@@ -35,6 +35,15 @@ def grab(widget, name):
     status["screenshots"].append(str(path))
 
 
+def grab_screen(name):
+    """The whole screen, as the user sees it: dialogs, message bars and any stray window."""
+    from qgis.PyQt.QtGui import QGuiApplication
+
+    path = OUT / name
+    QGuiApplication.primaryScreen().grabWindow(0).save(str(path))
+    status["screenshots"].append(str(path))
+
+
 def later(seconds, function):
     def run():
         try:
@@ -57,6 +66,15 @@ def wait_until(predicate, then, timeout=120.0, what=""):
             deadline[0] -= 0.25
             later(0.25, poll)
     later(0.25, poll)
+
+
+def open_desktop(until, then, what):
+    """QGIS's main window maximised as a user has it, then `then()` once `until()`."""
+    window = iface.mainWindow()
+    window.resize(1400, 900)
+    window.showMaximized()
+    log_step("plugin loaded", loaded="mrhash_qgis" in plugins)
+    wait_until(until, then, 120, what)
 
 
 def finish():

@@ -10,7 +10,7 @@ import sys
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtWidgets import QApplication
-from qgis.utils import iface, plugins
+from qgis.utils import iface
 
 sys.path.insert(0, os.environ["MRHASH_E2E_SCRIPTS"])
 from qgis_e2e_steps import (  # noqa: E402
@@ -23,6 +23,7 @@ from qgis_e2e_steps import (  # noqa: E402
     keep,
     later,
     log_step,
+    open_desktop,
     plugin,
     status,
     wait_until,
@@ -30,11 +31,8 @@ from qgis_e2e_steps import (  # noqa: E402
 
 
 def start():
-    iface.mainWindow().resize(1400, 900)
-    iface.mainWindow().showMaximized()
-    log_step("plugin loaded", loaded="mrhash_qgis" in plugins)
-    wait_until(lambda: not plugin().dock.setup_button.isHidden(), not_set_up, 120,
-               "the dock to offer the set-up")
+    open_desktop(lambda: not plugin().dock.setup_button.isHidden(), not_set_up,
+                 "the dock to offer the set-up")
 
 
 def not_set_up():

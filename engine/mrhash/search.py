@@ -435,10 +435,30 @@ class Searcher:
                          thumbnails)
                 for rank, (d, i, s) in enumerate(kept, start=1)]
 
+    def display(self) -> dict:
+        """How the thumbnails show the indexed rasters, so a client shows a hit's raster the
+        same way: `display_bands` (1-based, red, green, blue) and `display_limits` (the raw
+        values stretched to 0-255, per band). Empty before the model is loaded (a query by
+        tile without thumbnails needs none) or for bands chosen by name."""
+        if self._model is None:
+            return {}
+        from mrhash.thumbnails import display_bands
+
+        bands = self.bands
+        count = len(bands) if bands else int(self._model.config.get("bands") or 0)
+        positions = display_bands(count, self._model.config.get("rgb"))
+        if bands is not None and not all(isinstance(b, int) for b in bands):
+            return {}
+        stats = self._model.stats
+        return {"display_bands": [p + 1 if bands is None else int(bands[p]) for p in positions],
+                "display_limits": [[round(stats.low[p], 4), round(stats.high[p], 4)]
+                                   for p in positions]}
+
     def result(self, query_part: dict, hits: list[dict], started: float, **extra) -> dict:
-        return {"query": query_part, "hits": hits, "index": str(self.folder.root),
-                "n_tiles": self.index.ntotal, "layout": self.index.kind,
-                "seconds": round(time.perf_counter() - started, 4), **extra}
+        result = {"query": query_part, "hits": hits, "index": str(self.folder.root),
+                  "n_tiles": self.index.ntotal, "layout": self.index.kind,
+                  "seconds": round(time.perf_counter() - started, 4), **extra}
+        return {**result, **self.display()}
 
     def check_not_empty(self) -> None:
         if self.index.ntotal == 0:

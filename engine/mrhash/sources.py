@@ -127,7 +127,8 @@ def list_rasters(folder: str | Path, recursive: bool = True) -> FolderListing:
     root = os.path.abspath(folder)
     listing = FolderListing(root)
     if not os.path.isdir(root):
-        raise BadInput("not a folder", path=str(folder))
+        raise BadInput("is a file, not a folder" if os.path.exists(root)
+                       else "does not exist", path=str(folder))
     seen: set[str] = set()
 
     def walk(directory: str) -> None:

@@ -469,6 +469,8 @@ def train_model(config: TrainConfig, job: JobControl | None = None) -> TrainResu
     backbone_spec(config.backbone)  # an unknown name fails before any raster is read
     started = time.monotonic()
     device = resolve_device(config.device)
+    if job is not None:  # said at once: opening a large folder's rasters takes a while
+        job.report(0, None, f"reading {len(config.primary)} primary raster(s)…", force=True)
     with contextlib.ExitStack() as stack:
         samples = stack.enter_context(RasterSamples.from_config(config))
         skipped = samples.skipped

@@ -469,6 +469,8 @@ class QueryResult(TypedDict, total=False):
     n_tiles: int
     seconds: float
     ties: Ties
+    display_bands: list[int]  # the rasters' bands the thumbnails show (R, G, B), 1-based
+    display_limits: list[list[float]]  # [low, high] raw values of each, stretched to 0-255
 
 
 class IndexResult(TypedDict, total=False):

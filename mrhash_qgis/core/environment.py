@@ -364,6 +364,7 @@ class _Run:
         threading.Thread(target=pump, daemon=True, name="mrhash-setup-output").start()
         output: list[str] = []
         start, seen, finished, fraction = time.monotonic(), 0, False, span[0]
+        said, said_at = "", start  # the last words shown, and when: silence gets a clock
         try:
             while not finished:
                 try:
@@ -382,7 +383,13 @@ class _Run:
                         lo, hi = span
                         fraction = max([fraction, lo + (hi - lo) * min(1.0, seen / expected_lines),
                                         *marks])
-                        self.progress(fraction, f"{what}: {line[:90]}")
+                    words = pip_words(line)
+                    if words or marks:
+                        said, said_at = f"{what}: {words or line[:90]}", time.monotonic()
+                        self.progress(fraction, said)
+                elif said and time.monotonic() - said_at >= 5:
+                    # pip says nothing while it unpacks a large wheel: show it is working
+                    self.progress(fraction, f"{said} ({time.monotonic() - said_at:.0f} s)")
                 if self.is_cancelled() or time.monotonic() - start > timeout_s:
                     _stop(process)
                     self.check_cancelled()
@@ -395,6 +402,27 @@ class _Run:
         if code != 0:
             raise _explain_failure(what, text, self.log_path)
         return text
+
+
+_PIP_NAME = re.compile(r"^(?:Collecting|Downloading|Processing|Using cached)\s+(?:\S*/)?"
+                       r"([A-Za-z0-9_.\-]+?)(?:[-=<>!~\[ ]|$).*?(?:\(([\d.]+ [kMG]B)\))?$")
+
+
+def pip_words(line: str) -> str:
+    """One pip output line as the set-up says it ("downloading torch (187.2 MB)",
+    "installing 42 packages"); "" for lines that say nothing to a user."""
+    text = line.strip()
+    if text.startswith("Installing collected packages:"):
+        names = [n for n in text.split(":", 1)[1].split(",") if n.strip()]
+        return f"installing {len(names)} packages (the largest take a minute)"
+    if text.startswith("Successfully installed"):
+        return "installed"
+    match = _PIP_NAME.match(text)
+    if match is None:
+        return ""
+    name, size = match.group(1), match.group(2)
+    verb = "downloading" if text.startswith("Downloading") else "getting"
+    return f"{verb} {name}" + (f" ({size})" if size else "")
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 from qgis.core import (
     Qgis,
+    QgsApplication,
+    QgsContrastEnhancement,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsGeometry,
+    QgsMultiBandColorRenderer,
     QgsProject,
     QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
@@ -75,6 +79,9 @@ from mrhash_qgis.ui.index_dialog import index_model
 from mrhash_qgis.ui.results_panel import ResultsPanel
 
 WGS84 = "EPSG:4326"
+# on a raster layer this plugin styled like the thumbnails: "cut" (a cumulative cut, before
+# the thumbnails' stretch was known) or "limits" (the thumbnails' own values)
+STYLED_PROPERTY = "mrhash/styled"
 CURRENT_KEY = "current_search"
 WITHIN_ANYWHERE, WITHIN_EXTENT, WITHIN_SELECTION = "anywhere", "extent", "selection"
 
@@ -94,6 +101,7 @@ class MrHashDock(QgsDockWidget):
     queryFinished = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
     queryFailed = pyqtSignal(str)     # noqa: N815
     quickStartRequested = pyqtSignal()  # noqa: N815
+    indexRequested = pyqtSignal(str)  # noqa: N815 (a model to build an index with)
     queryToolRequested = pyqtSignal(bool)  # noqa: N815
 
     def __init__(self, iface, client: EngineClient, map_tool=None, parent=None,
@@ -109,6 +117,9 @@ class MrHashDock(QgsDockWidget):
         self.search: Search | None = None
         self._request: EngineRequest | None = None
         self._query_layer_id: str | None = None  # the raster layer the last click read
+        # the bands of the hits' rasters their thumbnails show, and the values stretched
+        self._display: tuple[list[int], list[list[float]]] = ([], [])
+        self._offered_model = ""  # the model the "Index a folder with" button offers
 
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -178,6 +189,10 @@ class MrHashDock(QgsDockWidget):
         form.addRow(tr("Model"), self.model_widget)
         form.addRow(tr("Index"), self.index_widget)
         form.addRow("", self.index_label)
+        self.index_offer_button = QPushButton("")
+        self.index_offer_button.setVisible(False)
+        self.index_offer_button.clicked.connect(self._index_offer_clicked)
+        form.addRow("", self.index_offer_button)
         form.addRow(tr("Results (k)"), self.k_spin)
         form.addRow(tr("Search"), self.within_combo)
         form.addRow(tr("Skip hits within"), self.exclude_spin)
@@ -234,11 +249,13 @@ class MrHashDock(QgsDockWidget):
     # model and index: one model per index
     def _index_chosen(self, index: str) -> None:
         """The model an index was built with is the one its queries use: shown as the
-        dock's model."""
+        dock's model; the status says what to do now (an earlier failure is gone)."""
         model = index_model(index)
         if model and model != self.model_widget.filePath():
             self.model_widget.setFilePath(model)
         self._show_index_model()
+        if model:
+            self.status_label.setText(tr("Click on the map to find similar places."))
 
     def _show_index_model(self) -> None:
         """Which model the queries use, and a warning when the chosen model is another."""
@@ -260,6 +277,19 @@ class MrHashDock(QgsDockWidget):
             text += " " + tr("The model chosen above ({chosen}) is another one: it is used "
                              "when you build an index with it.").format(chosen=Path(chosen).name)
         self.index_label.setText(text)
+
+    def offer_index(self, model: str) -> None:
+        """A model was just trained: the next step, building an index with it, offered here
+        (not only in a message that other notices can hide)."""
+        self.model_widget.setFilePath(model)
+        self._offered_model = model
+        self.index_offer_button.setText(tr("Index a folder with {model}…").format(
+            model=Path(model).name))
+        self.index_offer_button.setVisible(True)
+
+    def _index_offer_clicked(self) -> None:
+        self.index_offer_button.setVisible(False)
+        self.indexRequested.emit(self._offered_model)
 
     def use_built(self, model: str, index: str) -> None:
         """A model and index just built (the guided start): chosen here, the query tool on,
@@ -427,6 +457,8 @@ class MrHashDock(QgsDockWidget):
         for rank, hit in enumerate(hits, start=1):  # ranks of what is shown
             hit["rank"] = rank
         result = {**result, "hits": hits}
+        self._display = (result.get("display_bands") or [], result.get("display_limits") or [])
+        restyle_hit_rasters(*self._display)
         project = QgsProject.instance()
         for hit in hits:
             hit["mark"] = self.search.mark_of({"tile": int(hit["id"])}) if self.search else ""
@@ -448,6 +480,7 @@ class MrHashDock(QgsDockWidget):
             return
         replace_in_project(self.hits_layer, project)
         replace_in_project(self.query_layer, project)
+        self.iface.mapCanvas().refresh()  # a refined list's hits show at once
         if footprints and self.map_tool is not None:
             self.map_tool.highlight(geometry_from_geojson(footprints[0]),
                                     QgsCoordinateReferenceSystem(WGS84))
@@ -461,7 +494,10 @@ class MrHashDock(QgsDockWidget):
         error = self._request.error if self._request is not None else None
         if error is not None and error.fix == FIX_BANDS and self._ask_bands(error.needs):
             return
-        if code == OUTSIDE_INDEX:
+        if code != CANCELLED and index_being_built():
+            self._fail(tr("The index is being built: query again when it is done (its "
+                          "progress is in the task manager)."))
+        elif code == OUTSIDE_INDEX:
             self._fail(tr("The place you clicked is outside the indexed imagery: click on "
                           "your imagery where the index's tiles are, or put a raster layer "
                           "under the click (its patch is then the query)."))
@@ -625,6 +661,7 @@ class MrHashDock(QgsDockWidget):
         if not layer.isValid():
             self._fail(tr("{path}: QGIS cannot open this raster").format(path=path))
             return None
+        show_like_thumbnail(layer, *self._display)
         project.addMapLayer(layer, False)
         root = project.layerTreeRoot()
         positions = [root.children().index(node) for node in
@@ -632,6 +669,49 @@ class MrHashDock(QgsDockWidget):
                       if usable(r)) if node is not None and node.parent() is root]
         root.insertLayer(max(positions) + 1 if positions else len(root.children()), layer)
         return layer
+
+
+def restyle_hit_rasters(bands: list[int], limits: list[list[float]]) -> None:
+    """Rasters this plugin put on the map before the thumbnails' stretch was known (the
+    guided start's) drawn like the thumbnails once a result says how."""
+    if not limits:
+        return
+    for layer in QgsProject.instance().mapLayers().values():
+        if isinstance(layer, QgsRasterLayer) and layer.customProperty(STYLED_PROPERTY) == "cut":
+            show_like_thumbnail(layer, bands, limits)
+            layer.triggerRepaint()
+
+
+def index_being_built() -> bool:
+    """An index build of this plugin is running (its queries wait for the end)."""
+    prefix = tr("MrHash: index {folder}").split("{")[0]
+    return any(task.description().startswith(prefix)
+               for task in QgsApplication.taskManager().activeTasks())
+
+
+def show_like_thumbnail(layer: QgsRasterLayer, bands: list[int],
+                        limits: list[list[float]] | None = None) -> None:
+    """Draw a hit's raster with the bands its thumbnail shows (red, green, blue of the
+    model), not QGIS's default bands 1, 2, 3, stretched over the same values as the
+    thumbnails (the model's band limits) when known, else a 2-98 % cumulative cut."""
+    if len(bands) != 3 or max(bands) > layer.bandCount():
+        return
+    layer.setCustomProperty(STYLED_PROPERTY, "limits" if limits else "cut")
+    provider = layer.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, *bands)
+    layer.setRenderer(renderer)
+    if not limits or len(limits) != 3:
+        layer.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum,
+                                     QgsRasterMinMaxOrigin.CumulativeCut)
+        return
+    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+               renderer.setBlueContrastEnhancement)
+    for band, (low, high), setter in zip(bands, limits, setters, strict=True):
+        stretch = QgsContrastEnhancement(provider.dataType(band))
+        stretch.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        stretch.setMinimumValue(float(low))
+        stretch.setMaximumValue(float(high))
+        setter(stretch)
 
 
 def selected_footprints(layer) -> list[dict]:

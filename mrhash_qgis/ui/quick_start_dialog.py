@@ -84,7 +84,7 @@ class QuickStartDialog(QDialog):
         self.minutes_spin.setToolTip(tr(
             "How long learning your imagery may take on this computer. A large folder is "
             "learnt from a sample of its tiles; every tile is indexed."))
-        self.minutes_spin.valueChanged.connect(self._show_plan)
+        self.minutes_spin.valueChanged.connect(lambda _minutes: self._show_plan())
         form.addRow(tr("Your imagery"), self.folder_widget)
         form.addRow(tr("Time to learn it"), self.minutes_spin)
         layout.addLayout(form)

@@ -339,6 +339,7 @@ class AuxiliaryPage(QWizardPage):
         same_row.addWidget(self.same_list, 1)
         same_row.addLayout(same_buttons, 1)
         layout.addWidget(same)
+        self.same_group = same
 
         other = QGroupBox(tr("Other rasters, web layers or a STAC catalogue"))
         other_layout = QVBoxLayout(other)
@@ -453,6 +454,8 @@ class AuxiliaryPage(QWizardPage):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked)
             self.same_list.addItem(item)
+        # shown only where the primary files have bands left to learn from
+        self.same_group.setVisible(self.same_list.count() > 0)
         groups = self.suggested()
         self.suggest_button.setEnabled(bool(groups))
         self.suggest_label.setText(tr("Suggested: {groups}").format(groups=", ".join(

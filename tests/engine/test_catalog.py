@@ -79,5 +79,5 @@ def test_scan_command_writes_json(mixed_folder, tmp_path_factory):
 
 
 def test_scan_missing_folder(tmp_path):
-    with pytest.raises(BadInput, match="nowhere: not a folder"):
+    with pytest.raises(BadInput, match="nowhere: does not exist"):
         scan(tmp_path / "nowhere")

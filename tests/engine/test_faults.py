@@ -126,7 +126,7 @@ def test_an_unreadable_root_folder_is_an_error_and_removes_nothing(tiny_model, a
     assert build(archive, tiny_model, index).returncode == 0
     before = index_rows(index)
     run = build(tmp_path / "no-such-archive", tiny_model, index)
-    assert run.returncode == 2 and "no-such-archive: not a folder" in run.stderr
+    assert run.returncode == 2 and "no-such-archive: does not exist" in run.stderr
     assert index_rows(index) == before
 
 

@@ -3,6 +3,7 @@ session (through the training wizard) and one index built (through the index dia
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str =
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         QCoreApplication.processEvents()
         time.sleep(0.02)
+
+
+def screenshot(widget, name: str) -> None:
+    """With MRHASH_SCREENSHOTS=DIR set, the widget as the analyst sees it, for docs/img."""
+    folder = os.environ.get("MRHASH_SCREENSHOTS")
+    if folder:
+        QCoreApplication.processEvents()
+        widget.grab().save(str(Path(folder) / f"{name}.png"))
 
 
 @dataclass(frozen=True)

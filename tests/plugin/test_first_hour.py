@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import screenshot, wait_for
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
@@ -27,14 +27,6 @@ def python_errors(monkeypatch):
     return seen
 
 
-def screenshot(widget: QWidget, name: str) -> None:
-    """With MRHASH_SCREENSHOTS=DIR set, the widget as the analyst sees it, for docs/img."""
-    folder = os.environ.get("MRHASH_SCREENSHOTS")
-    if folder:
-        QApplication.processEvents()
-        widget.grab().save(str(Path(folder) / f"{name}.png"))
-
-
 def type_into(line_edit, text: str) -> None:
     """Type `text` key by key, as the analyst does."""
     line_edit.setFocus()
@@ -44,12 +36,17 @@ def type_into(line_edit, text: str) -> None:
         QApplication.processEvents()
 
 
-def stray_windows(*allowed: QWidget) -> list[str]:
-    """Visible top-level windows other than `allowed` (and QGIS's own main window)."""
-    return [f"{type(w).__name__} {w.geometry().width()}x{w.geometry().height()}"
-            for w in QApplication.topLevelWidgets()
-            if w.isVisible() and w not in allowed and not w.inherits("QMainWindow")
+def visible_windows() -> list[QWidget]:
+    return [w for w in QApplication.topLevelWidgets()
+            if w.isVisible() and not w.inherits("QMainWindow")
             and w.windowType() not in (Qt.WindowType.ToolTip, Qt.WindowType.Popup)]
+
+
+def stray_windows(before: list[QWidget], *allowed: QWidget) -> list[str]:
+    """Visible top-level windows that were not there `before` (other tests' session
+    fixtures keep theirs), other than `allowed`."""
+    return [f"{type(w).__name__} {w.geometry().width()}x{w.geometry().height()}"
+            for w in visible_windows() if w not in before and w not in allowed]
 
 
 def test_typing_an_archive_path_never_raises_and_suggests_beside_it(
@@ -95,20 +92,21 @@ def test_a_read_only_archive_gets_its_index_somewhere_writable(qgis_iface, tmp_p
 def test_the_wizard_shows_no_stray_window(qgis_iface, engine, tmp_path, eurosat_dir):
     from mrhash_qgis.ui.train_wizard import TrainWizard
 
+    before = visible_windows()
     wizard = TrainWizard(qgis_iface, engine)
     wizard.show()
     QApplication.processEvents()
-    assert stray_windows(wizard) == []
+    assert stray_windows(before, wizard) == []
     wizard.primary_page.picker.folder_radio.setChecked(True)
     wizard.primary_page.picker.folder_widget.setFilePath(str(eurosat_dir / "Forest"))
     QApplication.processEvents()
     wizard.next()
     wizard.auxiliary_page.picker.folder_radio.setChecked(True)
     QApplication.processEvents()
-    assert stray_windows(wizard) == []
+    assert stray_windows(before, wizard) == []
     wizard.reject()
     QApplication.processEvents()
-    assert stray_windows() == []
+    assert stray_windows(before) == []
 
 
 def test_the_wizard_proposes_rgb_and_the_other_bands_of_the_same_files(qgis_iface, engine,
@@ -184,6 +182,8 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
 
     QuickStartPlan.forget()
     settings.LAST_INDEX.put("")
+    monkeypatch.setattr("mrhash_qgis.ui.quick_start_dialog.default_model_folder",
+                        lambda: tmp_path / "models")  # not the home folder of whoever tests
     actions = 0
     canvas = qgis_iface.mapCanvas()
     tool = QueryMapTool(canvas)
@@ -203,6 +203,8 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
     assert "25 raster(s)" in text and "Sentinel-2" in text, text
     assert "4 (red), 3 (green), 2 (blue)" in text and "nir 8 (near infrared)" in text, text
     dialog.minutes_spin.setValue(1)
+    assert dialog.plan_label.text().startswith("25 raster(s). Looks like Sentinel-2")
+    assert "about 1 min (at most 1,700 tiles)" in dialog.plan_label.text()
     screenshot(dialog, "quick_start_1_proposal")
     built: list[tuple[str, str]] = []
     dialog.ready.connect(lambda model, index: built.append((model, index)))
@@ -242,6 +244,12 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
         assert len(dock.results.grid.hit_items()) == 5
         clicked = dock.search.queried_tiles()
         assert clicked and not clicked & {int(h["id"]) for h in hits}  # the query is no hit
+        # a hit's raster shows the bands its thumbnail shows: red, green, blue = 4, 3, 2
+        shown = dock.add_hit_raster(hits[0]).renderer()
+        assert (shown.redBand(), shown.greenBand(), shown.blueBand()) == (4, 3, 2)
+        low, high = got[-1]["display_limits"][0]  # stretched over the thumbnails' values
+        red = shown.redContrastEnhancement()
+        assert (red.minimumValue(), red.maximumValue()) == pytest.approx((low, high))
 
         # the same place as an RGB composite (bands 4, 3, 2) and as one band, snap off
         dock.snap_check.setChecked(False)
@@ -284,3 +292,83 @@ def _centre(layer: QgsRasterLayer, project):
     from mrhash_qgis.map_tool import locate
 
     return locate(layer.extent().center(), layer.crs())
+
+
+def test_guided_start_cancelled_at_each_step_resumes_where_it_stopped(qgis_iface, engine,
+                                                                      archive, tmp_path,
+                                                                      monkeypatch):
+    """Cancel while learning, then while indexing; each new dialog (as after QGIS was
+    closed) offers Resume, which goes on from the step that stopped: the model is trained
+    once. A folder with no raster is said in plain words."""
+    from mrhash_qgis.core.quick_start import INDEX, TRAIN, QuickStartPlan
+    from mrhash_qgis.ui.quick_start_dialog import QuickStartDialog
+
+    QuickStartPlan.forget()
+    monkeypatch.setattr("mrhash_qgis.ui.quick_start_dialog.default_model_folder",
+                        lambda: tmp_path / "models")
+    empty = tmp_path / "no rasters"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not imagery")
+    dialog = QuickStartDialog(qgis_iface, engine)
+    dialog.folder_widget.setFilePath(str(empty))
+    wait_for(lambda: "No raster" in dialog.plan_label.text(), 60, "the empty folder's message")
+    assert not dialog.start_button.isEnabled()
+
+    dialog.folder_widget.setFilePath(str(archive))
+    wait_for(lambda: dialog.start_button.isEnabled(), 60, "the proposal")
+    dialog.minutes_spin.setValue(1)
+    messages: list[str] = []
+    dialog.chain.stepped.connect(lambda _fraction, text: messages.append(text))
+    dialog.chain.stepped.connect(lambda fraction, _text: fraction > 0 and dialog.cancel())
+    dialog.start()
+    wait_for(lambda: "Stopped" in dialog.status_label.text(), 120, "the cancel while learning")
+    plan = QuickStartPlan.remembered()
+    assert plan is not None and plan.stage == TRAIN and not Path(plan.model).exists()
+
+    again = QuickStartDialog(qgis_iface, engine)  # QGIS closed and opened again
+    assert again.resume_button.isVisibleTo(again) and "Resume" in again.status_label.text()
+    steps: list[str] = []
+    again.chain.stepped.connect(lambda _fraction, text: steps.append(text))
+    again.chain.stepped.connect(
+        lambda _fraction, text: text.startswith("Step 2") and again.cancel())
+    again.resume()
+    wait_for(lambda: "Stopped" in again.status_label.text(), 300, "the cancel while indexing")
+    plan = QuickStartPlan.remembered()
+    assert plan is not None and plan.stage == INDEX and Path(plan.model).is_file()
+
+    last = QuickStartDialog(qgis_iface, engine)
+    built: list[tuple[str, str]] = []
+    last.ready.connect(lambda model, index: built.append((model, index)))
+    later: list[str] = []
+    last.chain.stepped.connect(lambda _fraction, text: later.append(text))
+    last.resume_button.click()
+    wait_for(lambda: built or "stopped" in last.status_label.text(), 300, "the resumed index")
+    assert built and built[0][0] == plan.model
+    assert not any(text.startswith("Step 1") for text in later)  # not trained again
+    assert QuickStartPlan.remembered() is None
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_the_next_step_after_training_is_offered_in_the_dock(qgis_iface, engine, tmp_path):
+    from mrhash_qgis.ui.dock import MrHashDock
+
+    dock = MrHashDock(qgis_iface, engine)
+    asked: list[str] = []
+    dock.indexRequested.connect(asked.append)
+    model = str(tmp_path / "fields_mrhash.safetensors")
+    dock.offer_index(model)
+    assert dock.index_offer_button.isVisibleTo(dock)
+    assert "Index a folder with fields_mrhash.safetensors" in dock.index_offer_button.text()
+    dock.index_offer_button.click()
+    assert asked == [model] and not dock.index_offer_button.isVisibleTo(dock)
+
+
+def test_the_set_up_says_which_package_it_installs():
+    from mrhash_qgis.core.environment import pip_words
+
+    assert pip_words("Collecting torch==2.13.0") == "getting torch"
+    assert pip_words("Downloading torch-2.13.0-cp311-cp311-linux_x86_64.whl (187.2 MB)") == (
+        "downloading torch (187.2 MB)")
+    assert pip_words("Installing collected packages: numpy, torch, mrhash") == (
+        "installing 3 packages (the largest take a minute)")
+    assert pip_words("  Attempting uninstall: numpy") == ""

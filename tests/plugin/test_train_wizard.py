@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAINING, wait_for
+from conftest import TINY_TRAINING, screenshot, wait_for
 from qgis.core import QgsApplication, QgsProject, QgsSettings
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
@@ -106,6 +106,9 @@ def test_wizard_trained_and_saved_the_model(trained):
     assert "separates your tiles" in report["verdict"]
     text = page.report_label.text()
     assert report["verdict"] in text and "distinct codes" in text and "Clusters:" in text
+    # the report never covers the loss plot at the wizard's default size
+    assert page.plot.height() >= page.plot.minimumHeight() >= 220
+    screenshot(wizard, "wizard_4_training")
 
 
 def test_wizard_sent_the_auxiliary_source(trained, s2):
