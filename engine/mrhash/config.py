@@ -4,8 +4,10 @@ missing torch is reported by the worker instead of crashing the parser)."""
 
 from __future__ import annotations
 
+import argparse
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,83 @@ if TYPE_CHECKING:
 
 VALID_BITS = choices.BITS
 KMEANS_SELECT = ("inertia", "agreement")
+
+# (low, high) of the whole-number training settings: TrainConfig.validate (the worker's and the
+# CLI's path) and the CLI's argparse types read them. Bounds keep memory and time finite: a
+# latent or patch far beyond these would allocate more than any machine has before failing.
+TRAIN_RANGES: dict[str, tuple[int, int]] = {
+    "clusters": (2, 4096), "latent_dim": (1, 4096), "patch_size": (4, 4096),
+    "stride": (1, 8192), "input_size": (32, 1024), "trainable_blocks": (0, 64),
+    "epochs": (1, 10_000), "ae_epochs": (0, 10_000), "max_steps": (1, 10_000_000),
+    "max_samples": (16, 1_000_000_000), "batch_size": (1, 4096), "lr_step": (1, 10_000),
+    "kmeans_restarts": (1, 1000), "heads": (1, 256), "head_step": (0, 1024),
+    "seed": (0, 2**32 - 1)}
+# index build settings (indexer.check_build_options, `mrhash index` and the worker's `index`)
+BUILD_RANGES: dict[str, tuple[int, int]] = {
+    "tile size": (4, 8192), "stride": (1, 8192), "batch size": (1, 4096)}
+
+
+def check_range(name: str, value: Any, low: float, high: float) -> None:
+    """BadInput naming the setting unless value is a number (a whole number when the bounds
+    are) in low..high."""
+    whole = isinstance(low, int) and isinstance(high, int)
+    kinds = (int,) if whole else (int, float)
+    if (not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value)
+            or not low <= value <= high):
+        raise BadInput(f"{name} must be between {low} and {high}, got {value!r}")
+
+
+def _option(name: str, convert: Callable[[str], Any], check: Callable[[Any], None],
+            word: str) -> Callable[[str], Any]:
+    """An argparse type: convert(text), then check(value); a refusal is argparse's (exit 2,
+    no traceback) with the message the worker's path gives too."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a {word}, got {text!r}") \
+                from None
+        try:
+            check(value)
+        except BadInput as error:
+            raise argparse.ArgumentTypeError(error.message) from None
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's word for a bad value
+    return parse
+
+
+def option_type(name: str, low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type of a number in low..high (whole when the bounds are): check_range."""
+    whole = isinstance(low, int) and isinstance(high, int)
+    return _option(name, int if whole else float, lambda v: check_range(name, v, low, high),
+                   "whole number" if whole else "number")
+
+
+POSITIVE = ("lr", "backbone_lr")     # finite and > 0
+WEIGHTS = ("recon_weight", "stats_weight", "alpha", "consistency_weight",
+           "contrastive_weight", "similarity_weight")  # finite and >= 0
+
+
+def check_float_setting(name: str, value: Any) -> None:
+    """BadInput unless a learning rate (POSITIVE) is a finite number > 0, a weight
+    (WEIGHTS) one >= 0."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if name in POSITIVE and not (number and value > 0):
+        raise BadInput(f"{name} must be a positive number, got {value}")
+    if not (number and value >= 0):
+        raise BadInput(f"{name} must be a number >= 0, got {value}")
+
+
+def float_option(name: str) -> Callable[[str], float]:
+    """The argparse type of a learning rate or weight (check_float_setting)."""
+    return _option(name, float, lambda v: check_float_setting(name, v), "number")
+
+
+def train_option(name: str) -> Callable[[str], int]:
+    """The argparse type of a whole-number training setting (TRAIN_RANGES)."""
+    return option_type(name, *TRAIN_RANGES[name])
 
 
 @dataclass
@@ -85,43 +164,36 @@ class TrainConfig:
             raise BadInput("backbone weights file not found", path=self.backbone_weights)
         if self.bits not in VALID_BITS:
             raise BadInput(f"bits must be one of {VALID_BITS}, got {self.bits}")
-        for name, value in (("clusters", self.clusters), ("latent_dim", self.latent_dim),
-                            ("patch_size", self.patch_size), ("input_size", self.input_size),
-                            ("batch_size", self.batch_size), ("epochs", self.epochs)):
-            if value < 1:
-                raise BadInput(f"{name} must be >= 1, got {value}")
-        if self.max_steps < 1:
-            raise BadInput(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.max_samples is not None and (not isinstance(self.max_samples, int)
-                                             or self.max_samples < 16):
-            raise BadInput(f"max_samples must be a whole number >= 16, got {self.max_samples}")
-        if self.input_size % 32:
-            raise BadInput(f"input_size must be a multiple of 32, got {self.input_size}")
-        for name in ("lr", "backbone_lr"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise BadInput(f"{name} must be a positive number, got {value}")
-        for name in ("recon_weight", "stats_weight", "alpha"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise BadInput(f"{name} must be a number >= 0, got {value}")
-        if self.heads < 1 or self.head_step < 0:
-            raise BadInput(f"heads must be >= 1 and head_step >= 0, got {self.heads}, "
-                           f"{self.head_step}")
+        if isinstance(self.clusters, int) and self.clusters < 2:
+            raise BadInput(f"clusters must be >= 2 (pseudo-labels need groups), got "
+                           f"{self.clusters}")
         if not 1 <= self.views <= 8:
             raise BadInput(f"views must be 1..8 (rotations/flips of a tile), got {self.views}")
-        if self.kmeans_restarts < 1:
-            raise BadInput(f"kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
+        for name, (low, high) in TRAIN_RANGES.items():
+            value = getattr(self, name)
+            if value is not None or name not in ("stride", "max_samples"):
+                check_range(name, value, low, high)
+        if self.input_size % 32:
+            raise BadInput(f"input_size must be a multiple of 32, got {self.input_size}")
+        for name in POSITIVE + WEIGHTS:
+            check_float_setting(name, getattr(self, name))
         if self.kmeans_select not in KMEANS_SELECT:
             raise BadInput(f"kmeans_select must be one of {', '.join(KMEANS_SELECT)}, got "
                            f"{self.kmeans_select!r}")
-        for name in ("consistency_weight", "contrastive_weight", "similarity_weight"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise BadInput(f"{name} must be a number >= 0, got {value}")
-        if self.clusters < 2:
-            raise BadInput(f"clusters must be >= 2 (pseudo-labels need groups), got "
-                           f"{self.clusters}")
+        if not math.isfinite(self.lr_gamma) or not 0 < self.lr_gamma <= 1:
+            raise BadInput(f"lr_gamma must be a number in (0, 1], got {self.lr_gamma}")
+
+    @classmethod
+    def typed_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A request's training options (TrainConfig fields by name) with the types of their
+        fields: BadInput naming the option for an unknown one or a value of another type
+        (epochs "1", bits 16.0, rgb "1,2,3"); ranges are validate()'s."""
+        types = {f.name: str(f.type) for f in fields(cls)
+                 if f.name not in ("primary", "auxiliary", "aux_bands", "output")}
+        unknown = set(options) - set(types)
+        if unknown:
+            raise BadInput(f"unknown train parameters: {', '.join(sorted(unknown))}")
+        return {name: _typed(name, value, types[name]) for name, value in options.items()}
 
     def head_sizes(self, n_samples: int | None = None) -> list[int]:
         """k of each pseudo-label head; on n_samples, the extra heads with more clusters than
@@ -141,3 +213,34 @@ class TrainConfig:
         """The hyper-parameters (recorded in the model package)."""
         skip = {"primary", "auxiliary", "aux_bands", "output"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def check_remote_defaults(date: str | None, max_cloud: float | None, stac: bool) -> None:
+    """aux_date / aux_max_cloud select STAC items: without a STAC source they would be
+    ignored without a word (the CLI's --aux-date, the worker's aux_date)."""
+    if (date or max_cloud is not None) and not stac:
+        raise BadInput("--aux-date / --aux-max-cloud (aux_date, aux_max_cloud) select the items "
+                       "of a STAC auxiliary source, and none is given (--aux-source "
+                       "NAME=STAC_URL@ASSETS)")
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """value as a TrainConfig field of type `annotation` (its source text), or BadInput."""
+    base = annotation.removesuffix(" | None")
+    if value is None and base != annotation:
+        return None
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if base == "int" and whole:
+        return value
+    if base == "float" and (whole or isinstance(value, float)) and math.isfinite(value):
+        return float(value)
+    if base in ("bool", "str") and type(value).__name__ == base:
+        return value
+    if base.startswith("tuple[int") and isinstance(value, (list, tuple)) and len(value) == 3 \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    want = {"int": "a whole number", "float": "a finite number", "bool": "true or false",
+            "str": "a string"}.get(base, "three whole numbers")
+    shown = repr(value)
+    raise BadInput(f"train option {name} must be {want}, got "
+                   f"{shown if len(shown) <= 80 else shown[:77] + '...'}")

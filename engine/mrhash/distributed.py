@@ -14,6 +14,13 @@ multiples of the batch size, counted from the raster's first tile to encode), so
 kind of CPU with the same threads per task both give the same codes (`mrhash info`'s digest).
 Workers need the rasters at the same paths (a shared file system, or URLs GDAL reads); the
 model is sent to them, so it need not be shared.
+
+Whoever can reach a Dask scheduler runs code as its workers' user, so `local:N` is no open
+door: its scheduler, nannies and workers listen on 127.0.0.1 only, speak TLS with a
+certificate made for the run (kept in memory) that every peer must present, and serve no HTTP
+(no dashboard). A user's own cluster is secured by its operators: a tls:// address, and the
+client certificate in the Dask configuration (docs/SCALING.md). An address that does not
+answer the Dask handshake fails within CONNECT_TIMEOUT_S, naming it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mrhash_contract.choices import DASK_LOCAL_PREFIX
@@ -39,9 +47,20 @@ from mrhash.metadata import FileRecord, FileState
 from mrhash.sources import SourceSpec
 from mrhash.tiling import Tile
 
+if TYPE_CHECKING:
+    from distributed.core import Server
+    from distributed.security import Security
+
 BLOCK_BATCHES = 2         # batches of tiles per task: small enough to share a folder out
 TASKS_PER_WORKER = 3      # in flight per worker: enough to hide the coordinator's commits
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 10   # to connect and get the Dask handshake, refused or silent alike
+LOOPBACK = "127.0.0.1"
+# local:N's servers serve no HTTP routes, and close their HTTP server at start (dask_setup)
+NO_HTTP = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [],
+           "distributed.scheduler.preload": [__name__], "distributed.worker.preload": [__name__]}
+TLS_SETTINGS = ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT "
+                "and DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (or distributed.comm.tls in a Dask "
+                "configuration file)")
 NANNY_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 SHARED_PATHS = ("every Dask worker must reach the rasters at the same paths as this machine "
                 "(a shared file system or URLs)")
@@ -67,40 +86,121 @@ class Cluster:
 
 def connect(address: str) -> Cluster:
     """A client of the scheduler at `address`, or of a new LocalCluster for `local:N`;
-    BadInput naming the address when it cannot be reached (before anything is written)."""
+    BadInput naming the address when it cannot be reached or does not answer as a Dask
+    scheduler within CONNECT_TIMEOUT_S (before anything is written)."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ModuleNotFoundError as error:
         from mrhash.doctor import missing_dependency
 
         raise missing_dependency(error) from None
     address = address.strip()
     if address.startswith(DASK_LOCAL_PREFIX):
-        try:
-            n = int(address[len(DASK_LOCAL_PREFIX):])
-        except ValueError:
-            n = 0
-        if not 1 <= n <= 256:
-            raise BadInput(f"--dask {address}: write local:N with N the number of worker "
-                           "processes (1 to 256)")
-        # one task at a time per worker process, torch using its share of the cores (N
-        # processes of all the cores' threads would fight over them)
-        threads = os.environ.get("MRHASH_THREADS") or str(max((os.cpu_count() or 1) // n, 1))
-        import dask
-
-        with dask.config.set({NANNY_MALLOC_TRIM: None}):  # see _restore_malloc
-            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, silence_logs=40,
-                                 env={"MRHASH_THREADS": threads})
-        return Cluster(Client(local), address, local)
+        return _local_cluster(address)
     if "://" not in address:
         address = f"tcp://{address}"
+    security = _client_security(address)
+    _handshake(address, security)
     try:
-        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", security=security)
     except (OSError, TimeoutError, ValueError) as error:
-        raise BadInput(f"cannot reach the Dask scheduler at {address} ({error}); start one "
-                       "with `dask scheduler` (docs/SCALING.md) or use --dask local:N") from None
+        raise _unreachable(address, str(error)) from None
     return Cluster(client, address)
+
+
+def _client_security(address: str) -> Security:
+    """The certificates of a user's own cluster, from the Dask configuration (as every Dask
+    client): BadInput at once where they lack for its address."""
+    from distributed.security import Security
+
+    security = Security()
+    tls = address.startswith("tls://")
+    if tls and not (security.tls_ca_file and security.tls_client_cert):
+        raise BadInput(f"--dask {address}: a tls:// scheduler needs the certificates its "
+                       f"cluster gives clients: set {TLS_SETTINGS} (docs/SCALING.md)")
+    if security.require_encryption and not tls:
+        raise BadInput(f"--dask {address}: the Dask configuration requires encryption "
+                       "(distributed.comm.require-encryption): give the scheduler's tls:// "
+                       "address")
+    return security
+
+
+def _unreachable(address: str, why: str) -> BadInput:
+    return BadInput(f"cannot reach the Dask scheduler at {address} ({why}); start one with "
+                    "`dask scheduler` (docs/SCALING.md) or use --dask local:N")
+
+
+def _handshake(address: str, security: Security) -> None:
+    """Open one comm to `address` and close it, the Dask handshake included, within about
+    CONNECT_TIMEOUT_S. distributed bounds only the connect: a server that accepts and never
+    answers (a wrong port, an HTTP server) held the Client for minutes."""
+    import asyncio
+
+    from distributed.comm import connect as open_comm
+
+    async def answer() -> str | None:
+        try:
+            # a refused port: connect's own retries give up first, with their message
+            comm = await asyncio.wait_for(open_comm(
+                address, timeout=CONNECT_TIMEOUT_S, **security.get_connection_args("client")),
+                CONNECT_TIMEOUT_S + 1)
+        except TimeoutError:
+            return (f"no Dask handshake within {CONNECT_TIMEOUT_S} s: it is not a Dask "
+                    "scheduler, or it does not answer")
+        except OSError as error:  # refused, reset (a tcp:// address of a tls:// scheduler)
+            return str(error)
+        except Exception as error:  # whatever another protocol's bytes make of a Dask frame
+            return f"it answers, but not as a Dask scheduler: {type(error).__name__}: {error}"
+        await comm.close()
+        return None
+
+    why = asyncio.run(answer())
+    if why is not None:
+        raise _unreachable(address, why)
+
+
+def _local_cluster(address: str) -> Cluster:
+    """`local:N`: N worker processes on this machine, every server on 127.0.0.1 only, none
+    serving HTTP, all speaking TLS with a certificate made for this run (in memory, handed to
+    the workers by their nannies): no other user of the machine can submit code to them."""
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+
+    try:
+        n = int(address[len(DASK_LOCAL_PREFIX):])
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise BadInput(f"--dask {address}: write local:N with N the number of worker "
+                       "processes (1 to 256)")
+    try:
+        security = Security.temporary()
+    except ImportError:  # never an open cluster instead
+        raise BadInput(f"--dask {address}: the local cluster is secured with a certificate "
+                       "made for each run, which needs the Python package cryptography: "
+                       "install it in the engine's environment, or index without --dask"
+                       ) from None
+    # one task at a time per worker process, torch using its share of the cores (N
+    # processes of all the cores' threads would fight over them)
+    threads = os.environ.get("MRHASH_THREADS") or str(max((os.cpu_count() or 1) // n, 1))
+    import dask
+
+    # the workers start without MALLOC_TRIM_THRESHOLD_ (see _restore_malloc)
+    with dask.config.set({NANNY_MALLOC_TRIM: None, **NO_HTTP}):
+        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                             host=LOOPBACK, protocol="tls://", security=security,
+                             dashboard_address=None, worker_dashboard_address=None,
+                             # its HTTP server, closed at start, on no fixed port
+                             scheduler_kwargs={"dashboard": False,
+                                               "dashboard_address": f"{LOOPBACK}:0"},
+                             silence_logs=40, env={"MRHASH_THREADS": threads})
+    return Cluster(Client(local), address, local)
+
+
+def dask_setup(server: Server) -> None:
+    """The preload of local:N's scheduler and workers (NO_HTTP): distributed starts an HTTP
+    server (metrics, health) in each whatever the dashboard settings; close it."""
+    server.http_server.stop()
 
 
 # -- on the workers ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ RUNTIME_PACKAGES = {
     "pyarrow": "pyarrow",  # GeoParquet export
     "dask": "dask",  # indexing on a Dask cluster
     "distributed": "distributed",
+    "cryptography": "cryptography",  # the TLS certificate of --dask local:N
 }
 
 

@@ -216,7 +216,7 @@ class EmbeddingTable:
             latent = header["latent"] = int(header["latent"]) if version >= 2 else 0
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise corrupted(f"unreadable header ({error})") from None
-        if bits <= 0 or latent < 0 or n < 0:
+        if not (0 < bits <= 4096 and bits % 8 == 0 and 0 <= latent <= 4096 and n >= 0):
             raise corrupted(f"impossible sizes in the header (bits {bits}, latent {latent}, "
                             f"{n} tiles)")
         dim = bits + latent
@@ -234,6 +234,6 @@ class EmbeddingTable:
             block = np.fromfile(handle, np.float16, count=rows * dim)
             crc = zlib.crc32(block, crc)
             table.unit[start:start + rows] = block.reshape(rows, dim)
-        if crc != header["crc32"]:
+        if crc != header.get("crc32"):
             raise corrupted("checksum mismatch (corrupted file)")
         return table, header

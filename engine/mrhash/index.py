@@ -452,12 +452,19 @@ class BinaryIndex:
             crc = zlib.crc32(blob, crc)
             arrays.append(np.frombuffer(blob, dtype=dtype))
             offset += size
-        if crc != header["crc32"]:
+        if crc != header.get("crc32"):
             raise corrupted("checksum mismatch (corrupted file)")
-        index = cls(int(header["bits"]), IndexPolicy(**header["policy"]))
-        index._layout = layout.from_arrays(index.bits, arrays, header)
-        index.calibrated_recall = header["calibrated_recall"]
-        if index.ntotal != header["ntotal"]:
+        bits = header.get("bits")
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 8 <= bits <= 4096 \
+                or bits % 8:
+            raise corrupted(f"the header's bits {bits!r} is not a code length (a multiple of 8)")
+        try:  # a header that passed the checksum may still hold what no writer writes
+            index = cls(bits, IndexPolicy(**header["policy"]))
+            index._layout = layout.from_arrays(index.bits, arrays, header)
+            index.calibrated_recall = header["calibrated_recall"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise corrupted(f"inconsistent header ({error})") from None
+        if index.ntotal != header.get("ntotal"):
             raise corrupted(f"holds {index.ntotal} codes, header says {header['ntotal']}")
         return index, header
 

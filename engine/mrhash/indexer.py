@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from mrhash_contract import index_layout
+from mrhash_contract.choices import BITS
 from mrhash_contract.index_layout import (  # the folder's layout, shared with the plugin
     CODES_FILE,
     DB_FILE,
@@ -35,6 +36,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     THUMBNAIL_DIR,
 )
 
+from mrhash.config import check_range
 from mrhash.embeddings import EmbeddingTable, pack_codes
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
@@ -93,11 +95,16 @@ class IndexFolder:
         self.store.close()
 
     def meta(self) -> dict[str, str]:
-        return index_layout.meta(self.store.db)
+        """The recorded settings, checked: IndexCorrupted naming the database when a number
+        is not one or out of range, `bands` is not JSON, or a model is recorded without its
+        fingerprint (damaged metadata must not give silently wrong tiles or codes)."""
+        meta = index_layout.meta(self.store.db)
+        check_meta(meta, self.store.path)
+        return meta
 
     @property
     def bits(self) -> int:
-        bits = self.store.get("bits")
+        bits = self.meta().get("bits")
         if bits is None:
             raise IndexCorrupted("index has no model recorded (interrupted before its first "
                                  "raster); run `mrhash index` again", path=str(self.root),
@@ -107,7 +114,7 @@ class IndexFolder:
     @property
     def latent(self) -> int:
         """Length of the latent part of the embeddings (0: a model older than format 2)."""
-        return int(self.store.get("latent") or 0)
+        return int(self.meta().get("latent") or 0)
 
     def n_tiles(self) -> int:
         return index_layout.committed_tiles(self.store.db)
@@ -164,6 +171,43 @@ class IndexFolder:
 
     def save_embeddings(self, table: EmbeddingTable) -> None:
         table.save(self.embeddings_path, self.store.generation, self.store.get("uid"))
+
+
+# recorded numbers: key -> (low, high); whole numbers unless the bounds are floats
+META_RANGES: dict[str, tuple[float, float]] = {
+    "bits": (8, 4096), "latent": (0, 4096), "patch_size": (4, 4096), "tile_size": (4, 8192),
+    "stride": (1, 8192), "generation": (0, 2**62), "min_valid": (0.0, 1.0)}
+
+
+def check_meta(meta: dict[str, str], path: str) -> None:
+    """IndexCorrupted naming the database `path` for damaged recorded settings (META_RANGES,
+    bits one of the contract's BITS, bands JSON, a fingerprint with the model)."""
+    def damaged(why: str) -> IndexCorrupted:
+        return IndexCorrupted(f"damaged index metadata: {why}; rebuild the index with "
+                              "`mrhash index --rebuild`", path=path, fix="rebuild")
+
+    for key, (low, high) in META_RANGES.items():
+        text = meta.get(key)
+        if text is None or (key == "latent" and text == ""):
+            continue
+        try:
+            value = float(text) if isinstance(low, float) else int(text)
+            check_range(key, value, low, high)
+        except (TypeError, ValueError):
+            raise damaged(f"{key} is {text!r}, not a number") from None
+        except BadInput as error:
+            raise damaged(error.message) from None
+    if "bits" in meta and int(meta["bits"]) not in BITS:  # what a model package can have
+        raise damaged(f"bits is {meta['bits']}, not one of {BITS}")
+    if "bits" in meta and not meta.get("fingerprint"):
+        raise damaged("a model is recorded without its fingerprint")
+    try:
+        bands = json.loads(meta.get("bands") or "null")
+    except ValueError:
+        raise damaged(f"bands is {meta['bands'][:80]!r}, not JSON") from None
+    if bands is not None and not (isinstance(bands, list) and all(
+            isinstance(b, (int, str)) and not isinstance(b, bool) for b in bands)):
+        raise damaged(f"bands is {meta['bands'][:80]!r}, not a list of bands")
 
 
 @dataclass
@@ -492,11 +536,11 @@ def clear_index(index_dir: str | Path) -> None:
 def check_build_options(tile_size: int, stride: int, min_valid: float,
                         batch_size: int) -> None:
     """Refuse settings that would be written into a new index and then demand a rebuild."""
-    for name, value, low, high in (("tile size", tile_size, 4, 8192),
-                                   ("stride", stride, 1, 8192),
-                                   ("batch size", batch_size, 1, 4096)):
-        if not low <= value <= high:
-            raise BadInput(f"{name} must be between {low} and {high}, got {value}")
+    from mrhash.config import BUILD_RANGES
+
+    for name, value in (("tile size", tile_size), ("stride", stride),
+                        ("batch size", batch_size)):
+        check_range(name, value, *BUILD_RANGES[name])
     if not (isinstance(min_valid, (int, float)) and 0.0 <= min_valid <= 1.0):
         raise BadInput(f"min valid must be a fraction between 0 and 1, got {min_valid}")
 
@@ -517,8 +561,9 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     from mrhash.package import load_model, package_bytes
 
     model = model or load_model(model_path)
-    tile_size = int(tile_size or model.patch_size)
-    stride = int(stride or tile_size)
+    # 0 is refused, not read as "the default"
+    tile_size = model.patch_size if tile_size is None else tile_size
+    stride = tile_size if stride is None else stride
     check_build_options(tile_size, stride, min_valid, batch_size)
     selection = tuple(bands) if bands else model.primary.bands
     specs, listing = discover(folder, selection)
@@ -543,8 +588,9 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
                 return DaskRunner(builder, cluster, model_bytes)
 
             try:
-                return _build(index_folder, model, str(model_path), specs, listing, tile_size,
-                              stride, min_valid, selection, job, batch_size, runner)
+                result = _build(index_folder, model, str(model_path), specs, listing,
+                                tile_size, stride, min_valid, selection, job, batch_size,
+                                runner)
             except sqlite3.OperationalError as error:
                 if "full" not in str(error):
                     raise
@@ -561,6 +607,18 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
     finally:
         if cluster is not None:
             cluster.close()
+    check_bands_found(result, bands)
+    return result
+
+
+def check_bands_found(result: IndexResult, bands: Sequence[int | str] | None) -> None:
+    """BadInput when bands were given and every raster was skipped for lacking them: "no
+    tile was indexed" with exit 0 would hide a wrong --bands."""
+    missing = [s for s in result.skipped if "does not exist" in str(s.get("error"))]
+    if bands and result.n_tiles == 0 and missing and len(missing) == len(result.skipped):
+        raise BadInput(f"--bands {_bands_text(tuple(bands))}: a band does not exist in any "
+                       f"raster of the folder (e.g. {missing[0]['path']}: "
+                       f"{missing[0]['error']})", path=str(result.index))
 
 
 def check_found(folder: str | Path, listing: FolderListing) -> None:

@@ -35,9 +35,11 @@ class JobControl:
             raise Cancelled("cancelled by the user")
 
     def report(self, done: float, total: float | None, message: str = "", *,
-               force: bool = False, **metrics: Any) -> None:
+               force: bool = False, eta_s: float | None = None, **metrics: Any) -> None:
         """Emit a progress event ({done, total, fraction, eta_s, message, ...metrics}); rate
-        limited unless `force` or metrics are given (metrics, e.g. a loss, are never dropped)."""
+        limited unless `force` or metrics are given (metrics, e.g. a loss, are never dropped).
+        `eta_s`: the caller's own estimate of the time left (default: elapsed time scaled by
+        the fraction left)."""
         now = time.monotonic()
         if not (force or metrics) and now - self._last_report < self._min_interval_s:
             return
@@ -50,6 +52,7 @@ class JobControl:
         if total:
             fraction = min(max(done / total, 0.0), 1.0)
             event["fraction"] = round(fraction, 4)
-            event["eta_s"] = round(elapsed * (1 - fraction) / fraction, 1) if fraction > 0 else None
+            event["eta_s"] = (eta_s if eta_s is not None else round(
+                elapsed * (1 - fraction) / fraction, 1) if fraction > 0 else None)
         event.update(metrics)
         self._on_progress(event)

@@ -124,6 +124,7 @@ class TileRecord:
     code: bytes
 
 
+MAX_WINDOW = 8192  # pixels of a tile's side (indexer's largest tile size)
 _TILE_COLUMNS = ("t.id, f.path, f.paths, f.crs, t.ordinal, t.col, t.row, t.width, t.height, "
                  "t.minx, t.miny, t.maxx, t.maxy, t.west, t.south, t.east, t.north, "
                  "t.valid_fraction, t.code")
@@ -226,7 +227,13 @@ class MetadataStore:
 
     @property
     def generation(self) -> int:
-        return int(self.get("generation", "0"))
+        text = self.get("generation", "0")
+        try:
+            return int(str(text))
+        except ValueError:
+            raise IndexCorrupted(f"damaged index metadata: generation is {text!r}, not a "
+                                 "number; rebuild the index with `mrhash index --rebuild`",
+                                 path=self.path, fix="rebuild") from None
 
     def _bump(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
@@ -325,8 +332,25 @@ class MetadataStore:
             rows = self.db.execute(
                 f"SELECT {_TILE_COLUMNS} FROM tiles t JOIN files f ON f.id = t.file_id "
                 f"WHERE t.id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            found.update((row[0], _tile_record(tuple(row))) for row in rows)
+            found.update((row[0], self._checked_tile(tuple(row))) for row in rows)
         return found
+
+    def _checked_tile(self, row: tuple) -> TileRecord:
+        """The tile of a row; IndexCorrupted naming the database for a window no tile grid
+        makes (negative, empty or beyond MAX_WINDOW pixels: reading it would exhaust memory)
+        or a paths column that is not a JSON list."""
+        col, row_, width, height = row[5:9]
+        if not all(isinstance(v, int) for v in row[5:9]) or col < 0 or row_ < 0 \
+                or not (0 < width <= MAX_WINDOW and 0 < height <= MAX_WINDOW):
+            raise IndexCorrupted(f"tile {row[0]} has the window {tuple(row[5:9])}, which no "
+                                 "tile grid makes: the database is damaged; rebuild the index",
+                                 path=self.path, fix="rebuild")
+        try:
+            return _tile_record(row)
+        except (ValueError, TypeError):
+            raise IndexCorrupted(f"tile {row[0]}'s raster paths are not a JSON list: the "
+                                 "database is damaged; rebuild the index", path=self.path,
+                                 fix="rebuild") from None
 
     def all_codes(self, code_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids ascending, codes [n, code_bytes]) of every tile: rebuilds the FAISS cache."""

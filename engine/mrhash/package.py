@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mrhash_contract.choices import BITS
 
 from mrhash import __version__
 from mrhash.errors import BadInput, ModelFormatError
@@ -23,6 +24,8 @@ from mrhash.errors import BadInput, ModelFormatError
 FORMAT_VERSION = 2  # 2: the autoencoder's encoder (config "latent", weights "latent.*")
 METADATA_KEY = "mrhash"
 ENCODE_BATCH = 64
+MAX_LATENT = 4096    # latent dim / hidden width (16 and 256 are used; beyond: a damaged file)
+MAX_BANDS = 1000     # primary bands of a model
 
 
 def save_model(path: str | Path, net, config: dict[str, Any]) -> str:
@@ -135,12 +138,32 @@ def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any
     """(config, tensors, fingerprint) of a package's bytes (`path` names it in errors)."""
     from safetensors.torch import load
 
+    # the config is read and bounded before any tensor is made: a header asking for a 65536
+    # latent or a 100000 px patch is refused without allocating it
+    config = _config(data, path)
     try:
         tensors = load(data)
-        config = json.loads(_metadata(data).get(METADATA_KEY, "null"))
     except Exception as error:  # safetensors raises several types for damaged files
         raise ModelFormatError(f"not a readable MrHash model package ({error})",
                                path=str(path)) from error
+    broken = [name for name, tensor in tensors.items()
+              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:  # NaN/inf weights would give all-zero codes without a word
+        raise ModelFormatError(f"weights with NaN or infinite values ({', '.join(broken[:3])}"
+                               f"{'…' if len(broken) > 3 else ''}): retrain the model",
+                               path=str(path))
+    return config, tensors, hashlib.sha256(data).hexdigest()
+
+
+def _config(data: bytes, path: str) -> dict[str, Any]:
+    """The package's MrHash config, checked (version, keys, bounded sizes); ModelFormatError
+    naming the file for a malformed header or config."""
+    try:
+        text = _metadata(data).get(METADATA_KEY, "null")
+        config = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, AttributeError, RecursionError) as error:
+        raise ModelFormatError(f"not a readable MrHash model package (its header is not "
+                               f"JSON: {error})", path=str(path)) from None
     if not isinstance(config, dict):
         raise ModelFormatError("safetensors file without MrHash model config (metadata "
                                f"'{METADATA_KEY}' missing)", path=str(path))
@@ -153,14 +176,11 @@ def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any
                if k not in config]
     if missing:
         raise ModelFormatError(f"model config lacks {', '.join(missing)}", path=str(path))
-    broken = [name for name, tensor in tensors.items()
-              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
-    if broken:  # NaN/inf weights would give all-zero codes without a word
-        raise ModelFormatError(f"weights with NaN or infinite values ({', '.join(broken[:3])}"
-                               f"{'…' if len(broken) > 3 else ''}): retrain the model",
+    if not isinstance(config["bits"], int) or config["bits"] not in BITS:
+        raise ModelFormatError(f"model config bits={config['bits']!r} is not one of {BITS}",
                                path=str(path))
     checks = [(key, config[key], low, high) for key, low, high in (
-        ("bits", 8, 4096), ("patch_size", 4, 4096), ("input_size", 32, 1024), ("bands", 1, 1024))]
+        ("patch_size", 4, 4096), ("input_size", 32, 1024), ("bands", 1, MAX_BANDS))]
     latent = config.get("latent")
     if latent is not None:
         if version < 2:
@@ -169,18 +189,22 @@ def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any
         if not isinstance(latent, dict) or not {"dim", "hidden"} <= set(latent):
             raise ModelFormatError(f"model config latent={latent!r} is not {{dim, hidden}}",
                                    path=str(path))
-        checks += [(f"latent.{key}", latent[key], 1, 65536) for key in ("dim", "hidden")]
+        checks += [(f"latent.{key}", latent[key], 1, MAX_LATENT) for key in ("dim", "hidden")]
     for key, value, low, high in checks:
-        if not isinstance(value, int) or not low <= value <= high:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ModelFormatError(f"model config {key}={value!r} is out of range "
                                    f"({low}..{high})", path=str(path))
-    return config, tensors, hashlib.sha256(data).hexdigest()
+    return config
 
 
 def _metadata(data: bytes) -> dict[str, str]:
     """The __metadata__ of a safetensors byte string (its JSON header)."""
     size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + size]).get("__metadata__") or {}
+    if len(data) < 8 or size > len(data) - 8:
+        raise ValueError(f"a header of {size} bytes in a file of {len(data)}")
+    header = json.loads(data[8:8 + size])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def load_model(path: str | Path) -> HashModel:

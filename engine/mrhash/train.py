@@ -108,18 +108,62 @@ class FeatureCache:
         return 1 + (0 if self.view_front is None else len(self.view_front))
 
 
+PHASES = ("features", "autoencoder", "hash")
+
+
 class Progress:
-    """Turns stage-local counts into one done/total for JobControl (so its ETA is global):
-    a feature batch, an autoencoder batch and a hash batch are weighted by rough costs."""
+    """Turns stage-local counts into one done/total for JobControl: a feature batch, an
+    autoencoder batch and a hash batch are weighted by rough costs (`stage_work`). The time
+    left is measured, not assumed: the phase under way goes on at the rate it has shown, the
+    phases still to come at the rate per unit of work seen so far — so a machine on which
+    the weights are off (a GPU, a slow disk) still gets an honest remaining time."""
 
-    def __init__(self, job: JobControl | None, total: float):
+    def __init__(self, job: JobControl | None, total: float | None,
+                 plan: dict[str, float] | None = None):
         self.job, self.total, self.done = job, total, 0.0
+        self.plan = plan or {}
+        self._phase: str | None = None
+        self._phase_done, self._phase_started = 0.0, time.monotonic()
+        self._last = self._phase_started  # the end of the previous step
+        self._seen_units, self._seen_s = 0.0, 0.0  # phases finished
 
-    def step(self, amount: float, message: str, **metrics: Any) -> None:
+    def replan(self, plan: dict[str, float]) -> None:
+        self.plan, self.total = plan, sum(plan.values())
+
+    def step(self, amount: float, message: str, phase: str | None = None,
+             **metrics: Any) -> None:
         self.done += amount
+        now = time.monotonic()
+        if phase is not None and phase != self._phase:
+            # this step's work began when the previous step ended: the new phase did it
+            if self._phase is not None:
+                self._seen_units += self._phase_done
+                self._seen_s += self._last - self._phase_started
+            self._phase, self._phase_done, self._phase_started = phase, 0.0, self._last
+        if phase is not None:
+            self._phase_done += amount
+            self._last = now
         if self.job is not None:
             self.job.check()
-            self.job.report(self.done, self.total, message, **metrics)
+            self.job.report(self.done, self.total, message, eta_s=self.remaining_s(now),
+                            **metrics)
+
+    def remaining_s(self, now: float) -> float | None:
+        """Seconds left by the rates measured so far (None before any is known)."""
+        if self._phase not in self.plan:
+            return None
+        in_phase = now - self._phase_started
+        units, seconds = self._seen_units + self._phase_done, self._seen_s + in_phase
+        if units <= 0 or seconds <= 0:
+            return None
+        average = seconds / units
+        # the phase's own rate once it has done enough to tell (its first batches warm up)
+        rate = (in_phase / self._phase_done if self._phase_done > 0.05 * self.plan[self._phase]
+                else average)
+        left = max(self.plan[self._phase] - self._phase_done, 0.0) * rate
+        for later in PHASES[PHASES.index(self._phase) + 1:]:
+            left += self.plan.get(later, 0.0) * average
+        return round(left, 1)
 
 
 def normalise(batch: np.ndarray, mask: np.ndarray, stats: BandStats) -> np.ndarray:
@@ -187,8 +231,8 @@ def extract_features(samples: Samples, config: TrainConfig, device: torch.device
                                                  front[0].numel() * front.element_size())
                         views = [([], []) for _ in range(1, n_views)]
                         if progress and n_views < config.views:  # the ETA counted them
-                            progress.total = total_work(len(samples), len(samples.names),
-                                                        config, n_views)
+                            progress.replan(stage_work(len(samples), len(samples.names),
+                                                       config, n_views))
                     for v, (v_fronts, v_pooled) in enumerate(views, start=1):
                         v_front = primary.front(dihedral(x, v), cut)
                         v_fronts.append(v_front.cpu())
@@ -199,7 +243,7 @@ def extract_features(samples: Samples, config: TrainConfig, device: torch.device
                 raw_targets[2 * s + 1].append(band_statistics(x).cpu())
             if progress:
                 progress.step(len(idx) * (len(reads) + len(views)) * (config.input_size / 64) ** 2,
-                              f"features {idx[-1] + 1}/{len(samples)}")
+                              f"features {idx[-1] + 1}/{len(samples)}", phase="features")
     blocks, targets = [], []
     for s, name in enumerate(samples.names):
         for kind, weight in (("features", 1.0), ("stats", config.stats_weight)):
@@ -305,7 +349,8 @@ class _FitState:
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-                self._report(len(idx) * AE_COST, f"autoencoder epoch {epoch + 1}")
+                self._report(len(idx) * AE_COST, f"autoencoder epoch {epoch + 1}",
+                             phase="autoencoder")
             self.history.append({"stage": "autoencoder", "epoch": epoch + 1, "loss": total / n})
             self._report(0, f"autoencoder epoch {epoch + 1}/{self.ae_epochs}",
                          stage="autoencoder", epoch=epoch + 1, loss=round(total / n, 5))
@@ -389,7 +434,7 @@ class _FitState:
                                              similarity), strict=True):
                     sums[key] += value.item() * len(idx)
                 self._report(len(idx) * HASH_COST * (1 + (view_front is not None)),
-                             f"hash epoch {epoch + 1}")
+                             f"hash epoch {epoch + 1}", phase="hash")
             schedule.step()
             record = {"stage": "hash", "epoch": epoch + 1, **{k: v / n for k, v in sums.items()}}
             self.history.append(record)
@@ -419,19 +464,23 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.3) -> torch
             + torch.nn.functional.cross_entropy(logits.T, target)) / 2
 
 
-# rough per-sample costs relative to one 64 px backbone pass of one source (for the ETA only;
-# measured ratios on CPU: an autoencoder step ~0.3, a hash step with the fine-tuned tail ~0.8)
-AE_COST = 0.3
-HASH_COST = 0.8
+# rough per-sample costs relative to one 64 px backbone pass of one source (for progress and
+# the ETA of the phases not started; measured on 2 CPU cores, 1,700 tiles of a 13-band mosaic,
+# 4 sources, docs/BENCHMARKS.md: an autoencoder step ~0.13, a hash step with the fine-tuned
+# tail ~0.28 per view; the ETA of the phase under way is its own measured rate)
+AE_COST = 0.13
+HASH_COST = 0.28
 
 
-def total_work(n: int, n_sources: int, config: TrainConfig, views: int | None = None
-               ) -> float:
-    """Work units of a run (see Progress); `views`: those that fit (default config.views)."""
+def stage_work(n: int, n_sources: int, config: TrainConfig, views: int | None = None
+               ) -> dict[str, float]:
+    """Work units of each phase of a run (see Progress); `views`: those that fit (default
+    config.views)."""
     ae_epochs, hash_epochs = config.stage_epochs(n)
     views = config.views if views is None else views
     backbone = (n_sources + views - 1) * (config.input_size / 64) ** 2
-    return n * (backbone + ae_epochs * AE_COST + hash_epochs * HASH_COST * (1 + (views > 1)))
+    return {"features": n * backbone, "autoencoder": n * ae_epochs * AE_COST,
+            "hash": n * hash_epochs * HASH_COST * (1 + (views > 1))}
 
 
 def package_config(config: TrainConfig, cache: FeatureCache, samples_meta: dict[str, Any]
@@ -477,7 +526,8 @@ def train_model(config: TrainConfig, job: JobControl | None = None) -> TrainResu
         if len(samples) == 0:
             raise BadInput("no usable sample in the primary rasters" + (
                 f" ({len(skipped)} skipped, first: {skipped[0]})" if skipped else ""))
-        progress = Progress(job, total_work(len(samples), len(samples.names), config))
+        plan = stage_work(len(samples), len(samples.names), config)
+        progress = Progress(job, sum(plan.values()), plan)
         cache = extract_features(samples, config, device, progress)
     t_features = time.monotonic() - started
     fitted = fit(cache, config, device, progress)

@@ -9,8 +9,9 @@
 - train, index and scan run in threads and report progress; status, cancel and queries are
   answered meanwhile. One train/index job at a time (another gets `busy`), and a query on an
   index being built gets `busy` too.
-- A malformed line or unknown method gets `bad_request`; an unexpected exception gets
-  `internal` (traceback on stderr); the worker keeps running either way.
+- A malformed line or unknown method gets `bad_request`, and so does a line over 1 MiB, nested
+  deeper than 64 levels or not UTF-8 (read as bytes: a UTF-16 line never stops the loop); an
+  unexpected exception gets `internal` (traceback on stderr); the worker keeps running.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from mrhash_contract import protocol
 from mrhash_contract.protocol import (
@@ -37,6 +38,7 @@ from mrhash_contract.protocol import (
     RefineRequest,
     ScanRequest,
     SourceEntry,
+    StacItemsRequest,
     TrainRequest,
 )
 
@@ -51,6 +53,49 @@ class BadRequest(MrHashError):
 
 class Busy(MrHashError):
     code = protocol.BUSY
+
+
+MAX_LINE = 1 << 20   # bytes of one request line (a refine of 1000 examples is ~100 KB)
+MAX_DEPTH = 64       # JSON nesting of a request (the protocol's deepest is ~5)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def nesting_depth(text: str) -> int:
+    """How deep JSON text nests its arrays and objects (strings skipped), without recursing:
+    json.loads would meet a RecursionError on a line of 100,000 '['."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:  # the usual line: nothing to count
+        return 0
+    depth = peak = 0
+    for char in re.findall(r"[\[\]{}]", _STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        peak = max(peak, depth)
+    return peak
+
+
+_ID = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d{1,18})')
+
+
+def line_id(text: str) -> str | int | None:
+    """The id a line refused unparsed gives itself (within its first 4 KB), so that the
+    client waiting for that id gets its error instead of waiting for ever."""
+    match = _ID.search(text[:4096])
+    try:
+        return json.loads(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+def decoded_line(raw: bytes) -> str:
+    """A request line's text; BadRequest for bytes that are not UTF-8 (UTF-16 says so). The
+    NULs a UTF-16 line leaves after its newline are dropped, so the next line still reads."""
+    raw = raw.strip(b"\x00")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise BadRequest("the line is UTF-16 (or holds NUL bytes): send UTF-8 JSON lines")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"the line is not UTF-8 text ({error.reason} at byte "
+                         f"{error.start}): send UTF-8 JSON lines") from None
 
 
 def protocol_stdout() -> TextIO:
@@ -95,19 +140,15 @@ def _specs(entry: SourceEntry, name: str, request: TrainRequest | None = None) -
 def train_config(request: TrainRequest):
     """TrainConfig of a `train` request: its source entries become source specs; its options
     are TrainConfig fields by name (bits, clusters, epochs, patch_size, ...)."""
+    from mrhash.config import check_remote_defaults
     from mrhash.train import TrainConfig
 
-    known = {f.name for f in fields(TrainConfig)} - {"primary", "auxiliary", "aux_bands",
-                                                     "output"}
-    unknown = set(request.options) - known
-    if unknown:
-        raise BadInput(f"unknown train parameters: {', '.join(sorted(unknown))}")
+    values = TrainConfig.typed_options(request.options)  # epochs "1" is refused, not trained
+    check_remote_defaults(request.aux_date, request.aux_max_cloud,
+                          any(entry.stac for entry in request.auxiliary))
     auxiliary = []
     for i, entry in enumerate(request.auxiliary):
         auxiliary += _specs(entry, f"aux{i + 1}", request)
-    values = dict(request.options)
-    if "rgb" in values:
-        values["rgb"] = tuple(values["rgb"])
     return TrainConfig(primary=tuple(_specs(request.primary, "primary")),
                        output=request.output, auxiliary=tuple(auxiliary),
                        aux_bands=tuple((name, tuple(bands)) for name, bands in request.aux_bands),
@@ -285,7 +326,7 @@ class Worker:
     def _run_stac_items(self, params: dict, job: JobControl) -> dict:
         from mrhash.stac import find_items
 
-        return find_items(params, job.check)
+        return find_items(StacItemsRequest.from_params(params).to_params(), job.check)
 
     def _run_export(self, params: dict, job: JobControl) -> dict:
         from mrhash.export import export_index
@@ -308,8 +349,10 @@ class Worker:
         return result.to_dict()
 
     def start_job(self, request_id: Any, method: str, params: dict) -> None:
-        target = str(Path(params["index"]).resolve()) \
-            if method == protocol.INDEX and params.get("index") else None
+        # typed before the job starts: a wrong field is answered at once, never in a thread
+        request = protocol.REQUESTS[method].from_params(params)
+        target = str(Path(request.index).resolve()) if isinstance(request, IndexRequest) \
+            else None
         runner: Callable[[dict, JobControl], dict] = getattr(self, f"_run_{method}")
         job = JobControl(lambda event: self.send({"id": request_id, "progress": event}))
         key = str(request_id)
@@ -359,10 +402,15 @@ class Worker:
         """Answer one request line; False after `shutdown`."""
         request_id = None
         try:
+            if len(line) > MAX_LINE or nesting_depth(line) > MAX_DEPTH:
+                request_id = line_id(line)  # refused unparsed: the id it names, if any
+                raise BadRequest(f"the request line is longer than {MAX_LINE:,} characters"
+                                 if len(line) > MAX_LINE else
+                                 f"the request nests deeper than {MAX_DEPTH} levels")
             try:
                 request = json.loads(line, parse_constant=_reject_constant,
                                      parse_float=_finite_float)
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:
                 raise BadRequest(f"not a JSON line ({error})") from None
             if not isinstance(request, dict):
                 raise BadRequest("a request must be a JSON object")
@@ -386,9 +434,22 @@ class Worker:
             self.send_error(request_id, error)
         return True
 
-    def serve(self, lines: TextIO) -> None:
+    def serve(self, stream: BinaryIO) -> None:
+        """Answer the request lines of `stream` (bytes: a line that is not UTF-8 or longer
+        than MAX_LINE is answered bad_request and the next one is read) until shutdown."""
         self.ready()
-        for line in lines:
+        while raw := stream.readline(MAX_LINE + 1):
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass  # the rest of the line, dropped unread
+                self.send_error(line_id(raw[:4096].decode("utf-8", "replace")), BadRequest(
+                    f"the request line is longer than {MAX_LINE:,} bytes"))
+                continue
+            try:
+                line = decoded_line(raw)
+            except BadRequest as error:
+                self.send_error(line_id(raw[:4096].decode("utf-8", "replace")), error)
+                continue
             if line.strip() and not self.handle(line):
                 return
         self.shutdown()  # stdin closed: the client went away
@@ -404,5 +465,5 @@ def serve(device: str = "auto") -> int:
                   + "\n")
         out.flush()
         return 1
-    worker.serve(sys.stdin)
+    worker.serve(sys.stdin.buffer)
     return 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 # -- method names --------------------------------------------------------------------------
 SCAN = "scan"
@@ -58,6 +59,8 @@ FIXES = (FIX_REBUILD, FIX_INDEX, FIX_MODEL, FIX_BANDS)
 MAX_K = 100_000      # hits a query may ask for (thumbnails and layers beyond that are no use)
 MAX_EXAMPLES = 1000  # examples of one refine
 
+_T = TypeVar("_T")
+
 
 class RequestError(ValueError):
     """A request parameter of the wrong type or value (error code `bad_input`)."""
@@ -95,6 +98,101 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+# -- typed fields: each names the parameter and what it must be (the engine never sees a
+# "false" taken for true, a 1.5 truncated to 1 or a list where a path goes) ----------------
+MAX_TEXT = 1 << 20     # characters of a path, URL, WKT or CRS (a request line is 1 MiB)
+MAX_ITEMS = 10_000     # entries of a list of bands, paths or assets
+MAX_SOURCES = 100      # auxiliary sources / band groups of one training
+MAX_BAND = 100_000     # a 1-based band number
+
+
+def _wrong(key: str, want: str, value: Any) -> RequestError:
+    return RequestError(f"{key} must be {want}, got {_shown(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bool(params: dict[str, Any], key: str, default: bool) -> bool:
+    """A strict JSON boolean ("false" the string is refused, never taken as true)."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _wrong(key, "true or false", value)
+    return value
+
+
+def _int(params: dict[str, Any], key: str, default: int | None, low: int, high: int
+         ) -> int | None:
+    """A whole number low..high (not 1.5, "1" or true); None or absent: `default`."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_int(value) or not low <= value <= high:
+        raise _wrong(key, f"a whole number from {low:,} to {high:,}", value)
+    return value
+
+
+def _float(params: dict[str, Any], key: str, default: float | None, low: float = -math.inf,
+           high: float = math.inf) -> float | None:
+    """A finite number low..high; None or absent: `default`."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_number(value) or not math.isfinite(value) or not low <= value <= high:
+        bounds = f" from {low:g} to {high:g}" if math.isfinite(low) and math.isfinite(high) \
+            else f" >= {low:g}" if math.isfinite(low) else ""
+        raise _wrong(key, f"a finite number{bounds}", value)
+    return float(value)
+
+
+def _text(params: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """A string (a path, URL, WKT or CRS: the engine parses it); None or "": `default`."""
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _wrong(key, f"a string (at most {MAX_TEXT:,} characters)", value)
+    return value
+
+
+def _texts(params: dict[str, Any], key: str) -> list[str] | None:
+    """A list of non-empty strings (a lone string is a list of one); None or []: None."""
+    value = params.get(key)
+    if isinstance(value, str):
+        value = [value]
+    if value is None or value == [] or value == ():
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ITEMS or not all(
+            isinstance(v, str) and v and len(v) <= MAX_TEXT for v in value):
+        raise _wrong(key, f"a list of at most {MAX_ITEMS:,} strings", value)
+    return list(value)
+
+
+def _list(params: dict[str, Any], key: str, limit: int) -> list[Any]:
+    """A JSON list of at most `limit` entries (None: empty)."""
+    value = params.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or len(value) > limit:
+        raise _wrong(key, f"a list of at most {limit:,} entries", value)
+    return list(value)
+
+
+def _reading(what: str, build: Callable[[], _T]) -> _T:
+    """build(), its RequestError prefixed with what was being read."""
+    try:
+        return build()
+    except RequestError as error:
+        raise RequestError(f"{what}: {error}") from None
+
+
 # -- where: a point, a footprint or a stored tile ------------------------------------------
 @dataclass
 class Place:
@@ -113,19 +211,15 @@ class Place:
 
     @staticmethod
     def place_params(params: dict[str, Any]) -> dict[str, Any]:
-        """The Place fields of a params object, typed (RequestError on wrong types)."""
-        try:
-            point = params.get("point")
-            return {"point": (float(point[0]), float(point[1])) if point is not None else None,
-                    "crs": _epsg(str(params.get("crs") or "EPSG:4326")),
-                    "raster": params.get("raster") or None,
-                    "footprint": params.get("footprint") or None,
-                    "footprint_crs": _epsg(params.get("footprint_crs") or None),
-                    "tile": int(params["tile"]) if params.get("tile") is not None else None,
-                    "bands": _band_list(params.get("bands"))}
-        except (TypeError, ValueError, IndexError, KeyError) as error:
-            raise RequestError(f"bad place (point, crs, raster, footprint, tile): {error}") \
-                from None
+        """The Place fields of a params object, typed (RequestError naming the field); other
+        keys (e.g. the plugin's `indexed_tile`) are ignored."""
+        return _reading("bad place (point, crs, raster, footprint, tile)", lambda: {
+            "point": _point(params.get("point")),
+            "crs": _epsg(_text(params, "crs", "EPSG:4326")),
+            "raster": _text(params, "raster"), "footprint": _text(params, "footprint"),
+            "footprint_crs": _epsg(_text(params, "footprint_crs")),
+            "tile": _int(params, "tile", None, 1, 2**62 - 1),
+            "bands": _band_list(params.get("bands"))})
 
     def validate_place(self) -> None:
         if self.bands is not None and self.raster is None:
@@ -140,16 +234,39 @@ class Place:
             raise RequestError(f"no tile {self.tile}: tile ids are positive integers")
 
 
-def _band_list(value: Any) -> list[int | str] | None:
-    """A list of 1-based band numbers or band names (None or [] for none)."""
-    if value is None or value == []:
+def _point(value: Any) -> tuple[float, float] | None:
+    """[x, y]: two finite numbers."""
+    if value is None:
         return None
-    if not isinstance(value, list) or not all(
-            (isinstance(b, int) and not isinstance(b, bool) and b >= 1)
-            or (isinstance(b, str) and b.strip()) for b in value):
-        raise RequestError(f"bands must be a list of band numbers (1, 2, ...) or names, got "
-                           f"{value!r}")
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            _is_number(v) and math.isfinite(v) for v in value):
+        raise _wrong("point", "[x, y], two finite numbers", value)
+    return float(value[0]), float(value[1])
+
+
+def _band_list(value: Any, key: str = "bands") -> list[int | str] | None:
+    """A list of 1-based band numbers or band names (None or [] for none)."""
+    if value is None or value == [] or value == ():
+        return None
+    # a tuple too: in-process callers (tests, the plugin's own code) pass them
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ITEMS or not all(
+            (_is_int(b) and 1 <= b <= MAX_BAND)
+            or (isinstance(b, str) and b.strip() and len(b) <= 256) for b in value):
+        raise RequestError(f"{key} must be a list of band numbers (1, 2, ...) or names, got "
+                           f"{_shown(value)}")
     return list(value)
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _search_params(params: dict[str, Any]) -> dict[str, Any]:
+    """index, model, k, within and thumbnails of a query or refine, typed."""
+    return {"index": _text(params, "index", ""), "model": _text(params, "model"),
+            "k": _int(params, "k", 20, 1, MAX_K), "within": _text(params, "within"),
+            "thumbnails": _bool(params, "thumbnails", False)}
 
 
 def _check_k(k: int) -> None:
@@ -172,14 +289,9 @@ class QueryRequest(Place):
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> QueryRequest:
-        try:
-            return cls(**cls.place_params(params), index=str(params.get("index") or ""),
-                       model=params.get("model") or None, k=int(params.get("k", 20)),
-                       within=params.get("within") or None,
-                       exclude_radius=float(params.get("exclude_radius") or 0.0),
-                       thumbnails=bool(params.get("thumbnails", False)))
-        except (TypeError, ValueError) as error:
-            raise RequestError(f"bad query parameters: {error}") from None
+        return _reading("bad query parameters", lambda: cls(
+            **cls.place_params(params), **_search_params(params),
+            exclude_radius=_float(params, "exclude_radius", 0.0, 0.0)))
 
     def to_params(self) -> dict[str, Any]:
         params = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -208,7 +320,8 @@ class Example(Place):
                                "tile, point or footprint")
         if not isinstance(item.get("relevant"), bool):
             raise RequestError(f"example {number} needs relevant: true or false")
-        return cls(**cls.place_params(item), relevant=item["relevant"])
+        return _reading(f"example {number}", lambda: cls(**cls.place_params(item),
+                                                          relevant=item["relevant"]))
 
     def to_params(self) -> dict[str, Any]:
         params = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -236,17 +349,12 @@ class RefineRequest:
         if not isinstance(examples, list):
             raise RequestError("refine needs examples: a list of {relevant, tile | point | "
                                "footprint}")
-        try:
-            return cls([Example.from_params(e, n) for n, e in enumerate(examples, start=1)],
-                       index=str(params.get("index") or ""), model=params.get("model") or None,
-                       k=int(params.get("k", 20)),
-                       exclude_examples=bool(params.get("exclude_examples", True)),
-                       within=params.get("within") or None,
-                       thumbnails=bool(params.get("thumbnails", False)))
-        except (TypeError, ValueError) as error:
-            if isinstance(error, RequestError):
-                raise
-            raise RequestError(f"bad refine parameters: {error}") from None
+        if len(examples) > MAX_EXAMPLES:  # before reading them all
+            raise RequestError(f"at most {MAX_EXAMPLES} examples, got {len(examples)}")
+        marked = [Example.from_params(e, n) for n, e in enumerate(examples, start=1)]
+        return _reading("bad refine parameters", lambda: cls(
+            marked, **_search_params(params),
+            exclude_examples=_bool(params, "exclude_examples", True)))
 
     def to_params(self) -> dict[str, Any]:
         params = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
@@ -278,7 +386,7 @@ class ScanRequest:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ScanRequest:
         _required(params, "scan", "folder")
-        return cls(str(params["folder"]))
+        return cls(str(_text(params, "folder")))
 
     def to_params(self) -> dict[str, Any]:
         return {"folder": self.folder}
@@ -302,22 +410,17 @@ class IndexRequest:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> IndexRequest:
         _required(params, "index", "folder", "model", "index")
-        try:
-            return cls(str(params["folder"]), str(params["model"]), str(params["index"]),
-                       _optional_int(params.get("tile_size")), _optional_int(params.get("stride")),
-                       float(params.get("min_valid", 0.5)), bool(params.get("rebuild", False)),
-                       list(params["bands"]) if params.get("bands") else None,
-                       str(params["dask"]) if params.get("dask") else None)
-        except (TypeError, ValueError) as error:
-            raise RequestError(f"bad index parameters: {error}") from None
+        # the ranges are indexer.check_build_options' (the CLI's), refused before any work
+        return _reading("bad index parameters", lambda: cls(
+            str(_text(params, "folder")), str(_text(params, "model")),
+            str(_text(params, "index")), _int(params, "tile_size", None, 4, 8192),
+            _int(params, "stride", None, 1, 8192), _float(params, "min_valid", 0.5, 0.0, 1.0),
+            _bool(params, "rebuild", False), _band_list(params.get("bands")),
+            _text(params, "dask")))
 
     def to_params(self) -> dict[str, Any]:
         return _dropped({f.name: getattr(self, f.name) for f in fields(self)},
                         _defaults(IndexRequest))
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value in (None, "") else int(value)
 
 
 @dataclass
@@ -332,7 +435,8 @@ class ExportRequest:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ExportRequest:
         _required(params, "export", "index", "output")
-        return cls(str(params["index"]), str(params["output"]), params.get("format") or None)
+        return _reading("bad export parameters", lambda: cls(
+            str(_text(params, "index")), str(_text(params, "output")), _text(params, "format")))
 
     def to_params(self) -> dict[str, Any]:
         return _dropped({f.name: getattr(self, f.name) for f in fields(self)}, {})
@@ -374,10 +478,11 @@ class SourceEntry:
         unknown = set(entry) - names
         if unknown:
             raise RequestError(f"{what}: unknown keys {', '.join(sorted(unknown))}")
-        values = dict(entry)
-        if isinstance(values.get("paths"), str):
-            values["paths"] = [values["paths"]]
-        source = cls(**values)
+        source = _reading(what, lambda: cls(
+            _text(entry, "name"), _texts(entry, "paths"), _text(entry, "folder"),
+            _band_list(entry.get("bands")), _text(entry, "url"), _text(entry, "stac"),
+            _texts(entry, "assets"), _text(entry, "collection"), _text(entry, "date"),
+            _float(entry, "max_cloud", None, 0.0, 100.0)))
         if not (source.remote or source.paths or source.folder):
             raise RequestError(f"{what} needs paths or a folder")
         if source.stac and not source.assets:
@@ -412,23 +517,16 @@ class TrainRequest:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainRequest:
         _required(params, "train", "output")
-        auxiliary = params.get("auxiliary") or []
-        groups = params.get("aux_bands") or []
-        if not isinstance(auxiliary, list) or not isinstance(groups, list):
-            raise RequestError("auxiliary and aux_bands must be lists")
-        try:
-            aux_bands = [(str(_object(g, "aux_bands entry")["name"]), list(g["bands"]))
-                         for g in groups]
-        except (KeyError, TypeError) as error:
-            raise RequestError(f"aux_bands entries need name and bands ({error})") from None
-        cloud = params.get("aux_max_cloud")
-        return cls(str(params["output"]),
+        auxiliary = _list(params, "auxiliary", MAX_SOURCES)
+        aux_bands = [_aux_group(g, f"aux_bands[{i}]")
+                     for i, g in enumerate(_list(params, "aux_bands", MAX_SOURCES))]
+        # options: TrainConfig fields by name, typed and bounded by the engine (worker.py)
+        return cls(str(_text(params, "output")),
                    SourceEntry.from_params(params.get("primary"), "primary"),
                    [SourceEntry.from_params(e, f"auxiliary[{i}]")
                     for i, e in enumerate(auxiliary)],
-                   aux_bands, params.get("aux_date") or None,
-                   float(cloud) if cloud is not None else None,
-                   params.get("pull_cache") or None,
+                   aux_bands, _text(params, "aux_date"),
+                   _float(params, "aux_max_cloud", None, 0.0, 100.0), _text(params, "pull_cache"),
                    {k: v for k, v in params.items() if k not in cls.SPECIAL and v is not None})
 
     def to_params(self) -> dict[str, Any]:
@@ -439,6 +537,58 @@ class TrainRequest:
             params["aux_bands"] = [{"name": n, "bands": list(b)} for n, b in self.aux_bands]
         return params | _dropped({"aux_date": self.aux_date, "aux_max_cloud": self.aux_max_cloud,
                                   "pull_cache": self.pull_cache}, {})
+
+
+def _aux_group(entry: Any, what: str) -> tuple[str, list[int | str]]:
+    """(name, bands) of an aux_bands entry {"name": ..., "bands": [...]}."""
+    entry = _object(entry, f"{what} (with name and bands)")
+    name, bands = entry.get("name"), _reading(what, lambda: _band_list(entry.get("bands")))
+    if not isinstance(name, str) or not name.strip() or not bands:
+        raise RequestError(f"{what} needs name (a string) and bands (a list), got "
+                           f"{_shown(entry)}")
+    return name, bands
+
+
+@dataclass
+class StacItemsRequest:
+    """`stac_items`: the items of a STAC catalogue or API covering a bbox (EPSG:4326), the
+    best first (stac.find_items)."""
+
+    METHOD: ClassVar[str] = STAC_ITEMS
+    url: str
+    bbox: tuple[float, float, float, float]
+    collection: str | None = None
+    date: str | None = None              # ISO interval, e.g. 2021-01-01/2021-12-31
+    max_cloud: float | None = None       # eo:cloud_cover percent
+    limit: int = 500                     # items answered
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> StacItemsRequest:
+        _required(params, "stac_items", "url")
+        url = params["url"]
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            # stac.find_items searches a STAC API or catalogue on the web only
+            raise _wrong("url", "the web address (http:// or https://) of a STAC API or "
+                         "catalogue", url)
+        return _reading("bad stac_items parameters", lambda: cls(
+            str(_text(params, "url")), _bbox(params.get("bbox")), _text(params, "collection"),
+            _text(params, "date"), _float(params, "max_cloud", None, 0.0, 100.0),
+            int(_int(params, "limit", 500, 1, 10_000) or 500)))
+
+    def to_params(self) -> dict[str, Any]:
+        params = {f.name: getattr(self, f.name) for f in fields(self)}
+        params["bbox"] = list(self.bbox)
+        return _dropped(params, {})
+
+
+def _bbox(value: Any) -> tuple[float, float, float, float]:
+    """[minx, miny, maxx, maxy] in EPSG:4326: four finite numbers, min below max."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(
+            _is_number(v) and math.isfinite(v) for v in value) \
+            or not (value[0] < value[2] and value[1] < value[3]):
+        raise _wrong("bbox", "[minx, miny, maxx, maxy] in EPSG:4326 (finite, min < max)",
+                     value)
+    return float(value[0]), float(value[1]), float(value[2]), float(value[3])
 
 
 # -- results (JSON objects on the wire; these are their keys) ------------------------------
@@ -502,4 +652,5 @@ class ExportResult(TypedDict):
 
 
 REQUESTS: dict[str, Any] = {cls.METHOD: cls for cls in (
-    ScanRequest, TrainRequest, IndexRequest, ExportRequest, QueryRequest, RefineRequest)}
+    ScanRequest, TrainRequest, IndexRequest, ExportRequest, QueryRequest, RefineRequest,
+    StacItemsRequest)}

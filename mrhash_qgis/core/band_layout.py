@@ -9,6 +9,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsRasterLayer
 
 from mrhash_qgis.contract.band_profiles import BandFacts, BandLayout, identify
+from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
 
 # a layer's bands to read as the model's (e.g. "1,1,1"), kept in the project with the layer
@@ -41,7 +42,7 @@ def layer_layout(layer: QgsRasterLayer) -> BandLayout:
 def band_label(layout: BandLayout, band: int, description: str = "") -> str:
     """"Band 4 · red (B04)" for lists and messages."""
     role = layout.roles[band - 1] if band <= layout.count else None
-    text = f"Band {band}"
+    text = tr("Band {n}").format(n=band)
     if role:
         text += f" · {role}"
     if description and description != role:

@@ -132,7 +132,7 @@ class MrHashDock(QgsDockWidget):
         self.setup_button = QPushButton(tr("Set up the engine"))
         self.setup_button.setToolTip(tr(
             "Install PyTorch and the MrHash engine in a private folder of your QGIS profile "
-            "(about 1.2 GB for the CPU build)"))
+            "(about 1.4 GB for the CPU build)"))
         self.setup_button.clicked.connect(self._setup_clicked)
         engine_row.addWidget(self.engine_label, 1)
         engine_row.addWidget(self.restart_button)

@@ -1,4 +1,4 @@
-"""Indexing on a real Dask cluster (a LocalCluster of 2 worker processes): the same index as
+"""Indexing on a real Dask cluster (`local:2`: 2 worker processes, TLS): the same index as
 a single-process build (`mrhash info` digest), a worker killed with kill -9 mid-run, a
 cancelled build resumed, a wrong scheduler address, a raster a worker cannot read."""
 
@@ -21,16 +21,27 @@ from test_index_support import THREADS_ENV, TILE
 distributed = pytest.importorskip("distributed")
 
 
+def client_tls(security: distributed.security.Security) -> dict[str, str]:
+    """The Dask settings that give a client `security`'s certificate: how a user's own TLS
+    cluster's certificates reach the engine (docs/SCALING.md)."""
+    return {"distributed.comm.tls.ca-file": security.tls_ca_file,
+            "distributed.comm.tls.client.cert": security.tls_client_cert,
+            "distributed.comm.tls.client.key": security.tls_client_key}
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """Two worker processes, one thread each (as `--dask local:2`)."""
+    """`--dask local:2`'s cluster (two worker processes, one thread each, TLS on 127.0.0.1):
+    its tls:// address and a client. Builds are given the address, its certificate in the
+    Dask settings: as a user's own TLS cluster."""
+    import dask
+    from mrhash.distributed import connect
+
     os.environ["MRHASH_THREADS"] = "1"  # the workers inherit it: codes as the tests' own
-    local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None, silence_logs=40)
-    client = distributed.Client(local)
-    yield local, client
-    client.close()
-    local.close()
+    started = connect("local:2")
+    with dask.config.set(client_tls(started.local.security)):
+        yield started.local.scheduler_address, started.client
+    started.close()
 
 
 @pytest.fixture
@@ -48,15 +59,15 @@ def _single(tiny_model, folder, index):
 
 
 def test_a_dask_build_equals_a_single_process_build(tiny_model, rasters, tmp_path, cluster):
-    local, _client = cluster
+    address, _client = cluster
     single = _single(tiny_model, rasters, tmp_path / "single")
-    result = build_index(rasters, tiny_model, tmp_path / "dask", TILE, dask=local.scheduler_address)
+    result = build_index(rasters, tiny_model, tmp_path / "dask", TILE, dask=address)
     assert result.n_tiles == single["tiles"] == 36 and not result.skipped
     info = index_info(tmp_path / "dask")
     assert info["digest"] == single["digest"]
     assert (info["rasters"], info["rasters_unfinished"]) == (9, 0)
     # the same digest from the command line, and an update of an unchanged folder is a no-op
-    again = build_index(rasters, tiny_model, tmp_path / "dask", TILE, dask=local.scheduler_address)
+    again = build_index(rasters, tiny_model, tmp_path / "dask", TILE, dask=address)
     assert (again.added, again.unchanged) == (0, 9)
     out = subprocess.run([sys.executable, "-m", "mrhash", "info", "--index",
                           str(tmp_path / "dask")],
@@ -65,7 +76,7 @@ def test_a_dask_build_equals_a_single_process_build(tiny_model, rasters, tmp_pat
 
 
 def test_a_worker_killed_mid_run_changes_nothing(tiny_model, all_rasters, tmp_path, cluster):
-    local, client = cluster
+    address, client = cluster
     single = _single(tiny_model, all_rasters, tmp_path / "single")
     pids = list(client.run(os.getpid).values())
     killed: list[int] = []
@@ -77,7 +88,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tiny_model, all_rasters, tmp_pa
 
     job = JobControl(on_progress, min_interval_s=0)
     result = build_index(all_rasters, tiny_model, tmp_path / "dask", TILE, job=job, batch_size=1,
-                         dask=local.scheduler_address)
+                         dask=address)
     assert killed and result.n_tiles == 200 and not result.skipped
     assert index_info(tmp_path / "dask")["digest"] == single["digest"]
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it for the next tests
@@ -85,7 +96,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tiny_model, all_rasters, tmp_pa
 
 def test_a_cancelled_dask_build_resumes_to_the_same_index(tiny_model, all_rasters, tmp_path,
                                                           cluster):
-    local, _client = cluster
+    address, _client = cluster
     single = _single(tiny_model, all_rasters, tmp_path / "single")
     commits: list[dict] = []
 
@@ -97,11 +108,11 @@ def test_a_cancelled_dask_build_resumes_to_the_same_index(tiny_model, all_raster
     job = JobControl(on_progress, min_interval_s=0)
     with pytest.raises(Cancelled):
         build_index(all_rasters, tiny_model, tmp_path / "dask", TILE, job=job, batch_size=1,
-                    dask=local.scheduler_address)
+                    dask=address)
     partial = index_info(tmp_path / "dask")
     assert 0 < partial["tiles"] < 200  # what was committed is kept
     result = build_index(all_rasters, tiny_model, tmp_path / "dask", TILE, batch_size=1,
-                         dask=local.scheduler_address)
+                         dask=address)
     assert result.added == 200 - partial["tiles"]
     assert index_info(tmp_path / "dask")["digest"] == single["digest"]
 

@@ -252,3 +252,27 @@ def test_backbones_come_from_the_registry(landsat_dir: Path, tmp_path: Path) -> 
         train_model(_landsat_config(landsat_dir, tmp_path / "r.safetensors",
                                     backbone="resnet-9000"))
     assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_the_time_left_follows_the_rates_measured_per_phase(monkeypatch):
+    """A phase twice as slow as its weight says: the remaining time is its own measured rate
+    for what is left of it, and the rate seen so far for the phases to come."""
+    import mrhash.train as train
+    from mrhash.jobs import JobControl
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: clock[0])
+    events: list[dict] = []
+    job = JobControl(events.append, min_interval_s=0)
+    plan = {"features": 100.0, "autoencoder": 50.0, "hash": 50.0}
+    progress = train.Progress(job, sum(plan.values()), plan)
+    for _ in range(10):  # features: 10 units a second
+        clock[0] += 1.0
+        progress.step(10.0, "features", phase="features")
+    # done with features in 10 s: 0.1 s a unit, so 100 units to come take about 10 s
+    assert events[-1]["eta_s"] == pytest.approx(10.0)
+    for _ in range(5):  # the autoencoder runs at half the speed its weight says
+        clock[0] += 2.0
+        progress.step(5.0, "autoencoder", phase="autoencoder")
+    # 25 units left of it at 0.4 s a unit, and 50 of hash at the average (20 s / 125 units)
+    assert events[-1]["eta_s"] == pytest.approx(25 * 0.4 + 50 * 20 / 125)

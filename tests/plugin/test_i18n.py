@@ -35,6 +35,8 @@ CHECKED = (
     "processing/algorithms/hits_output.py", "processing/algorithms/refine.py",
     "processing/algorithms/export_index.py", "ui/dock.py", "ui/results_panel.py",
     "ui/thumbnails.py", "ui/stac_dialog.py", "core/web_sources.py",
+    "core/quick_start.py", "core/band_layout.py", "ui/quick_start_dialog.py",
+    "ui/band_dialog.py",
 )
 # call name -> positions of the arguments a user reads
 USER_FACING: dict[str, tuple[int, ...]] = {

@@ -14,22 +14,29 @@ from mrhash.outputs import outputs_checked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mrhash.config import BUILD_RANGES, option_type
+
+    def build_option(name: str):  # the ranges indexer.check_build_options (the worker) checks
+        return option_type(name, *BUILD_RANGES[name])
+
     index = subparsers.add_parser(
         "index", help="tile, encode and index every raster of a folder (incremental, resumable)")
     index.add_argument("folder", help="folder of rasters (searched recursively)")
     index.add_argument("--model", required=True, help="model package (.safetensors)")
     index.add_argument("--index", required=True, help="index folder (created if missing)")
-    index.add_argument("--tile-size", type=int, help="tile size in pixels (default: the "
-                       "model's patch size)")
-    index.add_argument("--stride", type=int, help="pixels between tiles (default: tile size)")
+    index.add_argument("--tile-size", type=build_option("tile size"),
+                       help="tile size in pixels (default: the model's patch size)")
+    index.add_argument("--stride", type=build_option("stride"),
+                       help="pixels between tiles (default: tile size)")
     index.add_argument("--bands", help="bands of these rasters the model encodes, when they "
                        "differ from its training data (e.g. 1,2,3 of RGB files for a model "
                        "trained on bands 4,3,2); default: the model's")
-    index.add_argument("--min-valid", type=float, default=0.5,
+    index.add_argument("--min-valid", type=float, default=0.5,  # checked: check_build_options
                        help="skip tiles with a smaller valid-data fraction (default 0.5)")
     index.add_argument("--rebuild", action="store_true",
                        help="discard the index folder's index and build it again")
-    index.add_argument("--batch-size", type=int, default=32, help="tiles encoded at once")
+    index.add_argument("--batch-size", type=build_option("batch size"), default=32,
+                       help="tiles encoded at once")
     index.add_argument("--device", default="auto", help="auto, cpu or cuda")
     index.add_argument("--dask", metavar="ADDRESS",
                        help="encode on a Dask cluster: a scheduler's address (tcp://host:8786) "

@@ -56,66 +56,72 @@ examples:
 """
 
 
-# training options for stable, rotation-robust codes: (TrainConfig field, type, help)
+# training options for stable, rotation-robust codes: (TrainConfig field, None, help); the
+# argparse type of each is the range validate() checks (config.TRAIN_RANGES, FLOAT_RANGES)
 STABILITY_OPTIONS = (
-    ("views", int, "rotations/flips of each primary tile seen in training, 1-8 (1 = no "
+    ("views", None, "rotations/flips of each primary tile seen in training, 1-8 (1 = no "
                    "augmentation; training only, encoding is unchanged)"),
-    ("consistency_weight", float, "weight pulling a tile's code and its rotated view's code "
+    ("consistency_weight", None, "weight pulling a tile's code and its rotated view's code "
                                   "together"),
-    ("similarity_weight", float, "weight making code similarities follow the multisource "
+    ("similarity_weight", None, "weight making code similarities follow the multisource "
                                  "latent's"),
-    ("kmeans_restarts", int, "k-means restarts for the pseudo-labels"),
-    ("heads", int, "pseudo-label heads: k-means partitions the codes must all keep"),
-    ("head_step", int, "head h has clusters + h x STEP clusters"),
+    ("kmeans_restarts", None, "k-means restarts for the pseudo-labels"),
+    ("heads", None, "pseudo-label heads: k-means partitions the codes must all keep"),
+    ("head_step", None, "head h has clusters + h x STEP clusters"),
 )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Hyper-parameters shared by `train` and `eval` (defaults from train.TrainConfig)."""
-    from mrhash.config import TrainConfig
+    from mrhash.config import TRAIN_RANGES, TrainConfig, float_option, train_option
 
     d = TrainConfig(primary=(), output="")
     g = parser.add_argument_group("training")
     g.add_argument("--clusters", type=int, default=d.clusters,
                    help=f"k of the k-means pseudo-labels (default {d.clusters})")
-    g.add_argument("--latent-dim", type=int, default=d.latent_dim,
+    g.add_argument("--latent-dim", type=train_option("latent_dim"), default=d.latent_dim,
                    help=f"autoencoder latent size (default {d.latent_dim})")
-    g.add_argument("--patch-size", type=int, default=d.patch_size,
+    g.add_argument("--patch-size", type=train_option("patch_size"), default=d.patch_size,
                    help=f"primary pixels per sample/tile (default {d.patch_size})")
-    g.add_argument("--stride", type=int, help="tile stride on big rasters (default: patch size)")
-    g.add_argument("--input-size", type=int, default=d.input_size,
+    g.add_argument("--stride", type=train_option("stride"),
+                   help="tile stride on big rasters (default: patch size)")
+    g.add_argument("--input-size", type=train_option("input_size"), default=d.input_size,
                    help=f"backbone input size, a multiple of 32 (default {d.input_size})")
-    g.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks,
+    g.add_argument("--trainable-blocks", type=train_option("trainable_blocks"),
+                   default=d.trainable_blocks,
                    help="last backbone blocks fine-tuned; 0 freezes the backbone "
                         f"(default {d.trainable_blocks})")
-    g.add_argument("--epochs", type=int, default=d.epochs,
+    g.add_argument("--epochs", type=train_option("epochs"), default=d.epochs,
                    help=f"hash network epochs (default {d.epochs})")
-    g.add_argument("--ae-epochs", type=int, default=d.ae_epochs,
+    g.add_argument("--ae-epochs", type=train_option("ae_epochs"), default=d.ae_epochs,
                    help=f"autoencoder epochs (default {d.ae_epochs})")
-    g.add_argument("--max-steps", type=int, default=d.max_steps,
+    g.add_argument("--max-steps", type=train_option("max_steps"), default=d.max_steps,
                    help="cap on optimisation steps per stage; big sets run fewer epochs "
                         f"(default {d.max_steps})")
-    g.add_argument("--max-samples", type=int, default=d.max_samples,
+    g.add_argument("--max-samples", type=train_option("max_samples"), default=d.max_samples,
                    help="train on a random sample of at most this many tiles (default: all)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help=f"heads' learning rate ({d.lr})")
-    g.add_argument("--backbone-lr", type=float, default=d.backbone_lr,
+    g.add_argument("--batch-size", type=train_option("batch_size"),
+                   default=d.batch_size)
+    g.add_argument("--lr", type=float_option("lr"), default=d.lr,
+                   help=f"heads' learning rate ({d.lr})")
+    g.add_argument("--backbone-lr", type=float_option("backbone_lr"), default=d.backbone_lr,
                    help=f"fine-tuned blocks' learning rate ({d.backbone_lr})")
-    g.add_argument("--recon-weight", type=float, default=d.recon_weight,
+    g.add_argument("--recon-weight", type=float_option("recon_weight"), default=d.recon_weight,
                    help=f"lambda of the reconstruction loss ({d.recon_weight})")
-    g.add_argument("--stats-weight", type=float, default=d.stats_weight,
+    g.add_argument("--stats-weight", type=float_option("stats_weight"), default=d.stats_weight,
                    help="weight of each source's band mean/std target vs its features "
                         f"({d.stats_weight})")
-    for name, kind, text in STABILITY_OPTIONS:
+    for name, _, text in STABILITY_OPTIONS:
         default = getattr(d, name)
-        g.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+        g.add_argument(f"--{name.replace('_', '-')}", default=default,
+                       type=train_option(name) if name in TRAIN_RANGES else float_option(name),
                        help=f"{text} (default {default})")
     g.add_argument("--kmeans-select", default=d.kmeans_select, choices=["inertia", "agreement"],
                    help="which restart to keep, without labels: lowest inertia, or the "
                         "partition agreeing most with the others (default "
                         f"{d.kmeans_select})")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed (CPU runs repeat "
-                   "exactly for a seed)")
+    g.add_argument("--seed", type=train_option("seed"), default=d.seed,
+                   help="random seed (CPU runs repeat exactly for a seed)")
     g.add_argument("--device", default=d.device, choices=DEVICES)
     g.add_argument("--backbone", default=d.backbone, metavar="NAME",
                    help=f"pretrained feature extractor, by name (default {d.backbone}; "
@@ -135,6 +141,8 @@ def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mrhash.config import option_type, train_option
+
     train = subparsers.add_parser(
         "train", help="train a MrHash model package from a primary source and auxiliary sources",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,7 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remote = train.add_argument_group("remote auxiliary sources (URLs, web services, STAC)")
     remote.add_argument("--aux-date", metavar="FROM/TO",
                         help="STAC: items of these dates only, e.g. 2020-04-01/2020-09-30")
-    remote.add_argument("--aux-max-cloud", type=float, metavar="N",
+    remote.add_argument("--aux-max-cloud", type=option_type("aux max cloud", 0.0, 100.0),
+                        metavar="N",
                         help="STAC: items with eo:cloud_cover <= N percent only")
     remote.add_argument("--pull-cache", metavar="DIR", help="where pulled pixels are kept "
                         "(default: <output>.pull-cache; a second run reads them offline)")
@@ -165,8 +174,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     encode = subparsers.add_parser("encode", help="hash codes for the tiles of rasters")
     encode.add_argument("--model", "-m", required=True, help="model package (.safetensors)")
     encode.add_argument("rasters", nargs="+", help="raster files or folders")
-    encode.add_argument("--stride", type=int, help="tile stride (default: the model's patch "
-                        "size); rasters about one patch in size are one tile")
+    encode.add_argument("--stride", type=train_option("stride"),
+                        help="tile stride (default: the model's patch size); rasters "
+                        "about one patch in size are one tile")
     encode.add_argument("--json", help="codes as hex strings with tile refs (- = stdout)")
     encode.add_argument("--npy", help="packed uint8 codes [N, bits/8] as a .npy file")
     encode.add_argument("--device", default="cpu", choices=DEVICES)
@@ -188,8 +198,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--inductive", action="store_true",
                     help="also train on one stratified half and score on the other, unseen "
                     "half (MrHash; next to the same half scored by its own model)")
-    ev.add_argument("--R", type=int, dest="r", help="cutoff of mAP@R (default: each query's "
-                    "number of relevant images)")
+    ev.add_argument("--R", type=option_type("R", 1, 1_000_000), dest="r",
+                    help="cutoff of mAP@R (default: each query's number of relevant "
+                    "images)")
     ev.add_argument("--primary-bands", default=EUROSAT_PRIMARY,
                     help=f"primary bands (default {EUROSAT_PRIMARY}: EuroSAT-MS RGB)")
     ev.add_argument("--aux", action="append", metavar="NAME=BANDS",
@@ -250,6 +261,7 @@ def progress_printer(label: str):
 @outputs_checked(models=["output"])  # --json must not be the model it writes
 def run_train(args: argparse.Namespace) -> int:
     from mrhash.cli import write_json
+    from mrhash.config import check_remote_defaults
     from mrhash.datasets import specs_from_paths
     from mrhash.device import limit_threads
     from mrhash.jobs import JobControl
@@ -261,9 +273,12 @@ def run_train(args: argparse.Namespace) -> int:
     rgb = parse_bands(args.rgb)
     remote = RemoteOptions("stac", date=args.aux_date, max_cloud=args.aux_max_cloud,
                            cache_dir=args.pull_cache or default_cache_dir(args.output))
+    auxiliary = parse_aux_sources(args.aux_source, remote)
+    check_remote_defaults(args.aux_date, args.aux_max_cloud, any(
+        spec.remote is not None and spec.remote.kind == "stac" for spec in auxiliary))
     config = TrainConfig(
         primary=tuple(specs_from_paths(args.primary, parse_bands(args.primary_bands))),
-        output=args.output, auxiliary=parse_aux_sources(args.aux_source, remote),
+        output=args.output, auxiliary=auxiliary,
         aux_bands=parse_aux_bands(args.aux), bits=args.bits,
         rgb=tuple(int(b) - 1 for b in rgb) if rgb else None, **training_kwargs(args))
     job = JobControl(progress_printer("train"), min_interval_s=1.0)
