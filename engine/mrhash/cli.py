@@ -15,7 +15,7 @@ from mrhash import __version__
 from mrhash.errors import MrHashError, user_error
 
 # area module -> registers its sub-commands (see each module's `register`)
-COMMAND_MODULES = ("raster", "model", "index", "bench", "doctor", "cache")
+COMMAND_MODULES = ("raster", "model", "index", "mapping", "bench", "doctor", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

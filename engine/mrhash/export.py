@@ -1,5 +1,5 @@
 """`mrhash export`: every tile of an index as a vector file other tools open: GeoPackage or
-GeoParquet 1.0, written without QGIS or GDAL.
+GeoParquet 1.1, written without QGIS or GDAL.
 
 One feature a tile: id, path (its primary raster), col, row, width, height (pixel window),
 valid_fraction, code (hex); geometry = the footprint's EPSG:4326 box (the stored bounds), a
@@ -9,11 +9,16 @@ polygon of 5 points, counter-clockwise.
   gpkg_geometry_columns, gpkg_extensions), geometries as the GeoPackage binary header
   (envelope) + WKB, and the R-tree spatial index extension with the spec's triggers (added
   last: they call ST_* functions that only GeoPackage readers such as GDAL provide).
-- GeoParquet 1.0 (pyarrow): WKB column `geometry`, the `geo` file metadata (no crs: OGC:CRS84,
-  lon/lat), one row group per chunk.
+- GeoParquet 1.1 (pyarrow): WKB column `geometry`, its `bbox` covering column (struct xmin,
+  ymin, xmax, ymax, declared in the `geo` file metadata's `covering`; no crs: OGC:CRS84,
+  lon/lat); the rows in Hilbert order of their centres (`hilbert_keys`), one row group per
+  chunk with the column statistics, so a reader skips the row groups outside its area.
+- The GeoPackage helpers (`GpkgLayer`, `gpkg_create`, `gpkg_insert`, `gpkg_finish`,
+  `gpkg_boxes`, `gpkg_geometry`) also write `mrhash map`'s layers (mapping.py).
 
 Rows are streamed in chunks from one read transaction (a build running meanwhile is seen as
-of the start), so memory stays flat at any size; the file is written beside the output and
+of the start), so memory stays flat at any size (the GeoParquet order keeps 24 bytes a tile:
+its id and centre); the file is written beside the output and
 renamed over it only once complete. The output may not be in the index folder or be the
 index's model, and an existing file is replaced only when it is an earlier export of the
 same format (outputs.py): never a raster or any other file.
@@ -23,8 +28,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +47,9 @@ FORMATS = {"gpkg": ".gpkg", "geoparquet": ".parquet"}
 CHUNK = 50_000
 LAYER = "tiles"
 DESCRIPTION = "MrHash index tiles"  # of the layer in gpkg_contents: how an export is known
+BBOX, BBOX_FIELDS = "bbox", ("xmin", "ymin", "xmax", "ymax")  # GeoParquet 1.1 covering
 PARQUET_COLUMNS = ("id", "path", "col", "row", "width", "height", "valid_fraction", "code",
-                   "geometry")
+                   "geometry", BBOX)
 
 # one polygon of 5 points as little-endian WKB: byte order, type 3, 1 ring, 5 points, 10 doubles
 _WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"),
@@ -79,12 +86,18 @@ class Chunk:
 
     def wkb(self) -> np.ndarray:
         """One WKB polygon record a tile (structured array, 93 bytes each)."""
-        west, south, east, north = self.bounds.T
-        out = np.zeros(len(self.ids), _WKB)
-        out["order"], out["type"], out["rings"], out["points"] = 1, 3, 1, 5
-        out["xy"] = np.stack([west, south, east, south, east, north, west, north,
-                              west, south], axis=1)
-        return out
+        return box_wkb(self.bounds)
+
+
+def box_wkb(bounds: np.ndarray) -> np.ndarray:
+    """Boxes [n, 4] (west, south, east, north) as WKB polygon records (structured array, 93
+    bytes each: 5 points, counter-clockwise)."""
+    west, south, east, north = np.asarray(bounds, np.float64).reshape(-1, 4).T
+    out = np.zeros(len(west), _WKB)
+    out["order"], out["type"], out["rings"], out["points"] = 1, 3, 1, 5
+    out["xy"] = np.stack([west, south, east, south, east, north, west, north,
+                          west, south], axis=1)
+    return out
 
 
 def _rows(db: sqlite3.Connection) -> Iterator[Chunk]:
@@ -106,7 +119,7 @@ def check_format(fmt: str | None, output: str | Path) -> str:
 
 
 # -- GeoPackage -------------------------------------------------------------------------------
-_GPKG_SCHEMA = f"""
+_GPKG_SCHEMA = """
 PRAGMA application_id = 1196444487;  -- "GPKG"
 PRAGMA user_version = 10200;         -- GeoPackage 1.2
 CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER PRIMARY KEY,
@@ -126,12 +139,29 @@ CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT N
 CREATE TABLE gpkg_extensions (table_name TEXT, column_name TEXT,
     extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,
     CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name));
-CREATE TABLE {LAYER} (fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, geom POLYGON,
-    id INTEGER NOT NULL, path TEXT NOT NULL, col MEDIUMINT NOT NULL, row MEDIUMINT NOT NULL,
-    width MEDIUMINT NOT NULL, height MEDIUMINT NOT NULL, valid_fraction REAL NOT NULL,
-    code TEXT NOT NULL);
-CREATE VIRTUAL TABLE rtree_{LAYER}_geom USING rtree(id, minx, maxx, miny, maxy);
 """
+# the attribute columns of an export's tiles layer (fid = the tile id)
+TILE_COLUMNS = ("id INTEGER NOT NULL, path TEXT NOT NULL, col MEDIUMINT NOT NULL, "
+                "row MEDIUMINT NOT NULL, width MEDIUMINT NOT NULL, height MEDIUMINT NOT NULL, "
+                "valid_fraction REAL NOT NULL, code TEXT NOT NULL")
+
+
+@dataclass(frozen=True)
+class GpkgLayer:
+    """A feature table of a GeoPackage: its name, description (in gpkg_contents: how a file
+    written here is known again), attribute columns after fid and geom (SQL), geometry
+    type."""
+
+    name: str
+    description: str
+    columns: str
+    geometry_type: str = "POLYGON"
+
+    @property
+    def n_columns(self) -> int:
+        """fid, geom and the attribute columns."""
+        return 2 + self.columns.count(",") + 1
+
 
 _SRS_ROWS = [
     ("Undefined cartesian SRS", -1, "NONE", -1, "undefined",
@@ -172,81 +202,177 @@ BEGIN DELETE FROM {rtree} WHERE id = OLD.{i}; END;
 """
 
 
-def _gpkg_geometries(chunk: Chunk) -> np.ndarray:
-    west, south, east, north = chunk.bounds.T
-    out = np.zeros(len(chunk.ids), _GPKG)
+def gpkg_boxes(bounds: np.ndarray) -> np.ndarray:
+    """Boxes [n, 4] (west, south, east, north, EPSG:4326) as GeoPackage geometry blobs
+    (structured array: the binary header with its envelope, then the WKB polygon)."""
+    bounds = np.asarray(bounds, np.float64).reshape(-1, 4)
+    west, south, east, north = bounds.T
+    out = np.zeros(len(bounds), _GPKG)
     out["magic"], out["version"], out["flags"], out["srs_id"] = b"GP", 0, 0b011, 4326
     out["envelope"] = np.stack([west, east, south, north], axis=1)
-    out["wkb"] = chunk.wkb()
+    out["wkb"] = box_wkb(bounds)
     return out
+
+
+def gpkg_geometry(wkb: bytes, bounds: tuple[float, float, float, float]) -> bytes:
+    """Any little-endian WKB geometry (EPSG:4326) as a GeoPackage geometry blob with its
+    envelope (west, south, east, north)."""
+    west, south, east, north = bounds
+    return struct.pack("<2sBBi4d", b"GP", 0, 0b011, 4326, west, east, south, north) + wkb
+
+
+def gpkg_create(db: sqlite3.Connection, layers: list[GpkgLayer]) -> None:
+    """The GeoPackage tables and `layers` (empty, extent unknown) in a new file, then BEGIN:
+    rows go in with `gpkg_insert`, and `gpkg_finish` commits."""
+    # a temporary file, fsynced and renamed once complete: no journal needed meanwhile
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("PRAGMA synchronous = OFF")
+    db.executescript(_GPKG_SCHEMA)
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", _SRS_ROWS)
+    for layer in layers:
+        db.execute(f"CREATE TABLE {layer.name} (fid INTEGER PRIMARY KEY AUTOINCREMENT NOT "
+                   f"NULL, geom {layer.geometry_type}, {layer.columns})")
+        db.execute(f"CREATE VIRTUAL TABLE rtree_{layer.name}_geom USING rtree(id, minx, maxx, "
+                   "miny, maxy)")
+        db.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description,"
+                   " srs_id) VALUES (?, 'features', ?, ?, 4326)",
+                   (layer.name, layer.name, layer.description))
+        db.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, 4326, 0, 0)",
+                   (layer.name, layer.geometry_type))
+        db.execute("INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
+                   "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')",
+                   (layer.name,))
+
+
+def gpkg_insert(db: sqlite3.Connection, layer: GpkgLayer, fids: np.ndarray,
+                rows: Iterable[tuple], boxes: np.ndarray) -> None:
+    """Features of `layer`: rows (fid, geometry blob, attributes...) with the fids [n] and
+    boxes [n, 4] (west, south, east, north) of the R-tree, in the same order."""
+    db.executemany(f"INSERT INTO {layer.name} VALUES ({', '.join('?' * layer.n_columns)})",
+                   rows)
+    db.executemany(f"INSERT INTO rtree_{layer.name}_geom VALUES (?, ?, ?, ?, ?)",
+                   ((int(f), w, e, s, n) for f, (w, s, e, n)
+                    in zip(fids, np.asarray(boxes).reshape(-1, 4).tolist(), strict=True)))
+
+
+def gpkg_finish(db: sqlite3.Connection, extents: dict[str, tuple | None]) -> None:
+    """Each layer's extent (west, south, east, north; None: empty) in gpkg_contents, COMMIT,
+    then the R-tree triggers (last: they call ST_* functions that only GeoPackage readers
+    such as GDAL provide)."""
+    for name, extent in extents.items():
+        if extent is not None and None not in extent:
+            db.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? "
+                       "WHERE table_name = ?", (*map(float, extent), name))
+    db.execute("COMMIT")
+    for name in extents:
+        db.executescript(_rtree_triggers(name))
 
 
 def write_gpkg(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
                tick: Callable[[int], None]) -> None:
+    layer = GpkgLayer(LAYER, DESCRIPTION, TILE_COLUMNS)
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        # a temporary file, fsynced and renamed once complete: no journal needed meanwhile
-        db.execute("PRAGMA journal_mode = OFF")
-        db.execute("PRAGMA synchronous = OFF")
-        db.executescript(_GPKG_SCHEMA)
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)",
-                       _SRS_ROWS)
-        db.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description,"
-                   " min_x, min_y, max_x, max_y, srs_id) VALUES (?, 'features', ?, ?, ?, ?, "
-                   "?, ?, 4326)", (LAYER, LAYER, DESCRIPTION, *(extent or [None] * 4)))
-        db.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'POLYGON', 4326, 0, "
-                   "0)", (LAYER,))
-        db.execute("INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
-                   "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')",
-                   (LAYER,))
+        gpkg_create(db, [layer])
         for chunk in chunks:
-            geometries = _gpkg_geometries(chunk)
-            db.executemany(
-                f"INSERT INTO {LAYER} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((int(i), g.tobytes(), int(i), p, *map(int, w), float(v), c)
-                 for i, g, p, w, v, c in zip(chunk.ids, geometries, chunk.paths,
-                                             chunk.windows, chunk.valid, chunk.codes,
-                                             strict=True)))
-            db.executemany(f"INSERT INTO rtree_{LAYER}_geom VALUES (?, ?, ?, ?, ?)",
-                           ((int(i), w, e, s, n) for i, (w, s, e, n)
-                            in zip(chunk.ids, chunk.bounds.tolist(), strict=True)))
+            geometries = gpkg_boxes(chunk.bounds)
+            gpkg_insert(db, layer, chunk.ids,
+                        ((int(i), g.tobytes(), int(i), p, *map(int, w), float(v), c)
+                         for i, g, p, w, v, c in zip(chunk.ids, geometries, chunk.paths,
+                                                     chunk.windows, chunk.valid, chunk.codes,
+                                                     strict=True)), chunk.bounds)
             tick(len(chunk.ids))
-        db.execute("COMMIT")
-        db.executescript(_rtree_triggers(LAYER))
+        gpkg_finish(db, {LAYER: extent})
     finally:
         db.close()
 
 
 # -- GeoParquet -------------------------------------------------------------------------------
+HILBERT_ORDER = 16  # a 65,536 x 65,536 grid over the extent: finer than any two tile centres
+
+
+def hilbert_keys(centres: np.ndarray, extent: tuple[float, float, float, float]
+                 ) -> np.ndarray:
+    """Each point's [n, 2] distance along the Hilbert curve of a 2**HILBERT_ORDER grid over
+    `extent` (west, south, east, north): points near on the curve are near in space, so rows
+    sorted by it form row groups of small, little-overlapping extents (int64 [n])."""
+    side = 1 << HILBERT_ORDER
+    west, south, east, north = extent
+    span = np.maximum([east - west, north - south], 1e-12)
+    grid = ((np.asarray(centres, np.float64).reshape(-1, 2) - [west, south]) / span
+            * (side - 1)).round().clip(0, side - 1).astype(np.int64)
+    x, y = grid[:, 0].copy(), grid[:, 1].copy()
+    keys = np.zeros(len(grid), np.int64)
+    step = side >> 1
+    while step:  # xy2d, vectorised: one quadrant digit a level, then rotate the quadrant
+        rx, ry = (x & step) > 0, (y & step) > 0
+        keys += step * step * ((3 * rx) ^ ry)
+        flip = ~ry & rx
+        x, y = np.where(flip, side - 1 - x, x), np.where(flip, side - 1 - y, y)
+        swap = ~ry
+        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        step >>= 1
+    return keys
+
+
+def _rows_in_space(store, db: sqlite3.Connection, extent: tuple | None) -> Iterator[Chunk]:
+    """Every tile in Hilbert order of its box centre (ties by id), CHUNK at a time: one pass
+    for the ids and centres (24 bytes a tile), then the rows read back by id in that order."""
+    ids, centres = [], []
+    for chunk in _rows(db):
+        ids.append(chunk.ids)
+        centres.append((chunk.bounds[:, :2] + chunk.bounds[:, 2:]) / 2)
+    if not ids or extent is None:
+        return
+    ids = np.concatenate(ids)
+    ordered = ids[np.argsort(hilbert_keys(np.concatenate(centres), extent), kind="stable")]
+    del ids, centres
+    for start in range(0, len(ordered), CHUNK):
+        part = ordered[start:start + CHUNK].tolist()
+        records = store.tiles(part)
+        yield Chunk.of([(r.id, r.path, *r.window, r.valid_fraction, r.code, *r.bounds4326)
+                        for r in (records[i] for i in part if i in records)])
+
+
 def geo_metadata(extent: tuple | None) -> dict:
-    """GeoParquet 1.0 file metadata; no crs = OGC:CRS84 (lon/lat)."""
-    column = {"encoding": "WKB", "geometry_types": ["Polygon"]}
+    """GeoParquet 1.1 file metadata; no crs = OGC:CRS84 (lon/lat); the `bbox` column is
+    the geometry's covering (readers filter row groups by its statistics)."""
+    column = {"encoding": "WKB", "geometry_types": ["Polygon"],
+              "covering": {"bbox": {name: [BBOX, name] for name in BBOX_FIELDS}}}
     if extent is not None:
         column["bbox"] = list(extent)
-    return {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": column}}
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
 def write_geoparquet(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
                      tick: Callable[[int], None]) -> None:
+    """One row group a chunk (rows in space order: `_rows_in_space`), with the statistics
+    pyarrow keeps of every column, the bbox fields included."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    box = pa.struct([(name, pa.float64()) for name in BBOX_FIELDS])
     types = (pa.int64(), pa.string(), pa.int32(), pa.int32(), pa.int32(), pa.int32(),
-             pa.float64(), pa.string(), pa.binary())
+             pa.float64(), pa.string(), pa.binary(), box)
     schema = pa.schema(list(zip(PARQUET_COLUMNS, types, strict=True)),
                        metadata={"geo": json.dumps(geo_metadata(extent))})
-    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+    with pq.ParquetWriter(str(path), schema, compression="zstd",
+                          write_statistics=True) as writer:
         for chunk in chunks:
             n = len(chunk.ids)
             offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * _WKB.itemsize)
                                    .tobytes())
             wkb = pa.Array.from_buffers(pa.binary(), n,
                                         [None, offsets, pa.py_buffer(chunk.wkb().tobytes())])
-            columns = [chunk.ids, chunk.paths, *chunk.windows.T, chunk.valid, chunk.codes, wkb]
+            bbox = pa.StructArray.from_arrays([pa.array(v) for v in chunk.bounds.T],
+                                              fields=list(box))
+            columns = [chunk.ids, chunk.paths, *chunk.windows.T, chunk.valid, chunk.codes, wkb,
+                       bbox]
             writer.write_table(pa.Table.from_arrays(
                 [pa.array(c, type=f.type) if not isinstance(c, pa.Array) else c
-                 for c, f in zip(columns, schema, strict=True)], schema=schema))
+                 for c, f in zip(columns, schema, strict=True)], schema=schema),
+                row_group_size=max(n, 1))
             tick(n)
 
 
@@ -254,17 +380,23 @@ WRITERS = {"gpkg": write_gpkg, "geoparquet": write_geoparquet}
 
 
 # -- what an earlier export looks like (it may be replaced; any other file may not) ---------
-def _exported_gpkg(path: Path, head: bytes) -> bool:
-    """A GeoPackage written here: the GPKG application id and this module's layer row."""
+def gpkg_written(path: Path, head: bytes, layer: str, description: str) -> bool:
+    """A GeoPackage written here: the GPKG application id and the row of `layer` with
+    `description` in gpkg_contents."""
     if not (head.startswith(b"SQLite format 3\0") and head[68:72] == b"GPKG"):
         return False
     try:  # read-only: checking a file must never change it
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             row = db.execute("SELECT 1 FROM gpkg_contents WHERE table_name = ? AND "
-                             "description = ?", (LAYER, DESCRIPTION)).fetchone()
+                             "description = ?", (layer, description)).fetchone()
     except sqlite3.Error:
         return False
     return row is not None
+
+
+def _exported_gpkg(path: Path, head: bytes) -> bool:
+    """A GeoPackage written by an export (this module's layer row)."""
+    return gpkg_written(path, head, LAYER, DESCRIPTION)
 
 
 def _exported_geoparquet(path: Path, head: bytes) -> bool:
@@ -278,7 +410,9 @@ def _exported_geoparquet(path: Path, head: bytes) -> bool:
         schema = pq.read_schema(path)
     except (OSError, ValueError, pa.ArrowException):
         return False
-    return tuple(schema.names) == PARQUET_COLUMNS and b"geo" in (schema.metadata or {})
+    # an export of before GeoParquet 1.1 (no bbox column) too
+    return (tuple(schema.names) in (PARQUET_COLUMNS, PARQUET_COLUMNS[:-1])
+            and b"geo" in (schema.metadata or {}))
 
 
 OUTPUT_KINDS = {"gpkg": OutputKind("a GeoPackage written by mrhash export", _exported_gpkg),
@@ -314,8 +448,10 @@ def export_index(index_dir: str | Path, fmt: str | None, output: str | Path,
                 job.check()
                 job.report(done, n_tiles, f"{done:,}/{n_tiles:,} tiles")
 
+        extent = extent if n_tiles else None
+        rows = _rows(db) if fmt == "gpkg" else _rows_in_space(folder.store, db, extent)
         with atomic_output(output) as tmp:
-            WRITERS[fmt](tmp, _rows(db), extent if n_tiles else None, tick)
+            WRITERS[fmt](tmp, rows, extent, tick)
         db.execute("COMMIT")
     finally:
         folder.close()

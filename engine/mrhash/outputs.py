@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrhash_contract.index_layout import RESULTS_DIR
+
 from mrhash.errors import BadInput
 from mrhash.fileio import check_writable
 
@@ -114,6 +116,10 @@ def check_output(path: str | os.PathLike, kind: OutputKind,
             continue
         guarded = _real(item)
         if guarded.is_dir():
+            # an index folder's results/ holds what clients write from its searches (the
+            # plugin's results and maps): outputs, never one of the files the engine reads
+            if what == INDEX_FOLDER and (guarded / RESULTS_DIR) in target.parents:
+                continue
             if target == guarded or guarded in target.parents:
                 raise BadInput(f"is inside {what} {item}: {name} would overwrite or mix with "
                                "the files it reads; write it elsewhere", path=str(path))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -54,10 +55,12 @@ PROPAGATION_STEPS = 40  # ALPHA ** 40 < 1e-6: the fixed point, near enough
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def logistic(relevant: np.ndarray, irrelevant: np.ndarray, background: np.ndarray
-             ) -> np.ndarray:
-    """Weights of the regularised logistic regression (module doc), fitted by Newton's
-    method; the bias is dropped (it does not change the order)."""
+def logistic_fit(relevant: np.ndarray, irrelevant: np.ndarray, background: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+    """(weights, bias) of the regularised logistic regression (module doc), fitted by
+    Newton's method: sigmoid(unit @ weights + bias) is the model's own probability that a
+    tile is relevant (`mrhash map` thresholds it). When nothing told the examples apart, the
+    relevant mean, biased so that the least relevant example sits at 0.5."""
     x = np.vstack([relevant, irrelevant, background]).astype(np.float64)
     x = np.hstack([x, np.ones((len(x), 1))])
     target = np.r_[np.ones(len(relevant)), np.zeros(len(irrelevant) + len(background))]
@@ -74,8 +77,15 @@ def logistic(relevant: np.ndarray, irrelevant: np.ndarray, background: np.ndarra
         if np.abs(step).max() < 1e-7:
             break
     if np.linalg.norm(w[:-1]) < 1e-9:  # nothing told the examples apart: their mean
-        return relevant.mean(axis=0).astype(np.float32)
-    return w[:-1].astype(np.float32)
+        mean = relevant.mean(axis=0).astype(np.float32)
+        return mean, -float((relevant @ mean).min())
+    return w[:-1].astype(np.float32), float(w[-1])
+
+
+def logistic(relevant: np.ndarray, irrelevant: np.ndarray, background: np.ndarray
+             ) -> np.ndarray:
+    """The weights of `logistic_fit`; the bias is dropped (it does not change the order)."""
+    return logistic_fit(relevant, irrelevant, background)[0]
 
 
 def propagated(nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -190,22 +200,52 @@ def _blend_propagation(table, shortlist_rows: np.ndarray, shortlist_scores: np.n
     return _z(shortlist_scores) + weight * _z(propagated(nodes, labels)[len(examples):])
 
 
+@dataclass
+class Marks:
+    """A refine request's examples encoded, and the pool they are scored against: what the
+    scorer is fitted on, shared by `refine` and `mrhash map` (mapping.py) so that a tile
+    scores the same in both."""
+
+    probes: list[tuple[Example, Probe]]
+    rows: np.ndarray | None           # the pool's rows of the embedding table; None: all
+    background: np.ndarray            # [b, dim] unit embeddings of the pool's background tiles
+
+    @classmethod
+    def of(cls, searcher: Searcher, request: RefineRequest) -> Marks:
+        """The request validated (BadInput), the examples encoded (an unknown tile id, a
+        point off the index: BadInput), the pool drawn."""
+        validated(request)
+        searcher.check_not_empty()
+        probes = [(e, searcher.probe(e)) for e in request.examples]
+        rows = _pool(searcher, request.within)
+        return cls(probes, rows, _background(searcher.embeddings, rows))
+
+    @property
+    def relevant(self) -> list[Probe]:
+        return [p for e, p in self.probes if e.relevant]
+
+    @property
+    def irrelevant(self) -> list[Probe]:
+        return [p for e, p in self.probes if not e.relevant]
+
+    def fit_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(relevant [n, dim], irrelevant [m, dim], background [b, dim]): a Scorer's input."""
+        dim = self.background.shape[1]
+        irrelevant = [p.embedding for p in self.irrelevant]
+        return (np.stack([p.embedding for p in self.relevant]),
+                np.stack(irrelevant) if irrelevant else np.zeros((0, dim), np.float32),
+                self.background)
+
+
 def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = logistic,
            propagation_weight: float = PROPAGATION_WEIGHT) -> dict:
     """The `query`-shaped result of a refine request (see the module doc); `scorer` and
     `propagation_weight` (0: none) are what the benchmark compares."""
-    validated(request)
     started = time.perf_counter()
-    searcher.check_not_empty()
-    probes = [(e, searcher.probe(e)) for e in request.examples]
-    relevant = [p for e, p in probes if e.relevant]
-    irrelevant = [p for e, p in probes if not e.relevant]
+    marks = Marks.of(searcher, request)
+    probes, relevant, irrelevant, rows = marks.probes, marks.relevant, marks.irrelevant, marks.rows
     table = searcher.embeddings
-    rows = _pool(searcher, request.within)
-    weights = scorer(np.stack([p.embedding for p in relevant]),
-                     np.stack([p.embedding for p in irrelevant]) if irrelevant
-                     else np.zeros((0, table.dim), np.float32),
-                     _background(table, rows))
+    weights = scorer(*marks.fit_arrays())
     ids = table.ids if rows is None else table.ids[rows]
     scores = table.scores(weights, rows)
     if request.exclude_examples:

@@ -34,6 +34,7 @@ from mrhash_contract.protocol import (
     LONG_JOBS,
     ExportRequest,
     IndexRequest,
+    MapRequest,
     QueryRequest,
     RefineRequest,
     ScanRequest,
@@ -347,6 +348,14 @@ class Worker:
         finally:
             self._drop_searcher(request.index)
         return result.to_dict()
+
+    def _run_map(self, params: dict, job: JobControl) -> dict:
+        from mrhash.mapping import run_map
+
+        request = MapRequest.from_params(params)
+        # a searcher of its own: the job's thread must not share the warm searcher's SQLite
+        # connection with the queries answered meanwhile
+        return run_map(request, self.model(request.model) if request.model else None, job)
 
     def start_job(self, request_id: Any, method: str, params: dict) -> None:
         # typed before the job starts: a wrong field is answered at once, never in a thread

@@ -23,11 +23,12 @@ EXPORT = "export"
 STAC_ITEMS = "stac_items"
 QUERY = "query"
 REFINE = "refine"
+MAP = "map"
 STATUS = "status"
 CANCEL = "cancel"
 DOCTOR = "doctor"
 SHUTDOWN = "shutdown"
-JOB_METHODS = (TRAIN, INDEX, SCAN, EXPORT, STAC_ITEMS)   # run as jobs, with progress
+JOB_METHODS = (TRAIN, INDEX, SCAN, EXPORT, STAC_ITEMS, MAP)  # run as jobs, with progress
 LONG_JOBS = (TRAIN, INDEX)                              # one of these at a time
 ANSWERED = (STATUS, CANCEL, QUERY, REFINE, DOCTOR)      # answered at once
 
@@ -375,6 +376,67 @@ class RefineRequest:
                 raise RequestError(f"example {number}: {error}") from None
 
 
+# -- map: every place like the examples ----------------------------------------------------
+MAP_THRESHOLD = 0.5  # a calibrated score at or above it: "likely like the positives"
+MAP_FLOOR = 0.1      # tiles scored below it are left out of the tiles layer
+
+
+@dataclass
+class MapRequest:
+    """`map`: every tile of `index` scored for the examples (at least one relevant) with the
+    refine scorer, calibrated to 0..1; the GeoPackage `output` gets the tiles at or above
+    `floor` (or `threshold` if lower) and the areas of the tiles at or above `threshold`;
+    `within` (WKT, EPSG:4326) restricts the tiles scored to those whose centre lies in it."""
+
+    METHOD: ClassVar[str] = MAP
+    examples: list[Example]
+    index: str = ""
+    output: str = ""
+    model: str | None = None
+    threshold: float = MAP_THRESHOLD
+    floor: float = MAP_FLOOR
+    within: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> MapRequest:
+        _required(params, MAP, "output")
+        examples = RefineRequest.from_params({"examples": params.get("examples")}).examples
+        return _reading("bad map parameters", lambda: cls(
+            examples, index=_text(params, "index", ""), output=_text(params, "output", ""),
+            model=_text(params, "model"),
+            threshold=_float(params, "threshold", MAP_THRESHOLD, 0.0, 1.0),
+            floor=_float(params, "floor", MAP_FLOOR, 0.0, 1.0),
+            within=_text(params, "within")))
+
+    def to_params(self) -> dict[str, Any]:
+        params = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
+        return {**_dropped(params, _defaults(MapRequest) | {"index": None}),
+                "examples": [e.to_params() for e in self.examples]}
+
+    def refine_request(self) -> RefineRequest:
+        """The refine request of the same marks and area: what the scorer is fitted on (marked
+        tiles are scored like any other)."""
+        return RefineRequest(self.examples, index=self.index, model=self.model,
+                             exclude_examples=False, within=self.within)
+
+    @property
+    def tile_floor(self) -> float:
+        """The lowest score the tiles layer holds: every detection is in it."""
+        return min(self.floor, self.threshold)
+
+    def validate(self) -> None:
+        if not self.output:
+            raise RequestError("map needs an output: the GeoPackage (.gpkg) to write")
+        for name in ("threshold", "floor"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise RequestError(f"the {name} must be between 0 and 1, got {value}")
+        if not any(e.relevant for e in self.examples):
+            raise RequestError("map needs at least one relevant example (a tile, point or "
+                               "footprint marked relevant)")
+        self.refine_request().validate()
+
+
 # -- jobs ----------------------------------------------------------------------------------
 @dataclass
 class ScanRequest:
@@ -651,6 +713,26 @@ class ExportResult(TypedDict):
     seconds: float
 
 
+class MapDetection(TypedDict):
+    id: int
+    path: str
+    score: float
+
+
+class MapResult(TypedDict):
+    output: str
+    calibration: str
+    threshold: float
+    floor: float
+    n_scored: int
+    n_tiles: int
+    n_detected: int
+    detected_km2: float
+    n_areas: int
+    detections: list[MapDetection]
+    seconds: float
+
+
 REQUESTS: dict[str, Any] = {cls.METHOD: cls for cls in (
     ScanRequest, TrainRequest, IndexRequest, ExportRequest, QueryRequest, RefineRequest,
-    StacItemsRequest)}
+    StacItemsRequest, MapRequest)}

@@ -17,6 +17,7 @@ from pathlib import Path
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
+    QgsFeatureRequest,
     QgsFields,
     QgsProject,
     QgsVectorFileWriter,
@@ -109,6 +110,32 @@ class ResultsStore:
             raise OSError(tr("{path}: cannot write the results ({problem})").format(
                 path=self.path, problem=problem or tr("not a writable GeoPackage")))
         return layer
+
+
+def export_layers(layers: list[tuple[str, QgsVectorLayer]], path: str | Path,
+                  marked_only: tuple[str, ...] = ()) -> Path:
+    """Write several layers as the tables of one GeoPackage (replaced): each as its filter
+    keeps it; those named in `marked_only` only with their features the analyst marked.
+    Raises OSError naming the file and the problem."""
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg":
+        raise OSError(tr("{path}: choose a .gpkg file name").format(path=path))
+    action = QgsVectorFileWriter.ActionOnExistingFile
+    for number, (table, layer) in enumerate(layers):
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = table
+        options.actionOnExistingFile = (action.CreateOrOverwriteFile if number == 0
+                                        else action.CreateOrOverwriteLayer)
+        if table in marked_only:  # a copy of the marked features alone
+            layer = layer.materialize(QgsFeatureRequest().setFilterExpression(
+                "\"mark\" IS NOT NULL AND \"mark\" != ''"))
+        error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+            layer, str(path), QgsProject.instance().transformContext(), options)
+        if error != QgsVectorFileWriter.WriterError.NoError:
+            raise OSError(tr("{path}: cannot export {table} ({problem})").format(
+                path=path, table=table, problem=message))
+    return path
 
 
 def export_layer(layer: QgsVectorLayer, path: str | Path) -> Path:

@@ -12,7 +12,13 @@ from dataclasses import asdict, dataclass, field
 from qgis.core import QgsProject
 
 from mrhash_qgis.contract import protocol
-from mrhash_qgis.contract.protocol import Place, QueryRequest, RefineRequest
+from mrhash_qgis.contract.protocol import (
+    MAP_THRESHOLD,
+    MapRequest,
+    Place,
+    QueryRequest,
+    RefineRequest,
+)
 
 PROJECT_SCOPE = "MrHash"
 SAVED_KEY = "saved_searches"
@@ -45,6 +51,8 @@ class Search:
     within: str | None = None                           # WKT, EPSG:4326
     exclude_radius: float = 0.0                         # metres from the query
     name: str = ""
+    maps: list[str] = field(default_factory=list)       # the GeoPackages of its maps, by round
+    map_threshold: float = MAP_THRESHOLD                # the confidence its map is shown at
 
     def mark(self, where: dict, relevant: bool | None) -> None:
         """Mark a hit relevant / not relevant (None: unmark); a later mark replaces it."""
@@ -88,10 +96,18 @@ class Search:
                                 k=min(self.k + len(self.queried_tiles()), protocol.MAX_K),
                                 within=self.within,
                                 exclude_radius=self.exclude_radius, thumbnails=thumbnails)
-        examples = [Example(q).to_engine() for q in self.queries]
-        examples += [m.to_engine() for m in self.marks]
-        return RefineRequest(examples, self.index, k=self.k, within=self.within,
+        return RefineRequest(self.examples(), self.index, k=self.k, within=self.within,
                              thumbnails=thumbnails)
+
+    def examples(self) -> list[protocol.Example]:
+        """The places queried (relevant) and the marks, as the engine's examples."""
+        return [Example(q).to_engine() for q in self.queries] + [m.to_engine()
+                                                                  for m in self.marks]
+
+    def map_request(self, output: str, threshold: float = MAP_THRESHOLD) -> MapRequest:
+        """The engine request mapping every tile like the examples into `output`."""
+        return MapRequest(self.examples(), index=self.index, output=output,
+                          threshold=threshold, within=self.within)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +119,9 @@ class Search:
                    queries=[dict(q) for q in data.get("queries", [])], marks=marks,
                    within=data.get("within"),
                    exclude_radius=float(data.get("exclude_radius") or 0.0),
-                   name=str(data.get("name", "")))
+                   name=str(data.get("name", "")),
+                   maps=[str(path) for path in data.get("maps", [])],
+                   map_threshold=float(data.get("map_threshold", MAP_THRESHOLD)))
 
 
 def saved_searches(project: QgsProject | None = None) -> list[Search]:

@@ -26,10 +26,11 @@ class MrHashProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         from mrhash_qgis.processing.algorithms.build_index import BuildIndexAlgorithm
         from mrhash_qgis.processing.algorithms.export_index import ExportIndexAlgorithm
+        from mrhash_qgis.processing.algorithms.map_similar import MapSimilarAlgorithm
         from mrhash_qgis.processing.algorithms.query_at_point import QueryAtPointAlgorithm
         from mrhash_qgis.processing.algorithms.refine import RefineAlgorithm
         from mrhash_qgis.processing.algorithms.train_model import TrainModelAlgorithm
 
         for algorithm in (TrainModelAlgorithm(), BuildIndexAlgorithm(), QueryAtPointAlgorithm(),
-                          RefineAlgorithm(), ExportIndexAlgorithm()):
+                          RefineAlgorithm(), MapSimilarAlgorithm(), ExportIndexAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -42,6 +42,7 @@ from mrhash_qgis.contract.protocol import CANCELLED, OUTSIDE_INDEX, QUERY
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.band_layout import remember_bands, remembered_bands
 from mrhash_qgis.core.crs import crs_text
+from mrhash_qgis.core.detections import AREAS_LAYER_NAME, TILES_LAYER_NAME, Detections
 from mrhash_qgis.core.engine_client import (
     FIX_BANDS,
     FIX_REPAIR,
@@ -63,7 +64,7 @@ from mrhash_qgis.core.hits_layer import (
 )
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
-from mrhash_qgis.core.results import ResultsStore, export_layer
+from mrhash_qgis.core.results import ResultsStore, export_layer, export_layers
 from mrhash_qgis.core.searches import (
     IRRELEVANT,
     PROJECT_SCOPE,
@@ -99,6 +100,7 @@ class MrHashDock(QgsDockWidget):
     """Emits `queryFinished(result)` once hits are on the map and in the grid."""
 
     queryFinished = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
+    mapFinished = pyqtSignal(dict)    # noqa: N815
     queryFailed = pyqtSignal(str)     # noqa: N815
     quickStartRequested = pyqtSignal()  # noqa: N815
     indexRequested = pyqtSignal(str)  # noqa: N815 (a model to build an index with)
@@ -233,6 +235,9 @@ class MrHashDock(QgsDockWidget):
         self.results.exportRequested.connect(lambda: self.export_hits())
         self.results.saveRequested.connect(lambda: self.save_search())
         self.results.runRequested.connect(self.run_saved)
+        self.map_panel = self.results.map_panel
+        self.map_panel.mapRequested.connect(lambda: self.map_all())
+        self.map_panel.exportRequested.connect(lambda: self.export_map())
         layout.addWidget(self.results, 1)
         self.setWidget(body)
 
@@ -242,6 +247,7 @@ class MrHashDock(QgsDockWidget):
         # a bound method: the connection goes with the dock when the plugin unloads
         QgsProject.instance().readProject.connect(self._project_read)
         self.restore_from_project()
+        self._show_index_model()  # the remembered index's model, said from the start
 
     def _project_read(self, _document) -> None:
         self.restore_from_project()
@@ -528,6 +534,73 @@ class MrHashDock(QgsDockWidget):
         self.iface.messageBar().pushMessage("MrHash", message, Qgis.MessageLevel.Critical, 8)
         self.queryFailed.emit(message)
 
+    # the map of every place like the examples
+    def map_all(self) -> EngineRequest | None:
+        """Score every tile of the index for the search's places and marks; the detections
+        (areas over their tiles) arrive as layers, filtered by the confidence slider. Each
+        round writes a GeoPackage of its own beside the project's results."""
+        if self.search is None:
+            self._fail(tr("Query a place first, then Map all like these."))
+            return None
+        if self._request is not None and not self._request.done:
+            self._request.cancel()
+        store = self._store()
+        output = store.path.with_name(f"{store.path.stem}_map_{len(self.search.maps) + 1}.gpkg")
+        request = self.search.map_request(str(output))
+        self.status_label.setText(tr("Mapping every tile of the index…"))
+        self._request = self.client.submit(request, finished=self._show_map,
+                                           failed=self._show_error)
+        return self._request
+
+    def _show_map(self, result: dict) -> None:
+        try:
+            detections = Detections.open(result["output"])
+        except OSError as error:
+            self._fail(str(error))
+            return
+        detections.add_to(QgsProject.instance())
+        self.search.maps.append(str(result["output"]))
+        self.search.map_threshold = float(result.get("threshold", 0.5))
+        self.map_panel.show_detections(detections, self.search.map_threshold)
+        self._remember_search()
+        self.status_label.setText(tr("All {n:,} tiles of the index scored: {counts} are like "
+                                     "your examples. Move Confidence to keep more or fewer."
+                                     ).format(n=int(result.get("n_scored") or 0),
+                                              counts=self.map_panel.count_label.text()))
+        self.iface.mapCanvas().refresh()
+        self.mapFinished.emit(result)
+
+    def export_map(self, path: str | None = None) -> Path | None:
+        """The detected areas and tiles (as filtered now) and the marks that made them, to
+        one GeoPackage."""
+        detections = self.map_panel.detections
+        if detections is None:
+            self._fail(tr("No map to export yet: press Map all like these first."))
+            return None
+        layers = [("areas", detections.areas), ("tiles", detections.tiles)]
+        if usable(self.hits_layer):
+            layers.append(("marks", self.hits_layer))
+        return self._export(path, tr("Export map"), "mrhash_map.gpkg", tr("GeoPackage (*.gpkg)"),
+                            lambda target: export_layers(layers, target, marked_only=("marks",)),
+                            tr("Map exported to {path}"))
+
+    def _export(self, path: str | None, title: str, default_name: str, filters: str,
+                write, done: str) -> Path | None:
+        """Ask where (unless `path` is given), `write(path)`, say where it went or why not."""
+        if path is None:
+            path, _filter = QFileDialog.getSaveFileName(
+                self, title, str(Path.home() / default_name), filters)
+            if not path:
+                return None
+        try:
+            written = write(path)
+        except OSError as error:
+            self._fail(str(error))
+            return None
+        self.iface.messageBar().pushMessage("MrHash", done.format(path=written),
+                                            Qgis.MessageLevel.Success, 5)
+        return written
+
     # marks, saved searches, export
     def mark_hits(self, hits: list[dict], mark: str) -> None:
         """Mark hits relevant / not relevant ("" clears) for the next Refine."""
@@ -576,21 +649,10 @@ class MrHashDock(QgsDockWidget):
         if not usable(self.hits_layer):
             self._fail(tr("No hits to export yet: run a query first."))
             return None
-        if path is None:
-            path, _filter = QFileDialog.getSaveFileName(
-                self, tr("Export hits"), str(Path.home() / "mrhash_hits.gpkg"),
-                tr("GeoPackage (*.gpkg);;CSV (*.csv)"))
-            if not path:
-                return None
-        try:
-            written = export_layer(self.hits_layer, path)
-        except OSError as error:
-            self._fail(str(error))
-            return None
-        self.iface.messageBar().pushMessage(
-            "MrHash", tr("Hits exported to {path}").format(path=written),
-            Qgis.MessageLevel.Success, 5)
-        return written
+        return self._export(path, tr("Export hits"), "mrhash_hits.gpkg",
+                            tr("GeoPackage (*.gpkg);;CSV (*.csv)"),
+                            lambda target: export_layer(self.hits_layer, target),
+                            tr("Hits exported to {path}"))
 
     def _adopt_project_layers(self) -> None:
         """Take over the results layers of a reopened project (their GeoPackage goes on)."""
@@ -618,6 +680,16 @@ class MrHashDock(QgsDockWidget):
         self.results.grid.set_hits(hits)
         self.results.set_saved(saved_searches())
         self.results.show_search(self.search)
+        self.map_panel.show_detections(*self._project_map())
+
+    def _project_map(self) -> tuple[Detections | None, float]:
+        """The last map of a reopened project (its layers), at the confidence it was shown."""
+        project = QgsProject.instance()
+        found = [next((layer for layer in project.mapLayersByName(name) if usable(layer)), None)
+                 for name in (AREAS_LAYER_NAME, TILES_LAYER_NAME)]
+        if None in found:
+            return None, 0.5
+        return Detections(*found), self.search.map_threshold if self.search else 0.5
 
     # results
     def _on_canvas(self, hit: dict) -> QgsGeometry:

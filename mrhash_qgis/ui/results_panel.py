@@ -1,5 +1,6 @@
 """The dock's results part: the thumbnail grid, marking hits relevant / not relevant and
-Refine, export of the hits, and the project's saved searches. Widgets and signals only: the
+Refine, the map of every place like them, export of the hits, and the project's saved
+searches. Widgets and signals only: the
 dock decides what they do."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT, Search
+from mrhash_qgis.ui.map_panel import MapPanel
 from mrhash_qgis.ui.thumbnails import ThumbnailGrid
 
 
@@ -58,6 +60,8 @@ class ResultsPanel(QWidget):
         for button in (self.relevant_button, self.irrelevant_button, self.refine_button):
             marks.addWidget(button)
         layout.addLayout(marks)
+        self.map_panel = MapPanel()
+        layout.addWidget(self.map_panel)
 
         keep = QHBoxLayout()
         self.export_button = _button(tr("Export hits…"), tr(
@@ -84,6 +88,7 @@ class ResultsPanel(QWidget):
         for button in (self.relevant_button, self.irrelevant_button, self.export_button):
             button.setEnabled(has_hits)
         self.save_button.setEnabled(search is not None)
+        self.map_panel.map_button.setEnabled(search is not None)
         self.refine_button.setEnabled(search is not None and bool(search.marks))
         if search is not None and search.marks:
             self.refine_button.setText(tr("Refine ({relevant} ✓, {irrelevant} ✗)").format(

@@ -93,21 +93,23 @@ def test_geoparquet_reads_back_with_its_geo_metadata(index_dir, tmp_path, monkey
     out = tmp_path / "tiles.parquet"
     assert export_index(index_dir, None, out)["format"] == "geoparquet"  # by extension
     table = pq.read_table(out)
-    rows = stored(index_dir)
+    rows = {r[0]: r for r in stored(index_dir)}
     assert pq.ParquetFile(out).num_row_groups == 4
     assert table.column_names == ["id", "path", "col", "row", "width", "height",
-                                  "valid_fraction", "code", "geometry"]
-    assert table.column("id").to_pylist() == [r[0] for r in rows]
-    assert table.column("path").to_pylist() == [r[1] for r in rows]
-    assert table.column("code").to_pylist() == [r[7].hex() for r in rows]
-    assert table.column("width").to_pylist() == [r[4] for r in rows]
+                                  "valid_fraction", "code", "geometry", "bbox"]
+    ids = table.column("id").to_pylist()  # in space order (tests/engine/test_geoparquet.py)
+    assert sorted(ids) == sorted(rows)
+    assert table.column("path").to_pylist() == [rows[i][1] for i in ids]
+    assert table.column("code").to_pylist() == [rows[i][7].hex() for i in ids]
+    assert table.column("width").to_pylist() == [rows[i][4] for i in ids]
     boxes = shapely.from_wkb(table.column("geometry").to_pylist())
-    assert all(b.equals(shapely.box(*r[8:12])) for b, r in zip(boxes, rows, strict=True))
+    assert all(b.equals(shapely.box(*rows[i][8:12])) for b, i in zip(boxes, ids, strict=True))
     assert all(b.exterior.is_ccw for b in boxes)
     geo = json.loads(table.schema.metadata[b"geo"])
-    bounds = np.array([r[8:12] for r in rows])
-    assert geo == {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": {
+    bounds = np.array([r[8:12] for r in rows.values()])
+    assert geo == {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {
         "encoding": "WKB", "geometry_types": ["Polygon"],
+        "covering": {"bbox": {f: ["bbox", f] for f in ("xmin", "ymin", "xmax", "ymax")}},
         "bbox": [bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(),
                  bounds[:, 3].max()]}}}
 

@@ -245,3 +245,17 @@ def test_a_symlinked_index_lock_is_not_written_through(index, model, tmp_path, d
     assert checksums(tmp_path) == before
     assert precious.exists() != dangling  # a dangling link's target is not created
 
+
+
+def test_the_index_results_folder_takes_outputs(tmp_path):
+    """results/ of an index folder is where clients keep what its searches give (the plugin's
+    results and maps): an output there is allowed, anywhere else in the index it is not."""
+    from mrhash.outputs import INDEX_FOLDER, JSON, check_output
+    from mrhash_contract.index_layout import RESULTS_DIR
+
+    index = tmp_path / "index"
+    (index / RESULTS_DIR).mkdir(parents=True)
+    inside = index / RESULTS_DIR / "map.json"
+    assert check_output(inside, JSON, [(index, INDEX_FOLDER)]) == inside
+    with pytest.raises(BadInput, match="inside the index folder"):
+        check_output(index / "map.json", JSON, [(index, INDEX_FOLDER)])

@@ -16,6 +16,7 @@ from mrhash_contract.protocol import (
     Example,
     ExportRequest,
     IndexRequest,
+    MapRequest,
     QueryRequest,
     RefineRequest,
     RequestError,
@@ -43,6 +44,10 @@ ROUND_TRIPS = [
                   SourceEntry(name="web", url="https://tiles.x.org/{z}/{x}/{y}.png", bands=[1])],
                  [("nir", [8])], "2021-01-01/2021-12-31", 30.0, "/cache",
                  {"bits": 32, "clusters": 10, "rgb": [0, 1, 2]}),
+    MapRequest([Example(tile=3, relevant=True), Example(point=(10.0, 50.0), raster="/d/a.tif",
+                                                        bands=[1, 1, 1], relevant=True),
+                Example(tile=9, relevant=False)], "/m/index", "/out/map.gpkg",
+               threshold=0.7, floor=0.2, within="POLYGON((0 0,1 0,1 1,0 0))"),
 ]
 
 

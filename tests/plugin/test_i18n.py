@@ -36,7 +36,8 @@ CHECKED = (
     "processing/algorithms/export_index.py", "ui/dock.py", "ui/results_panel.py",
     "ui/thumbnails.py", "ui/stac_dialog.py", "core/web_sources.py",
     "core/quick_start.py", "core/band_layout.py", "ui/quick_start_dialog.py",
-    "ui/band_dialog.py",
+    "ui/band_dialog.py", "core/detections.py", "ui/map_panel.py",
+    "processing/algorithms/map_similar.py",
 )
 # call name -> positions of the arguments a user reads
 USER_FACING: dict[str, tuple[int, ...]] = {

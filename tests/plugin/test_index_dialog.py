@@ -108,9 +108,10 @@ def test_band_selection_reaches_the_engine(qgis_iface, trained, s2, tmp_path, en
     dialog.bands_edit.setText("1,2,7")
     built.clear()
     dialog.start()
-    wait_for(lambda: built or "skipped" in dialog.status_label.text(), 120, "the bad bands")
+    wait_for(lambda: built or "failed" in dialog.status_label.text(), 120, "the bad bands")
+    # a band no raster of the folder has is an error naming it and a file, not an empty index
     text = dialog.status_label.text()
-    assert "0 tiles indexed" in text and "2 file(s) skipped" in text and "band 7" in text
+    assert text.startswith("Indexing failed: ") and "band 7" in text and not built, text
     assert "s2_rgb_a.tif" in text or "s2_rgb_b.tif" in text
     QgsProject.instance().removeAllMapLayers()
 

@@ -156,3 +156,27 @@ def test_refine_and_export_index(provider, built_index, tmp_path, engine):
     assert (tmp_path / "tiles.parquet").stat().st_size > 0 and parquet["OUTPUT"].endswith(
         ".parquet")
     del tiles, layer, hits  # no layer alive at exitQgis()
+
+
+def test_map_similar_writes_areas_and_tiles(provider, built_index, tmp_path, engine):
+    """mrhash:mapsimilar scores every tile for the examples and writes the areas and the tiles
+    as layers of one GeoPackage, usable from the modeller and qgis_process."""
+    import sqlite3
+
+    import processing
+
+    index = built_index.index_widget.filePath()
+    with sqlite3.connect(f"{index}/index.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM tiles ORDER BY id")]
+    result = processing.run("mrhash:mapsimilar", {
+        "INDEX": index, "POSITIVE": f"{ids[0]} {ids[1]}", "NEGATIVE": str(ids[-1]),
+        "THRESHOLD": 0.5, "OUTPUT": str(tmp_path / "map.gpkg")})
+    assert result["OUTPUT"] == str(tmp_path / "map.gpkg")
+    areas, tiles = QgsVectorLayer(result["AREAS"]), QgsVectorLayer(result["TILES"])
+    assert areas.isValid() and tiles.isValid() and tiles.featureCount() > 0
+    assert {"n_tiles", "area_km2", "max_score"} <= set(areas.fields().names())
+    assert all(f["max_score"] >= 0.5 for f in areas.getFeatures())
+    with pytest.raises(QgsProcessingException, match="at least one relevant"):
+        processing.run("mrhash:mapsimilar", {"INDEX": index, "NEGATIVE": str(ids[0]),
+                                             "OUTPUT": str(tmp_path / "none.gpkg")})
+    del areas, tiles  # no layer alive at exitQgis()

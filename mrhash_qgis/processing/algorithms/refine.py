@@ -51,7 +51,8 @@ class RefineAlgorithm(EngineAlgorithm):
                   "rank, Hamming distance to the nearest relevant example and the refine "
                   "score.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+    def add_example_parameters(self) -> None:
+        """INDEX and the examples: what refine and map share."""
         self.addParameter(QgsProcessingParameterFile(
             "INDEX", tr("Index"), behavior=QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterString(
@@ -61,12 +62,9 @@ class RefineAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             "EXAMPLES", tr("Relevant polygons"), [QgsProcessing.SourceType.TypeVectorPolygon],
             optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            "K", tr("Number of hits"), QgsProcessingParameterNumber.Type.Integer, 20,
-            minValue=1, maxValue=10000))
-        self.addParameter(hits_parameter())
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def examples(self, parameters, context) -> list[Example]:
+        """The examples given (at least one relevant, else QgsProcessingException)."""
         examples = [Example(tile=i, relevant=True) for i in tile_ids(
             self.parameterAsString(parameters, "POSITIVE", context), tr("Relevant tile ids"))]
         examples += [Example(tile=i, relevant=False) for i in tile_ids(
@@ -79,7 +77,18 @@ class RefineAlgorithm(EngineAlgorithm):
         if not any(e.relevant for e in examples):
             raise QgsProcessingException(tr("Give at least one relevant example: tile ids or "
                                             "polygons"))
-        request = RefineRequest(examples, self.parameterAsFile(parameters, "INDEX", context),
+        return examples
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.add_example_parameters()
+        self.addParameter(QgsProcessingParameterNumber(
+            "K", tr("Number of hits"), QgsProcessingParameterNumber.Type.Integer, 20,
+            minValue=1, maxValue=10000))
+        self.addParameter(hits_parameter())
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        request = RefineRequest(self.examples(parameters, context),
+                                self.parameterAsFile(parameters, "INDEX", context),
                                 k=self.parameterAsInt(parameters, "K", context))
         hits = self.run_engine(request, feedback).get("hits", [])
         return write_hits(self, hits, parameters, context, feedback)
