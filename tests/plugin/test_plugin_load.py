@@ -20,7 +20,7 @@ def test_load_and_unload_twice(qgis_iface):
         assert registry.providerById("mrhash") is not None
         assert {a.id() for a in registry.providerById("mrhash").algorithms()} == {
             "mrhash:trainmodel", "mrhash:buildindex", "mrhash:queryatpoint", "mrhash:refine",
-            "mrhash:exportindex"}
+            "mrhash:mapsimilar", "mrhash:exportindex"}
         assert plugin.dock is not None and plugin.dock.objectName() == "MrHashDock"
         assert len(plugin.actions) == 5
         plugin.toggle_query_tool(True)
