@@ -28,6 +28,7 @@ class EngineTask(QgsTask):
         self.client, self.request = client, request
         self.result: dict | None = None
         self.failure: EngineError | None = None
+        self.last_event: dict = {}  # the latest progress line (its eta_s says when it ends)
 
     def start(self) -> EngineTask:
         """Hand the task to QGIS's task manager, which runs it and deletes it when done."""
@@ -40,6 +41,7 @@ class EngineTask(QgsTask):
                                  QgsTask.TaskStatus.Running)
 
     def _on_progress(self, event: dict) -> None:
+        self.last_event = event
         if event.get("fraction") is not None:
             self.setProgress(100.0 * float(event["fraction"]))
         self.progressEvent.emit(event)

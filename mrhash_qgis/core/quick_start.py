@@ -14,6 +14,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import SourceProposal
+from mrhash_qgis.contract.choices import DEFAULT_AE_EPOCHS, DEFAULT_EPOCHS
 from mrhash_qgis.contract.protocol import IndexRequest, SourceEntry, TrainRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient
@@ -21,16 +22,37 @@ from mrhash_qgis.core.engine_task import EngineTask
 from mrhash_qgis.core.i18n import tr
 
 TRAIN, INDEX, DONE = "train", "index", "done"
-# training tiles per minute of the budget on a 2-core laptop CPU with the default settings
-# (10,920 tiles in 374 s, docs/BENCHMARKS.md): a large folder trains on a sample of its tiles
-TILES_PER_MINUTE = 1700
+# the time a training with the default settings takes on 2 CPU cores, 4 sources, measured
+# (docs/BENCHMARKS.md: 1,700 tiles in 121 s idle, 10,920 in 374 s): seconds per tile of the
+# feature pass, per autoencoder and per hash step (64 tiles, the views); the optimiser steps
+# of each stage are capped (TrainConfig.max_steps), so big samples cost mostly their features
+FEATURE_S, AE_STEP_S, HASH_STEP_S, FIXED_S = 0.027, 0.02, 0.1, 12.0
+BATCH, MAX_STEPS = 64, 1000
 MIN_SAMPLES = 256
+MAX_SAMPLES_LIMIT = 1_000_000
 # the share of the whole start's progress bar each stage takes
 TRAIN_SHARE = 0.8
 
 
+def training_seconds(n: int) -> float:
+    """About how long training on n tiles takes with the default settings here."""
+    per_epoch = -(-n // BATCH)
+    steps = {epochs: min(epochs, max(1, MAX_STEPS // per_epoch)) * per_epoch
+             for epochs in (DEFAULT_AE_EPOCHS, DEFAULT_EPOCHS)}
+    return (FIXED_S + n * FEATURE_S + steps[DEFAULT_AE_EPOCHS] * AE_STEP_S
+            + steps[DEFAULT_EPOCHS] * HASH_STEP_S)
+
+
 def max_samples(minutes: int) -> int:
-    return max(MIN_SAMPLES, int(minutes) * TILES_PER_MINUTE)
+    """The most tiles a training within `minutes` can learn from (at least MIN_SAMPLES)."""
+    low, high = MIN_SAMPLES, MAX_SAMPLES_LIMIT
+    while low < high:  # training_seconds grows with n: the largest n within the budget
+        middle = (low + high + 1) // 2
+        if training_seconds(middle) <= 60.0 * minutes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 @dataclass

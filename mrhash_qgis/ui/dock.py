@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
+    QgsTask,
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
@@ -64,6 +65,7 @@ from mrhash_qgis.core.hits_layer import (
 )
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
+from mrhash_qgis.core.quick_start import duration_words
 from mrhash_qgis.core.results import ResultsStore, export_layer, export_layers
 from mrhash_qgis.core.searches import (
     IRRELEVANT,
@@ -500,9 +502,13 @@ class MrHashDock(QgsDockWidget):
         error = self._request.error if self._request is not None else None
         if error is not None and error.fix == FIX_BANDS and self._ask_bands(error.needs):
             return
-        if code != CANCELLED and index_being_built():
-            self._fail(tr("The index is being built: query again when it is done (its "
-                          "progress is in the task manager)."))
+        building = index_being_built()
+        if code != CANCELLED and building is not None:
+            eta = getattr(building, "last_event", {}).get("eta_s")
+            self._fail(tr("The index is being built: query again when it is done{when} "
+                          "(its progress is in the task manager).").format(
+                when=tr(", in about {time}").format(time=duration_words(float(eta)))
+                if eta is not None else ""))
         elif code == OUTSIDE_INDEX:
             self._fail(tr("The place you clicked is outside the indexed imagery: click on "
                           "your imagery where the index's tiles are, or put a raster layer "
@@ -754,11 +760,11 @@ def restyle_hit_rasters(bands: list[int], limits: list[list[float]]) -> None:
             layer.triggerRepaint()
 
 
-def index_being_built() -> bool:
-    """An index build of this plugin is running (its queries wait for the end)."""
+def index_being_built() -> QgsTask | None:
+    """The index build of this plugin that is running, if any (its queries wait for it)."""
     prefix = tr("MrHash: index {folder}").split("{")[0]
-    return any(task.description().startswith(prefix)
-               for task in QgsApplication.taskManager().activeTasks())
+    return next((task for task in QgsApplication.taskManager().activeTasks()
+                 if task.description().startswith(prefix)), None)
 
 
 def show_like_thumbnail(layer: QgsRasterLayer, bands: list[int],

@@ -204,7 +204,7 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
     assert "4 (red), 3 (green), 2 (blue)" in text and "nir 8 (near infrared)" in text, text
     dialog.minutes_spin.setValue(1)
     assert dialog.plan_label.text().startswith("25 raster(s). Looks like Sentinel-2")
-    assert "about 1 min (at most 1,700 tiles)" in dialog.plan_label.text()
+    assert "about 1 min (at most 592 tiles)" in dialog.plan_label.text()
     screenshot(dialog, "quick_start_1_proposal")
     built: list[tuple[str, str]] = []
     dialog.ready.connect(lambda model, index: built.append((model, index)))
@@ -372,3 +372,41 @@ def test_the_set_up_says_which_package_it_installs():
     assert pip_words("Installing collected packages: numpy, torch, mrhash") == (
         "installing 3 packages (the largest take a minute)")
     assert pip_words("  Attempting uninstall: numpy") == ""
+
+
+def test_a_query_while_the_index_is_built_says_when_it_is_ready(qgis_iface, trained,
+                                                               sentinel2_dir, tmp_path,
+                                                               engine):
+    from osgeo import gdal
+
+    from mrhash_qgis.core.searches import Search
+    from mrhash_qgis.ui.dock import MrHashDock
+    from mrhash_qgis.ui.index_dialog import IndexDialog
+
+    big = tmp_path / "big"
+    big.mkdir()  # ~900 tiles: still building when the query comes
+    rgb = gdal.BuildVRT("/vsimem/first_hour_big.vrt", [str(sentinel2_dir / f"s2_{b}.jp2")
+                                                       for b in ("B04", "B03", "B02")],
+                        separate=True)
+    gdal.Translate(str(big / "s2_big.tif"), rgb, srcWin=[0, 0, 1920, 1920])
+    gdal.Unlink("/vsimem/first_hour_big.vrt")
+    dialog = IndexDialog(qgis_iface, engine)
+    dialog.folder_widget.setFilePath(str(big))
+    dialog.use_model(trained.model)
+    dialog.index_widget.setFilePath(str(tmp_path / "big_index"))
+    ended: list[str] = []
+    task = dialog.start()
+    task.done.connect(lambda _result: ended.append("done"))
+    task.error.connect(lambda code, _message, _fix: ended.append(code))
+    wait_for(lambda: task.last_event.get("eta_s") is not None or ended, 120, "a build's ETA")
+    dock = MrHashDock(qgis_iface, engine)
+    dock.index_widget.setFilePath(str(tmp_path / "big_index"))
+    failed: list[str] = []
+    dock.queryFailed.connect(failed.append)
+    dock.run_search(Search(index=str(tmp_path / "big_index"), k=3, queries=[{"tile": 1}]))
+    wait_for(lambda: failed or ended, 60, "the query's answer")
+    assert failed and "The index is being built: query again when it is done, in about" in (
+        failed[0]), failed
+    dialog.cancel()
+    wait_for(lambda: ended, 120, "the cancelled build")
+    QgsProject.instance().removeAllMapLayers()
