@@ -127,7 +127,7 @@ class QuickStart(QObject):
         """Run `plan` from its stage: a model already trained by an earlier run (its file is
         written only once complete) is not trained again."""
         self.plan = plan
-        if plan.stage == TRAIN and Path(plan.model).is_file() and settings.QUICK_START.get():
+        if plan.stage == TRAIN and Path(plan.model).is_file():
             plan.stage = INDEX
         plan.save()
         self._run_stage()
