@@ -48,8 +48,6 @@ CHUNK = 50_000
 LAYER = "tiles"
 DESCRIPTION = "MrHash index tiles"  # of the layer in gpkg_contents: how an export is known
 BBOX, BBOX_FIELDS = "bbox", ("xmin", "ymin", "xmax", "ymax")  # GeoParquet 1.1 covering
-PARQUET_COLUMNS = ("id", "path", "col", "row", "width", "height", "valid_fraction", "code",
-                   "geometry", BBOX)
 
 # one polygon of 5 points as little-endian WKB: byte order, type 3, 1 ring, 5 points, 10 doubles
 _WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"),
@@ -335,45 +333,82 @@ def _rows_in_space(store, db: sqlite3.Connection, extent: tuple | None) -> Itera
                         for r in (records[i] for i in part if i in records)])
 
 
-def geo_metadata(extent: tuple | None) -> dict:
+def geo_metadata(extent: tuple | None, geometry_types: tuple[str, ...] = ("Polygon",)
+                 ) -> dict:
     """GeoParquet 1.1 file metadata; no crs = OGC:CRS84 (lon/lat); the `bbox` column is
     the geometry's covering (readers filter row groups by its statistics)."""
-    column = {"encoding": "WKB", "geometry_types": ["Polygon"],
+    column = {"encoding": "WKB", "geometry_types": list(geometry_types),
               "covering": {"bbox": {name: [BBOX, name] for name in BBOX_FIELDS}}}
     if extent is not None:
         column["bbox"] = list(extent)
     return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
+class GeoParquetWriter:
+    """A GeoParquet 1.1 file of attribute columns, then `geometry` (WKB, lon/lat) and its
+    `bbox` covering: one row group a `write` (give rows in space order, `hilbert_keys`), with
+    the statistics pyarrow keeps of every column, the bbox fields included. A context
+    manager; pyarrow is imported only here (an optional dependency of exports)."""
+
+    def __init__(self, path: Path, attributes: list[tuple[str, str]], extent: tuple | None,
+                 geometry_types: tuple[str, ...] = ("Polygon",)):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa = pa
+        self._box = pa.struct([(name, pa.float64()) for name in BBOX_FIELDS])
+        self.schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in attributes]
+                                + [("geometry", pa.binary()), (BBOX, self._box)],
+                                metadata={"geo": json.dumps(geo_metadata(extent,
+                                                                         geometry_types))})
+        self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd",
+                                        write_statistics=True)
+
+    def __enter__(self) -> GeoParquetWriter:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._writer.close()
+
+    def write(self, columns: list, wkb, bounds: np.ndarray) -> None:
+        """One row group: the attribute columns (sequences, in schema order), the geometries
+        (a pyarrow binary array, or a list of WKB bytes) and their boxes [n, 4] (west, south,
+        east, north)."""
+        pa = self._pa
+        bounds = np.asarray(bounds, np.float64).reshape(-1, 4)
+        geometry = wkb if isinstance(wkb, pa.Array) else pa.array(wkb, pa.binary())
+        bbox = pa.StructArray.from_arrays([pa.array(v) for v in bounds.T],
+                                          fields=list(self._box))
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=False)]
+        self._writer.write_table(pa.Table.from_arrays([*arrays, geometry, bbox],
+                                                      schema=self.schema),
+                                 row_group_size=max(len(bounds), 1))
+
+
+def box_wkb_array(bounds: np.ndarray):
+    """Boxes [n, 4] as a pyarrow binary array of WKB polygons, without a copy a row."""
+    import pyarrow as pa
+
+    n = len(bounds)
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * _WKB.itemsize).tobytes())
+    return pa.Array.from_buffers(pa.binary(), n,
+                                 [None, offsets, pa.py_buffer(box_wkb(bounds).tobytes())])
+
+
+TILE_ATTRIBUTES = [("id", "int64"), ("path", "string"), ("col", "int32"), ("row", "int32"),
+                   ("width", "int32"), ("height", "int32"), ("valid_fraction", "float64"),
+                   ("code", "string")]
+PARQUET_COLUMNS = (*(name for name, _ in TILE_ATTRIBUTES), "geometry", BBOX)
+
+
 def write_geoparquet(path: Path, chunks: Iterator[Chunk], extent: tuple | None,
                      tick: Callable[[int], None]) -> None:
-    """One row group a chunk (rows in space order: `_rows_in_space`), with the statistics
-    pyarrow keeps of every column, the bbox fields included."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    box = pa.struct([(name, pa.float64()) for name in BBOX_FIELDS])
-    types = (pa.int64(), pa.string(), pa.int32(), pa.int32(), pa.int32(), pa.int32(),
-             pa.float64(), pa.string(), pa.binary(), box)
-    schema = pa.schema(list(zip(PARQUET_COLUMNS, types, strict=True)),
-                       metadata={"geo": json.dumps(geo_metadata(extent))})
-    with pq.ParquetWriter(str(path), schema, compression="zstd",
-                          write_statistics=True) as writer:
+    """The index's tiles (in space order: `_rows_in_space`), one row group a chunk."""
+    with GeoParquetWriter(path, TILE_ATTRIBUTES, extent) as writer:
         for chunk in chunks:
-            n = len(chunk.ids)
-            offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * _WKB.itemsize)
-                                   .tobytes())
-            wkb = pa.Array.from_buffers(pa.binary(), n,
-                                        [None, offsets, pa.py_buffer(chunk.wkb().tobytes())])
-            bbox = pa.StructArray.from_arrays([pa.array(v) for v in chunk.bounds.T],
-                                              fields=list(box))
-            columns = [chunk.ids, chunk.paths, *chunk.windows.T, chunk.valid, chunk.codes, wkb,
-                       bbox]
-            writer.write_table(pa.Table.from_arrays(
-                [pa.array(c, type=f.type) if not isinstance(c, pa.Array) else c
-                 for c, f in zip(columns, schema, strict=True)], schema=schema),
-                row_group_size=max(n, 1))
-            tick(n)
+            writer.write([chunk.ids, chunk.paths, *chunk.windows.T, chunk.valid, chunk.codes],
+                         box_wkb_array(chunk.bounds), chunk.bounds)
+            tick(len(chunk.ids))
 
 
 WRITERS = {"gpkg": write_gpkg, "geoparquet": write_geoparquet}

@@ -33,16 +33,19 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import shapely
-from mrhash_contract.protocol import MapRequest
+from mrhash_contract.protocol import IRRELEVANT, RELEVANT, MapRequest
 
-from mrhash.errors import validated
+from mrhash.errors import BadInput, validated
 from mrhash.export import (
+    BBOX,
+    GeoParquetWriter,
     GpkgLayer,
     gpkg_boxes,
     gpkg_create,
@@ -50,11 +53,12 @@ from mrhash.export import (
     gpkg_geometry,
     gpkg_insert,
     gpkg_written,
+    hilbert_keys,
 )
 from mrhash.fileio import atomic_output
 from mrhash.jobs import JobControl
 from mrhash.outputs import INDEX_FOLDER, MODEL_FILE, OutputKind, check_output
-from mrhash.refine import Marks, logistic_fit
+from mrhash.refine import Marks, logistic_fit, marked_tiles
 from mrhash.search import Searcher
 
 SCORE_CHUNK = 262_144  # rows scored at once: an 84 MB temporary at 80 dimensions
@@ -64,7 +68,7 @@ TILES = GpkgLayer("tiles", "MrHash map tiles",
                   "id INTEGER NOT NULL, path TEXT NOT NULL, col MEDIUMINT NOT NULL, "
                   "row MEDIUMINT NOT NULL, width MEDIUMINT NOT NULL, "
                   "height MEDIUMINT NOT NULL, score REAL NOT NULL, logit REAL NOT NULL, "
-                  "detected BOOLEAN NOT NULL")
+                  "detected BOOLEAN NOT NULL, mark TEXT")
 AREAS = GpkgLayer("areas", "MrHash map areas",
                   "path TEXT NOT NULL, n_tiles INTEGER NOT NULL, area_km2 REAL NOT NULL, "
                   "max_score REAL NOT NULL, mean_score REAL NOT NULL")
@@ -92,11 +96,14 @@ def probability(logits: np.ndarray, bias: float) -> np.ndarray:
 
 
 def score_pool(table, weights: np.ndarray, bias: float, rows: np.ndarray | None,
-               floor: float, job: JobControl | None = None) -> Scored:
+               floor: float, job: JobControl | None = None,
+               marked: np.ndarray | None = None) -> Scored:
     """Every tile of the pool (`rows` of the table; None: all) scored, SCORE_CHUNK at a time
-    (unit @ weights: refine's score), those at or above `floor` kept."""
+    (unit @ weights: refine's score), those at or above `floor` kept, and the `marked` ids
+    whatever their score (a tile marked not relevant stays on the map with its mark)."""
     table.compact()
     weights = np.asarray(weights, np.float32)
+    marked = np.sort(np.asarray([] if marked is None else marked, np.int64))
     n = len(table) if rows is None else len(rows)
     ids, logits, scores = [], [], []
     for start in range(0, n, SCORE_CHUNK):
@@ -104,8 +111,8 @@ def score_pool(table, weights: np.ndarray, bias: float, rows: np.ndarray | None,
         block = table.unit[start:stop] if rows is None else table.unit[rows[start:stop]]
         logit = block @ weights
         score = probability(logit, bias)
-        keep = np.flatnonzero(score >= floor)
         chunk_ids = table.ids[start:stop] if rows is None else table.ids[rows[start:stop]]
+        keep = np.flatnonzero((score >= floor) | _member(chunk_ids, marked))
         ids.append(chunk_ids[keep])
         logits.append(logit[keep])
         scores.append(score[keep])
@@ -116,6 +123,14 @@ def score_pool(table, weights: np.ndarray, bias: float, rows: np.ndarray | None,
         return Scored(np.zeros(0, np.int64), np.zeros(0, np.float32),
                       np.zeros(0, np.float32), 0)
     return Scored(np.concatenate(ids), np.concatenate(logits), np.concatenate(scores), n)
+
+
+def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """Which of `ids` are in `sorted_ids` (a binary search each: few marks, many ids)."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), bool)
+    pos = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
+    return sorted_ids[pos] == ids
 
 
 def _q(lat_deg: np.ndarray) -> np.ndarray:
@@ -183,10 +198,11 @@ def _extent(bounds: np.ndarray) -> tuple | None:
     return (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))
 
 
-def _write(path: Path, store, scored: Scored, threshold: float
+def _write(path: Path, store, scored: Scored, threshold: float, marks: dict[int, bool]
            ) -> tuple[list[dict], Areas, tuple | None]:
-    """The tiles layer (streamed from the store, RECORD_CHUNK tiles at a time) and the areas
-    layer; -> (the detections {id, path, score} best first, the areas, tiles' extent)."""
+    """The tiles layer (streamed from the store, RECORD_CHUNK tiles at a time; each marked
+    tile with its mark) and the areas layer; -> (the detections {id, path, score} best
+    first, the areas, tiles' extent)."""
     db = sqlite3.connect(path, isolation_level=None)
     detected: list[tuple[int, str, float, np.ndarray]] = []
     extent = None
@@ -202,7 +218,8 @@ def _write(path: Path, store, scored: Scored, threshold: float
             blobs = gpkg_boxes(bounds)
             gpkg_insert(db, TILES, ids[found],
                         ((int(r.id), g.tobytes(), int(r.id), r.path, *map(int, r.window),
-                          float(scores[n]), float(logits[n]), bool(scores[n] >= threshold))
+                          float(scores[n]), float(logits[n]), bool(scores[n] >= threshold),
+                          mark_word(marks.get(int(r.id))))
                          for r, g, n in zip(rec, blobs, found, strict=True)), bounds)
             detected += [(r.id, r.path, float(scores[n]), b) for r, n, b
                          in zip(rec, found, bounds, strict=True) if scores[n] >= threshold]
@@ -231,6 +248,11 @@ def _write(path: Path, store, scored: Scored, threshold: float
     return detections, areas, extent
 
 
+def mark_word(relevant: bool | None) -> str | None:
+    """A tile's `mark` in the layers (NULL: not marked)."""
+    return None if relevant is None else (RELEVANT if relevant else IRRELEVANT)
+
+
 def map_index(searcher: Searcher, request: MapRequest, job: JobControl | None = None
               ) -> dict:
     """Score every tile of the searcher's index for the request's examples and write the
@@ -246,10 +268,11 @@ def map_index(searcher: Searcher, request: MapRequest, job: JobControl | None = 
                                               (folder.store.get("model_path"), MODEL_FILE)])
     marks = Marks.of(searcher, request.refine_request())
     weights, bias = logistic_fit(*marks.fit_arrays())
+    marked = marked_tiles(searcher, marks.probes)
     scored = score_pool(searcher.embeddings, weights, bias, marks.rows, request.tile_floor,
-                        job)
+                        job, np.fromiter(marked, np.int64))
     with atomic_output(request.output) as tmp:
-        detections, areas, _ = _write(tmp, folder.store, scored, request.threshold)
+        detections, areas, _ = _write(tmp, folder.store, scored, request.threshold, marked)
     if job:
         job.report(scored.n_scored, scored.n_scored, "done", force=True)
     return {"output": str(Path(request.output).resolve()), "calibration": CALIBRATION,
@@ -268,3 +291,105 @@ def run_map(request: MapRequest, model=None, job: JobControl | None = None) -> d
         return map_index(searcher, request, job)
     finally:
         searcher.close()
+
+
+# -- a map as GeoParquet ------------------------------------------------------------------
+TILE_PARQUET = [("id", "int64"), ("path", "string"), ("col", "int32"), ("row", "int32"),
+                ("width", "int32"), ("height", "int32"), ("score", "float64"),
+                ("mark", "string")]
+AREA_PARQUET = [("path", "string"), ("n_tiles", "int32"), ("area_km2", "float64"),
+                ("max_score", "float64"), ("mean_score", "float64")]
+
+
+def parquet_outputs(output: str | Path) -> dict[str, Path]:
+    """The two files a map's GeoParquet export writes for `output` (X.parquet):
+    X_areas.parquet and X_tiles.parquet (GeoParquet holds one layer a file)."""
+    output = Path(output)
+    return {layer: output.with_name(f"{output.stem}_{layer}.parquet")
+            for layer in (AREAS.name, TILES.name)}
+
+
+def _map_parquet(columns: list[tuple[str, str]]) -> OutputKind:
+    names = (*(name for name, _ in columns), "geometry", BBOX)
+
+    def written_before(path: Path, head: bytes) -> bool:
+        if not head.startswith(b"PAR1"):
+            return False
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, ValueError, pa.ArrowException):
+            return False
+        return tuple(schema.names) == names and b"geo" in (schema.metadata or {})
+
+    return OutputKind("a GeoParquet file written by a map export", written_before)
+
+
+PARQUET_KINDS = {TILES.name: _map_parquet(TILE_PARQUET), AREAS.name: _map_parquet(AREA_PARQUET)}
+
+
+def _geometry_wkb(blob: bytes) -> bytes:
+    """The WKB of a GeoPackage geometry blob (after its header and envelope)."""
+    envelope = (0, 32, 48, 48, 64)[(blob[3] >> 1) & 0b111]
+    return bytes(blob[8 + envelope:])
+
+
+def _space_order(bounds: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """Rows in Hilbert order of their box centres, and the extent."""
+    extent = _extent(bounds)
+    if extent is None:
+        return np.zeros(0, np.int64), None
+    keys = hilbert_keys((bounds[:, :2] + bounds[:, 2:]) / 2, extent)
+    return np.argsort(keys, kind="stable"), extent
+
+
+def export_map(map_path: str | Path, output: str | Path, threshold: float,
+               job: JobControl | None = None) -> dict:
+    """A map's GeoPackage (written by `map_index`) as two GeoParquet 1.1 files (see
+    `parquet_outputs`): the tiles and the areas at or above `threshold` (areas by their best
+    tile, as the plugin's confidence slider shows them), each tile with its mark, rows in
+    space order with the bbox covering column (export.py). -> {outputs: {areas, tiles},
+    n_tiles, n_areas, threshold, seconds}. Bad input (not a map, a threshold outside [0, 1],
+    an output that may not be written) is BadInput before anything is written."""
+    started = time.perf_counter()
+    map_path = Path(map_path)
+    if not (math.isfinite(threshold) and 0 <= threshold <= 1):
+        raise BadInput(f"the threshold must be between 0 and 1, got {threshold}")
+    try:
+        head = map_path.read_bytes()[:100] if map_path.is_file() else b""
+    except OSError as error:
+        raise BadInput(f"cannot read the map: {error.strerror}", path=str(map_path)) from error
+    if not MAP_OUTPUT.written_before(map_path, head):
+        raise BadInput("is not a map written by mrhash map (a GeoPackage with its tiles "
+                       "and areas)", path=str(map_path))
+    outputs = parquet_outputs(output)
+    for layer, path in outputs.items():
+        check_output(path, PARQUET_KINDS[layer], [(map_path, "the map")])
+    with closing(sqlite3.connect(f"{map_path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        tiles = db.execute("SELECT id, path, col, row, width, height, score, mark, geom FROM "
+                           f"{TILES.name} WHERE score >= ? ORDER BY id", (threshold,)).fetchall()
+        areas = db.execute("SELECT path, n_tiles, area_km2, max_score, mean_score, geom FROM "
+                           f"{AREAS.name} WHERE max_score >= ? ORDER BY fid",
+                           (threshold,)).fetchall()
+    for layer, rows, columns in ((TILES.name, tiles, TILE_PARQUET),
+                                 (AREAS.name, areas, AREA_PARQUET)):
+        wkb = [_geometry_wkb(row[-1]) for row in rows]
+        bounds = shapely.bounds(shapely.from_wkb(wkb)).reshape(-1, 4)
+        order, extent = _space_order(bounds)
+        values = [[rows[i][c] for i in order] for c in range(len(columns))]
+        geometry_types = ("Polygon",) if layer == TILES.name else ("Polygon", "MultiPolygon")
+        with atomic_output(outputs[layer]) as tmp, \
+                GeoParquetWriter(tmp, columns, extent, geometry_types) as writer:
+            for start in range(0, len(order), RECORD_CHUNK):  # row groups of RECORD_CHUNK
+                part = slice(start, start + RECORD_CHUNK)
+                writer.write([v[part] for v in values], [wkb[i] for i in order[part]],
+                             bounds[order[part]])
+        if job:
+            job.check()
+    if job:
+        job.report(1, 1, "done", force=True)
+    return {"outputs": {layer: str(path.resolve()) for layer, path in outputs.items()},
+            "n_tiles": len(tiles), "n_areas": len(areas), "threshold": threshold,
+            "seconds": round(time.perf_counter() - started, 3)}

@@ -132,17 +132,20 @@ def _hamming(code: bytes, codes: np.ndarray) -> int:
     return int(np.unpackbits(xor, axis=1).sum(axis=1).min())
 
 
-def _marked_tiles(searcher: Searcher, examples: list[tuple[Example, Probe]]) -> np.ndarray:
-    """Ids of the tiles the examples mark: the tile itself, or the tiles holding the centre
-    of a point's or footprint's patch."""
-    ids: list[int] = []
+def marked_tiles(searcher: Searcher, examples: list[tuple[Example, Probe]]
+                 ) -> dict[int, bool]:
+    """The tiles the examples mark, each with its mark (relevant: True): the tile itself, or
+    the tiles holding the centre of a point's or footprint's patch (a later mark of a tile
+    wins)."""
+    marks: dict[int, bool] = {}
     for example, probe in examples:
         if example.tile is not None:
-            ids.append(example.tile)
+            marks[example.tile] = example.relevant
         else:
             lon, lat = probe.centre4326()
-            ids += searcher.folder.store.ids_within((lon, lat, lon, lat))[0].tolist()
-    return np.asarray(ids, np.int64)
+            for tile in searcher.folder.store.ids_within((lon, lat, lon, lat))[0].tolist():
+                marks[int(tile)] = example.relevant
+    return marks
 
 
 def _background(table, rows: np.ndarray | None) -> np.ndarray:
@@ -249,7 +252,7 @@ def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = logistic
     ids = table.ids if rows is None else table.ids[rows]
     scores = table.scores(weights, rows)
     if request.exclude_examples:
-        _exclude(scores, ids, _marked_tiles(searcher, probes))
+        _exclude(scores, ids, np.fromiter(marked_tiles(searcher, probes), np.int64))
     best = top_k(scores, ids, max(SHORTLIST, request.k) if propagation_weight else request.k)
     final = scores[best]
     if propagation_weight and len(best):

@@ -477,6 +477,17 @@ class Searcher:
                            self.hits(ranked, query.thumbnails), started,
                            ties=self._ties(probe, query, passing, complete))
 
+    def tiles(self, request) -> dict:
+        """The `tiles` request's tiles as hits, in its order (an unknown id: BadInput)."""
+        started = time.perf_counter()
+        records = self.folder.store.tiles(request.ids)
+        missing = [i for i in request.ids if i not in records]
+        if missing:
+            raise BadInput(f"no tile with id {missing[0]} in the index",
+                           path=str(self.folder.root))
+        return self.result({}, self.hits([(0, i, 0.0) for i in request.ids],
+                                         request.thumbnails), started)
+
     def refine(self, request) -> dict:
         """Relevance feedback (refine.py): the whole index re-ranked from marked examples."""
         from mrhash.refine import refine

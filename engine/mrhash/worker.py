@@ -32,6 +32,7 @@ from mrhash_contract.protocol import (
     ANSWERED,
     JOB_METHODS,
     LONG_JOBS,
+    ExportMapRequest,
     ExportRequest,
     IndexRequest,
     MapRequest,
@@ -40,6 +41,7 @@ from mrhash_contract.protocol import (
     ScanRequest,
     SourceEntry,
     StacItemsRequest,
+    TilesRequest,
     TrainRequest,
 )
 
@@ -287,7 +289,7 @@ class Worker:
         entry[1].cancel()
         return {"cancelled": True}
 
-    def _query_searcher(self, request: QueryRequest | RefineRequest):
+    def _query_searcher(self, request: QueryRequest | RefineRequest | TilesRequest):
         """The warm searcher of the request's index; busy while that index is being built."""
         if not request.index:
             raise BadInput(f"{request.METHOD} needs an index folder")
@@ -309,6 +311,10 @@ class Worker:
     def refine(self, params: dict) -> dict:
         request = RefineRequest.from_params(params)
         return self._query_searcher(request).refine(request)
+
+    def tiles(self, params: dict) -> dict:
+        request = TilesRequest.from_params(params)
+        return self._query_searcher(request).tiles(request)
 
     def _run_scan(self, params: dict, job: JobControl) -> dict:
         from mrhash.catalog import scan
@@ -356,6 +362,12 @@ class Worker:
         # a searcher of its own: the job's thread must not share the warm searcher's SQLite
         # connection with the queries answered meanwhile
         return run_map(request, self.model(request.model) if request.model else None, job)
+
+    def _run_export_map(self, params: dict, job: JobControl) -> dict:
+        from mrhash.mapping import export_map
+
+        request = ExportMapRequest.from_params(params)
+        return export_map(request.map, request.output, request.threshold, job)
 
     def start_job(self, request_id: Any, method: str, params: dict) -> None:
         # typed before the job starts: a wrong field is answered at once, never in a thread

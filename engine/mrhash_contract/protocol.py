@@ -24,13 +24,16 @@ STAC_ITEMS = "stac_items"
 QUERY = "query"
 REFINE = "refine"
 MAP = "map"
+EXPORT_MAP = "export_map"
+TILES = "tiles"
 STATUS = "status"
 CANCEL = "cancel"
 DOCTOR = "doctor"
 SHUTDOWN = "shutdown"
-JOB_METHODS = (TRAIN, INDEX, SCAN, EXPORT, STAC_ITEMS, MAP)  # run as jobs, with progress
+# run as jobs, with progress
+JOB_METHODS = (TRAIN, INDEX, SCAN, EXPORT, STAC_ITEMS, MAP, EXPORT_MAP)
 LONG_JOBS = (TRAIN, INDEX)                              # one of these at a time
-ANSWERED = (STATUS, CANCEL, QUERY, REFINE, DOCTOR)      # answered at once
+ANSWERED = (STATUS, CANCEL, QUERY, REFINE, TILES, DOCTOR)  # answered at once
 
 # -- error codes (the `code` of an error reply) --------------------------------------------
 BAD_INPUT = "bad_input"              # the input named is unusable (the message says why)
@@ -379,6 +382,8 @@ class RefineRequest:
 # -- map: every place like the examples ----------------------------------------------------
 MAP_THRESHOLD = 0.5  # a calibrated score at or above it: "likely like the positives"
 MAP_FLOOR = 0.1      # tiles scored below it are left out of the tiles layer
+# a tile's `mark` in the layers of hits and of maps (NULL / "": not marked)
+RELEVANT, IRRELEVANT = "relevant", "irrelevant"
 
 
 @dataclass
@@ -435,6 +440,58 @@ class MapRequest:
             raise RequestError("map needs at least one relevant example (a tile, point or "
                                "footprint marked relevant)")
         self.refine_request().validate()
+
+
+@dataclass
+class TilesRequest:
+    """`tiles`: the given tiles of `index` as hits, in the order given (with thumbnails
+    unless told not): what the dock shows of a map's detections for the analyst to mark.
+    Nothing is ranked: each hit's `distance` and `score` are 0."""
+
+    METHOD: ClassVar[str] = TILES
+    ids: list[int]
+    index: str = ""
+    model: str | None = None
+    thumbnails: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TilesRequest:
+        ids = params.get("ids")
+        if not isinstance(ids, list) or not ids:
+            raise RequestError("tiles needs ids: a list of tile ids")
+        if len(ids) > MAX_K:  # before reading them all
+            raise RequestError(f"at most {MAX_K:,} tiles, got {len(ids):,}")
+        return _reading("bad tiles parameters", lambda: cls(
+            [int(_int({"id": i}, "id", None, 1, 2**62 - 1)) for i in ids],
+            index=_text(params, "index", ""), model=_text(params, "model"),
+            thumbnails=_bool(params, "thumbnails", True)))
+
+    def to_params(self) -> dict[str, Any]:
+        return _dropped({f.name: getattr(self, f.name) for f in fields(self)},
+                        _defaults(TilesRequest) | {"index": None})
+
+
+@dataclass
+class ExportMapRequest:
+    """`export_map`: a map's GeoPackage (`map`'s output) as GeoParquet 1.1, one file a layer:
+    `output` X.parquet writes X_areas.parquet and X_tiles.parquet, with the tiles and areas
+    at or above `threshold` (the confidence the analyst chose), each tile with its mark."""
+
+    METHOD: ClassVar[str] = EXPORT_MAP
+    map: str
+    output: str
+    threshold: float = MAP_THRESHOLD
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ExportMapRequest:
+        _required(params, EXPORT_MAP, "map", "output")
+        return _reading("bad export_map parameters", lambda: cls(
+            str(_text(params, "map")), str(_text(params, "output")),
+            float(_float(params, "threshold", MAP_THRESHOLD, 0.0, 1.0))))
+
+    def to_params(self) -> dict[str, Any]:
+        return _dropped({f.name: getattr(self, f.name) for f in fields(self)},
+                        _defaults(ExportMapRequest))
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -735,4 +792,4 @@ class MapResult(TypedDict):
 
 REQUESTS: dict[str, Any] = {cls.METHOD: cls for cls in (
     ScanRequest, TrainRequest, IndexRequest, ExportRequest, QueryRequest, RefineRequest,
-    StacItemsRequest, MapRequest)}
+    StacItemsRequest, MapRequest, ExportMapRequest, TilesRequest)}

@@ -13,7 +13,9 @@ from qgis.core import QgsProject
 
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.protocol import (
+    IRRELEVANT,
     MAP_THRESHOLD,
+    RELEVANT,
     MapRequest,
     Place,
     QueryRequest,
@@ -22,7 +24,6 @@ from mrhash_qgis.contract.protocol import (
 
 PROJECT_SCOPE = "MrHash"
 SAVED_KEY = "saved_searches"
-RELEVANT, IRRELEVANT = "relevant", "irrelevant"
 
 
 @dataclass

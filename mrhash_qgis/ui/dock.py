@@ -39,7 +39,7 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.contract.band_profiles import role_words
 from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
-from mrhash_qgis.contract.protocol import CANCELLED, OUTSIDE_INDEX, QUERY
+from mrhash_qgis.contract.protocol import CANCELLED, IRRELEVANT, OUTSIDE_INDEX, QUERY, RELEVANT
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.band_layout import remember_bands, remembered_bands
 from mrhash_qgis.core.crs import crs_text
@@ -67,14 +67,7 @@ from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
 from mrhash_qgis.core.quick_start import duration_words
 from mrhash_qgis.core.results import ResultsStore, export_layer, export_layers
-from mrhash_qgis.core.searches import (
-    IRRELEVANT,
-    PROJECT_SCOPE,
-    RELEVANT,
-    Search,
-    save_search,
-    saved_searches,
-)
+from mrhash_qgis.core.searches import PROJECT_SCOPE, Search, save_search, saved_searches
 from mrhash_qgis.core.setup_task import EngineSetup
 from mrhash_qgis.map_tool import POLYGON_GEOMETRY, QueryLocation
 from mrhash_qgis.ui.band_dialog import BandChoiceDialog

@@ -14,8 +14,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
 from mrhash_qgis.core.i18n import tr
-from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT, Search
+from mrhash_qgis.core.searches import Search
 from mrhash_qgis.ui.map_panel import MapPanel
 from mrhash_qgis.ui.thumbnails import ThumbnailGrid
 

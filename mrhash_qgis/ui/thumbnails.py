@@ -10,8 +10,8 @@ from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from qgis.PyQt.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QMenu
 
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
 from mrhash_qgis.core.i18n import tr
-from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT
 
 THUMB_PX = 96
 HIT_ROLE = Qt.ItemDataRole.UserRole

@@ -2,8 +2,10 @@
 tile scored as refine scores it (the same logistic score, the same ranking), calibrated as
 the fitted model's probability, the tiles at or above the floor and the areas of the
 detections (a union of the detected boxes of each raster, areas on the ellipsoid) written to a
-GeoPackage that GDAL validates, `within`, a point example, the bad inputs (nothing written),
-the request's round trip and the CLI."""
+GeoPackage that GDAL validates, each marked tile with its mark (a tile marked not relevant
+kept below the floor), `within`, a point example, the bad inputs (nothing written), the
+request's round trip, the CLI, and the map's GeoParquet export (GeoParquet 1.1 checked by
+geoparquet-validator)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,16 @@ import numpy as np
 import pytest
 import shapely
 from mrhash.errors import BadInput
-from mrhash.mapping import AREAS, TILES, area_km2, dissolve, map_index, probability
+from mrhash.mapping import (
+    AREAS,
+    TILES,
+    area_km2,
+    dissolve,
+    export_map,
+    map_index,
+    parquet_outputs,
+    probability,
+)
 from mrhash.refine import Marks, logistic_fit, refine
 from mrhash.search import Searcher
 from mrhash_contract.protocol import Example, MapRequest, RefineRequest
@@ -98,11 +109,14 @@ def test_the_floor_leaves_out_unlikely_tiles(searcher, tmp_path):
     result = map_index(searcher, MapRequest(marks(searcher), output=str(out), floor=0.3))
     tiles = read_layer(out, TILES.name)
     assert result["n_scored"] == 36 and len(tiles) == result["n_tiles"] < 36
-    assert all(t["score"] >= 0.3 for t in tiles)
+    assert all(t["score"] >= 0.3 for t in tiles if t["mark"] is None)  # marked: always in
     # a threshold below the floor: every detection is still in the tiles layer
     low = map_index(searcher, MapRequest(marks(searcher), output=str(out), floor=0.9,
                                          threshold=0.2))
-    assert low["floor"] == 0.2 and low["n_tiles"] == low["n_detected"]
+    assert low["floor"] == 0.2
+    undetected = [t for t in read_layer(out, TILES.name) if not t["detected"]]
+    assert low["n_tiles"] == low["n_detected"] + len(undetected)
+    assert [t["mark"] for t in undetected] == ["irrelevant"]  # only the marked river tile
 
 
 def test_areas_are_the_union_of_the_detected_tiles_of_each_raster(searcher, tmp_path):
@@ -261,3 +275,103 @@ def test_map_command(index_dir, searcher, tmp_path):
         capture_output=True, text=True, timeout=300, env=THREADS_ENV)
     assert bad.returncode == 2 and "threshold must be between 0 and 1" in bad.stderr
     assert not (tmp_path / "bad.gpkg").exists()
+
+
+def test_each_marked_tile_carries_its_mark(searcher, tmp_path):
+    examples = marks(searcher)
+    out = tmp_path / "map.gpkg"
+    map_index(searcher, MapRequest(examples, output=str(out), floor=0.7, threshold=0.7))
+    tiles = {t["id"]: t for t in read_layer(out, TILES.name)}
+    assert tiles[examples[0].tile]["mark"] == tiles[examples[1].tile]["mark"] == "relevant"
+    # the river tile marked not relevant scores below the floor and is still on the map
+    river = tiles[examples[2].tile]
+    assert river["mark"] == "irrelevant" and river["score"] < 0.7
+    unmarked = [t for i, t in tiles.items() if i not in {e.tile for e in examples}]
+    assert unmarked and all(t["mark"] is None and t["score"] >= 0.7 for t in unmarked)
+
+
+def read_parquet(path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    for row in rows:
+        row["geometry"] = shapely.from_wkb(row["geometry"])
+    return rows, table
+
+
+def test_a_map_exports_as_geoparquet_at_the_chosen_confidence(searcher, tmp_path):
+    examples = marks(searcher)
+    gpkg = tmp_path / "map.gpkg"
+    map_index(searcher, MapRequest(examples, output=str(gpkg), threshold=0.3, floor=0.0))
+    result = export_map(gpkg, tmp_path / "forest.parquet", 0.6)
+    outputs = parquet_outputs(tmp_path / "forest.parquet")
+    assert result["outputs"] == {k: str(v) for k, v in outputs.items()}
+    assert outputs["tiles"].name == "forest_tiles.parquet"
+    tiles, table = read_parquet(outputs["tiles"])
+    expected = {t["id"]: t for t in read_layer(gpkg, TILES.name) if t["score"] >= 0.6}
+    assert sorted(t["id"] for t in tiles) == sorted(expected) and result["n_tiles"] == len(tiles)
+    for tile in tiles:
+        assert tile["score"] == pytest.approx(expected[tile["id"]]["score"])
+        assert tile["mark"] == expected[tile["id"]]["mark"]
+        assert tile["geometry"].equals(expected[tile["id"]]["geometry"])
+        box = tile["bbox"]
+        assert (box["xmin"], box["ymin"], box["xmax"], box["ymax"]) == tile["geometry"].bounds
+    assert {t["mark"] for t in tiles} >= {"relevant"}
+    areas, _ = read_parquet(outputs["areas"])
+    expected_areas = [a for a in read_layer(gpkg, AREAS.name) if a["max_score"] >= 0.6]
+    assert len(areas) == len(expected_areas) == result["n_areas"] > 0
+    assert shapely.union_all([a["geometry"] for a in areas]).equals(
+        shapely.union_all([a["geometry"] for a in expected_areas]))
+    assert sum(a["n_tiles"] for a in areas) == sum(a["n_tiles"] for a in expected_areas)
+    validator = pytest.importorskip("geoparquet_validator")
+    for path in outputs.values():
+        report = validator.check(str(path))
+        assert validator.conformant(report), validator.failed(report)
+        assert report["version"] == "1.1.0"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a map", "is not a map written by mrhash map"),
+    ("threshold", "threshold must be between 0 and 1"),
+    ("over the map", "the map"),
+    ("over a raster", "GeoParquet file written by a map export"),
+])
+def test_a_bad_map_export_writes_nothing(searcher, tmp_path, case, message):
+    gpkg = tmp_path / "map.gpkg"
+    map_index(searcher, MapRequest(marks(searcher), output=str(gpkg)))
+    before = gpkg.read_bytes()
+    source, output, threshold = gpkg, tmp_path / "x.parquet", 0.5
+    if case == "not a map":
+        source = tmp_path / "notes.gpkg"
+        source.write_text("not a map")
+    elif case == "threshold":
+        threshold = 1.5
+    elif case == "over the map":
+        output = tmp_path / "map_tiles.parquet"
+        gpkg.rename(output.with_name("map_tiles_tiles.parquet"))
+        source = output.with_name("map_tiles_tiles.parquet")
+        before = source.read_bytes()
+    else:
+        (tmp_path / "x_tiles.parquet").write_bytes(b"PAR1 a raster, really")
+    with pytest.raises(BadInput, match=message):
+        export_map(source, output, threshold)
+    assert not list(tmp_path.glob(".*tmp"))
+    assert source.read_bytes() == before or case == "not a map"
+    assert not (tmp_path / "x_areas.parquet").exists()
+
+
+def test_export_map_command(index_dir, searcher, tmp_path):
+    gpkg = tmp_path / "map.gpkg"
+    map_index(searcher, MapRequest(marks(searcher), output=str(gpkg)))
+    run = subprocess.run(
+        [sys.executable, "-m", "mrhash", "export-map", "--map", str(gpkg), "--threshold",
+         "0.5", "--output", str(tmp_path / "out.parquet")], capture_output=True, text=True,
+        timeout=300, env=THREADS_ENV)
+    assert run.returncode == 0, run.stderr
+    assert "out_tiles.parquet" in run.stderr and (tmp_path / "out_areas.parquet").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "mrhash", "export-map", "--map", str(tmp_path / "none.gpkg"),
+         "--output", str(tmp_path / "bad.parquet")], capture_output=True, text=True,
+        timeout=300, env=THREADS_ENV)
+    assert bad.returncode == 2 and "none.gpkg" in bad.stderr and "Traceback" not in bad.stderr

@@ -14,6 +14,7 @@ from mrhash_contract import protocol
 from mrhash_contract.protocol import (
     REQUESTS,
     Example,
+    ExportMapRequest,
     ExportRequest,
     IndexRequest,
     MapRequest,
@@ -48,6 +49,7 @@ ROUND_TRIPS = [
                                                         bands=[1, 1, 1], relevant=True),
                 Example(tile=9, relevant=False)], "/m/index", "/out/map.gpkg",
                threshold=0.7, floor=0.2, within="POLYGON((0 0,1 0,1 1,0 0))"),
+    ExportMapRequest("/r/map_1.gpkg", "/out/greenhouses.parquet", threshold=0.72),
 ]
 
 

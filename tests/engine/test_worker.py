@@ -183,6 +183,18 @@ def test_refine_export_and_fix_hints(engine, tiny_model, rasters, tmp_path):
     assert other["code"] == "bad_input" and other["fix"] == "rebuild"
     assert "--rebuild" in other["message"]
     assert "fix" not in missing["error"]
+    # a map's detections shown as hits (tiles), then the map as GeoParquet (a job)
+    shown = engine.request("8", "tiles", index=index, ids=[7, 3, 12])["result"]
+    assert [h["id"] for h in shown["hits"]] == [7, 3, 12]
+    assert all(h["thumbnail"].endswith(".png") and h["footprint"] for h in shown["hits"])
+    unknown = engine.request("9", "tiles", index=index, ids=[3, 999999])["error"]
+    assert unknown["code"] == "bad_input" and "999999" in unknown["message"]
+    mapped = engine.request("10", "map", index=index, output=str(tmp_path / "map.gpkg"),
+                            examples=[{"relevant": True, "tile": 3}])["result"]
+    exported = engine.request("11", "export_map", map=mapped["output"], threshold=0.5,
+                              output=str(tmp_path / "map.parquet"))["result"]
+    assert exported["n_tiles"] == mapped["n_detected"]
+    assert (tmp_path / "map_areas.parquet").is_file()
 
 
 def test_train_and_scan_jobs(engine, eurosat_dir, rasters, tmp_path):

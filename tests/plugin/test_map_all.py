@@ -11,8 +11,8 @@ from conftest import screenshot, wait_for
 from qgis.core import QgsProject
 from test_results import _finish, _query
 
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
 from mrhash_qgis.core.detections import AREAS_LAYER_NAME, TILES_LAYER_NAME, kept
-from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT
 
 
 def _map(dock, errors: list[str]) -> dict:

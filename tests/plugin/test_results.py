@@ -20,9 +20,10 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, QUERY_LAYER_NAME
 from mrhash_qgis.core.results import gpkg_of
-from mrhash_qgis.core.searches import IRRELEVANT, RELEVANT, saved_searches
+from mrhash_qgis.core.searches import saved_searches
 from mrhash_qgis.ui.dock import result_summary
 
 

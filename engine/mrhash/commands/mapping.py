@@ -1,5 +1,6 @@
-"""Map sub-command: `map` (every tile of an index scored for marked examples, written as a
-GeoPackage of the likely tiles and the areas they form; mrhash/mapping.py)."""
+"""Map sub-commands: `map` (every tile of an index scored for marked examples, written as a
+GeoPackage of the likely tiles and the areas they form; mrhash/mapping.py) and `export-map`
+(such a map as GeoParquet, one file a layer)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", help="write the summary and detections here")
     parser.set_defaults(func=run_map_command)
 
+    export = subparsers.add_parser(
+        "export-map", help="write a map's tiles and areas at a confidence as GeoParquet 1.1 "
+                           "(X.parquet -> X_areas.parquet and X_tiles.parquet)")
+    export.add_argument("--map", required=True, help="GeoPackage written by mrhash map")
+    export.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help=f"keep tiles and areas scoring at least this (0-1, default "
+                             f"{THRESHOLD})")
+    export.add_argument("--output", required=True,
+                        help="X.parquet: X_areas.parquet and X_tiles.parquet are written")
+    export.set_defaults(func=run_export_map_command)
+
 
 @outputs_checked(indexes=["index"], models=["model"])
 def run_map_command(args: argparse.Namespace) -> int:
@@ -61,4 +73,15 @@ def run_map_command(args: argparse.Namespace) -> int:
           f"km²) -> {result['output']}", file=sys.stderr)
     if args.json:
         write_json(args.json, result)
+    return 0
+
+
+def run_export_map_command(args: argparse.Namespace) -> int:
+    from mrhash.mapping import export_map
+
+    result = export_map(args.map, args.output, args.threshold)
+    outputs = result["outputs"]
+    print(f"mrhash export-map: {result['n_tiles']} tiles and {result['n_areas']} areas at or "
+          f"above {result['threshold']} -> {outputs['tiles']}, {outputs['areas']}",
+          file=sys.stderr)
     return 0
