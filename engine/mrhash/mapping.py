@@ -296,7 +296,7 @@ def run_map(request: MapRequest, model=None, job: JobControl | None = None) -> d
 # -- a map as GeoParquet ------------------------------------------------------------------
 TILE_PARQUET = [("id", "int64"), ("path", "string"), ("col", "int32"), ("row", "int32"),
                 ("width", "int32"), ("height", "int32"), ("score", "float64"),
-                ("mark", "string")]
+                ("detected", "bool_"), ("mark", "string")]
 AREA_PARQUET = [("path", "string"), ("n_tiles", "int32"), ("area_km2", "float64"),
                 ("max_score", "float64"), ("mean_score", "float64")]
 
@@ -349,9 +349,10 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
                job: JobControl | None = None) -> dict:
     """A map's GeoPackage (written by `map_index`) as two GeoParquet 1.1 files (see
     `parquet_outputs`): the tiles and the areas at or above `threshold` (areas by their best
-    tile, as the plugin's confidence slider shows them), each tile with its mark, rows in
-    space order with the bbox covering column (export.py). -> {outputs: {areas, tiles},
-    n_tiles, n_areas, threshold, seconds}. Bad input (not a map, a threshold outside [0, 1],
+    tile, as the plugin's confidence slider shows them), and every marked tile (`detected`
+    says which are detections, `mark` what the analyst said), rows in space order with the
+    bbox covering column (export.py). -> {outputs: {areas, tiles}, n_tiles (detected),
+    n_marked, n_areas, threshold, seconds}. Bad input (not a map, a threshold outside [0, 1],
     an output that may not be written) is BadInput before anything is written."""
     started = time.perf_counter()
     map_path = Path(map_path)
@@ -368,8 +369,10 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
     for layer, path in outputs.items():
         check_output(path, PARQUET_KINDS[layer], [(map_path, "the map")])
     with closing(sqlite3.connect(f"{map_path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-        tiles = db.execute("SELECT id, path, col, row, width, height, score, mark, geom FROM "
-                           f"{TILES.name} WHERE score >= ? ORDER BY id", (threshold,)).fetchall()
+        tiles = db.execute("SELECT id, path, col, row, width, height, score, score >= ?, mark, "
+                           f"geom FROM {TILES.name} WHERE score >= ? OR mark IS NOT NULL ORDER "
+                           "BY id", (threshold, threshold)).fetchall()
+        tiles = [(*t[:7], bool(t[7]), *t[8:]) for t in tiles]  # SQLite's 0/1 as a boolean
         areas = db.execute("SELECT path, n_tiles, area_km2, max_score, mean_score, geom FROM "
                            f"{AREAS.name} WHERE max_score >= ? ORDER BY fid",
                            (threshold,)).fetchall()
@@ -391,5 +394,7 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
     if job:
         job.report(1, 1, "done", force=True)
     return {"outputs": {layer: str(path.resolve()) for layer, path in outputs.items()},
-            "n_tiles": len(tiles), "n_areas": len(areas), "threshold": threshold,
+            "n_tiles": sum(bool(t[7]) for t in tiles),
+            "n_marked": sum(t[8] is not None for t in tiles), "n_areas": len(areas),
+            "threshold": threshold,
             "seconds": round(time.perf_counter() - started, 3)}

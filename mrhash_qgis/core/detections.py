@@ -1,6 +1,9 @@
 """The layers of a map of every place like the examples (the engine's `map` GeoPackage: its
-`areas` and `tiles` tables), styled, and filtered live by a confidence threshold without
-asking the engine again: tiles by their score, areas by their best tile's score."""
+`areas` and `tiles` tables), styled (a marked tile outlined in its mark's colour), and
+filtered live by a confidence threshold without asking the engine again: tiles by their
+score, areas by their best tile's score. Which detections to show the analyst for checking
+(the likeliest, or the most doubtful: nearest the threshold), and their marks, written into
+the tiles layer."""
 
 from __future__ import annotations
 
@@ -9,16 +12,27 @@ from pathlib import Path
 
 from qgis.core import (
     QgsAggregateCalculator,
+    QgsFeatureRequest,
     QgsFillSymbol,
     QgsProject,
+    QgsRuleBasedRenderer,
     QgsVectorLayer,
 )
 
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
 from mrhash_qgis.core.i18n import tr
 
 # layer names are how the dock finds its layers in a project: never translated
 AREAS_LAYER_NAME = "MrHash detections"
 TILES_LAYER_NAME = "MrHash detected tiles"
+LIKELIEST, DOUBTFUL = "likeliest", "doubtful"  # the orders detections are checked in
+TILE_STYLES = (  # (filter, fill and outline) of the tiles layer's rules
+    (f"\"mark\" = '{RELEVANT}'", {"color": "26,152,80,60", "outline_color": "#1a9850",
+                                   "outline_width": "0.8"}),
+    (f"\"mark\" = '{IRRELEVANT}'", {"color": "215,48,39,60", "outline_color": "#d73027",
+                                     "outline_width": "0.8"}),
+    ("ELSE", {"style": "no", "outline_color": "#fdae6b", "outline_width": "0.2"}),
+)
 
 
 @dataclass
@@ -37,8 +51,7 @@ class Detections:
             raise OSError(tr("{path}: cannot read the map of detections").format(path=gpkg))
         areas.renderer().setSymbol(QgsFillSymbol.createSimple(
             {"color": "255,127,0,70", "outline_color": "#d94801", "outline_width": "0.6"}))
-        tiles.renderer().setSymbol(QgsFillSymbol.createSimple(
-            {"style": "no", "outline_color": "#fdae6b", "outline_width": "0.2"}))
+        tiles.setRenderer(tile_renderer())
         return cls(areas, tiles)
 
     def filter(self, threshold: float) -> None:
@@ -55,6 +68,42 @@ class Detections:
         km2, ok = self.areas.aggregate(QgsAggregateCalculator.Aggregate.Sum, "area_km2")
         return (kept(self.tiles), kept(self.areas), float(km2) if ok and km2 else 0.0)
 
+    def every_tile(self) -> QgsVectorLayer:
+        """The tiles layer without the confidence filter (every tile the map holds: those
+        above its floor and every marked one)."""
+        every = QgsVectorLayer(self.tiles.source(), TILES_LAYER_NAME, self.tiles.providerType())
+        every.setSubsetString("")  # the source carries the filter
+        return every
+
+    def to_check(self, threshold: float, order: str, limit: int,
+                 skip: set[int]) -> list[tuple[int, float]]:
+        """Up to `limit` (tile id, score) for the analyst to check, none of `skip` (marked
+        already): LIKELIEST, the detections at `threshold` best first; DOUBTFUL, the tiles
+        whose score is nearest `threshold` on either side (a wrong detection or a miss is
+        likeliest there). Read without the layer's filter: a doubtful tile may be below it."""
+        every = self.every_tile()
+        request = QgsFeatureRequest().setSubsetOfAttributes(["id", "score"], every.fields())
+        request.setFlags(QgsFeatureRequest.Flag.NoGeometry)
+        if order == LIKELIEST:
+            request.setFilterExpression(f'"score" >= {threshold:.4f}')
+        scored = [(int(f["id"]), float(f["score"])) for f in every.getFeatures(request)
+                  if int(f["id"]) not in skip]
+        key = (lambda t: (-t[1], t[0])) if order == LIKELIEST else (
+            lambda t: (abs(t[1] - threshold), t[0]))
+        return sorted(scored, key=key)[:limit]
+
+    def set_mark(self, tile_id: int, mark: str) -> bool:
+        """`mark` (relevant, irrelevant or "" to clear) on tile `tile_id` of the tiles layer,
+        in its GeoPackage (the engine writes each tile with its id as fid); False when the map
+        does not hold that tile."""
+        field = self.tiles.fields().indexOf("mark")
+        every = self.every_tile()
+        if field < 0 or not every.getFeature(int(tile_id)).isValid():
+            return False
+        self.tiles.dataProvider().changeAttributeValues({int(tile_id): {field: mark or None}})
+        self.tiles.triggerRepaint()
+        return True
+
     def add_to(self, project: QgsProject) -> None:
         """In the project (an earlier map's layers replaced), areas over their tiles."""
         for name in (AREAS_LAYER_NAME, TILES_LAYER_NAME):
@@ -62,6 +111,19 @@ class Detections:
                 project.removeMapLayer(old.id())
         project.addMapLayer(self.tiles)
         project.addMapLayer(self.areas)
+
+
+def tile_renderer() -> QgsRuleBasedRenderer:
+    """Tiles outlined faintly, a tile marked relevant in green and one marked not in red."""
+    root = QgsRuleBasedRenderer.Rule(None)
+    for expression, style in TILE_STYLES:
+        rule = QgsRuleBasedRenderer.Rule(QgsFillSymbol.createSimple(style))
+        if expression == "ELSE":
+            rule.setIsElse(True)
+        else:
+            rule.setFilterExpression(expression)
+        root.appendChild(rule)
+    return QgsRuleBasedRenderer(root)
 
 
 def kept(layer: QgsVectorLayer) -> int:

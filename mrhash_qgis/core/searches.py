@@ -78,6 +78,10 @@ class Search:
     def n_irrelevant(self) -> int:
         return sum(not m.relevant for m in self.marks)
 
+    def marked_tiles(self) -> set[int]:
+        """The indexed tiles marked relevant or not (marks of other places left out)."""
+        return {int(m.where["tile"]) for m in self.marks if m.where.get("tile") is not None}
+
     def queried_tiles(self) -> set[int]:
         """The indexed tiles that are the queried places themselves: never shown as hits."""
         tiles = set()

@@ -39,11 +39,25 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.contract.band_profiles import role_words
 from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
-from mrhash_qgis.contract.protocol import CANCELLED, IRRELEVANT, OUTSIDE_INDEX, QUERY, RELEVANT
+from mrhash_qgis.contract.protocol import (
+    CANCELLED,
+    IRRELEVANT,
+    MAP_THRESHOLD,
+    OUTSIDE_INDEX,
+    QUERY,
+    RELEVANT,
+    ExportMapRequest,
+    TilesRequest,
+)
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.band_layout import remember_bands, remembered_bands
 from mrhash_qgis.core.crs import crs_text
-from mrhash_qgis.core.detections import AREAS_LAYER_NAME, TILES_LAYER_NAME, Detections
+from mrhash_qgis.core.detections import (
+    AREAS_LAYER_NAME,
+    DOUBTFUL,
+    TILES_LAYER_NAME,
+    Detections,
+)
 from mrhash_qgis.core.engine_client import (
     FIX_BANDS,
     FIX_REPAIR,
@@ -233,6 +247,7 @@ class MrHashDock(QgsDockWidget):
         self.map_panel = self.results.map_panel
         self.map_panel.mapRequested.connect(lambda: self.map_all())
         self.map_panel.exportRequested.connect(lambda: self.export_map())
+        self.map_panel.checkRequested.connect(self.check_detections)
         layout.addWidget(self.results, 1)
         self.setWidget(body)
 
@@ -545,7 +560,9 @@ class MrHashDock(QgsDockWidget):
             self._request.cancel()
         store = self._store()
         output = store.path.with_name(f"{store.path.stem}_map_{len(self.search.maps) + 1}.gpkg")
-        request = self.search.map_request(str(output))
+        # an update keeps the confidence the analyst chose: its areas are merged at it
+        threshold = self.map_panel.threshold if self.map_panel.detections else MAP_THRESHOLD
+        request = self.search.map_request(str(output), threshold)
         self.status_label.setText(tr("Mapping every tile of the index…"))
         self._request = self.client.submit(request, finished=self._show_map,
                                            failed=self._show_error)
@@ -569,19 +586,77 @@ class MrHashDock(QgsDockWidget):
         self.iface.mapCanvas().refresh()
         self.mapFinished.emit(result)
 
-    def export_map(self, path: str | None = None) -> Path | None:
-        """The detected areas and tiles (as filtered now) and the marks that made them, to
-        one GeoPackage."""
+    def check_detections(self, order: str) -> EngineRequest | None:
+        """Detections of the map in the thumbnails, likeliest or most doubtful first (none
+        the analyst marked already), to mark ✓ / ✗ before Update."""
+        detections = self.map_panel.detections
+        if detections is None or self.search is None:
+            self._fail(tr("No map to check yet: press Map all like these first."))
+            return None
+        threshold = self.map_panel.threshold
+        chosen = detections.to_check(threshold, order, self.search.k,
+                                     self.search.marked_tiles() | self.search.queried_tiles())
+        if not chosen:
+            self._fail(tr("Every detection at this confidence is marked already: Update the "
+                          "map, or lower Confidence to check more."))
+            return None
+        scores = dict(chosen)
+        request = TilesRequest([tile for tile, _ in chosen], index=self.search.index)
+
+        def show(result: dict) -> None:
+            hits = result.get("hits", [])
+            for rank, hit in enumerate(hits, start=1):
+                hit.update(rank=rank, score=scores.get(int(hit["id"])),
+                           mark=self.search.mark_of({"tile": int(hit["id"])}))
+            self.results.grid.set_hits(hits, by_score=True)
+            self.results.show_search(self.search)
+            first = tr("most doubtful first") if order == DOUBTFUL else tr("likeliest first")
+            self.status_label.setText(tr(
+                "{n} detections, {first}: mark the wrong ones ✗ and the right ones ✓, then "
+                "Update the map.").format(n=len(hits), first=first))
+
+        self._request = self.client.submit(request, finished=show, failed=self._show_error)
+        return self._request
+
+    def export_map(self, path: str | None = None) -> Path | EngineRequest | None:
+        """The detected areas and tiles (as filtered now) and the marks that made them: to
+        one GeoPackage (areas, tiles, marks), or to GeoParquet (X.parquet: X_areas.parquet
+        and X_tiles.parquet, written by the engine)."""
         detections = self.map_panel.detections
         if detections is None:
             self._fail(tr("No map to export yet: press Map all like these first."))
             return None
-        layers = [("areas", detections.areas), ("tiles", detections.tiles)]
-        if usable(self.hits_layer):
-            layers.append(("marks", self.hits_layer))
+        if path is None:
+            path, _filter = QFileDialog.getSaveFileName(
+                self, tr("Export map"), str(Path.home() / "mrhash_map.gpkg"),
+                tr("GeoPackage (*.gpkg);;GeoParquet (*.parquet)"))
+            if not path:
+                return None
+        if Path(path).suffix.lower() == ".parquet":
+            return self._export_map_parquet(detections, path)
+        # the marks: every marked tile of the map, the detections' and those below the
+        # confidence alike
+        layers = [("areas", detections.areas), ("tiles", detections.tiles),
+                  ("marks", detections.every_tile())]
         return self._export(path, tr("Export map"), "mrhash_map.gpkg", tr("GeoPackage (*.gpkg)"),
                             lambda target: export_layers(layers, target, marked_only=("marks",)),
                             tr("Map exported to {path}"))
+
+    def _export_map_parquet(self, detections: Detections, path: str) -> EngineRequest:
+        request = ExportMapRequest(layer_path(detections.tiles), path, self.map_panel.threshold)
+
+        def done(result: dict) -> None:
+            outputs = result.get("outputs") or {}
+            self.iface.messageBar().pushMessage("MrHash", tr(
+                "Map exported as GeoParquet: {areas} and {tiles}").format(
+                    areas=outputs.get("areas"), tiles=outputs.get("tiles")),
+                Qgis.MessageLevel.Success, 8)
+
+        def failed(_code: str, message: str) -> None:
+            self._fail(tr("Map not exported: {message}").format(message=message))
+
+        self.status_label.setText(tr("Exporting the map as GeoParquet…"))
+        return self.client.submit(request, finished=done, failed=failed)
 
     def _export(self, path: str | None, title: str, default_name: str, filters: str,
                 write, done: str) -> Path | None:
@@ -606,16 +681,21 @@ class MrHashDock(QgsDockWidget):
         if self.search is None or not hits:
             return
         relevant = {RELEVANT: True, IRRELEVANT: False}.get(mark)
+        detections = self.map_panel.detections
         for hit in hits:
             self.search.mark({"tile": int(hit["id"])}, relevant)
             self.results.grid.set_mark(hit["id"], mark)
             if usable(self.hits_layer):
                 set_hit_mark(self.hits_layer, hit["id"], mark)
+            if detections is not None:
+                detections.set_mark(int(hit["id"]), mark)
         self._remember_search()
-        self.status_label.setText(tr(
+        counts = {"relevant": self.search.n_relevant, "irrelevant": self.search.n_irrelevant}
+        self.status_label.setText((tr(
+            "You marked {relevant} relevant and {irrelevant} not relevant: press Update the "
+            "map to map again with them.") if detections is not None else tr(
             "You marked {relevant} relevant and {irrelevant} not relevant: press Refine to "
-            "search the whole index again."
-        ).format(relevant=self.search.n_relevant, irrelevant=self.search.n_irrelevant))
+            "search the whole index again.")).format(**counts))
 
     def _remember_search(self) -> None:
         """The current search (with its marks) lives in the project: reopened, Refine goes on

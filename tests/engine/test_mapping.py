@@ -309,11 +309,16 @@ def test_a_map_exports_as_geoparquet_at_the_chosen_confidence(searcher, tmp_path
     assert result["outputs"] == {k: str(v) for k, v in outputs.items()}
     assert outputs["tiles"].name == "forest_tiles.parquet"
     tiles, table = read_parquet(outputs["tiles"])
-    expected = {t["id"]: t for t in read_layer(gpkg, TILES.name) if t["score"] >= 0.6}
-    assert sorted(t["id"] for t in tiles) == sorted(expected) and result["n_tiles"] == len(tiles)
+    # the detections at 0.6, and every marked tile (the river one below it too)
+    expected = {t["id"]: t for t in read_layer(gpkg, TILES.name)
+                if t["score"] >= 0.6 or t["mark"] is not None}
+    assert sorted(t["id"] for t in tiles) == sorted(expected)
+    assert result["n_tiles"] == sum(t["detected"] for t in tiles) < len(tiles)
+    assert result["n_marked"] == 3
     for tile in tiles:
         assert tile["score"] == pytest.approx(expected[tile["id"]]["score"])
         assert tile["mark"] == expected[tile["id"]]["mark"]
+        assert tile["detected"] == (tile["score"] >= 0.6)
         assert tile["geometry"].equals(expected[tile["id"]]["geometry"])
         box = tile["bbox"]
         assert (box["xmin"], box["ymin"], box["xmax"], box["ymax"]) == tile["geometry"].bounds

@@ -193,7 +193,7 @@ def test_refine_export_and_fix_hints(engine, tiny_model, rasters, tmp_path):
                             examples=[{"relevant": True, "tile": 3}])["result"]
     exported = engine.request("11", "export_map", map=mapped["output"], threshold=0.5,
                               output=str(tmp_path / "map.parquet"))["result"]
-    assert exported["n_tiles"] == mapped["n_detected"]
+    assert exported["n_tiles"] == mapped["n_detected"] and exported["n_marked"] == 1
     assert (tmp_path / "map_areas.parquet").is_file()
 
 
