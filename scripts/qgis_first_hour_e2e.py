@@ -1,10 +1,13 @@
 """The analyst's first hour INSIDE the real QGIS desktop (`qgis --code`, started by
 qgis_desktop_driver.py --first-hour): from "Engine ready", with nothing chosen in the dock,
 (1) click *Start with my imagery…*, (2) type the folder of real 13-band Sentinel-2 GeoTIFFs,
-(3) click *Start*, (4) click the map: the hits and thumbnails. Every action is a real click or
-keystrokes on the real widgets; the actions are counted, the whole screen is grabbed at each
-step and the windows QGIS shows besides its main window are listed (a stray window is a
-defect). Writes status.json and quits QGIS."""
+(3) click *Start*, (4) click the map: the hits and thumbnails. Then the map of every place like
+them: hits marked ✓ / ✗ with the buttons, *Map all like these*, the confidence slider moved
+with the keyboard, *Check detections* (most doubtful first) and one marked ✗, *Update the
+map*, the map exported (GeoPackage and GeoParquet), the project saved and reopened. Every
+action is a real click or keystrokes on the real widgets; the actions are counted, the whole
+screen is grabbed at each step and the windows QGIS shows besides its main window are listed
+(a stray window is a defect). Writes status.json and quits QGIS."""
 
 import os
 import sys
@@ -122,12 +125,112 @@ def got_hits(result):
              thumbnails=len(dock.grid.hit_items()), status=dock.status_label.text(),
              windows=other_windows())
     e2e.later(2.0, lambda: (e2e.grab_screen("first_hour_5_first_hits.png"),
-                            done()))
+                            mark_hits()))
+
+
+def click_thumbnail(row):
+    """A real click on the thumbnail at `row` of the grid (selecting it alone), scrolled to
+    as the analyst would."""
+    grid = e2e.plugin().dock.grid
+    item = grid.hit_items()[row]
+    grid.scrollToItem(item)
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     Qt.KeyboardModifier.NoModifier, grid.visualItemRect(item).center())
+
+
+def mark(row, button):
+    click_thumbnail(row)
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def mark_hits():
+    """The first two hits ✓ and the last ✗, with the buttons, then Map all like these."""
+    results = e2e.plugin().dock.results
+    for row, button in ((0, results.relevant_button), (1, results.relevant_button),
+                        (-1, results.irrelevant_button)):
+        mark(row, button)
+    panel = e2e.plugin().dock.map_panel
+    QTest.mouseClick(panel.map_button, Qt.MouseButton.LeftButton)
+    e2e.wait_until(lambda: panel.detections is not None, mapped, 180, "the map")
+
+
+def mapped():
+    dock = e2e.plugin().dock
+    panel = dock.map_panel
+    e2e.log_step("map", status=dock.status_label.text(), counts=panel.count_label.text(),
+                 relevant=dock.search.n_relevant, irrelevant=dock.search.n_irrelevant,
+                 all_in_view=iface.mapCanvas().extent().contains(
+                     panel.detections.extent()),
+                 windows=other_windows())
+    panel.slider.setFocus()
+    for _ in range(2):  # 0.50 -> 0.70 with the keyboard, as a drag would
+        QTest.keyClick(panel.slider, Qt.Key.Key_PageUp)
+    e2e.keep["counts"] = panel.count_label.text()
+    e2e.later(1.5, check_detections)
+
+
+def check_detections():
+    e2e.grab_screen("map_1_detections.png")
+    dock = e2e.plugin().dock
+    QTest.mouseClick(dock.map_panel.check_button, Qt.MouseButton.LeftButton)
+    e2e.wait_until(lambda: "most doubtful first" in dock.status_label.text(), checked, 60,
+                   "the detections to check")
+
+
+def checked():
+    dock = e2e.plugin().dock
+    shown = [item.data(Qt.ItemDataRole.UserRole) for item in dock.grid.hit_items()]
+    mark(0, dock.results.irrelevant_button)
+    e2e.log_step("checked", counts=e2e.keep["counts"], shown=len(shown),
+                 irrelevant=dock.search.n_irrelevant,
+                 marked=dock.search.mark_of({"tile": int(shown[0]["id"])}),
+                 scores=[h.get("score") for h in shown], status=dock.status_label.text(),
+                 windows=other_windows())
+    e2e.later(1.5, update_map)
+
+
+def update_map():
+    e2e.grab_screen("map_2_checked.png")
+    dock = e2e.plugin().dock
+    rounds = len(dock.search.maps)
+    QTest.mouseClick(dock.map_panel.map_button, Qt.MouseButton.LeftButton)
+    e2e.wait_until(lambda: len(dock.search.maps) > rounds, updated, 180, "the updated map")
+
+
+def updated():
+    dock = e2e.plugin().dock
+    e2e.log_step("updated", rounds=len(dock.search.maps), counts=dock.map_panel.count_label
+                 .text(), status=dock.status_label.text(), windows=other_windows())
+    work = e2e.STATUS.parent
+    dock.export_map(str(work / "greenhouses.gpkg"))  # the file dialog's answer
+    e2e.keep["parquet"] = dock.export_map(str(work / "greenhouses.parquet"))
+    e2e.wait_until(lambda: (work / "greenhouses_areas.parquet").exists(), exported, 60,
+                   "the GeoParquet export")
+
+
+def exported():
+    e2e.later(1.0, lambda: (e2e.grab_screen("map_3_updated_exported.png"), reopen()))
+
+
+def reopen():
+    from qgis.core import QgsProject
+
+    work = e2e.STATUS.parent
+    files = sorted(p.name for p in work.glob("greenhouses*"))
+    project = QgsProject.instance()
+    project.write(str(work / "mapped.qgz"))
+    project.clear()
+    project.read(str(work / "mapped.qgz"))
+    dock = e2e.plugin().dock
+    e2e.log_step("reopened", files=files, has_map=dock.map_panel.detections is not None,
+                 counts=dock.map_panel.count_label.text(), windows=other_windows())
+    e2e.later(2.0, lambda: (e2e.grab_screen("map_4_reopened.png"), done()))
 
 
 def done():
     steps = {step["step"]: step for step in e2e.status["steps"]}
-    e2e.status["ok"] = steps["first hits"]["n"] > 0 and steps["first hits"]["windows"] == []
+    e2e.status["ok"] = (steps["first hits"]["n"] > 0 and steps["first hits"]["windows"] == []
+                        and steps["reopened"]["has_map"])
     e2e.finish()
 
 

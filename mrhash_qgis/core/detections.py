@@ -12,11 +12,15 @@ from pathlib import Path
 
 from qgis.core import (
     QgsAggregateCalculator,
+    QgsCentroidFillSymbolLayer,
     QgsFeatureRequest,
     QgsFillSymbol,
+    QgsMarkerSymbol,
     QgsProject,
+    QgsRectangle,
     QgsRuleBasedRenderer,
     QgsVectorLayer,
+    QgsVectorSimplifyMethod,
 )
 
 from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
@@ -49,8 +53,10 @@ class Detections:
         tiles = QgsVectorLayer(f"{gpkg}|layername=tiles", TILES_LAYER_NAME, "ogr")
         if not (areas.isValid() and tiles.isValid()):
             raise OSError(tr("{path}: cannot read the map of detections").format(path=gpkg))
-        areas.renderer().setSymbol(QgsFillSymbol.createSimple(
-            {"color": "255,127,0,70", "outline_color": "#d94801", "outline_width": "0.6"}))
+        areas.renderer().setSymbol(area_symbol())
+        keep_small = QgsVectorSimplifyMethod()  # an area below a pixel still gets its dot
+        keep_small.setSimplifyHints(QgsVectorSimplifyMethod.SimplifyHint.NoSimplification)
+        areas.setSimplifyMethod(keep_small)
         tiles.setRenderer(tile_renderer())
         return cls(areas, tiles)
 
@@ -67,6 +73,17 @@ class Detections:
         featureCount, which a filtered GeoPackage layer leaves unknown)."""
         km2, ok = self.areas.aggregate(QgsAggregateCalculator.Aggregate.Sum, "area_km2")
         return (kept(self.tiles), kept(self.areas), float(km2) if ok and km2 else 0.0)
+
+    def extent(self) -> QgsRectangle:
+        """The extent of the areas the filter keeps (EPSG:4326), from their geometries: QGIS
+        3.22 reports an empty extent for a filtered layer whose GeoPackage holds two
+        layers open at once."""
+        extent = QgsRectangle()
+        extent.setMinimal()
+        request = QgsFeatureRequest().setNoAttributes()
+        for feature in self.areas.getFeatures(request):
+            extent.combineExtentWith(feature.geometry().boundingBox())
+        return extent
 
     def every_tile(self) -> QgsVectorLayer:
         """The tiles layer without the confidence filter (every tile the map holds: those
@@ -111,6 +128,18 @@ class Detections:
                 project.removeMapLayer(old.id())
         project.addMapLayer(self.tiles)
         project.addMapLayer(self.areas)
+
+
+def area_symbol() -> QgsFillSymbol:
+    """An area filled orange, with a dot at its centre that stays visible when the map is
+    zoomed out to an archive where each area is smaller than a pixel."""
+    symbol = QgsFillSymbol.createSimple(
+        {"color": "255,127,0,70", "outline_color": "#d94801", "outline_width": "0.6"})
+    dot = QgsCentroidFillSymbolLayer()
+    dot.setSubSymbol(QgsMarkerSymbol.createSimple(
+        {"name": "circle", "color": "#d94801", "outline_color": "white", "size": "2.2"}))
+    symbol.appendSymbolLayer(dot)
+    return symbol
 
 
 def tile_renderer() -> QgsRuleBasedRenderer:

@@ -578,6 +578,7 @@ class MrHashDock(QgsDockWidget):
         self.search.maps.append(str(result["output"]))
         self.search.map_threshold = float(result.get("threshold", 0.5))
         self.map_panel.show_detections(detections, self.search.map_threshold)
+        self._show_detections_in_view(detections)
         self._remember_search()
         self.status_label.setText(tr("All {n:,} tiles of the index scored: {counts} are like "
                                      "your examples. Move Confidence to keep more or fewer."
@@ -585,6 +586,19 @@ class MrHashDock(QgsDockWidget):
                                               counts=self.map_panel.count_label.text()))
         self.iface.mapCanvas().refresh()
         self.mapFinished.emit(result)
+
+    def _show_detections_in_view(self, detections: Detections) -> None:
+        """The canvas zoomed out to every detection when some lie outside the view (the map
+        spans the archive; the analyst was looking at one place): never zoomed in."""
+        canvas = self.iface.mapCanvas()
+        extent = QgsCoordinateTransform(
+            detections.areas.crs(), canvas.mapSettings().destinationCrs(),
+            QgsProject.instance()).transformBoundingBox(detections.extent())
+        if extent.isEmpty() or canvas.extent().contains(extent):
+            return
+        extent.combineExtentWith(canvas.extent())
+        canvas.setExtent(extent)
+        canvas.refresh()
 
     def check_detections(self, order: str) -> EngineRequest | None:
         """Detections of the map in the thumbnails, likeliest or most doubtful first (none
@@ -647,10 +661,10 @@ class MrHashDock(QgsDockWidget):
 
         def done(result: dict) -> None:
             outputs = result.get("outputs") or {}
-            self.iface.messageBar().pushMessage("MrHash", tr(
-                "Map exported as GeoParquet: {areas} and {tiles}").format(
-                    areas=outputs.get("areas"), tiles=outputs.get("tiles")),
-                Qgis.MessageLevel.Success, 8)
+            words = tr("Map exported as GeoParquet: {areas} and {tiles}").format(
+                areas=outputs.get("areas"), tiles=outputs.get("tiles"))
+            self.status_label.setText(words)
+            self.iface.messageBar().pushMessage("MrHash", words, Qgis.MessageLevel.Success, 8)
 
         def failed(_code: str, message: str) -> None:
             self._fail(tr("Map not exported: {message}").format(message=message))

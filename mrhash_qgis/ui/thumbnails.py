@@ -95,6 +95,7 @@ class ThumbnailGrid(QListWidget):
         """Show `query` (the query's footprint, path and thumbnail, if any) then `hits`;
         `by_score`: the captions show the score the hits are ranked by (a refine)."""
         self.clear()
+        self.scrollToTop()  # new results from their first, wherever the last ones were read
         self.by_score = by_score
         if query is not None:
             self._add({**query, "is_query": True}, tr("the place you queried; double-click: "

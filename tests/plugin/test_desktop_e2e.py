@@ -47,7 +47,8 @@ def test_qgis_desktop_click_query(tmp_path):
 
 FIRST_HOUR_SHOTS = ("first_hour_1_engine_ready.png", "first_hour_2_proposal.png",
                     "first_hour_3_learning.png", "first_hour_4_ready_to_click.png",
-                    "first_hour_5_first_hits.png")
+                    "first_hour_5_first_hits.png", "map_1_detections.png", "map_2_checked.png",
+                    "map_3_updated_exported.png", "map_4_reopened.png")
 
 
 @pytest.mark.slow
@@ -55,7 +56,9 @@ FIRST_HOUR_SHOTS = ("first_hour_1_engine_ready.png", "first_hour_2_proposal.png"
                     reason="needs the qgis desktop and xvfb-run (make install)")
 def test_first_hour_in_the_desktop(tmp_path):
     """From "Engine ready" to hits in the real desktop: Start with my imagery…, the folder
-    typed, Start, a click on the map — 4 actions, and no window but QGIS's and the dialog."""
+    typed, Start, a click on the map — 4 actions, and no window but QGIS's and the dialog;
+    then the map of every place like them: marks, Map all like these, the slider, Check
+    detections and a ✗, Update, export (GeoPackage, GeoParquet), the project reopened."""
     shots = tmp_path / "shots"
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "qgis_desktop_driver.py"),
                           "--first-hour", "--work", str(tmp_path / "work"),
@@ -73,6 +76,20 @@ def test_first_hour_in_the_desktop(tmp_path):
     first = steps["first hits"]
     assert first["actions"] == 4 and first["n"] == 12 and first["thumbnails"] == 12
     assert first["windows"] == []
+    mapped, checked = steps["map"], steps["checked"]
+    assert (mapped["relevant"], mapped["irrelevant"]) == (2, 1)  # the buttons marked them
+    assert mapped["all_in_view"]  # the canvas zoomed out to the archive's detections
+    assert "at 0.50" in mapped["counts"] and "at 0.70" in checked["counts"]  # the keyboard
+    assert checked["shown"] > 0 and checked["marked"] == "irrelevant"
+    assert checked["irrelevant"] == 2 and "Update the map" in checked["status"]
+    doubt = [abs(score - 0.70) for score in checked["scores"]]
+    assert doubt == sorted(doubt)
+    assert steps["updated"]["rounds"] == 2 and "at 0.70" in steps["updated"]["counts"]
+    reopened = steps["reopened"]
+    assert reopened["files"] == ["greenhouses.gpkg", "greenhouses_areas.parquet",
+                                 "greenhouses_tiles.parquet"]
+    assert reopened["has_map"] and reopened["counts"] == steps["updated"]["counts"]
+    assert all(step["windows"] == [] for step in (mapped, checked, reopened))
     for name in FIRST_HOUR_SHOTS:
         assert (shots / name).stat().st_size > 5_000, name
 
