@@ -434,8 +434,9 @@ def _exported_gpkg(path: Path, head: bytes) -> bool:
     return gpkg_written(path, head, LAYER, DESCRIPTION)
 
 
-def _exported_geoparquet(path: Path, head: bytes) -> bool:
-    """A GeoParquet file written here: Parquet with this module's columns and `geo`."""
+def geoparquet_written(path: Path, head: bytes, *columns: tuple[str, ...]) -> bool:
+    """A GeoParquet file written here: Parquet with `geo` metadata and one of the column
+    lists `columns`."""
     if not head.startswith(b"PAR1"):
         return False
     import pyarrow as pa
@@ -445,9 +446,12 @@ def _exported_geoparquet(path: Path, head: bytes) -> bool:
         schema = pq.read_schema(path)
     except (OSError, ValueError, pa.ArrowException):
         return False
-    # an export of before GeoParquet 1.1 (no bbox column) too
-    return (tuple(schema.names) in (PARQUET_COLUMNS, PARQUET_COLUMNS[:-1])
-            and b"geo" in (schema.metadata or {}))
+    return tuple(schema.names) in columns and b"geo" in (schema.metadata or {})
+
+
+def _exported_geoparquet(path: Path, head: bytes) -> bool:
+    """An export's GeoParquet (one of before GeoParquet 1.1, without the bbox column, too)."""
+    return geoparquet_written(path, head, PARQUET_COLUMNS, PARQUET_COLUMNS[:-1])
 
 
 OUTPUT_KINDS = {"gpkg": OutputKind("a GeoPackage written by mrhash export", _exported_gpkg),

@@ -47,6 +47,7 @@ from mrhash.export import (
     BBOX,
     GeoParquetWriter,
     GpkgLayer,
+    geoparquet_written,
     gpkg_boxes,
     gpkg_create,
     gpkg_finish,
@@ -311,20 +312,8 @@ def parquet_outputs(output: str | Path) -> dict[str, Path]:
 
 def _map_parquet(columns: list[tuple[str, str]]) -> OutputKind:
     names = (*(name for name, _ in columns), "geometry", BBOX)
-
-    def written_before(path: Path, head: bytes) -> bool:
-        if not head.startswith(b"PAR1"):
-            return False
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            schema = pq.read_schema(path)
-        except (OSError, ValueError, pa.ArrowException):
-            return False
-        return tuple(schema.names) == names and b"geo" in (schema.metadata or {})
-
-    return OutputKind("a GeoParquet file written by a map export", written_before)
+    return OutputKind("a GeoParquet file written by a map export",
+                      lambda path, head: geoparquet_written(path, head, names))
 
 
 PARQUET_KINDS = {TILES.name: _map_parquet(TILE_PARQUET), AREAS.name: _map_parquet(AREA_PARQUET)}
