@@ -160,10 +160,15 @@ def style_hits(layer: QgsVectorLayer) -> None:
 
 def query_layer(footprints: list[dict | str], store=None, replace: bool = True,
                 query: int = 1, kind: str = "query", params: dict | None = None,
-                name: str = QUERY_LAYER_NAME) -> QgsVectorLayer:
-    """Layer of the query footprints (EPSG:4326, dashed cyan outline): the `queries` table of
-    `store` (replaced, or appended to), else a memory layer."""
-    if store is not None:
+                name: str = QUERY_LAYER_NAME, layer: QgsVectorLayer | None = None
+                ) -> QgsVectorLayer:
+    """Layer of the query footprints (EPSG:4326, dashed cyan outline): `layer` updated in
+    place (the next query of a search: no layer recreated, nothing swapped in the project),
+    else the `queries` table of `store`, else a memory layer; replaced, or appended to."""
+    if usable(layer):
+        if replace:
+            clear(layer)
+    elif store is not None:
         layer = store.layer("queries", name, QUERY_FIELDS)
         if replace:
             clear(layer)
@@ -181,6 +186,7 @@ def query_layer(footprints: list[dict | str], store=None, replace: bool = True,
     symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "#00e5ff",
                                          "outline_width": "1.2", "outline_style": "dash"})
     layer.renderer().setSymbol(symbol)
+    layer.triggerRepaint()
     return layer
 
 

@@ -478,32 +478,32 @@ class MrHashDock(QgsDockWidget):
         project = QgsProject.instance()
         for hit in hits:
             hit["mark"] = self.search.mark_of({"tile": int(hit["id"])}) if self.search else ""
+        query = result.get("query") or {}
+        footprints = [query["footprint"]] if query.get("footprint") else []
+        # the thumbnails first: what the analyst looks at shows before the layers are written
+        self.results.grid.set_hits(hits, query if footprints else None,
+                                   by_score=method != QUERY)
+        self.status_label.setText(result_summary(result, method))
+        if footprints and self.map_tool is not None:
+            self.map_tool.highlight(geometry_from_geojson(footprints[0]),
+                                    QgsCoordinateReferenceSystem(WGS84))
         self._adopt_project_layers()
         self.queries_made += 1
         replace = not self.append_check.isChecked()
-        try:
+        try:  # the search's two layers updated in place: none recreated, none swapped
             store = self._store()
             self.hits_layer = hits_layer(hits, self.hits_layer if usable(self.hits_layer)
                                          else None, replace=replace, query=self.queries_made,
                                          store=store)
-            query = result.get("query") or {}
-            footprints = [query["footprint"]] if query.get("footprint") else []
             self.query_layer = query_layer(
                 footprints, store, replace=replace, query=self.queries_made, kind=method,
-                params=self.search.to_dict() if self.search else {})
+                params=self.search.to_dict() if self.search else {}, layer=self.query_layer)
         except OSError as error:
             self._fail(tr("Cannot keep the results: {error}").format(error=error))
             return
         replace_in_project(self.hits_layer, project)
         replace_in_project(self.query_layer, project)
-        self.iface.mapCanvas().refresh()  # a refined list's hits show at once
-        if footprints and self.map_tool is not None:
-            self.map_tool.highlight(geometry_from_geojson(footprints[0]),
-                                    QgsCoordinateReferenceSystem(WGS84))
-        self.results.grid.set_hits(hits, query if footprints else None,
-                                   by_score=method != QUERY)
         self._remember_search()
-        self.status_label.setText(result_summary(result, method))
         self.queryFinished.emit(result)
 
     def _show_error(self, code: str, message: str) -> None:

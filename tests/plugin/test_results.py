@@ -58,9 +58,15 @@ def test_marks_and_refine_search_the_whole_index_again(qgis_iface, built_index, 
     layer = dock.hits_layer
     marks = {f["hit_id"]: f["mark"] for f in layer.getFeatures()}
     assert marks[str(hits[1]["id"])] == RELEVANT and marks[str(hits[4]["id"])] == IRRELEVANT
+    added: list[str] = []
+    QgsProject.instance().layerWasAdded.connect(lambda new: added.append(new.name()))
+    layer_ids = (dock.hits_layer.id(), dock.query_layer.id())
     dock.refine()
     wait_for(lambda: len(results) == 2, 60, "the refined search")
     refined = results[1]
+    # the next query of a search updates its two layers in place: none recreated or swapped
+    assert (dock.hits_layer.id(), dock.query_layer.id()) == layer_ids and not added
+    assert dock.query_layer.featureCount() == 1
     marked = {hits[1]["id"], hits[4]["id"], hits[5]["id"], query_tile}
     assert refined["hits"] and not marked & {h["id"] for h in refined["hits"]}
     scores = [h["score"] for h in refined["hits"]]
