@@ -57,7 +57,7 @@ def write_map(path: Path, tiles: int) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     gpkg_create(db, [TILES, AREAS])
     gpkg_insert(db, TILES, ids, ((int(i), g.tobytes(), int(i), p, 0, 0, 64, 64, float(s), 0.0,
-                                  bool(s >= 0.5), None)
+                                  bool(s >= 0.5), None, "synthetic")
                                  for i, g, p, s in zip(ids, gpkg_boxes(bounds), paths, scores,
                                                        strict=True)), bounds)
     detected = scores >= 0.5  # as `mrhash map` merges them: at its default threshold

@@ -60,7 +60,7 @@ from mrhash.fileio import atomic_output
 from mrhash.jobs import JobControl
 from mrhash.outputs import INDEX_FOLDER, MODEL_FILE, OutputKind, check_output
 from mrhash.refine import Marks, logistic_fit, marked_tiles
-from mrhash.search import Searcher
+from mrhash.search import Searcher, ShardedSearcher
 
 SCORE_CHUNK = 262_144  # rows scored at once: an 84 MB temporary at 80 dimensions
 RECORD_CHUNK = 20_000  # kept tiles read from the store and written at once
@@ -69,7 +69,7 @@ TILES = GpkgLayer("tiles", "MrHash map tiles",
                   "id INTEGER NOT NULL, path TEXT NOT NULL, col MEDIUMINT NOT NULL, "
                   "row MEDIUMINT NOT NULL, width MEDIUMINT NOT NULL, "
                   "height MEDIUMINT NOT NULL, score REAL NOT NULL, logit REAL NOT NULL, "
-                  "detected BOOLEAN NOT NULL, mark TEXT")
+                  "detected BOOLEAN NOT NULL, mark TEXT, index_dir TEXT NOT NULL")
 AREAS = GpkgLayer("areas", "MrHash map areas",
                   "path TEXT NOT NULL, n_tiles INTEGER NOT NULL, area_km2 REAL NOT NULL, "
                   "max_score REAL NOT NULL, mean_score REAL NOT NULL")
@@ -199,36 +199,54 @@ def _extent(bounds: np.ndarray) -> tuple | None:
     return (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))
 
 
-def _write(path: Path, store, scored: Scored, threshold: float, marks: dict[int, bool]
+@dataclass
+class ShardScores:
+    """One index's part of a map: its store and folder, the tiles kept, the marked ones."""
+
+    store: object
+    root: str
+    scored: Scored
+    marks: dict[int, bool]
+
+
+def _write(path: Path, parts: list[ShardScores], threshold: float
            ) -> tuple[list[dict], Areas, tuple | None]:
-    """The tiles layer (streamed from the store, RECORD_CHUNK tiles at a time; each marked
-    tile with its mark) and the areas layer; -> (the detections {id, path, score} best
-    first, the areas, tiles' extent)."""
+    """The tiles layer (streamed from each index's store, RECORD_CHUNK tiles at a time; each
+    marked tile with its mark, and its index folder) and the areas layer; -> (the detections
+    {id, path, score, index} best first, the areas, tiles' extent). A feature's fid is its
+    tile id when there is one index (the plugin marks a tile by it), else a running number."""
     db = sqlite3.connect(path, isolation_level=None)
-    detected: list[tuple[int, str, float, np.ndarray]] = []
+    detected: list[tuple[int, str, float, np.ndarray, str]] = []
     extent = None
+    next_fid = 1
     try:
         gpkg_create(db, [TILES, AREAS])
-        for start in range(0, len(scored.ids), RECORD_CHUNK):
-            part = slice(start, start + RECORD_CHUNK)
-            ids, logits, scores = scored.ids[part], scored.logits[part], scored.scores[part]
-            records = store.tiles(ids.tolist())
-            found = [n for n, i in enumerate(ids) if int(i) in records]  # gone meanwhile: out
-            rec = [records[int(ids[n])] for n in found]
-            bounds = np.array([r.bounds4326 for r in rec], np.float64).reshape(-1, 4)
-            blobs = gpkg_boxes(bounds)
-            gpkg_insert(db, TILES, ids[found],
-                        ((int(r.id), g.tobytes(), int(r.id), r.path, *map(int, r.window),
-                          float(scores[n]), float(logits[n]), bool(scores[n] >= threshold),
-                          mark_word(marks.get(int(r.id))))
-                         for r, g, n in zip(rec, blobs, found, strict=True)), bounds)
-            detected += [(r.id, r.path, float(scores[n]), b) for r, n, b
-                         in zip(rec, found, bounds, strict=True) if scores[n] >= threshold]
-            chunk_extent = _extent(bounds)
-            if chunk_extent is not None:
-                extent = chunk_extent if extent is None else (
-                    *np.minimum(extent[:2], chunk_extent[:2]),
-                    *np.maximum(extent[2:], chunk_extent[2:]))
+        for part in parts:
+            scored, marks = part.scored, part.marks
+            for start in range(0, len(scored.ids), RECORD_CHUNK):
+                chunk = slice(start, start + RECORD_CHUNK)
+                ids, logits, scores = (scored.ids[chunk], scored.logits[chunk],
+                                       scored.scores[chunk])
+                records = part.store.tiles(ids.tolist())
+                found = [n for n, i in enumerate(ids) if int(i) in records]  # gone: out
+                rec = [records[int(ids[n])] for n in found]
+                bounds = np.array([r.bounds4326 for r in rec], np.float64).reshape(-1, 4)
+                fids = (ids[found] if len(parts) == 1
+                        else np.arange(next_fid, next_fid + len(found)))
+                next_fid += len(found)
+                gpkg_insert(db, TILES, fids,
+                            ((int(f), g.tobytes(), int(r.id), r.path, *map(int, r.window),
+                              float(scores[n]), float(logits[n]), bool(scores[n] >= threshold),
+                              mark_word(marks.get(int(r.id))), part.root)
+                             for f, r, g, n in zip(fids, rec, gpkg_boxes(bounds), found,
+                                                   strict=True)), bounds)
+                detected += [(r.id, r.path, float(scores[n]), b, part.root) for r, n, b
+                             in zip(rec, found, bounds, strict=True) if scores[n] >= threshold]
+                chunk_extent = _extent(bounds)
+                if chunk_extent is not None:
+                    extent = chunk_extent if extent is None else (
+                        *np.minimum(extent[:2], chunk_extent[:2]),
+                        *np.maximum(extent[2:], chunk_extent[2:]))
         bounds = np.array([d[3] for d in detected], np.float64).reshape(-1, 4)
         areas = dissolve([d[1] for d in detected], bounds,
                          np.array([d[2] for d in detected], np.float64))
@@ -244,8 +262,10 @@ def _write(path: Path, store, scored: Scored, threshold: float, marks: dict[int,
         gpkg_finish(db, {TILES.name: extent, AREAS.name: _extent(area_bounds)})
     finally:
         db.close()
-    detections = [{"id": int(i), "path": p, "score": round(s, 6)}
-                  for i, p, s, _ in sorted(detected, key=lambda d: (-d[2], d[0]))]
+    several = len(parts) > 1
+    detections = [{"id": int(i), "path": p, "score": round(s, 6), **({"index": root}
+                                                                     if several else {})}
+                  for i, p, s, _, root in sorted(detected, key=lambda d: (-d[2], d[4], d[0]))]
     return detections, areas, extent
 
 
@@ -254,40 +274,51 @@ def mark_word(relevant: bool | None) -> str | None:
     return None if relevant is None else (RELEVANT if relevant else IRRELEVANT)
 
 
-def map_index(searcher: Searcher, request: MapRequest, job: JobControl | None = None
-              ) -> dict:
-    """Score every tile of the searcher's index for the request's examples and write the
-    GeoPackage (module doc). -> the MapResult: output, calibration, threshold, floor,
-    n_scored, n_tiles (in the tiles layer), n_detected, detected_km2 (of the areas),
-    n_areas, detections [{id, path, score}] best first, seconds. Every bad input (no
-    relevant example, an unknown tile, a threshold outside [0, 1], an output that may not be
+def map_index(searcher: Searcher | ShardedSearcher, request: MapRequest,
+              job: JobControl | None = None) -> dict:
+    """Score every tile of the searcher's index (or of each index of a ShardedSearcher, with
+    one scorer fitted for all) for the request's examples and write the GeoPackage (module
+    doc). -> the MapResult: output, calibration, threshold, floor, n_scored, n_tiles (in the
+    tiles layer), n_detected, detected_km2 (of the areas), n_areas, detections [{id, path,
+    score, index (several indexes)}] best first, seconds. Every bad input (no relevant
+    example, an unknown tile, a threshold outside [0, 1], an output that may not be
     written) is BadInput before anything is written."""
     started = time.perf_counter()
     validated(request)
-    folder = searcher.folder
-    check_output(request.output, MAP_OUTPUT, [(folder.root, INDEX_FOLDER),
-                                              (folder.store.get("model_path"), MODEL_FILE)])
-    marks = Marks.of(searcher, request.refine_request())
-    weights, bias = logistic_fit(*marks.fit_arrays())
-    marked = marked_tiles(searcher, marks.probes)
-    scored = score_pool(searcher.embeddings, weights, bias, marks.rows, request.tile_floor,
-                        job, np.fromiter(marked, np.int64))
+    shards = searcher.shards if isinstance(searcher, ShardedSearcher) else [searcher]
+    if isinstance(searcher, ShardedSearcher):
+        searcher.share_model()
+    protected = [p for s in shards for p in ((s.folder.root, INDEX_FOLDER),
+                                             (s.folder.store.get("model_path"), MODEL_FILE))]
+    check_output(request.output, MAP_OUTPUT, protected)
+    marks = Marks.of_shards(shards, request.refine_request())
+    weights, bias = logistic_fit(*marks[0].fit_arrays())
+    parts = []
+    for shard, shard_marks in zip(shards, marks, strict=True):
+        marked = marked_tiles(shard, shard_marks.probes)
+        parts.append(ShardScores(shard.folder.store, str(shard.folder.root), score_pool(
+            shard.embeddings, weights, bias, shard_marks.rows, request.tile_floor, job,
+            np.fromiter(marked, np.int64)), marked))
     with atomic_output(request.output) as tmp:
-        detections, areas, _ = _write(tmp, folder.store, scored, request.threshold, marked)
+        detections, areas, _ = _write(tmp, parts, request.threshold)
+    n_scored = sum(part.scored.n_scored for part in parts)
     if job:
-        job.report(scored.n_scored, scored.n_scored, "done", force=True)
+        job.report(n_scored, n_scored, "done", force=True)
     return {"output": str(Path(request.output).resolve()), "calibration": CALIBRATION,
             "threshold": request.threshold, "floor": request.tile_floor,
-            "n_scored": scored.n_scored, "n_tiles": len(scored.ids),
+            "n_scored": n_scored, "n_tiles": sum(len(part.scored.ids) for part in parts),
             "n_detected": len(detections), "detected_km2": round(float(areas.km2.sum()), 6),
             "n_areas": len(areas.paths), "detections": detections,
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def run_map(request: MapRequest, model=None, job: JobControl | None = None) -> dict:
-    """`map_index` on the request's index, opened for it (the CLI; the worker keeps its
-    searchers warm and calls map_index)."""
-    searcher = Searcher(request.index, model)
+def run_map(request: MapRequest, model=None, job: JobControl | None = None,
+            indexes: list[str] | None = None) -> dict:
+    """`map_index` on the request's index (or on `indexes`, several of one model mapped as
+    one), opened for it (the CLI; the worker keeps its searchers warm)."""
+    folders = indexes or [request.index]
+    searcher = (ShardedSearcher(folders, model) if len(folders) > 1
+                else Searcher(folders[0], model))
     try:
         return map_index(searcher, request, job)
     finally:
@@ -297,7 +328,7 @@ def run_map(request: MapRequest, model=None, job: JobControl | None = None) -> d
 # -- a map as GeoParquet ------------------------------------------------------------------
 TILE_PARQUET = [("id", "int64"), ("path", "string"), ("col", "int32"), ("row", "int32"),
                 ("width", "int32"), ("height", "int32"), ("score", "float64"),
-                ("detected", "bool_"), ("mark", "string")]
+                ("detected", "bool_"), ("mark", "string"), ("index_dir", "string")]
 AREA_PARQUET = [("path", "string"), ("n_tiles", "int32"), ("area_km2", "float64"),
                 ("max_score", "float64"), ("mean_score", "float64")]
 
@@ -359,7 +390,7 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
         check_output(path, PARQUET_KINDS[layer], [(map_path, "the map")])
     with closing(sqlite3.connect(f"{map_path.resolve().as_uri()}?mode=ro", uri=True)) as db:
         tiles = db.execute("SELECT id, path, col, row, width, height, score, score >= ?, mark, "
-                           f"geom FROM {TILES.name} WHERE score >= ? OR mark IS NOT NULL ORDER "
+                           f"index_dir, geom FROM {TILES.name} WHERE score >= ? OR mark IS NOT NULL ORDER "
                            "BY id", (threshold, threshold)).fetchall()
         tiles = [(*t[:7], bool(t[7]), *t[8:]) for t in tiles]  # SQLite's 0/1 as a boolean
         areas = db.execute("SELECT path, n_tiles, area_km2, max_score, mean_score, geom FROM "

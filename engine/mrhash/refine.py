@@ -36,7 +36,7 @@ import numpy as np
 import shapely
 from mrhash_contract.protocol import Example, RefineRequest
 
-from mrhash.errors import validated
+from mrhash.errors import BadInput, OutsideIndex, validated
 from mrhash.search import Probe, Searcher, _parse_wkt
 
 NEGATIVE_WEIGHT = 0.5  # an irrelevant example's weight beside a relevant one's (Rocchio's
@@ -148,11 +148,22 @@ def marked_tiles(searcher: Searcher, examples: list[tuple[Example, Probe]]
     return marks
 
 
-def _background(table, rows: np.ndarray | None) -> np.ndarray:
-    """Embeddings of BACKGROUND_TILES tiles drawn from the pool (the same ones for the same
-    pool, so a refine repeated gives the same hits)."""
+def _probe_in(shards: list[Searcher], example: Example) -> Probe:
+    """The example encoded by the first index holding its place (or reading its raster)."""
+    for shard in shards:
+        try:
+            return shard.probe(example)
+        except OutsideIndex:
+            continue
+    raise OutsideIndex(f"an example is outside every raster of the {len(shards)} indexes; "
+                       "give the raster to read it from")
+
+
+def _background(table, rows: np.ndarray | None, count: int = BACKGROUND_TILES) -> np.ndarray:
+    """Embeddings of `count` tiles drawn from the pool (the same ones for the same pool, so a
+    refine repeated gives the same hits)."""
     n = len(table) if rows is None else len(rows)
-    pick = np.sort(np.random.default_rng(0).choice(n, min(BACKGROUND_TILES, n), replace=False))
+    pick = np.sort(np.random.default_rng(0).choice(n, min(count, n), replace=False))
     return table.unit[pick if rows is None else rows[pick]]
 
 
@@ -222,6 +233,31 @@ class Marks:
         probes = [(e, searcher.probe(e)) for e in request.examples]
         rows = _pool(searcher, request.within)
         return cls(probes, rows, _background(searcher.embeddings, rows))
+
+    @classmethod
+    def of_shards(cls, shards: list[Searcher], request: RefineRequest) -> list[Marks]:
+        """The marks over several indexes of one model mapped as one: the examples encoded
+        once (each read by the first index holding its place; a tile id names a tile of one
+        index, so several indexes take points and footprints only), one background drawn
+        from every pool in proportion to its size, and each index's own pool: one Marks an
+        index, all fitting the same scorer."""
+        if len(shards) == 1:
+            return [cls.of(shards[0], request)]
+        validated(request)
+        if any(e.tile is not None for e in request.examples):
+            raise BadInput("a tile id names a tile of one index: map that index alone, or "
+                           "give the examples of several as points or footprints")
+        probes = [(e, _probe_in(shards, e)) for e in request.examples]
+        pools = [_pool(shard, request.within) for shard in shards]
+        sizes = [len(s.embeddings) if rows is None else len(rows)
+                 for s, rows in zip(shards, pools, strict=True)]
+        if not sum(sizes):
+            raise BadInput("the indexes hold no tiles (in the area given): index a folder "
+                           "with rasters first")
+        background = np.vstack([_background(s.embeddings, rows, round(BACKGROUND_TILES * n
+                                                                      / sum(sizes)))
+                                for s, rows, n in zip(shards, pools, sizes, strict=True)])
+        return [cls(probes, rows, background) for rows in pools]
 
     @property
     def relevant(self) -> list[Probe]:

@@ -530,7 +530,7 @@ class ShardedSearcher:
         for shard in self.shards:
             shard.close()
 
-    def _share_model(self) -> None:
+    def share_model(self) -> None:
         """One model for every shard (loaded once, by the first)."""
         model = self.shards[0].model
         for shard in self.shards[1:]:
@@ -556,7 +556,7 @@ class ShardedSearcher:
                            "query several by point or footprint")
         if not any(shard.index.ntotal for shard in self.shards):
             raise BadInput("the indexes hold no tiles: index a folder with rasters first")
-        self._share_model()
+        self.share_model()
         reader, probe = self._probe(query)
         centre = probe.centre4326()
         found = [shard._candidates(probe, query, centre) if shard.index.ntotal else ([], True)

@@ -94,3 +94,65 @@ def test_shard_errors(shards, tmp_path_factory, eurosat_dir, tmp_path):
 def test_merge_top_k_orders_by_distance_then_score():
     per_shard = [[(1, 7, 0.2), (3, 8, 0.9)], [(1, 2, 0.5), (2, 4, 0.1)], []]
     assert merge_top_k(per_shard, 3) == [(1, 1, 2, 0.5), (1, 0, 7, 0.2), (2, 1, 4, 0.1)]
+
+
+def test_several_indexes_map_as_one(shards, tmp_path):
+    """`mrhash map` over the 4 shards: one scorer for all (examples by point), every tile of
+    every shard scored, one GeoPackage naming each tile's index; much the same detections as
+    the map of the one index of everything (the background is drawn per shard)."""
+    import sqlite3
+
+    import numpy as np
+    import rasterio
+    from mrhash.mapping import map_index, probability
+    from mrhash.refine import Marks, logistic_fit
+    from mrhash.search import Searcher
+    from mrhash_contract.protocol import Example, MapRequest
+
+    indexes, whole, raster, _model = shards
+    with rasterio.open(raster) as dataset:
+        x, y = dataset.transform * (48, 16)
+        crs = dataset.crs.to_string()
+    examples = [Example(point=(x, y), crs=crs)]
+    sharded = ShardedSearcher([str(i) for i in indexes])
+    try:
+        result = map_index(sharded, MapRequest(examples, output=str(tmp_path / "s.gpkg"),
+                                               floor=0.0))
+        sharded.share_model()
+        marks = Marks.of_shards(sharded.shards, MapRequest(examples).refine_request())
+        weights, bias = logistic_fit(*marks[0].fit_arrays())
+        expected = {(str(s.folder.root), int(i)): float(p) for s in sharded.shards
+                    for i, p in zip(s.embeddings.ids, probability(
+                        s.embeddings.unit @ weights.astype(np.float32), bias), strict=True)}
+    finally:
+        sharded.close()
+    assert result["n_scored"] == result["n_tiles"] == 160
+    with sqlite3.connect(tmp_path / "s.gpkg") as db:
+        rows = db.execute("SELECT fid, id, index_dir, score FROM tiles").fetchall()
+    assert len({fid for fid, *_ in rows}) == 160  # one feature a tile, though ids repeat
+    assert {root for _, _, root, _ in rows} == {str(i) for i in indexes}
+    for _, tile, root, score in rows:  # one scorer, each shard's own tiles
+        assert score == pytest.approx(expected[(root, tile)], abs=1e-5)
+    assert all(d["index"] in {str(i) for i in indexes} for d in result["detections"])
+    single = Searcher(str(whole))
+    try:
+        one = map_index(single, MapRequest(examples, output=str(tmp_path / "w.gpkg")))
+    finally:
+        single.close()
+    whole_found = {(d["path"].split("/")[-1], d["id"]) for d in one["detections"]}
+    found = {d["path"].split("/")[-1] for d in result["detections"]}
+    assert len(found & {name for name, _ in whole_found}) >= 0.7 * max(
+        len(found), len({name for name, _ in whole_found}))
+    run = subprocess.run(
+        [sys.executable, "-m", "mrhash", "map", "--index", *map(str, indexes), "--point",
+         str(x), str(y), "--crs", crs, "--output", str(tmp_path / "cli.gpkg")],
+        capture_output=True, text=True, timeout=300, env=THREADS_ENV)
+    assert run.returncode == 0, run.stderr
+    assert f"of {result['n_scored']} tiles" in run.stderr
+    with pytest.raises(BadInput, match="a tile id names a tile of one index"):
+        sharded = ShardedSearcher([str(i) for i in indexes])
+        try:
+            map_index(sharded, MapRequest([Example(tile=1)], output=str(tmp_path / "t.gpkg")))
+        finally:
+            sharded.close()
+    assert not (tmp_path / "t.gpkg").exists()

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "map", help="score every tile of an index for tiles marked relevant (or not) and "
                     "write the likely ones and the areas they form to a GeoPackage")
-    parser.add_argument("--index", required=True, help="index folder")
+    parser.add_argument("--index", required=True, nargs="+", metavar="DIR",
+                        help="index folder; several (built with one model) are mapped as one "
+                             "(examples then as --point)")
     for flag, which in (("--positive", "like the ones to map"), ("--negative", "unlike them")):
         parser.add_argument(flag, nargs="+", type=int, default=[], metavar="ID",
                             help=f"ids of tiles {which}")
@@ -65,9 +67,10 @@ def run_map_command(args: argparse.Namespace) -> int:
     examples = [Example(tile=tile, relevant=relevant) for tile, relevant in marks]
     if args.point:
         examples.append(Example(point=tuple(args.point), crs=args.crs, raster=args.raster))
-    request = MapRequest(examples, index=args.index, output=args.output,
+    request = MapRequest(examples, index=args.index[0], output=args.output,
                          threshold=args.threshold, floor=args.floor, within=args.within)
-    result = run_map(request, load_model(args.model) if args.model else None)
+    result = run_map(request, load_model(args.model) if args.model else None,
+                     indexes=args.index)
     print(f"mrhash map: {result['n_detected']} of {result['n_scored']} tiles at or above "
           f"{result['threshold']} ({result['n_areas']} areas, {result['detected_km2']:.3f} "
           f"km²) -> {result['output']}", file=sys.stderr)
