@@ -390,8 +390,8 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
         check_output(path, PARQUET_KINDS[layer], [(map_path, "the map")])
     with closing(sqlite3.connect(f"{map_path.resolve().as_uri()}?mode=ro", uri=True)) as db:
         tiles = db.execute("SELECT id, path, col, row, width, height, score, score >= ?, mark, "
-                           f"index_dir, geom FROM {TILES.name} WHERE score >= ? OR mark IS NOT NULL ORDER "
-                           "BY id", (threshold, threshold)).fetchall()
+                           f"index_dir, geom FROM {TILES.name} WHERE score >= ? OR mark IS "
+                           "NOT NULL ORDER BY id", (threshold, threshold)).fetchall()
         tiles = [(*t[:7], bool(t[7]), *t[8:]) for t in tiles]  # SQLite's 0/1 as a boolean
         areas = db.execute("SELECT path, n_tiles, area_km2, max_score, mean_score, geom FROM "
                            f"{AREAS.name} WHERE max_score >= ? ORDER BY fid",

@@ -205,6 +205,17 @@ class Searcher:
             self.use_model((self._model_loader or load_model)(self.model_path))
         return self._model
 
+    def warm(self) -> None:
+        """Do now what a first query would do once (the index was chosen): load the model and
+        run one encode and one Hamming scan, so the first query costs what the next ones do
+        (torch's first forward pass allocates its buffers; the scan pages the codes in)."""
+        model = self.model
+        size = model.patch_size
+        model.embed(np.zeros((1, model.n_bands, size, size), np.float32),
+                    np.ones((1, size, size), bool))
+        if self.index.ntotal:
+            self.index.search(np.zeros((1, model.bits // 8), np.uint8), 1)
+
     # -- the query patch -----------------------------------------------------------------
     def _covering_file(self, x: float, y: float, crs: str, what: str = "point"
                        ) -> tuple[str, tuple[str, ...]]:

@@ -30,10 +30,11 @@ STATUS = "status"
 CANCEL = "cancel"
 DOCTOR = "doctor"
 SHUTDOWN = "shutdown"
+OPEN = "open"
 # run as jobs, with progress
 JOB_METHODS = (TRAIN, INDEX, SCAN, EXPORT, STAC_ITEMS, MAP, EXPORT_MAP)
 LONG_JOBS = (TRAIN, INDEX)                              # one of these at a time
-ANSWERED = (STATUS, CANCEL, QUERY, REFINE, TILES, DOCTOR)  # answered at once
+ANSWERED = (STATUS, CANCEL, QUERY, REFINE, TILES, DOCTOR, OPEN)  # answered at once
 
 # -- error codes (the `code` of an error reply) --------------------------------------------
 BAD_INPUT = "bad_input"              # the input named is unusable (the message says why)
@@ -494,6 +495,25 @@ class ExportMapRequest:
                         _defaults(ExportMapRequest))
 
 
+@dataclass
+class OpenRequest:
+    """`open`: open an index and load its model now (the analyst chose it), so that the
+    first query is as fast as the next ones."""
+
+    METHOD: ClassVar[str] = OPEN
+    index: str
+    model: str | None = None     # the index's model when it moved since indexing
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> OpenRequest:
+        _required(params, "open", "index")
+        return _reading("bad open parameters", lambda: cls(
+            str(_text(params, "index")), _text(params, "model")))
+
+    def to_params(self) -> dict[str, Any]:
+        return _dropped({f.name: getattr(self, f.name) for f in fields(self)}, {})
+
+
 # -- jobs ----------------------------------------------------------------------------------
 @dataclass
 class ScanRequest:
@@ -742,6 +762,13 @@ class QueryResult(TypedDict, total=False):
     display_limits: list[list[float]]  # [low, high] raw values of each, stretched to 0-255
 
 
+class OpenResult(TypedDict):
+    index: str               # the index folder, resolved
+    n_tiles: int
+    model: str               # the model file loaded
+    seconds: float           # what opening and warming took
+
+
 class IndexResult(TypedDict, total=False):
     index: str
     n_tiles: int
@@ -792,4 +819,5 @@ class MapResult(TypedDict):
 
 REQUESTS: dict[str, Any] = {cls.METHOD: cls for cls in (
     ScanRequest, TrainRequest, IndexRequest, ExportRequest, QueryRequest, RefineRequest,
-    StacItemsRequest, MapRequest, ExportMapRequest, TilesRequest)}
+    StacItemsRequest, MapRequest, ExportMapRequest, TilesRequest,
+    OpenRequest)}

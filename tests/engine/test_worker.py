@@ -157,6 +157,13 @@ def test_refine_export_and_fix_hints(engine, tiny_model, rasters, tmp_path):
     params = {"folder": str(rasters), "model": str(tiny_model), "index": index,
               "tile_size": TILE}
     assert engine.request("1", "index", **params)["result"]["n_tiles"] == 36
+    # choosing the index opens it and loads its model: the next query finds both warm
+    opened = engine.request("o", "open", index=index)["result"]
+    assert opened["index"] == index and opened["n_tiles"] == 36
+    assert opened["model"] == str(tiny_model) and opened["seconds"] > 0
+    assert engine.request("s", "status")["result"]["model"] == str(tiny_model)
+    gone = engine.request("g", "open", index=str(tmp_path / "nowhere"))["error"]
+    assert gone["code"] == "bad_index"
     refined = engine.request("2", "refine", index=index, k=5, thumbnails=True, examples=[
         {"relevant": True, "tile": 3}, {"relevant": False, "tile": 4}])["result"]
     hits = refined["hits"]
