@@ -47,6 +47,7 @@ from mrhash_qgis.contract.protocol import (
     QUERY,
     RELEVANT,
     ExportMapRequest,
+    OpenRequest,
     TilesRequest,
 )
 from mrhash_qgis.core import settings
@@ -253,6 +254,7 @@ class MrHashDock(QgsDockWidget):
 
         self.client.stateChanged.connect(self._show_state)
         self.client.ready.connect(lambda _info: self._show_state(self.client.state))
+        self.client.ready.connect(lambda _info: self._open_index())
         self._show_state(self.client.state)
         # a bound method: the connection goes with the dock when the plugin unloads
         QgsProject.instance().readProject.connect(self._project_read)
@@ -272,6 +274,20 @@ class MrHashDock(QgsDockWidget):
         self._show_index_model()
         if model:
             self.status_label.setText(tr("Click on the map to find similar places."))
+        self._open_index()
+
+    def _open_index(self) -> None:
+        """The engine opens the chosen index and loads its model now, while the analyst looks
+        at the map: the first click is then as fast as the next. A failure is said when
+        the analyst queries (the query's own error)."""
+        index = self.index_widget.filePath()
+        if not index or self.client.state != "ready":
+            return
+        try:
+            IndexReader(index).meta()
+        except IndexUnreadable:
+            return  # no index there yet: nothing to open
+        self.client.submit(OpenRequest(index))
 
     def _show_index_model(self) -> None:
         """Which model the queries use, and a warning when the chosen model is another."""

@@ -184,3 +184,32 @@ def test_click_on_a_raster_outside_the_index_queries_that_raster(
     assert len(results[0]["hits"]) == 5
     QgsProject.instance().removeAllMapLayers()
     tool.release()
+
+
+def test_choosing_an_index_opens_it_in_the_engine(qgis_iface, built_index, tmp_path):
+    """The index is opened (and its model loaded) when the analyst chooses it, not at the
+    first click: a worker of its own (only this dock talks to it) names it before any
+    query; choosing a folder with no index asks nothing."""
+    from pathlib import Path
+
+    from mrhash_qgis.core.engine_client import EngineClient
+    from mrhash_qgis.ui.dock import MrHashDock
+
+    client = EngineClient()
+    try:
+        client.wait_ready(timeout=120)
+        dock = MrHashDock(qgis_iface, client)
+        dock.index_widget.setFilePath("")
+        other = tmp_path / "empty"  # a folder with no index: nothing to open, no error
+        other.mkdir()
+        dock.index_widget.setFilePath(str(other))
+        assert not client.call("status", timeout=30).get("index")
+        index = built_index.index_widget.filePath()
+        dock.index_widget.setFilePath(index)
+        expected = str(Path(index).resolve())
+        wait_for(lambda: client.call("status", timeout=30).get("index") == expected, 60,
+                 "the index opened in the engine")
+        assert client.call("status", timeout=30).get("model")  # its model loaded too
+        dock.deleteLater()
+    finally:
+        client.stop()
