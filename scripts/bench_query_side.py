@@ -1,8 +1,8 @@
 """The query side of issue 26, side by side in one run (docs/BENCHMARKS.md, *Thumbnails stored
 at index time, the index opened when chosen, `mrhash query --tile` without torch*).
 
-1. Builds of the real-EuroSAT 4096 x 4096 13-band mosaic (scripts/bench_thumbnails.py's
-   `build_mosaic`, 64 px tiles: 4,096 tiles) with and without stored thumbnails, alternated,
+1. Builds of a real-EuroSAT `--side` x `--side` 13-band mosaic (scripts/bench_thumbnails.py's
+   `build_mosaic`, 64 px tiles: 4,096 at 4096 px) with and without stored thumbnails, alternated,
    `--repeats` each: tiles/s, and the store's bytes per tile (extrapolated to 1M tiles).
 2. Queries by tile (k = 20, thumbnails) on both indexes, the PNG cache emptied before each:
    milliseconds with the pictures read from the store vs rendered from the raster.
@@ -20,7 +20,6 @@ at index time, the index opened when chosen, `mrhash query --tile` without torch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_thumbnails import build_mosaic  # noqa: E402
+from mrhash.cli import write_json  # noqa: E402
 from mrhash.indexer import build_index  # noqa: E402
 from mrhash.search import Searcher  # noqa: E402
 from mrhash_contract.index_layout import DB_FILE, THUMBNAILS_FILE  # noqa: E402
@@ -70,7 +70,8 @@ def tile_queries(work: Path, n: int) -> dict:
             for kind, searcher in searchers.items():
                 shutil.rmtree(searcher.folder.thumbnail_dir, ignore_errors=True)
                 start = time.perf_counter()
-                searcher.search(QueryRequest(tile=1 + 97 * i % 4000, k=20, thumbnails=True))
+                searcher.search(QueryRequest(tile=1 + 97 * i % searcher.index.ntotal, k=20,
+                                             thumbnails=True))
                 times[kind].append((time.perf_counter() - start) * 1000)
     finally:
         for searcher in searchers.values():
@@ -136,21 +137,20 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=Path("/work/shared/data/eurosat_ms_dev"))
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench_query_side")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", type=int, default=4096, help="mosaic side in pixels")
     parser.add_argument("--json")
     args = parser.parse_args()
-    mosaic_dir = args.work / "mosaic"
-    build_mosaic(args.dataset, mosaic_dir / "mosaic.tif", 4096, overviews=False)
+    mosaic_dir = args.work / f"mosaic{args.side}"
+    build_mosaic(args.dataset, mosaic_dir / "mosaic.tif", args.side, overviews=False)
     figures = {"load_before": os.getloadavg(),
                "builds": builds(mosaic_dir, args.model, args.work, args.repeats),
                "tile_queries": tile_queries(args.work, 15),
                "first_queries": first_queries(args.big, args.repeats),
                "cli_tile_query": cli_tile_query(args.big, args.base, 5),
                "load_after": os.getloadavg()}
-    text = json.dumps(figures, indent=2)
-    print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_json(args.json, figures)  # stdout without --json
 
 
 if __name__ == "__main__":
