@@ -34,6 +34,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     EMBEDDINGS_FILE,
     LOCK_FILE,
     THUMBNAIL_DIR,
+    THUMBNAILS_FILE,
 )
 
 from mrhash.config import check_range
@@ -350,6 +351,7 @@ class _Builder:
         self.tiles_done = 0
         self.new_hashes: set[str] = set()  # content of the rasters (re)indexed in this run
         self.n_files = 0
+        self.thumbnails = None  # a thumbnail_store.ThumbnailWriter: pictures at commit
 
     def remove(self, path: str) -> int:
         ids = self.store.remove_file(path)
@@ -359,6 +361,8 @@ class _Builder:
     def _forget(self, ids: list[int]) -> None:
         self.index.remove(np.asarray(ids))
         self.embeddings.remove(ids)
+        if self.thumbnails and ids:
+            self.thumbnails.remove(ids)
 
     def save(self) -> None:
         """Both caches at the store's generation."""
@@ -404,6 +408,8 @@ class _Builder:
                                    done, embeddings)
         self.index.add(ids, codes)
         self.embeddings.add(ids, embeddings)
+        if self.thumbnails:  # after the tiles' commit: a kill between leaves them to render
+            self.thumbnails.add(plan.spec.paths, plan.spec.bands, chunk, ids)
         plan.committed += len(ids)
         self.tiles_done += len(ids)
         if self.job:  # no metrics here: they would bypass the report rate limit
@@ -528,7 +534,8 @@ def _bands_text(bands: tuple[int | str, ...] | None) -> str:
 def clear_index(index_dir: str | Path) -> None:
     """Remove an index's files (for --rebuild), leaving other files of the folder alone."""
     root = Path(index_dir)
-    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CODES_FILE, EMBEDDINGS_FILE):
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CODES_FILE, EMBEDDINGS_FILE,
+                 THUMBNAILS_FILE, f"{THUMBNAILS_FILE}-journal"):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / THUMBNAIL_DIR, ignore_errors=True)
 
@@ -550,14 +557,15 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
                 job: JobControl | None = None, *, min_valid: float = 0.5,
                 rebuild: bool = False, batch_size: int = BATCH_SIZE,
                 model=None, bands: Sequence[int | str] | None = None,
-                dask: str | None = None) -> IndexResult:
+                dask: str | None = None, thumbnails: bool = True) -> IndexResult:
     """Index every raster under `folder` into `index_dir` (see the module doc). `model` may
     pass an already loaded model package (the worker keeps one warm). `bands` selects the
     rasters' bands the model encodes when they differ from its training data (e.g. 1,2,3 of
     RGB files for a model trained on bands 4,3,2 of 13-band files); default: the model's.
     `dask`: encode on a Dask cluster (a scheduler address, or local:N; distributed.py), this
     process staying the one writer. One writer at a time: a second build of the same index
-    gets "index in use"."""
+    gets "index in use". `thumbnails`: render each tile's thumbnail as it is committed
+    (thumbnail_store.py), so queries need not read the rasters for them."""
     from mrhash.package import load_model, package_bytes
 
     model = model or load_model(model_path)
@@ -590,7 +598,7 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
             try:
                 result = _build(index_folder, model, str(model_path), specs, listing,
                                 tile_size, stride, min_valid, selection, job, batch_size,
-                                runner)
+                                runner, thumbnails)
             except sqlite3.OperationalError as error:
                 if "full" not in str(error):
                     raise
@@ -642,13 +650,29 @@ def _holds_nothing(index_folder: IndexFolder) -> bool:
 def _build(index_folder: IndexFolder, model, model_path: str, specs: list[SourceSpec],
            listing: FolderListing, tile_size: int, stride: int, min_valid: float,
            selection: tuple[int | str, ...] | None, job: JobControl | None,
-           batch_size: int, make_runner: Callable) -> IndexResult:
+           batch_size: int, make_runner: Callable, thumbnails: bool = True) -> IndexResult:
     import time
 
     started = time.monotonic()
     _check_settings(index_folder, model, tile_size, stride, min_valid, model_path, selection)
     builder = _Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
     builder.n_files = len(specs)
+    if thumbnails:
+        from mrhash.thumbnail_store import ThumbnailWriter
+
+        builder.thumbnails = ThumbnailWriter(index_folder.root, index_folder.store, model)
+    try:
+        return _build_with(builder, index_folder, specs, listing, job, make_runner, started)
+    finally:
+        if builder.thumbnails:
+            builder.thumbnails.close()
+
+
+def _build_with(builder: _Builder, index_folder: IndexFolder, specs: list[SourceSpec],
+                listing: FolderListing, job: JobControl | None, make_runner: Callable,
+                started: float) -> IndexResult:
+    import time
+
     runner = make_runner(builder)
     result = IndexResult(str(index_folder.root.resolve()), 0)
     records = index_folder.store.files()

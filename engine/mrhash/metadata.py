@@ -147,7 +147,7 @@ def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
+def connect_read_only(path: Path) -> sqlite3.Connection:
     """Open for queries only: on read-only storage (a DVD, a read-only share, a folder without
     write permission) SQLite cannot make its WAL index, so it is opened as immutable there."""
     uri = path.absolute().as_uri()
@@ -174,7 +174,7 @@ class MetadataStore:
                                  path=self.path)
         try:
             if read_only:
-                self.db = _connect_read_only(Path(path))
+                self.db = connect_read_only(Path(path))
             else:
                 self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
                                           isolation_level=None)
@@ -213,7 +213,7 @@ class MetadataStore:
         self.db.close()
 
     def _transaction(self):
-        return _Transaction(self.db)
+        return Transaction(self.db)
 
     # -- meta ----------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -447,7 +447,7 @@ class MetadataStore:
         return self._codes(rows, code_bytes)
 
 
-class _Transaction:
+class Transaction:
     """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception (a kill leaves no trace)."""
 
     def __init__(self, db: sqlite3.Connection):
@@ -457,4 +457,7 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite has rolled back itself on some errors (full)
+            self.db.execute("ROLLBACK")

@@ -207,6 +207,32 @@ def _metadata(data: bytes) -> dict[str, str]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+class ModelCard:
+    """What a package says of itself, read without torch and without its weights: its config
+    (bands, RGB, normalisation stats) and fingerprint. Enough for thumbnails, the display
+    bands and the fingerprint check, so a query by tile never imports torch."""
+
+    def __init__(self, path: str, config: dict[str, Any], fingerprint: str):
+        from mrhash.normalize import BandStats
+        from mrhash.sources import SourceSpec
+
+        self.path = path
+        self.config = config
+        self.fingerprint = fingerprint
+        self.primary = SourceSpec.from_dict(config["primary"])
+        self.stats = BandStats.from_dict(config["stats"])
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The card of a package file (its config checked as `load_model` checks it)."""
+    data = package_bytes(path)
+    config = _config(data, str(path))
+    try:
+        return ModelCard(str(path), config, hashlib.sha256(data).hexdigest())
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(f"invalid model config ({error})", path=str(path)) from error
+
+
 def load_model(path: str | Path) -> HashModel:
     """Load a package written by `save_model` (never unpickles)."""
     return model_from_bytes(package_bytes(path), str(path))

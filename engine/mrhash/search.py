@@ -130,12 +130,15 @@ class Searcher:
     the worker; `stale()` tells when the index on disk changed."""
 
     def __init__(self, index_dir: str | Path, model=None,
-                 model_loader: Callable[[str], object] | None = None):
+                 model_loader: Callable[[str], object] | None = None,
+                 model_file: str | None = None):
+        """`model_file`: the index's model where it is now (moved since indexing), loaded
+        only when needed (`model_loader`, default `load_model`)."""
         self.folder = IndexFolder(index_dir, read_only=True)  # queries never write
         meta = self.folder.meta()
         self._meta = meta
         self.fingerprint = meta.get("fingerprint")
-        self.model_path = meta.get("model_path")
+        self.model_path = model_file or meta.get("model_path")
         self.tile_size = int(meta.get("tile_size", 0))
         self.index: BinaryIndex = self.folder.load_codes()
         # kept warm with the codes: the tie re-rank and refine read them (float32 in memory:
@@ -143,6 +146,9 @@ class Searcher:
         self.embeddings: EmbeddingTable = self.folder.load_embeddings()
         self._opened = self._identity()
         self._model = None
+        self._card = None  # the model's config alone (package.ModelCard), read without torch
+        self._stored = None  # thumbnail_store.ThumbnailReader, once thumbnails are asked
+        self._stored_opened = False
         self._model_loader = model_loader
         self._sources: dict[tuple, Source] = {}  # (paths, bands) -> opened raster
         self._query_bands: dict[tuple[str, ...], tuple[int, ...] | None] = {}
@@ -158,7 +164,33 @@ class Searcher:
         for source in self._sources.values():
             source.close()
         self._sources.clear()
+        if self._stored is not None:
+            self._stored.close()
         self.folder.close()
+
+    def stored_thumbnails(self):
+        """The pictures stored at index time (a ThumbnailReader), None when the index has
+        none for its model and bands: then thumbnails are rendered from the rasters."""
+        if not self._stored_opened:
+            from mrhash.thumbnail_store import ThumbnailReader
+
+            self._stored = ThumbnailReader.open(self.folder.root, self._meta)
+            self._stored_opened = True
+        return self._stored
+
+    def _thumbnail(self, record: TileRecord) -> Path:
+        """The PNG of an indexed tile: stored at index time, else rendered with the model's
+        colours (a moved model loses only the thumbnails that must be rendered)."""
+        from mrhash.thumbnails import thumbnail
+
+        stored = self.stored_thumbnails()
+        try:
+            card, bands = self.card, self.bands
+        except MrHashError:
+            if stored is None:
+                raise
+            card = bands = None
+        return thumbnail(self.folder.thumbnail_dir, record, card, bands, stored=stored)
 
     def _source(self, paths: tuple[str, ...], bands: tuple[int | str, ...] | None = None
                 ) -> Source:
@@ -179,31 +211,52 @@ class Searcher:
     def stale(self) -> bool:
         return self._identity() != self._opened
 
-    def use_model(self, model) -> None:
-        if model.fingerprint != self.fingerprint:
+    def _check_fingerprint(self, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
             raise IndexCorrupted(
                 f"index was built with model {self.fingerprint[:12]} "
-                f"({self.model_path}), not {model.fingerprint[:12]}: query with that model "
+                f"({self.model_path}), not {fingerprint[:12]}: query with that model "
                 "or rebuild the index with `mrhash index --rebuild`",
                 path=str(self.folder.root), fix="rebuild")
+
+    def use_model(self, model) -> None:
+        self._check_fingerprint(model.fingerprint)
         self._model = model
 
     @property
     def bands(self) -> tuple[int | str, ...] | None:
         """The band selection the index was built with (queries read rasters with it)."""
-        return index_bands(self._meta, self.model)
+        return index_bands(self._meta, self.card)
+
+    def _model_file(self) -> str:
+        if not self.model_path or not Path(self.model_path).is_file():
+            raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
+                                 "the same model where it is now (--model)",
+                                 path=str(self.folder.root), fix="model")
+        return self.model_path
 
     @property
     def model(self):
+        """The model that encodes (torch): only a query by point or footprint needs it."""
         if self._model is None:
             from mrhash.package import load_model
 
-            if not self.model_path or not Path(self.model_path).is_file():
-                raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
-                                     "the same model where it is now (--model)",
-                                     path=str(self.folder.root), fix="model")
-            self.use_model((self._model_loader or load_model)(self.model_path))
+            self.use_model((self._model_loader or load_model)(self._model_file()))
         return self._model
+
+    @property
+    def card(self):
+        """What thumbnails and the display read of the model: the loaded model, else its
+        package's config (`package.read_card`, no torch import)."""
+        if self._model is not None:
+            return self._model
+        if self._card is None:
+            from mrhash.package import read_card
+
+            card = read_card(self._model_file())
+            self._check_fingerprint(card.fingerprint)
+            self._card = card
+        return self._card
 
     def warm(self) -> None:
         """Do now what a first query would do once (the index was chosen): load the model and
@@ -406,11 +459,8 @@ class Searcher:
                "crs": record.crs, "bounds": list(record.bounds),
                "footprint": _geojson(Footprint(record.crs, record.bounds))}
         if thumbnails:
-            from mrhash.thumbnails import thumbnail
-
             try:
-                hit["thumbnail"] = str(thumbnail(self.folder.thumbnail_dir, record,
-                                                 self.model, self.bands))
+                hit["thumbnail"] = str(self._thumbnail(record))
             except MrHashError as error:  # a moved raster must not lose the hit
                 log.warning(f"no thumbnail for tile {tile_id}: {error}")
                 hit["thumbnail"] = None
@@ -421,15 +471,15 @@ class Searcher:
         tile's, or the picture of the footprint read)."""
         described = probe.describe()
         if thumbnails:
-            from mrhash.thumbnails import query_thumbnail, thumbnail
+            from mrhash.thumbnails import query_thumbnail
 
             try:
                 if "tile" in probe.about:
                     record = self.folder.store.tiles([probe.about["tile"]])[probe.about["tile"]]
-                    picture = thumbnail(self.folder.thumbnail_dir, record, self.model, self.bands)
+                    picture = self._thumbnail(record)
                 else:
                     picture = query_thumbnail(self.folder.thumbnail_dir, probe.paths,
-                                              probe.footprint, self.model, self.bands)
+                                              probe.footprint, self.card, self.bands)
                 described["thumbnail"] = str(picture)
             except (MrHashError, OSError) as error:  # the hits matter more than the picture
                 log.warning(f"no thumbnail for the query: {error}")
@@ -449,18 +499,20 @@ class Searcher:
     def display(self) -> dict:
         """How the thumbnails show the indexed rasters, so a client shows a hit's raster the
         same way: `display_bands` (1-based, red, green, blue) and `display_limits` (the raw
-        values stretched to 0-255, per band). Empty before the model is loaded (a query by
-        tile without thumbnails needs none) or for bands chosen by name."""
-        if self._model is None:
-            return {}
+        values stretched to 0-255, per band), from the model's config (its card: no torch).
+        Empty when the model's file is missing (a query by tile needs none) or for bands
+        chosen by name."""
         from mrhash.thumbnails import display_bands
 
-        bands = self.bands
-        count = len(bands) if bands else int(self._model.config.get("bands") or 0)
-        positions = display_bands(count, self._model.config.get("rgb"))
+        try:
+            card, bands = self.card, self.bands
+        except MrHashError:  # the model moved: the hits matter more than their colours
+            return {}
+        count = len(bands) if bands else int(card.config.get("bands") or 0)
+        positions = display_bands(count, card.config.get("rgb"))
         if bands is not None and not all(isinstance(b, int) for b in bands):
             return {}
-        stats = self._model.stats
+        stats = card.stats
         return {"display_bands": [p + 1 if bands is None else int(bands[p]) for p in positions],
                 "display_limits": [[round(stats.low[p], 4), round(stats.high[p], 4)]
                                    for p in positions]}
@@ -522,11 +574,13 @@ class ShardedSearcher:
     each shard gives its k best (Hamming distance, then embedding similarity inside ties) and
     the k best of those are the hits, each naming its index."""
 
-    def __init__(self, index_dirs: list[str | Path], model=None):
+    def __init__(self, index_dirs: list[str | Path], model=None, *,
+                 model_file: str | None = None,
+                 model_loader: Callable[[str], object] | None = None):
         self.shards: list[Searcher] = []
         try:
             for index_dir in index_dirs:
-                self.shards.append(Searcher(index_dir, model))
+                self.shards.append(Searcher(index_dir, model, model_loader, model_file))
         except BaseException:
             self.close()
             raise
@@ -596,13 +650,18 @@ class ShardedSearcher:
                 "seconds": round(time.perf_counter() - started, 4), "ties": ties}
 
 
-def run_query(index_dirs: str | Path | list[str | Path], query: QueryRequest, model=None) -> dict:
-    """Search one index folder, or several as one (ShardedSearcher)."""
+def run_query(index_dirs: str | Path | list[str | Path], query: QueryRequest, model=None,
+              model_file: str | None = None,
+              model_loader: Callable[[str], object] | None = None) -> dict:
+    """Search one index folder, or several as one (ShardedSearcher), with `model`, else the
+    model of `model_file` (the index's moved) or of the index, loaded only when the query
+    needs the encoder."""
     if isinstance(index_dirs, (list, tuple)) and len(index_dirs) > 1:
-        searcher: Searcher | ShardedSearcher = ShardedSearcher(list(index_dirs), model)
+        searcher: Searcher | ShardedSearcher = ShardedSearcher(
+            list(index_dirs), model, model_file=model_file, model_loader=model_loader)
     else:
         one = index_dirs[0] if isinstance(index_dirs, (list, tuple)) else index_dirs
-        searcher = Searcher(one, model)
+        searcher = Searcher(one, model, model_loader, model_file)
     try:
         return searcher.search(query)
     finally:

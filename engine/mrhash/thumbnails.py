@@ -79,21 +79,31 @@ def stretch(array: np.ndarray, valid: np.ndarray,
     return out
 
 
-def _png(array: np.ndarray, valid: np.ndarray, shown: list[int], size: int,
-         stats: BandStats | None) -> bytes:
-    """PNG bytes of the `shown` bands of a read patch, stretched with `stats` (the model's,
-    one range per selected band) when they fit."""
+def _picture(array: np.ndarray, valid: np.ndarray, shown: list[int],
+             stats: BandStats | None) -> Image.Image:
+    """The `shown` bands of a read patch as an image of its own size, stretched with `stats`
+    (the model's, one range per selected band) when they fit."""
     limits = None
     if stats is not None and stats.bands == array.shape[0]:
         limits = ([stats.low[b] for b in shown], [stats.high[b] for b in shown])
     image = stretch(array[shown], valid, limits)
-    picture = Image.fromarray(image[..., 0] if len(shown) == 1 else image)
+    return Image.fromarray(image[..., 0] if len(shown) == 1 else image)
+
+
+def png_bytes(picture: Image.Image, size: int) -> bytes:
+    """PNG bytes of a picture at `size` x `size`."""
     if picture.size != (size, size):
         # nearest keeps pixels crisp when enlarging a small tile
         picture = picture.resize((size, size), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _png(array: np.ndarray, valid: np.ndarray, shown: list[int], size: int,
+         stats: BandStats | None) -> bytes:
+    """PNG bytes of the `shown` bands of a read patch (`_picture`) at `size`."""
+    return png_bytes(_picture(array, valid, shown, stats), size)
 
 
 def _window_read(source: Source, window: tuple[int, int, int, int], size: int,
@@ -142,18 +152,29 @@ def _window_read(source: Source, window: tuple[int, int, int, int], size: int,
     return out, valid
 
 
+def open_for_thumbnails(paths: tuple[str, ...], bands: tuple[int | str, ...] | None) -> Source:
+    """A raster opened to read tile windows for thumbnails (no in-memory band cache)."""
+    return open_source(SourceSpec("primary", paths, bands), cache_bytes=READ_CACHE_BYTES)
+
+
+def tile_picture(source: Source, window: tuple[int, int, int, int], rgb: list[int] | None,
+                 size: int, stats: BandStats | None) -> Image.Image:
+    """The picture of one tile window of an open source, at its own size (or `size` when
+    read decimated): its window alone, the shown bands alone where the files allow it."""
+    shown = display_bands(source.count, rgb)
+    read = _window_read(source, window, size, shown)
+    array, valid = read if read is not None else source.read_window(window)
+    return _picture(array, valid, shown, stats)
+
+
 def render(record: TileRecord, bands: tuple[int | str, ...] | None,
            rgb: list[int] | None, size: int = THUMBNAIL_PX,
            stats: BandStats | None = None) -> bytes:
-    """PNG bytes of one tile, read from its raster with the model's band selection: its
-    window alone, the shown bands alone where the files allow it (decimated from the
-    overviews for a window much bigger than `size`)."""
-    spec = SourceSpec("primary", record.paths, bands)
-    with open_source(spec, cache_bytes=READ_CACHE_BYTES) as source:
-        shown = display_bands(source.count, rgb)
-        read = _window_read(source, record.window, size, shown)
-        array, valid = read if read is not None else source.read_window(record.window)
-    return _png(array, valid, shown, size, stats)
+    """PNG bytes of one tile, read from its raster with the model's band selection
+    (`tile_picture`; decimated from the overviews for a window much bigger than `size`)."""
+    with open_for_thumbnails(record.paths, bands) as source:
+        picture = tile_picture(source, record.window, rgb, size, stats)
+    return png_bytes(picture, size)
 
 
 def render_footprint(paths: tuple[str, ...], footprint: Footprint,
@@ -198,15 +219,25 @@ def query_thumbnail(cache_dir: str | Path, paths: tuple[str, ...], footprint: Fo
 
 
 def thumbnail(cache_dir: str | Path, record: TileRecord, model,
-              bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX) -> Path:
-    """Path of the tile's cached PNG, rendering it first when missing; `bands`: the index's
-    band selection (default: the model's primary bands)."""
-    if not Path(record.path).exists() and not any(
-            (Path(d) / f"{record.id}_{size}.png").exists()
-            for d in (cache_dir, _fallback_dir(cache_dir))):
-        raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
-    return _cached(cache_dir, f"{record.id}_{size}.png", lambda: render(
-        record, bands or model.primary.bands, model.config.get("rgb"), size, model.stats))
+              bands: tuple[int | str, ...] | None = None, size: int = THUMBNAIL_PX,
+              stored: Callable[[int, int], bytes | None] | None = None) -> Path:
+    """Path of the tile's cached PNG, made first when missing: from the picture stored at
+    index time (`stored(id, size)`, thumbnail_store.py), else rendered from the raster with
+    the model's colours (None: its file is missing); `bands`: the index's band selection
+    (default: the model's primary bands)."""
+    def make() -> bytes:
+        picture = stored(record.id, size) if stored is not None else None
+        if picture is not None:
+            return picture
+        if not Path(record.path).exists():
+            raise BadInput("raster of this tile is gone (moved or deleted)", path=record.path)
+        if model is None:
+            raise BadInput("no thumbnail stored for this tile, and the index's model (its "
+                           "colours) is missing", path=record.path)
+        return render(record, bands or model.primary.bands, model.config.get("rgb"), size,
+                      model.stats)
+
+    return _cached(cache_dir, f"{record.id}_{size}.png", make)
 
 
 def _fallback_dir(cache_dir: str | Path) -> Path:

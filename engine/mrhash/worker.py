@@ -365,7 +365,8 @@ class Worker:
             result = build_index(request.folder, request.model, request.index,
                                  request.tile_size, request.stride, job,
                                  min_valid=request.min_valid, rebuild=request.rebuild,
-                                 model=model, bands=request.bands, dask=request.dask)
+                                 model=model, bands=request.bands, dask=request.dask,
+                                 thumbnails=request.thumbnails)
         finally:
             self._drop_searcher(request.index)
         return result.to_dict()

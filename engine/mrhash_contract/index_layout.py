@@ -14,6 +14,7 @@ DB_FILE = "index.sqlite"        # the store: the truth of an index
 CODES_FILE = "codes.faiss"      # cache of its codes
 EMBEDDINGS_FILE = "embeddings.f16"  # cache of its tiles' embeddings
 LOCK_FILE = "index.lock"        # held by the one process writing the index
+THUMBNAILS_FILE = "thumbnails.sqlite"  # the tiles' pictures, rendered when they were indexed
 THUMBNAIL_DIR = "thumbnails"
 RESULTS_DIR = "results"         # the plugin's query results of unsaved projects
 

@@ -545,6 +545,7 @@ class IndexRequest:
     rebuild: bool = False
     bands: list[int | str] | None = None  # the primary's bands in each raster
     dask: str | None = None           # a scheduler address or local:N
+    thumbnails: bool = True           # store each tile's thumbnail as it is indexed
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> IndexRequest:
@@ -555,7 +556,7 @@ class IndexRequest:
             str(_text(params, "index")), _int(params, "tile_size", None, 4, 8192),
             _int(params, "stride", None, 1, 8192), _float(params, "min_valid", 0.5, 0.0, 1.0),
             _bool(params, "rebuild", False), _band_list(params.get("bands")),
-            _text(params, "dask")))
+            _text(params, "dask"), _bool(params, "thumbnails", True)))
 
     def to_params(self) -> dict[str, Any]:
         return _dropped({f.name: getattr(self, f.name) for f in fields(self)},

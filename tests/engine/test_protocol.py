@@ -30,7 +30,7 @@ from mrhash_contract.protocol import (
 ROUND_TRIPS = [
     ScanRequest("/data/archive"),
     IndexRequest("/data/archive", "/m/model.safetensors", "/m/index", 64, 32, 0.25, True,
-                 [4, 3, "B02"], "local:2"),
+                 [4, 3, "B02"], "local:2", False),
     IndexRequest("/data/archive", "/m/model.safetensors", "/m/index"),
     ExportRequest("/m/index", "/out/tiles.parquet", "geoparquet"),
     QueryRequest(point=(500000.0, 4170000.0), crs="EPSG:32618", raster="/d/a.tif",

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="skip tiles with a smaller valid-data fraction (default 0.5)")
     index.add_argument("--rebuild", action="store_true",
                        help="discard the index folder's index and build it again")
+    index.add_argument("--no-thumbnails", dest="thumbnails", action="store_false",
+                       help="do not store each tile's thumbnail at indexing time (queries "
+                       "then render them from the rasters; the index is smaller)")
     index.add_argument("--batch-size", type=build_option("batch size"), default=32,
                        help="tiles encoded at once")
     index.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -186,7 +189,8 @@ def run_index(args: argparse.Namespace) -> int:
         result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
                              job, min_valid=args.min_valid, rebuild=args.rebuild,
                              batch_size=args.batch_size, model=model,
-                             bands=parse_bands(args.bands), dask=args.dask)
+                             bands=parse_bands(args.bands), dask=args.dask,
+                             thumbnails=args.thumbnails)
     except Cancelled:
         printer.close()
         print("mrhash index: cancelled; committed tiles are kept, run the same command to "
@@ -225,18 +229,32 @@ def run_query(args: argparse.Namespace) -> int:
     from mrhash_contract.protocol import QueryRequest
 
     from mrhash.cli import write_json
-    from mrhash.device import limit_threads
     from mrhash.search import query_threads, run_query
 
-    limit_threads()
     query_threads()
     query = QueryRequest(point=tuple(args.point) if args.point else None, crs=args.crs,
                          raster=args.raster, bands=_bands(args.raster_bands),
                          footprint=args.footprint, footprint_crs=args.footprint_crs,
                          tile=args.tile, k=args.k, within=args.within,
                          exclude_radius=args.exclude_radius, thumbnails=args.thumbnails)
-    write_json(args.json, run_query(args.index, query, _model(args.model)))
+    # the model (torch) is loaded only for a query that encodes a patch: a query by tile
+    # reads its code from the index and its thumbnails' colours from the model's config
+    if args.model:  # a wrong --model is said before anything else (its config, no torch)
+        from mrhash.package import read_card
+
+        read_card(args.model)
+    write_json(args.json, run_query(args.index, query, model_file=args.model,
+                                    model_loader=_threaded_load))
     return 0
+
+
+def _threaded_load(path: str):
+    """The model of `path`, torch's threads capped first (the CLI's rule for encoding)."""
+    from mrhash.device import limit_threads
+    from mrhash.package import load_model
+
+    limit_threads()
+    return load_model(path)
 
 
 @outputs_checked(indexes=["index"], models=["model"])
