@@ -30,6 +30,7 @@ from mrhash.index import BinaryIndex
 from mrhash.indexer import DB_FILE, IndexFolder, index_bands, open_for_model
 from mrhash.log import log
 from mrhash.metadata import TileRecord
+from mrhash.model_history import model_file
 from mrhash.sources import Footprint, Source, SourceSpec, open_source, regular_file
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -198,11 +199,13 @@ class Searcher:
         if self._model is None:
             from mrhash.package import load_model
 
-            if not self.model_path or not Path(self.model_path).is_file():
+            # a model retrained since: its generation was kept beside it (model_history)
+            path = model_file(self.model_path, self.fingerprint) if self.model_path else None
+            if path is None or not path.is_file():
                 raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
                                      "the same model where it is now (--model)",
                                      path=str(self.folder.root), fix="model")
-            self.use_model((self._model_loader or load_model)(self.model_path))
+            self.use_model((self._model_loader or load_model)(str(path)))
         return self._model
 
     # -- the query patch -----------------------------------------------------------------
