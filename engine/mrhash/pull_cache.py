@@ -312,7 +312,7 @@ class RemotePuller:
     def _open(self, spec: SourceSpec) -> Source:
         if spec.paths not in self._opened:
             for path in spec.paths:  # a remote VRT naming local files is refused unread
-                if is_http(display_url(path)):
+                if path.startswith("/vsicurl/") and is_http(display_url(path)):
                     check_remote_raster(display_url(path), self.http)
             with gdal_http(self.http):
                 try:

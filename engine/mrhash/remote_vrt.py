@@ -12,7 +12,6 @@ number of documents."""
 from __future__ import annotations
 
 import re
-import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -23,7 +22,6 @@ from mrhash.remote import (
     HttpSettings,
     RemoteError,
     _short,
-    http_status_error,
     is_http,
 )
 
@@ -111,15 +109,12 @@ def _vrt_document(url: str, http: HttpSettings) -> bytes | None:
 
 def _get(url: str, http: HttpSettings, size: int) -> bytes:
     """The first `size` bytes at `url` (a ranged GET; a server ignoring Range is read no
-    further); nothing when the server cannot be asked: GDAL then says what is wrong."""
+    further); nothing when the server does not give them (an HTTP error, unreachable):
+    GDAL's open then fails and says what is wrong (remote.diagnose)."""
     request = urllib.request.Request(url, headers={"Range": f"bytes=0-{size - 1}",
                                                    "User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=http.timeout_s) as response:
             return response.read(size)
-    except urllib.error.HTTPError as error:
-        if error.code == 416:  # an empty file
-            return b""
-        raise http_status_error(url, error.code, str(error)) from None
-    except (OSError, ValueError):
-        return b""  # unreachable: GDAL's open fails and is diagnosed (remote.diagnose)
+    except (OSError, ValueError):  # urllib's HTTPError is an OSError
+        return b""
