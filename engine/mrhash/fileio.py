@@ -85,13 +85,32 @@ def _open_lock_file(path: str | os.PathLike, what: str):
         if os.path.islink(path):  # ELOOP (Linux), EMLINK (FreeBSD), EFTYPE (NetBSD)
             raise BadInput(refuse, path=str(path)) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
         os.close(fd)
         raise BadInput(f"is not a regular file, so it cannot be the {what}'s lock file; "
+                       "remove it and run again", path=str(path))
+    # a hard link to a file of the user's (or a file swapped in under the name after the
+    # open) would have the pid written over that file: only a lock file of its own is used
+    problem = (f"is a hard link to another file ({opened.st_nlink} names)"
+               if opened.st_nlink > 1 else
+               None if _same_file(path, opened) else "was replaced while it was opened")
+    if problem:
+        os.close(fd)
+        raise BadInput(f"{problem}, not the {what}'s own lock file: it is not written to; "
                        "remove it and run again", path=str(path))
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "r+")
+
+
+def _same_file(path: str | os.PathLike, opened: os.stat_result) -> bool:
+    """Whether `path` still names the file that was opened (same device and inode)."""
+    try:
+        named = os.lstat(path)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 @contextmanager

@@ -45,6 +45,7 @@ from mrhash.index import BinaryIndex
 from mrhash.jobs import JobControl
 from mrhash.log import log
 from mrhash.metadata import FileRecord, FileState, MetadataStore, TileRow
+from mrhash.model_history import model_file, owner, register_index
 from mrhash.sources import (
     RASTER_EXTENSIONS,
     FolderListing,
@@ -494,18 +495,23 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
     """Refuse to mix models, tile grids or band selections in one index; record them in a
     new one."""
     meta = folder.meta()
+    # a kept generation of a model is recorded as that model: it finds the generation by the
+    # fingerprint, and the index stays registered with the model a training replaces
+    recorded_path = str(owner(model_path).resolve())
     if "fingerprint" not in meta:
         folder.store.set_meta({"fingerprint": model.fingerprint, "bits": model.bits,
                                "latent": model.latent_dim,
-                               "model_path": str(Path(model_path).resolve()),
+                               "model_path": recorded_path,
                                "patch_size": model.patch_size, "tile_size": tile_size,
                                "stride": stride, "min_valid": min_valid,
                                "bands": json.dumps(list(bands) if bands else None)})
+        register_index(recorded_path, folder.root, model.fingerprint)
         return
     if meta["fingerprint"] != model.fingerprint:
+        built_with = model_file(meta.get("model_path") or model_path, meta["fingerprint"])
         raise IndexCorrupted(
             f"index was built with another model (fingerprint {meta['fingerprint'][:12]}, "
-            f"{meta.get('model_path')}); {model_path} has {model.fingerprint[:12]}. Use that "
+            f"{built_with}); {model_path} has {model.fingerprint[:12]}. Use that "
             "model, another index folder, or --rebuild", path=str(folder.root), fix="rebuild")
     recorded = (int(meta["tile_size"]), int(meta["stride"]), float(meta["min_valid"]))
     if recorded != (tile_size, stride, min_valid):
@@ -517,7 +523,8 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
                        f"not {_bands_text(bands)}; use the same or --rebuild",
                        path=str(folder.root), fix="rebuild")
     # the model file may have moved: remember where it is now
-    folder.store.set_meta({"model_path": str(Path(model_path).resolve())})
+    folder.store.set_meta({"model_path": recorded_path})
+    register_index(recorded_path, folder.root, model.fingerprint)
 
 
 def index_bands(meta: dict[str, str], model) -> tuple[int | str, ...] | None:

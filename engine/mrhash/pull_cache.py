@@ -49,10 +49,12 @@ from mrhash.remote import (
     display_url,
     gdal_http,
     gdal_path,
+    is_http,
     is_service,
     stac_url,
     with_timeout,
 )
+from mrhash.remote_vrt import check_remote_raster
 from mrhash.sources import Footprint, Source, SourceSpec, open_source
 
 MARKER = "mrhash-pull-cache.json"
@@ -309,6 +311,9 @@ class RemotePuller:
 
     def _open(self, spec: SourceSpec) -> Source:
         if spec.paths not in self._opened:
+            for path in spec.paths:  # a remote VRT naming local files is refused unread
+                if path.startswith("/vsicurl/") and is_http(display_url(path)):
+                    check_remote_raster(display_url(path), self.http)
             with gdal_http(self.http):
                 try:
                     self._opened[spec.paths] = open_source(spec)

@@ -22,6 +22,7 @@ import shapely
 from mrhash_contract import index_layout
 from mrhash_contract.protocol import Place, QueryRequest
 
+from mrhash import model_history
 from mrhash.bandinfo import query_bands
 from mrhash.crs import parse_crs
 from mrhash.embeddings import EmbeddingTable, pack_codes, unit_parts
@@ -229,11 +230,15 @@ class Searcher:
         return index_bands(self._meta, self.card)
 
     def _model_file(self) -> str:
-        if not self.model_path or not Path(self.model_path).is_file():
+        """The index's model file: where it recorded it, or, retrained since, the generation
+        kept beside it (model_history)."""
+        path = (model_history.model_file(self.model_path, self.fingerprint)
+                if self.model_path else None)
+        if path is None or not Path(path).is_file():
             raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
                                  "the same model where it is now (--model)",
                                  path=str(self.folder.root), fix="model")
-        return self.model_path
+        return str(path)
 
     @property
     def model(self):

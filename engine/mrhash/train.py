@@ -25,7 +25,6 @@ is the same with or without the training-only terms: encoding costs the same.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from mrhash.datasets import Samples
 from mrhash.errors import BadInput
 from mrhash.jobs import JobControl
 from mrhash.model import HashNet, MultiSourceAutoencoder, TargetBlock
+from mrhash.model_history import keep_replaced
 from mrhash.normalize import BandStats, compute_stats
 from mrhash.pseudolabels import kl_divergence, kmeans, soft_assign, target_distribution
 
@@ -74,8 +74,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    previous: str | None = None  # where the model this run replaced was kept
+    previous: str | None = None  # where the model this run replaced was kept (model_history)
     report: dict[str, Any] | None = None  # label-free model report (report.py)
+    # earlier generations removed because no index names them any more
+    removed_generations: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -533,13 +535,15 @@ def train_model(config: TrainConfig, job: JobControl | None = None) -> TrainResu
     fitted = fit(cache, config, device, progress)
     report = training_report(fitted, cache)
     meta = {"n_samples": len(cache), "skipped": len(skipped), "history": fitted.history[-1:]}
-    previous = keep_previous(Path(config.output))
+    previous = keep_replaced(Path(config.output))
     fingerprint = save_model(config.output, fitted.net, package_config(config, cache, meta))
     seconds = time.monotonic() - started
     return TrainResult(str(Path(config.output)), fingerprint, round(seconds, 2), len(cache),
                        str(device), fitted.history, skipped,
                        {"features_s": round(t_features, 2),
-                        "fit_s": round(seconds - t_features, 2)}, previous, report)
+                        "fit_s": round(seconds - t_features, 2)},
+                       previous.kept if previous else None, report,
+                       previous.removed if previous else [])
 
 
 def training_codes(net: HashNet, cache: FeatureCache) -> tuple[np.ndarray, np.ndarray | None]:
@@ -562,16 +566,6 @@ def training_report(fitted: Fitted, cache: FeatureCache) -> dict[str, Any]:
 
     codes, views = training_codes(fitted.net, cache)
     return model_report(codes, views, fitted.assignments, fitted.clusters)
-
-
-def keep_previous(output: Path) -> str | None:
-    """A model about to be replaced is kept as `<name>.previous.safetensors`: indexes built
-    with it still need it (their queries name it and take `--model` to find it)."""
-    if not output.is_file():
-        return None
-    previous = output.with_name(f"{output.stem}.previous{output.suffix}")
-    shutil.copy2(output, previous)
-    return str(previous)
 
 
 def check_bits(bits: Sequence[int]) -> None:

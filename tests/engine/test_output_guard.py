@@ -1,7 +1,8 @@
 """Outputs never clobber inputs (docs/RELIABILITY.md): `export` and the CLI's JSON outputs
 refuse the index's own files, the model and any existing file that is not an earlier output
 of the same kind; `cache --clear` deletes only what the pull cache wrote; an `index.lock`
-that is a symbolic link is not written through. Real commands, the real worker, a real index
+that is a symbolic or hard link is not written through; a remote VRT naming local files is
+refused. Real commands, the real worker, a real index
 and a real HTTP server on 127.0.0.1. Each case asserts the exit code or error, the message
 naming the file, no traceback, bounded time, and that every other file is unchanged."""
 
@@ -244,6 +245,27 @@ def test_a_symlinked_index_lock_is_not_written_through(index, model, tmp_path, d
     assert run.returncode == 2 and f"{copy / 'index.lock'}: is a symbolic link" in run.stderr
     assert checksums(tmp_path) == before
     assert precious.exists() != dangling  # a dangling link's target is not created
+
+
+def test_a_hard_linked_index_lock_is_not_written_through(index, model, tmp_path):
+    """A lock that is a hard link to a file of the user's (O_NOFOLLOW does not see it) is
+    refused: the pid is not written over the user's file."""
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("years of work\n")
+    (copy / "index.lock").unlink(missing_ok=True)
+    os.link(precious, copy / "index.lock")
+    before = checksums(tmp_path)
+    with pytest.raises(BadInput, match=r"index.lock: is a hard link to another file \(2 names"):
+        with exclusive_lock(copy / "index.lock", "index"):
+            pass
+    run = mrhash("index", index.parent / "rasters", "--model", model, "--index", copy,
+                 "--tile-size", "32")
+    assert run.returncode == 2, run.stderr
+    assert f"{copy / 'index.lock'}: is a hard link to another file" in run.stderr
+    assert checksums(tmp_path) == before
+    assert precious.read_text() == "years of work\n"
 
 
 

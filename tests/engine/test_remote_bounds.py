@@ -223,3 +223,63 @@ def test_a_get_only_server_is_not_reported_as_http_405(server, monkeypatch, tmp_
         assert "405" not in message
     probes = [entry for entry in server.log if entry[:2] == ("GET", "/broken.tif")]
     assert probes and all(status in (200, 206) for _, _, status in probes)
+
+
+# -- a remote VRT names only remote files ----------------------------------------------------
+def vrt_of(raster: Path, source: str, relative: bool = False) -> str:
+    """A VRT of `raster`'s grid whose band 1 reads `source` (as GDAL writes one)."""
+    import rasterio
+
+    with rasterio.open(raster) as ds:
+        transform, crs, (width, height) = ds.transform, ds.crs.to_wkt(), (ds.width, ds.height)
+    geo = ", ".join(map(str, transform.to_gdal()))
+    return (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
+            f"  <SRS>{crs.replace('&', '&amp;').replace('<', '&lt;')}</SRS>\n"
+            f"  <GeoTransform>{geo}</GeoTransform>\n"
+            '  <VRTRasterBand dataType="UInt16" band="1">\n    <SimpleSource>\n'
+            f'      <SourceFilename relativeToVRT="{int(relative)}">{source}</SourceFilename>\n'
+            "      <SourceBand>1</SourceBand>\n    </SimpleSource>\n  </VRTRasterBand>\n"
+            "</VRTDataset>\n")
+
+
+def pull_vrt(url: str, primary: Path, cache: Path) -> None:
+    spec = remote_aux_spec("vrt", url, RemoteOptions("raster", cache_dir=str(cache), http=FAST))
+    prefetch(specs_from_paths([str(primary)]), [spec])
+
+
+def test_a_remote_vrt_naming_local_files_is_refused(server, precious, tmp_path):
+    local = precious / "precious.tif"
+    bytes_before = local.read_bytes()
+    inner = f"{server.url}/inner.vrt"
+    (server.root / "inner.vrt").write_text(vrt_of(local, str(local)))
+    cases = {"absolute.vrt": str(local),
+             "relative.vrt": "../local/precious.tif",  # relative to the working directory
+             "vsi.vrt": f"/vsizip/{tmp_path}/a.zip/precious.tif",
+             "file.vrt": local.as_uri(),
+             "escape.vrt": f"/vsicurl/{local.as_uri()}",
+             "nested.vrt": inner}  # a remote VRT of a remote VRT of the local file
+    for name, source in cases.items():
+        (server.root / name).write_text(vrt_of(local, source, relative=name == "nested.vrt"))
+        cache = tmp_path / f"cache-{name}"
+        started = time.monotonic()
+        with pytest.raises(RemoteError) as caught:
+            pull_vrt(f"{server.url}/{name}", local, cache)
+        assert time.monotonic() - started < QUICK_S
+        named = inner if name == "nested.vrt" else f"{server.url}/{name}"
+        assert "is not a web address" in caught.value.message and caught.value.url == named
+        assert "a remote VRT may only name remote files" in caught.value.message
+        cached = [p.read_bytes() for p in cache.rglob("*") if p.is_file()]
+        assert not list(cache.rglob("*.tif")) and bytes_before not in cached
+    assert local.read_bytes() == bytes_before
+
+
+def test_a_remote_vrt_naming_files_beside_it_is_read(server, precious, tmp_path):
+    """A VRT of a file on its own server (relativeToVRT="1", or a full URL) is pulled."""
+    local = precious / "precious.tif"
+    shutil.copy(local, server.root / "b.tif")
+    (server.root / "rel.vrt").write_text(vrt_of(local, "b.tif", relative=True))
+    (server.root / "abs.vrt").write_text(vrt_of(local, f"/vsicurl/{server.url}/b.tif"))
+    for name in ("rel.vrt", "abs.vrt"):
+        cache = tmp_path / f"cache-{name}"
+        pull_vrt(f"{server.url}/{name}", local, cache)
+        assert list(cache.rglob("*.tif")), name

@@ -292,8 +292,11 @@ def run_train(args: argparse.Namespace) -> int:
     if result.report:
         print(f"model report: {result.report['verdict']}", file=sys.stderr)
     if result.previous:
-        print(f"the model it replaced is kept as {result.previous} (indexes built with it "
-              "need it: mrhash query --model ...)", file=sys.stderr)
+        print(f"the model it replaced is kept as {result.previous}: indexes built with it "
+              "find it there", file=sys.stderr)
+    for removed in result.removed_generations:
+        print(f"removed the earlier model {removed}: no index uses it any more",
+              file=sys.stderr)
     if args.json:
         write_json(args.json, {**result.to_dict(),
                                **({"pull": pulled.to_dict()} if pulled else {})})
