@@ -139,7 +139,10 @@ def _cached(path: Path, model, threads: int) -> OnnxEncoder | None:
     missing, damaged, stale or foreign file, which the caller rebuilds)."""
     import onnxruntime as ort
 
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return None
+    except OSError:  # a cache folder this user may not look into (another user's home)
         return None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
