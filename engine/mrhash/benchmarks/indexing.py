@@ -4,7 +4,8 @@ warm worker's round trip for one query on a large index.
 1. end to end: `build_index` of `--folder` into a fresh index (tiles/s of the whole job);
 2. bare encoder: the same tiles, read into memory beforehand, through `model.encode` with the
    same batches; ratio = (1) / (2) (1.0 = reading, SQLite and FAISS cost nothing visible).
-   (1) and (2) alternate `--repeats` times; medians are reported;
+   (1) and (2) alternate `--repeats` times, for each of `--encoders` in turn (the compiled
+   ONNX encoder and torch side by side); medians are reported per encoder;
 3. worker round trip: the index of (1) is grown to `--worker-tiles` rows (its real tiles
    replicated with every bit flipped with probability 0.03, rows pointing to the real
    rasters; embeddings alike), `mrhash serve` is started, and one query at a time is timed
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder", required=True, help="folder of rasters to index")
     parser.add_argument("--tile-size", type=int, help="default: the model's patch size")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--encoders", default="onnx,torch",
+                        help="encoders compared, comma-separated (onnx_encoder.ENCODER_CHOICES)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate end-to-end and bare runs this many times (medians)")
     parser.add_argument("--worker-tiles", type=int, default=1_000_000,
@@ -151,38 +154,46 @@ def worker_round_trip(index_dir: Path, n_queries: int) -> dict:
             "point_p95_ms": round(float(np.percentile(by_point, 95)), 2)}
 
 
+def summary(runs: list[dict]) -> dict:
+    """Medians of one encoder's alternated runs, and the runs."""
+    e2e_rate = float(np.median([r["end_to_end_tiles_per_s"] for r in runs]))
+    bare_rate = float(np.median([r["bare_tiles_per_s"] for r in runs]))
+    return {"end_to_end_tiles_per_s": e2e_rate, "bare_tiles_per_s": bare_rate,
+            "ratio": round(e2e_rate / bare_rate, 3),
+            "median_run_ratio": float(np.median([r["ratio"] for r in runs])), "runs": runs}
+
+
 def run(args: argparse.Namespace) -> dict:
     from mrhash.device import limit_threads
     from mrhash.indexer import build_index
     from mrhash.package import load_model
 
     threads = limit_threads()
-    model = load_model(args.model)
+    encoders = args.encoders.split(",")
+    models = {name: load_model(args.model).use_encoder(name) for name in encoders}
+    model = models[encoders[0]]
     tile_size = args.tile_size or model.patch_size
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mrhash-bench-"))
     index_dir = workdir / "index"
-    # warm-up so neither measure pays first-call costs
-    model.encode(np.zeros((2, model.n_bands, model.patch_size, model.patch_size), np.float32))
-    runs = []
-    for _ in range(args.repeats):  # alternated, so a busy spell on a shared CPU hits both
-        start = time.perf_counter()
-        result = build_index(args.folder, args.model, index_dir, tile_size, None,
-                             rebuild=True, batch_size=args.batch_size, model=model)
-        e2e_s = time.perf_counter() - start
-        bare = bare_encoder(model, args.folder, tile_size, args.batch_size)
-        runs.append({"tiles": result.added, "skipped": len(result.skipped),
-                     "end_to_end_tiles_per_s": round(result.added / e2e_s, 1),
-                     "bare_tiles_per_s": bare["tiles_per_s"],
-                     "ratio": round(result.added / e2e_s / bare["tiles_per_s"], 3)})
-    e2e_rate = float(np.median([r["end_to_end_tiles_per_s"] for r in runs]))
-    bare_rate = float(np.median([r["bare_tiles_per_s"] for r in runs]))
+    for each in models.values():  # warm-up so neither measure pays first-call costs
+        each.encode(np.zeros((2, each.n_bands, each.patch_size, each.patch_size), np.float32))
+    runs: dict[str, list[dict]] = {name: [] for name in encoders}
+    for _ in range(args.repeats):  # alternated, so a busy spell on a shared CPU hits all
+        for name, each in models.items():
+            start = time.perf_counter()
+            result = build_index(args.folder, args.model, index_dir, tile_size, None,
+                                 rebuild=True, batch_size=args.batch_size, model=each)
+            e2e_s = time.perf_counter() - start
+            bare = bare_encoder(each, args.folder, tile_size, args.batch_size)
+            runs[name].append({"tiles": result.added, "skipped": len(result.skipped),
+                               "end_to_end_tiles_per_s": round(result.added / e2e_s, 1),
+                               "bare_tiles_per_s": bare["tiles_per_s"],
+                               "ratio": round(result.added / e2e_s / bare["tiles_per_s"], 3)})
     figures = {"model_bits": model.bits, "patch_size": model.patch_size,
                "input_size": model.config.get("input_size"), "tile_size": tile_size,
                "batch_size": args.batch_size, "torch_threads": threads,
-               "tiles": runs[0]["tiles"], "end_to_end_tiles_per_s": e2e_rate,
-               "bare_tiles_per_s": bare_rate, "ratio": round(e2e_rate / bare_rate, 3),
-               "median_run_ratio": float(np.median([r["ratio"] for r in runs])),
-               "runs": runs}
+               "tiles": runs[encoders[0]][0]["tiles"],
+               "encoders": {name: summary(rows) for name, rows in runs.items()}}
     if args.worker_tiles:
         start = time.perf_counter()
         figures["worker_index_tiles"] = grow_index(index_dir, args.worker_tiles)

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mrhash.onnx_encoder import ENCODER_CHOICES
 from mrhash.outputs import outputs_checked
 
 
@@ -41,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--batch-size", type=build_option("batch size"), default=32,
                        help="tiles encoded at once")
     index.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    index.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
+                       help="what encodes on a CPU: auto (the compiled ONNX encoder, torch where "
+                       "onnxruntime is missing), onnx or torch (for comparisons); CUDA runs "
+                       "torch")
     index.add_argument("--dask", metavar="ADDRESS",
                        help="encode on a Dask cluster: a scheduler's address (tcp://host:8786) "
                        "or local:N for N worker processes on this machine; this process "
@@ -106,6 +111,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="JSON-lines worker on stdin/stdout (the QGIS plugin's engine)")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
+                       help="what encodes on a CPU: auto (the compiled ONNX encoder, torch where "
+                       "onnxruntime is missing), onnx or torch (for comparisons); CUDA runs "
+                       "torch")
     serve.set_defaults(func=run_serve)
 
 
@@ -184,7 +193,8 @@ def run_index(args: argparse.Namespace) -> int:
     # first Ctrl-C: stop at the next batch with everything committed kept; second: abort
     previous = signal.signal(signal.SIGINT, lambda *_: (job.cancel(),
                                                         signal.signal(signal.SIGINT, previous)))
-    model = load_model(args.model).to(resolve_device(args.device))
+    model = (load_model(args.model).to(resolve_device(args.device))
+             .use_encoder(args.encoder))
     try:
         result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
                              job, min_valid=args.min_valid, rebuild=args.rebuild,
@@ -306,4 +316,4 @@ def run_export(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from mrhash.worker import serve
 
-    return serve(args.device)
+    return serve(args.device, args.encoder)

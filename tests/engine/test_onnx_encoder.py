@@ -1,0 +1,90 @@
+"""The compiled CPU encoder (onnx_encoder.py) against torch on the repo's real EuroSAT rasters:
+the same codes and embeddings, its cache file made once, rebuilt when damaged or another
+model's, and torch taking over where onnxruntime is missing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mrhash.errors import BadInput
+from mrhash.indexer import open_for_model, tile_patches
+from mrhash.onnx_encoder import relative_difference
+from mrhash.package import METADATA_KEY, load_model, read_package
+from mrhash.sources import SourceSpec
+from mrhash.tiling import tile_grid
+from safetensors.torch import save
+
+
+def real_patches(model, eurosat_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile of the repo's EuroSAT rasters as the indexer reads them (raw, + valid)."""
+    batches, masks = [], []
+    for path in sorted(eurosat_dir.glob("*/*.tif")):
+        spec = SourceSpec("primary", (str(path),), model.primary.bands)
+        with open_for_model(spec, model) as source:
+            tiles = tile_grid(source, model.patch_size)
+            for _, patches, valid in tile_patches(source, tiles, model.patch_size):
+                batches.append(patches)
+                masks.append(valid)
+    return np.concatenate(batches), np.concatenate(masks)
+
+
+def test_onnx_codes_and_embeddings_agree_with_torch(tiny_model, eurosat_dir):
+    compiled = load_model(tiny_model)
+    reference = load_model(tiny_model).use_encoder("torch")
+    assert compiled.encoder_used == "onnx" and reference.encoder_used == "torch"
+    patches, valid = real_patches(compiled, eurosat_dir)
+    assert len(patches) >= 100
+    ours, theirs = compiled.embed(patches, valid), reference.embed(patches, valid)
+    bits = np.unpackbits(compiled.encode(patches, valid), axis=1)
+    agree = float(np.mean(bits == np.unpackbits(reference.encode(patches, valid), axis=1)))
+    assert agree >= 0.999, agree
+    assert relative_difference(ours, theirs) < 1e-4
+    assert np.max(np.abs(ours[:, :compiled.bits] - theirs[:, :compiled.bits])) < 5e-3
+    assert ours.shape == (len(patches), compiled.bits + compiled.latent_dim)
+
+
+def test_cache_made_once_and_rebuilt_when_damaged_or_foreign(tiny_model, tmp_path, caplog):
+    model_file = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, model_file)
+    cache = Path(f"{model_file}.onnx")
+    assert load_model(model_file).encoder_used == "onnx" and cache.is_file()
+    made = cache.stat().st_mtime_ns
+    assert load_model(model_file).encoder_used == "onnx"
+    assert cache.stat().st_mtime_ns == made  # a valid cache is used as it is
+
+    cache.write_bytes(cache.read_bytes()[:1000])  # cut short
+    with caplog.at_level(logging.WARNING, logger="mrhash"):
+        assert load_model(model_file).encoder_used == "onnx"
+    assert "damaged compiled encoder" in caplog.text
+    good = cache.read_bytes()
+    assert len(good) > 1000
+
+    other = tmp_path / "other.safetensors"  # another model: its config differs
+    config, tensors, _ = read_package(tiny_model)
+    other.write_bytes(save(tensors, metadata={METADATA_KEY: json.dumps({**config,
+                                                                       "training": {}})}))
+    Path(f"{other}.onnx").write_bytes(good)
+    model = load_model(other)
+    assert model.fingerprint != load_model(model_file).fingerprint
+    assert model.encoder_used == "onnx"
+    assert Path(f"{other}.onnx").read_bytes() != good  # made again for this model
+
+
+def test_torch_takes_over_without_onnxruntime(tiny_model, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    model = load_model(tiny_model)
+    with caplog.at_level(logging.WARNING, logger="mrhash"):
+        assert model.encoder_used == "torch"
+    assert "onnxruntime is not installed" in caplog.text
+    x = np.zeros((2, model.n_bands, model.patch_size, model.patch_size), np.float32)
+    assert model.embed(x).shape == (2, model.bits + model.latent_dim)
+    with pytest.raises(BadInput, match="onnxruntime is not installed"):
+        _ = load_model(tiny_model).use_encoder("onnx").encoder_used
+    with pytest.raises(BadInput, match="unknown encoder"):
+        load_model(tiny_model).use_encoder("tensorrt")
