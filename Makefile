@@ -6,9 +6,21 @@ STAMP := $(VENV)/.mrhash-installed
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-venv xvfb xauth
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install test test-engine test-plugin run package lint bench clean
+# What `make test` runs first, in this order: lint, types, the import layers (tests/checks).
+LINT := $(VENV)/bin/ruff check engine mrhash_qgis tests scripts
+TYPECHECK := $(VENV)/bin/mypy --strict --cache-dir build/mypy/contract engine/mrhash_contract \
+	&& $(VENV)/bin/mypy --cache-dir build/mypy/engine engine/mrhash
 
-install: $(STAMP)
+.PHONY: install plugin-files test test-engine test-plugin checks run package lint typecheck \
+	bench clean
+
+install: $(STAMP) plugin-files
+
+# The contract, metadata.txt and resources/ copied into mrhash_qgis/ (no links: Windows);
+# run by every target that installs, so a copy never lags its source (a hand-edited copy
+# stops it instead of being overwritten). Standard library only.
+plugin-files:
+	@/usr/bin/python3 scripts/plugin_files.py
 
 $(STAMP): engine/requirements.txt requirements-dev.txt engine/pyproject.toml
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
@@ -21,8 +33,15 @@ $(STAMP): engine/requirements.txt requirements-dev.txt engine/pyproject.toml
 # Engine tests run without QGIS in the process (pip's rasterio bundles its own GDAL);
 # plugin tests run in real QGIS and reach the engine only through the worker process.
 test: install
+	$(LINT)
+	$(TYPECHECK)
+	$(PY) -m pytest -p no:pytest_qgis tests/checks
 	$(PY) -m pytest -p no:pytest_qgis tests/engine
 	$(PY) -m pytest tests/plugin
+
+# The import layers and the plugin's copies (tests/checks: standard library, a few seconds).
+checks: install
+	$(PY) -m pytest -p no:pytest_qgis tests/checks
 
 test-engine: install
 	$(PY) -m pytest -p no:pytest_qgis tests/engine
@@ -42,7 +61,10 @@ bench: install
 	scripts/run_benchmarks.sh
 
 lint: install
-	$(VENV)/bin/ruff check engine mrhash_qgis tests scripts
+	$(LINT)
+
+typecheck: install
+	$(TYPECHECK)
 
 clean:
 	rm -rf $(VENV) build dist

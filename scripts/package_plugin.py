@@ -1,8 +1,9 @@
 """`make package`: dist/mrhash_qgis-<version>.zip, installable from QGIS ("Install from ZIP").
 
 The zip holds the plugin (mrhash_qgis/, LICENSE, its translations in i18n/: the .ts
-sources and the compiled .qm QGIS loads), the top-level metadata.txt and resources/
-(symlinked into mrhash_qgis/ in the checkout, real files in the zip) and the engine source
+sources and the compiled .qm QGIS loads), the files it shares with the repository
+(plugin_files.SHARED: the contract, metadata.txt, resources/), taken from their sources, not
+from the checkout's copies in mrhash_qgis/, and the engine source
 bundled at mrhash_qgis/engine/mrhash plus its requirements, from which *Set up the engine*
 builds the engine's private environment (mrhash_qgis/core/environment.py, docs/PLUGIN.md).
 Standard library only, so it runs without `make install`."""
@@ -16,11 +17,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+from plugin_files import SHARED, plain_files, shared_files
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "mrhash_qgis"
 ENGINE = REPO / "engine"
-SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
-SKIP_SUFFIXES = {".pyc", ".pyo"}
+# taken from elsewhere: the shared files from their sources, the engine from engine/
+NOT_FROM_PLUGIN = {inside.split("/")[0] for _, inside in SHARED} | {"engine"}
 
 
 def version() -> str:
@@ -37,35 +40,20 @@ def version() -> str:
     return plugin
 
 
-def files_under(root: Path):
-    """Plain files below root; symlinks (metadata.txt, resources/, contract/) are added from
-    REPO instead."""
-    for path in sorted(root.rglob("*")):
-        if (path.is_file() and not path.is_symlink() and not SKIP_PARTS & set(path.parts)
-                and path.suffix not in SKIP_SUFFIXES):
-            yield path
-
-
 def build(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"mrhash_qgis-{version()}.zip"
     partial = target.with_suffix(".zip.partial")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in files_under(PLUGIN):
-            if "engine" in path.relative_to(PLUGIN).parts[:1]:
-                continue  # a stale bundled copy; the engine is taken from engine/ below
-            archive.write(path, "mrhash_qgis/" + path.relative_to(PLUGIN).as_posix())
-        archive.write(REPO / "metadata.txt", "mrhash_qgis/metadata.txt")
-        for path in files_under(REPO / "resources"):
-            archive.write(path, "mrhash_qgis/" + path.relative_to(REPO).as_posix())
-        for path in files_under(ENGINE / "mrhash"):
-            archive.write(path, "mrhash_qgis/engine/" + path.relative_to(ENGINE).as_posix())
-        # the contract plugin and engine share: the plugin's `contract` (a link in a
-        # checkout) and the engine's `mrhash_contract`, the same files
-        for path in files_under(ENGINE / "mrhash_contract"):
-            inside = path.relative_to(ENGINE / "mrhash_contract").as_posix()
-            archive.write(path, "mrhash_qgis/contract/" + inside)
-            archive.write(path, "mrhash_qgis/engine/mrhash_contract/" + inside)
+        for path in plain_files(PLUGIN):
+            if path.relative_to(PLUGIN).parts[0] not in NOT_FROM_PLUGIN:
+                archive.write(path, "mrhash_qgis/" + path.relative_to(PLUGIN).as_posix())
+        for path, inside in shared_files(REPO):
+            archive.write(path, "mrhash_qgis/" + inside)
+        # the engine with its own `mrhash_contract`: the same files as the plugin's `contract`
+        for package in ("mrhash", "mrhash_contract"):
+            for path in plain_files(ENGINE / package):
+                archive.write(path, "mrhash_qgis/engine/" + path.relative_to(ENGINE).as_posix())
         for name in ("requirements.txt", "pyproject.toml"):
             archive.write(ENGINE / name, f"mrhash_qgis/engine/{name}")
     names = set(zipfile.ZipFile(partial).namelist())

@@ -92,7 +92,7 @@ def compute_stats(arrays: Iterable, low_pct: float = 2, high_pct: float = 98,
         if n_kept > 2 * max_pixels:
             merged = np.concatenate(kept, axis=1)
             keep = rng.random(merged.shape[1]) < 0.5
-            kept, n_kept, rate = [merged[:, keep]], int(keep.sum()), rate / 2
+            kept, n_kept, rate = [merged[:, keep]], np.count_nonzero(keep), rate / 2
     if not n_kept:
         raise BadInput("no valid pixels to compute normalisation statistics from "
                        "(all nodata or no arrays)")

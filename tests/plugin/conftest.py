@@ -4,6 +4,7 @@ session (through the training wizard) and one index built (through the index dia
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,20 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 
-from mrhash_qgis.core.engine_client import EngineClient, shared_client, shutdown_shared_client
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from plugin_files import differences  # noqa: E402
+
+# The plugin's copies of the contract, metadata and resources, checked before the plugin is
+# imported: a stale copy (a source edited, `make plugin-files` not run since) is never tested.
+if stale := differences():
+    pytest.exit("the plugin's copies differ from their sources; run `make plugin-files`:\n"
+                + "\n".join(stale), returncode=pytest.ExitCode.USAGE_ERROR)
+
+from mrhash_qgis.core.engine_client import (  # noqa: E402
+    EngineClient,
+    shared_client,
+    shutdown_shared_client,
+)
 
 # Tiny but real: 1 hash epoch, 2 autoencoder epochs, 16 bits, 64 px patches.
 TINY_TRAINING = {"bits": 16, "clusters": 4, "epochs": 1, "ae_epochs": 2, "patch_size": 64}

@@ -8,16 +8,27 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from plugin_files import shared_files  # noqa: E402
 
 
 def test_zip_holds_plugin_and_engine_and_the_engine_is_found(tmp_path):
     subprocess.run([sys.executable, str(REPO / "scripts" / "package_plugin.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True)
     [package] = tmp_path.glob("mrhash_qgis-*.zip")
-    names = zipfile.ZipFile(package).namelist()
+    archive = zipfile.ZipFile(package)
+    names = archive.namelist()
+    assert len(names) == len(set(names))  # the checkout's copies are not added a second time
     assert "mrhash_qgis/metadata.txt" in names and "mrhash_qgis/LICENSE" in names
-    # the checkout's symlinks become real files, so QGIS finds the metadata and icons
+    # the shared files come from their sources (the contract also as the engine's
+    # mrhash_contract), so QGIS finds the metadata, icons and contract
     assert "mrhash_qgis/resources/icons/mrhash.svg" in names
+    for source, inside in shared_files(REPO):
+        assert archive.read(f"mrhash_qgis/{inside}") == source.read_bytes(), inside
+    for source in (REPO / "engine" / "mrhash_contract").glob("*.py"):
+        assert archive.read(f"mrhash_qgis/engine/mrhash_contract/{source.name}") == \
+            source.read_bytes()
     assert "mrhash_qgis/engine/mrhash/worker.py" in names
     assert "mrhash_qgis/engine/requirements.txt" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
