@@ -22,11 +22,11 @@ import queue
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from mrhash_contract import index_layout
@@ -59,6 +59,9 @@ from mrhash.sources import (
     source_groups,
 )
 from mrhash.tiling import Tile, tile_grid
+
+if TYPE_CHECKING:  # the writer's module is imported only when a build stores thumbnails
+    from mrhash.thumbnail_store import ThumbnailWriter
 
 BATCH_SIZE = 32
 T = TypeVar("T")
@@ -258,7 +261,7 @@ def tile_patches(source: Source, tiles: Sequence[Tile], patch_size: int,
 
 
 def encoded_batches(model, source: Source, tiles: Sequence[Tile], batch_size: int
-                    ) -> Iterator[np.ndarray]:
+                    ) -> Generator[np.ndarray, None, None]:
     """Embeddings [n, bits + latent] of the tiles' batches in order: reads and encoding each
     run in a thread of their own ahead of the consumer (onnxruntime, torch and rasterio
     release the GIL), so the consumer's commits overlap both."""
@@ -270,7 +273,8 @@ def encoded_batches(model, source: Source, tiles: Sequence[Tile], batch_size: in
 _DONE = object()
 
 
-def run_ahead(items: Iterator[T], name: str, depth: int = 3) -> Iterator[T]:
+def run_ahead(items: Generator[T, None, None], name: str, depth: int = 3
+              ) -> Generator[T, None, None]:
     """The items of a generator, made by a thread up to `depth` items ahead of the consumer;
     its errors are raised in the consumer. Closing the result (or leaving its loop) stops the
     thread and closes the generator in it."""
@@ -291,7 +295,7 @@ def run_ahead(items: Iterator[T], name: str, depth: int = 3) -> Iterator[T]:
 
     thread = threading.Thread(target=produce, daemon=True, name=name)
 
-    def consume() -> Iterator[T]:
+    def consume() -> Generator[T, None, None]:
         thread.start()
         try:
             while (item := made.get()) is not _DONE:
@@ -384,7 +388,7 @@ class _Builder:
         self.tiles_done = 0
         self.new_hashes: set[str] = set()  # content of the rasters (re)indexed in this run
         self.n_files = 0
-        self.thumbnails = None  # a thumbnail_store.ThumbnailWriter: pictures at commit
+        self.thumbnails: ThumbnailWriter | None = None  # pictures at commit
 
     def remove(self, path: str) -> int:
         ids = self.store.remove_file(path)

@@ -58,6 +58,7 @@ from mrhash.export import (
 )
 from mrhash.fileio import atomic_output
 from mrhash.jobs import JobControl
+from mrhash.metadata import MetadataStore
 from mrhash.outputs import INDEX_FOLDER, MODEL_FILE, OutputKind, check_output
 from mrhash.refine import Marks, logistic_fit, marked_tiles
 from mrhash.search import Searcher, ShardedSearcher
@@ -203,7 +204,7 @@ def _extent(bounds: np.ndarray) -> tuple | None:
 class ShardScores:
     """One index's part of a map: its store and folder, the tiles kept, the marked ones."""
 
-    store: object
+    store: MetadataStore
     root: str
     scored: Scored
     marks: dict[int, bool]
