@@ -67,12 +67,18 @@ def bare_encoder(model, folder: str, tile_size: int, batch_size: int) -> dict:
 def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) -> int:
     """Replicate an index's real tiles until it holds `n_rows`: each copy's code has every bit
     flipped with probability `flip`, and its embedding the same signs flipped (its latent
-    kept)."""
+    kept); a copy's stored thumbnail is its original's (the same window), as a build of that
+    many tiles would have stored one for each."""
+    import sqlite3
+
     from mrhash.indexer import IndexFolder
-    from mrhash.metadata import TileRow
+    from mrhash.metadata import TileRow, Transaction
+    from mrhash_contract.index_layout import THUMBNAILS_FILE
 
     folder = IndexFolder(index_dir)
     store = folder.store
+    pictures = (sqlite3.connect(index_dir / THUMBNAILS_FILE, isolation_level=None)
+                if (index_dir / THUMBNAILS_FILE).is_file() else None)
     rng = np.random.default_rng(seed)
     real = list(store.tiles(store.all_codes(folder.bits // 8)[0].tolist()).values())
     embeddings = store.all_embeddings(folder.bits, folder.latent).rows(
@@ -98,9 +104,16 @@ def grow_index(index_dir: Path, n_rows: int, seed: int = 0, flip: float = 0.03) 
             flips = rng.random(bits.shape) < flip
             bits ^= flips.astype(np.uint8)
             signs = np.hstack([np.where(flips, -1, 1), np.ones((len(chosen), folder.latent))])
-            store.add_tiles(file_id, rows, np.packbits(bits, axis=1), done=True,
-                            embeddings=embeddings[chosen] * signs)
+            ids = store.add_tiles(file_id, rows, np.packbits(bits, axis=1), done=True,
+                                  embeddings=embeddings[chosen] * signs)
+            if pictures is not None:
+                with Transaction(pictures):
+                    pictures.executemany(
+                        "INSERT INTO pictures SELECT ?, image FROM pictures WHERE id = ?",
+                        [(int(new), real[p].id) for new, p in zip(ids, chosen, strict=True)])
         missing -= len(picks)
+    if pictures is not None:
+        pictures.close()
     folder.save_codes(folder.load_codes())
     folder.save_embeddings(folder.load_embeddings())
     total = folder.n_tiles()
