@@ -7,9 +7,9 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-venv xvfb xauth
 export QT_QPA_PLATFORM ?= offscreen
 
 # What `make test` runs first, in this order: lint, types, the import layers (tests/checks).
-LINT := $(VENV)/bin/ruff check engine mrhash_qgis tests scripts
+LINT := $(VENV)/bin/ruff check engine research mrhash_qgis tests scripts
 TYPECHECK := $(VENV)/bin/mypy --strict --cache-dir build/mypy/contract engine/mrhash_contract \
-	&& $(VENV)/bin/mypy --cache-dir build/mypy/engine engine/mrhash
+	&& $(VENV)/bin/mypy --cache-dir build/mypy/engine engine/mrhash research/mrhash_research
 
 .PHONY: install plugin-files test test-engine test-plugin checks run package lint typecheck \
 	bench clean
@@ -22,12 +22,12 @@ install: $(STAMP) plugin-files
 plugin-files:
 	@/usr/bin/python3 scripts/plugin_files.py
 
-$(STAMP): engine/requirements.txt requirements-dev.txt engine/pyproject.toml
+$(STAMP): engine/requirements.txt requirements-dev.txt engine/pyproject.toml research/pyproject.toml
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r engine/requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e engine
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e engine -e research
 	@touch $(STAMP)
 
 # Engine tests run without QGIS in the process (pip's rasterio bundles its own GDAL);

@@ -56,7 +56,7 @@ def prepare(dataset: Path, work: Path, grown: int) -> dict[str, Path]:
             str(small), "--tile-size", "64", "--stride", "40")
     big = work / f"index_{grown // 1000}k"
     if not (big / "index.sqlite").exists():
-        from mrhash.benchmarks.indexing import grow_index
+        from mrhash_research.benchmarks.indexing import grow_index
 
         shutil.rmtree(big, ignore_errors=True)
         shutil.copytree(small, big)

@@ -7,6 +7,11 @@
   environment's Python, against the engine of a baseline commit (git worktree) when given.
 
     .venv/bin/python scripts/bench_engine_setup.py [--baseline COMMIT] [--json FILE]
+
+With --start-up-only, no environment is built: the start-up of this checkout's engine and of
+the baseline's is timed with this Python (the checkout's venv), the two alternated run by run.
+
+    .venv/bin/python scripts/bench_engine_setup.py --start-up-only --baseline COMMIT
 """
 
 from __future__ import annotations
@@ -70,16 +75,50 @@ def start_up(python: Path, engine_dir: Path | None, repeats: int) -> dict:
     }
 
 
+def alternated_start_up(python: Path, engines: dict[str, Path], repeats: int) -> dict:
+    """`start_up` of each engine folder, one run of each in turn `repeats` times (a noisy
+    machine slows both alike): medians per engine."""
+    runs: dict[str, list[dict]] = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, folder in engines.items():
+            runs[name].append(start_up(python, folder, 1))
+    return {name: {key: statistics.median(run[key] for run in found) for key in found[0]}
+            for name, found in runs.items()}
+
+
+def baseline_tree(work: Path, commit: str) -> Path:
+    tree = work / "baseline"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), commit], cwd=REPO,
+                   check=True)
+    return tree
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="commit whose engine start-up to compare with")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--start-up-only", action="store_true",
+                        help="only the start-up, with this Python, against --baseline")
     parser.add_argument("--json", type=Path, default=REPO / "build" / "bench" / "engine_setup.json")
     args = parser.parse_args(argv)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                              capture_output=True, text=True).stdout.strip(),
                     "load_average_at_start": os.getloadavg()[0]}
+    if args.start_up_only:
+        if not args.baseline:
+            parser.error("--start-up-only needs --baseline")
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = baseline_tree(Path(tmp), args.baseline)
+            try:
+                result["baseline"] = args.baseline
+                result["start_up"] = alternated_start_up(
+                    Path(sys.executable), {"this": REPO / "engine", "baseline": tree / "engine"},
+                    args.repeats)
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
+        print(json.dumps(result, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         plugins = work / "plugins"
@@ -100,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         python = index_env / "bin" / "python"
         result["start_up"] = start_up(python, None, args.repeats)
         if args.baseline:
-            tree = work / "baseline"
-            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree),
-                            args.baseline], cwd=REPO, check=True)
+            tree = baseline_tree(work, args.baseline)
             try:
                 result["baseline"] = args.baseline
                 result["baseline_start_up"] = start_up(python, tree / "engine", args.repeats)

@@ -46,9 +46,9 @@ sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_refine import train_dev_model  # noqa: E402
-from mrhash.embeddings import EmbeddingTable  # noqa: E402
-from mrhash.mapping import dissolve, map_index, score_pool  # noqa: E402
-from mrhash.refine import Marks, logistic_fit  # noqa: E402
+from mrhash.index.embeddings import EmbeddingTable  # noqa: E402
+from mrhash.search.mapping import dissolve, map_index, score_pool  # noqa: E402
+from mrhash.search.refine import Marks, logistic_fit  # noqa: E402
 from mrhash_contract.protocol import (  # noqa: E402
     Example,
     MapRequest,  # noqa: E402
@@ -87,8 +87,8 @@ def all_scores(searcher, examples: list[Example]) -> dict[int, float]:
 
 def dev_set(dataset: Path, model: Path, work: Path) -> dict:
     """Rounds 1 and 2 for QUERIES queries of each class (see the module doc)."""
-    from mrhash.indexer import build_index
-    from mrhash.search import Searcher
+    from mrhash.index.build import build_index
+    from mrhash.search.searcher import Searcher
 
     index_dir = work / "dev_index"
     build_index(dataset, model, index_dir, 64, rebuild=True)
@@ -174,8 +174,8 @@ def timings(dim: int, bits: int, tiles: int, detected: int) -> dict:
 def grown(work: Path, tiles: int) -> dict:
     """(c): the dev index of the first seed grown to `tiles`, one map of round-1-like marks
     (the first 4 tiles of the first class relevant, 3 of the last class not)."""
-    from mrhash.benchmarks.indexing import grow_index
-    from mrhash.search import Searcher
+    from mrhash.search.searcher import Searcher
+    from mrhash_research.benchmarks.indexing import grow_index
 
     index_dir = work / "dev_index"
     searcher = Searcher(index_dir)
@@ -232,7 +232,7 @@ def main() -> None:
             if args.grown and seed == seeds[0]:  # before the next seed rebuilds the index
                 figures["grown"] = grown(work, args.grown)
                 print(f"grown: {json.dumps(figures['grown'])}", file=sys.stderr)
-        from mrhash.package import load_model
+        from mrhash.model.package import load_model
 
         loaded = load_model(model)
         dim = loaded.bits + loaded.latent_dim

@@ -39,8 +39,8 @@ def write_map(path: Path, tiles: int) -> None:
 
     import numpy as np
     import shapely
-    from mrhash.export import gpkg_boxes, gpkg_create, gpkg_finish, gpkg_geometry, gpkg_insert
-    from mrhash.mapping import AREAS, TILES, dissolve
+    from mrhash.index.export import gpkg_boxes, gpkg_create, gpkg_finish, gpkg_geometry, gpkg_insert
+    from mrhash.search.mapping import AREAS, TILES, dissolve
 
     side = int(round(tiles ** 0.5))
     rng = np.random.default_rng(0)

@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "engine"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_thumbnails import build_mosaic  # noqa: E402
-from mrhash.cli import write_json  # noqa: E402
-from mrhash.indexer import build_index  # noqa: E402
-from mrhash.search import Searcher  # noqa: E402
+from mrhash.app.cli import write_json  # noqa: E402
+from mrhash.index.build import build_index  # noqa: E402
+from mrhash.search.searcher import Searcher  # noqa: E402
 from mrhash_contract.index_layout import DB_FILE, THUMBNAILS_FILE  # noqa: E402
 from mrhash_contract.protocol import QueryRequest  # noqa: E402
 

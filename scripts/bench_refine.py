@@ -44,8 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "engine"))
 
-from mrhash.embeddings import unit_rows  # noqa: E402
-from mrhash.refine import PROPAGATION_WEIGHT, logistic, refine, rocchio  # noqa: E402
+from mrhash.index.embeddings import unit_rows  # noqa: E402
+from mrhash.search.refine import PROPAGATION_WEIGHT, logistic, refine, rocchio  # noqa: E402
 from mrhash_contract.protocol import Example, RefineRequest  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def scorers(bits: int) -> dict[str, tuple[Callable, float]]:
 def format1_copy(model: Path, out: Path) -> Path:
     """The package without the autoencoder's encoder, as format 1: what an engine from before
     the latent reads (the same codes)."""
-    from mrhash.package import METADATA_KEY, read_package
+    from mrhash.model.package import METADATA_KEY, read_package
     from safetensors.torch import save_file
 
     config, tensors, _ = read_package(model)
@@ -84,11 +84,11 @@ def format1_copy(model: Path, out: Path) -> Path:
 # -- (a) and (c): the dev set -----------------------------------------------------------------
 def train_dev_model(dataset: Path, seed: int, out: Path) -> Path:
     """A model trained as `mrhash eval` trains its MrHash row (same defaults and sources)."""
-    from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
-    from mrhash.evaluate import scan_dataset
-    from mrhash.sources import SourceSpec
-    from mrhash.train import TrainConfig, train_model
+    from mrhash.app.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
+    from mrhash.model.train import TrainConfig, train_model
+    from mrhash.raster.sources import SourceSpec
     from mrhash_contract.bands import parse_bands
+    from mrhash_research.evaluate import scan_dataset
 
     paths, _ = scan_dataset(dataset)  # the labels are not passed on
     primary = tuple(SourceSpec("primary", (p,), parse_bands(EUROSAT_PRIMARY)) for p in paths)
@@ -103,14 +103,15 @@ def precision(ids, labels: dict[int, str], label: str, k: int) -> float:
 
 
 def expected_precision(dist: np.ndarray, relevant: np.ndarray, k: int) -> float:
-    from mrhash.evaluate import _expected_scores
+    from mrhash_research.evaluate import _expected_scores
 
     return _expected_scores(dist, relevant, 1, k)[2]
 
 
 def dev_set(dataset: Path, model: Path, work: Path) -> dict:
-    from mrhash.indexer import IndexFolder, build_index
-    from mrhash.search import Searcher
+    from mrhash.index.build import build_index
+    from mrhash.index.folder import IndexFolder
+    from mrhash.search.searcher import Searcher
     from mrhash_contract.protocol import QueryRequest as Query
 
     index_dir = work / "dev_index"
@@ -182,7 +183,11 @@ RUNNER = r"""
 import json, sys, time
 import numpy as np
 from mrhash.device import limit_threads
-from mrhash.search import Searcher, query_threads
+try:  # this engine's stage packages; a baseline before them had one flat folder
+    from mrhash.index.hamming import query_threads
+    from mrhash.search.searcher import Searcher
+except ImportError:
+    from mrhash.search import Searcher, query_threads
 try:  # this engine: the protocol's types; the baseline engine had them in search.py
     from mrhash_contract.protocol import QueryRequest as Query
 except ImportError:
@@ -191,16 +196,24 @@ limit_threads(); query_threads()
 what, target = sys.argv[1], sys.argv[2]
 if what == "grow":
     from pathlib import Path
-    from mrhash.benchmarks.indexing import grow_index
-    from mrhash.indexer import build_index
+    try:
+        from mrhash.index.build import build_index
+        from mrhash_research.benchmarks.indexing import grow_index
+    except ImportError:
+        from mrhash.benchmarks.indexing import grow_index
+        from mrhash.indexer import build_index
     build_index(sys.argv[4], sys.argv[3], target, 64, rebuild=True)
     start = time.perf_counter()
     total = grow_index(Path(target), int(sys.argv[5]))
     print(json.dumps({"tiles": total, "grow_s": round(time.perf_counter() - start, 1)}))
     sys.exit()
 if what == "index":
-    from mrhash.indexer import build_index
-    from mrhash.package import load_model
+    try:
+        from mrhash.index.build import build_index
+        from mrhash.model.package import load_model
+    except ImportError:
+        from mrhash.indexer import build_index
+        from mrhash.package import load_model
     model = load_model(sys.argv[3])
     model.encode(np.zeros((2, model.n_bands, model.patch_size, model.patch_size), np.float32))
     start = time.perf_counter()

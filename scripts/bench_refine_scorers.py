@@ -31,10 +31,10 @@ def unit(x: np.ndarray) -> np.ndarray:
 def spaces(dataset: Path, model_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Unit embeddings of every dev image in each space, and the labels."""
     import torch
-    from mrhash.datasets import RasterSamples
-    from mrhash.evaluate import scan_dataset
-    from mrhash.package import load_model
-    from mrhash.sources import SourceSpec
+    from mrhash.model.datasets import RasterSamples
+    from mrhash.model.package import load_model
+    from mrhash.raster.sources import SourceSpec
+    from mrhash_research.evaluate import scan_dataset
 
     paths, labels = scan_dataset(dataset)
     model = load_model(model_path)

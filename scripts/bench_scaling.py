@@ -75,21 +75,18 @@ def coordinator_ceiling(model_path: str, raster: str, n_tiles: int, block: int,
     encoded blocks arrive for free: the most a cluster of any size can index through one
     writer. Real tile rows of a raster's grid, random relaxed codes."""
     import numpy as np
-    from mrhash.indexer import (
-        IndexFolder,
-        _Builder,
-        _check_settings,
-        discover,
-        open_for_model,
-    )
-    from mrhash.metadata import FileState
-    from mrhash.package import load_model
+    from mrhash.index.build import _check_settings, discover
+    from mrhash.index.builder import Builder
+    from mrhash.index.encode import open_for_model
+    from mrhash.index.folder import IndexFolder
+    from mrhash.index.store import FileState
+    from mrhash.model.package import load_model
 
     model = load_model(model_path)
     spec = next(s for s in discover(raster, model.primary.bands)[0] if len(s.paths) > 1)
     folder = IndexFolder(workdir / "ceiling", create=True)
     _check_settings(folder, model, 8, 4, 0.0, model_path, model.primary.bands)
-    builder = _Builder(folder, model, 8, 4, 0.0, None, 32)
+    builder = Builder(folder, model, 8, 4, 0.0, None, 32)
     rng = np.random.default_rng(0)
     with open_for_model(spec, model) as source:
         plan = builder.plan(spec, source, None, FileState.of(spec.paths))
@@ -117,10 +114,11 @@ def task_probe(model_path: str, raster: str, n_tiles: int = 256) -> dict:
     import torch
     from distributed import Client, LocalCluster
     from mrhash.device import limit_threads
-    from mrhash.distributed import NANNY_MALLOC_TRIM, Part, encode_parts
-    from mrhash.indexer import discover, open_for_model
-    from mrhash.package import load_model, package_bytes
-    from mrhash.tiling import tile_grid
+    from mrhash.index.build import discover
+    from mrhash.index.dask import NANNY_MALLOC_TRIM, Part, encode_parts
+    from mrhash.index.encode import open_for_model
+    from mrhash.model.package import load_model, package_bytes
+    from mrhash.raster.tiling import tile_grid
 
     limit_threads()
     model = load_model(model_path)

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "engine"))
 
 import rasterio  # noqa: E402
-from mrhash.metadata import TileRecord  # noqa: E402
-from mrhash.normalize import BandStats  # noqa: E402
-from mrhash.sources import SourceSpec, open_source  # noqa: E402
-from mrhash.thumbnails import _png, display_bands, render  # noqa: E402
+from mrhash.index.store import TileRecord  # noqa: E402
+from mrhash.index.thumbnails import _png, display_bands, render  # noqa: E402
+from mrhash.raster.normalize import BandStats  # noqa: E402
+from mrhash.raster.sources import SourceSpec, open_source  # noqa: E402
 from rasterio.enums import Resampling  # noqa: E402
 from rasterio.transform import Affine  # noqa: E402
 from rasterio.windows import Window  # noqa: E402

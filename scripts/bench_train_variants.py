@@ -58,7 +58,7 @@ def crop_jitter(dihedral, crop=0.6, brightness=0.15, contrast=0.2):
 def ae_ensemble(members: int = 2):
     """An autoencoder class of `members` independent autoencoders; latent = their join."""
     import torch
-    from mrhash.model import MultiSourceAutoencoder
+    from mrhash.model.networks import MultiSourceAutoencoder
 
     class Joined(torch.nn.Module):
         def __init__(self, models):
@@ -95,11 +95,14 @@ def main() -> None:
     parser.add_argument("--prototype", choices=PROTOTYPES)
     args = parser.parse_args()
 
-    import mrhash.train as train
-    from mrhash.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands, parse_seeds
+    import mrhash.model.train as train
+    from mrhash.app.commands.model import EUROSAT_AUX, EUROSAT_PRIMARY, parse_aux_bands
     from mrhash.device import resolve_device
-    from mrhash.evaluate import (
-        encode_samples,
+    from mrhash.model.datasets import encode_samples
+    from mrhash.raster.sources import SourceSpec
+    from mrhash_contract.bands import parse_bands
+    from mrhash_research.commands import parse_seeds
+    from mrhash_research.evaluate import (
         evaluate_inductive,
         hamming_distances,
         prepare,
@@ -107,8 +110,6 @@ def main() -> None:
         score,
         train_package,
     )
-    from mrhash.sources import SourceSpec
-    from mrhash_contract.bands import parse_bands
 
     if args.prototype == "crop-jitter":
         train.dihedral = crop_jitter(train.dihedral)

@@ -61,7 +61,7 @@ def build(out_dir: Path) -> Path:
                      "mrhash_qgis/resources/icons/mrhash.svg",
                      "mrhash_qgis/i18n/mrhash_qgis_de.qm",
                      "mrhash_qgis/engine/mrhash/__init__.py",
-                     "mrhash_qgis/engine/mrhash/worker.py",
+                     "mrhash_qgis/engine/mrhash/app/worker.py",
                      "mrhash_qgis/contract/index_layout.py",
                      "mrhash_qgis/engine/mrhash_contract/index_layout.py"):
         if required not in names:

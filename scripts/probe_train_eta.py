@@ -13,9 +13,9 @@ import argparse
 import json
 import time
 
-from mrhash.datasets import specs_from_paths
 from mrhash.jobs import JobControl
-from mrhash.train import TrainConfig, train_model
+from mrhash.model.datasets import specs_from_paths
+from mrhash.model.train import TrainConfig, train_model
 
 AUX_BANDS = (("nir", (8,)), ("rededge_swir", (5, 6, 7, 13, 11, 12)), ("atmosphere", (1, 9, 10)))
 

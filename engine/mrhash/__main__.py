@@ -1,3 +1,3 @@
-from mrhash.cli import main
+from mrhash.app.cli import main
 
 raise SystemExit(main())

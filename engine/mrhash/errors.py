@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from mrhash_contract import protocol
 
+from mrhash.dependencies import OPTIONAL_PACKAGES, package_of
+
 
 class MrHashError(Exception):
     """Base class: an expected failure with a message fit for a user."""
@@ -64,8 +66,17 @@ class MissingDependency(MrHashError):
 
     def __init__(self, module: str, package: str):
         self.module, self.package = module, package
+        optional = OPTIONAL_PACKAGES.get(module)
+        needed = (f"; {optional[1]} needs it: install the engine with `pip install "
+                  f"mrhash[{optional[0]}]`" if optional else "")
         super().__init__(f"the engine's Python lacks the package {package} "
-                         f"(import {module} failed)")
+                         f"(import {module} failed){needed}")
+
+    @classmethod
+    def of(cls, error: ModuleNotFoundError) -> MissingDependency:
+        """The user-facing form of an import failure inside the engine."""
+        module = (error.name or str(error)).split(".")[0]
+        return cls(module, package_of(module))
 
 
 def user_error(error: BaseException) -> MrHashError | None:
@@ -78,9 +89,7 @@ def user_error(error: BaseException) -> MrHashError | None:
     if isinstance(error, protocol.RequestError):
         return BadInput(str(error))
     if isinstance(error, ModuleNotFoundError):
-        from mrhash.doctor import missing_dependency
-
-        return missing_dependency(error)
+        return MissingDependency.of(error)
     if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
         return BadInput("the disk is full: free some space and run again (what was committed "
                         "is kept)")

@@ -11,35 +11,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mrhash.errors import BadInput, IndexCorrupted
+
 
 @contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """A temporary file beside `path` for the block to write (streamed, however large); it
-    replaces `path` only when the block succeeds, else it is removed and `path` is as it was."""
+    replaces `path` only when the block succeeds, else it is removed and `path` is as it was.
+    `durable`: on disk before it replaces `path` (fsync); a cache that can be made again
+    skips it (a power cut may then leave an empty file, which its reader remakes)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, durable) as tmp:
         tmp.write_bytes(data)
 
 
 def check_writable(path: str | os.PathLike, name: str = "the output") -> None:
     """BadInput unless `path` can be written as a file: not a folder, in an existing writable
     folder. Checked before long work, which must not find that out at its end."""
-    from mrhash.errors import BadInput
-
     path = Path(path)
     if path.is_dir():
         raise BadInput(f"is a folder; {name} needs a file name", path=str(path))
@@ -53,8 +56,6 @@ def check_writable(path: str | os.PathLike, name: str = "the output") -> None:
 def read_cache(path: str | os.PathLike, what: str) -> bytes:
     """The bytes of an index's cache file; IndexCorrupted (a cache is rebuilt from the store)
     when it cannot be read."""
-    from mrhash.errors import IndexCorrupted
-
     try:
         return Path(path).read_bytes()
     except OSError as error:
@@ -71,8 +72,6 @@ def _open_lock_file(path: str | os.PathLike, what: str):
     symbolic link: the holder's pid is written into it, and a link planted in its place would
     have that written over whatever it points to (a file of the user's, of another index).
     Only a regular file is a lock (a FIFO would block, a device be written to)."""
-    from mrhash.errors import BadInput
-
     refuse = (f"is a symbolic link, not the {what}'s lock file: it is not followed (the lock "
               "would be written through it); remove the link and run again")
     if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: no O_NOFOLLOW
@@ -118,8 +117,6 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) while the block runs; BadInput
     "<what> in use" when another process holds it. The OS drops the lock when a holder dies,
     even by kill -9, so a stale lock never blocks anyone."""
-    from mrhash.errors import BadInput
-
     handle = _open_lock_file(path, what)
     try:
         try:

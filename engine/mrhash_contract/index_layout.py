@@ -1,7 +1,7 @@
 """An index folder on disk (docs/ARCHITECTURE.md, *An index on disk*) and the read-only
 queries made of it, by the plugin (`IndexReader`) and by the engine's search, indexer and
 export (the functions below, on the engine's open connection). The store that writes the
-folder is `mrhash.metadata`; no other module spells the file names or SQL of an index."""
+folder is `mrhash.index.store`; no other module spells the file names or SQL of an index."""
 
 from __future__ import annotations
 

@@ -531,7 +531,7 @@ def engine_wheel(source: Path, folder: Path) -> Path:
                                       ).encode()
     files[f"{dist_info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: mrhash_qgis\n"
                                    b"Root-Is-Purelib: true\nTag: py3-none-any\n")
-    files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\nmrhash = mrhash.cli:main\n"
+    files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\nmrhash = mrhash.app.cli:main\n"
     record = []
     for name, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

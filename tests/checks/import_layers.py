@@ -126,3 +126,43 @@ class Layers:
             if own is not None and other is not None and other > own:
                 found.append(i)
         return found
+
+
+@dataclass(frozen=True)
+class Acyclic:
+    """No module of `packages` reaches itself through imports (top-level or in functions):
+    each cycle is reported once, by the import that closes it."""
+
+    rule: str
+    packages: Sequence[str]
+    modules: frozenset[str]  # the modules that exist (an import may name a class in one)
+
+    def violations(self, imports: Sequence[Import]) -> list[Import]:
+        edges: dict[str, dict[str, Import]] = {}
+        for i in imports:
+            if (i.imported in self.modules and i.imported != i.module
+                    and any(within(i.module, p) for p in self.packages)):
+                edges.setdefault(i.module, {}).setdefault(i.imported, i)
+        found, done, path = [], set(), []
+
+        def visit(module: str) -> None:  # depth first; an edge back into `path` is a cycle
+            path.append(module)
+            for target, statement in sorted(edges.get(module, {}).items()):
+                if target in path:
+                    found.append(statement)
+                elif target not in done:
+                    visit(target)
+            path.pop()
+            done.add(module)
+
+        for module in sorted(edges):
+            if module not in done:
+                visit(module)
+        return found
+
+
+def module_names(root: Path, packages: Sequence[Package]) -> frozenset[str]:
+    """Every module and package of `packages` below `root`."""
+    return frozenset(module_name(p, path, root) for p in packages
+                     for path in (root / p.folder).rglob("*.py")
+                     if "__pycache__" not in path.parts)

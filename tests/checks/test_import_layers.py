@@ -8,26 +8,43 @@ import shutil
 from pathlib import Path
 
 import pytest
-from import_layers import Forbidden, Import, Layers, Package, StandardLibraryOnly, imports_of
+from import_layers import (
+    Acyclic,
+    Forbidden,
+    Import,
+    Layers,
+    Package,
+    StandardLibraryOnly,
+    imports_of,
+    module_names,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = (Package("mrhash_contract", "engine/mrhash_contract"),
-            Package("mrhash", "engine/mrhash"), Package("mrhash_qgis", "mrhash_qgis"))
+            Package("mrhash", "engine/mrhash"),
+            Package("mrhash_research", "research/mrhash_research"),
+            Package("mrhash_qgis", "mrhash_qgis"))
 QGIS = ("qgis", "PyQt5", "PyQt6", "sip", "osgeo")  # QGIS, its Qt and its own GDAL bindings
 ENGINE_LIBRARIES = ("torch", "torchvision", "faiss", "rasterio", "safetensors", "dask",
                     "distributed", "pyarrow", "efficientnet_lite_pytorch")
-# The engine's stages, lowest first, as they become packages (mrhash.sources, ...): list them
-# between the contract and the engine, which holds them.
-ENGINE_LAYERS = ("mrhash_contract", "mrhash")
+# The engine's layers, lowest first (docs/ARCHITECTURE.md): the contract; the engine's root
+# modules (errors, files, jobs, device, log); then one package per stage, as the data flows;
+# the front ends; `python -m mrhash`; the research beside the engine, above all of it. A module
+# belongs to the longest listed package it is in.
+ENGINE_LAYERS = ("mrhash_contract", "mrhash", "mrhash.remote", "mrhash.raster", "mrhash.model",
+                 "mrhash.index", "mrhash.search", "mrhash.app", "mrhash.__main__",
+                 "mrhash_research")
+ENGINE = ("mrhash", "mrhash_contract", "mrhash_research")
 RULES = (
-    Forbidden("the engine never imports QGIS", of=("mrhash", "mrhash_contract"), forbidden=QGIS),
+    Forbidden("the engine never imports QGIS", of=ENGINE, forbidden=QGIS),
     Forbidden("the plugin never imports the engine or its libraries", of=("mrhash_qgis",),
               # mrhash_contract is the engine's name for the contract: inside QGIS it is
               # mrhash_qgis.contract
-              forbidden=("mrhash", "mrhash_contract", *ENGINE_LIBRARIES)),
+              forbidden=(*ENGINE, *ENGINE_LIBRARIES)),
     StandardLibraryOnly("the contract imports only the standard library", "mrhash_contract"),
     Layers("the engine's layers import only downwards", ENGINE_LAYERS),
 )
+ACYCLIC = "no module imports itself through others"
 
 
 def all_imports(root: Path) -> list[Import]:
@@ -36,7 +53,8 @@ def all_imports(root: Path) -> list[Import]:
 
 def broken(root: Path) -> dict[str, list[str]]:
     imports = all_imports(root)
-    return {rule.rule: [str(v) for v in found] for rule in RULES
+    rules = (*RULES, Acyclic(ACYCLIC, ENGINE, module_names(root, PACKAGES)))
+    return {rule.rule: [str(v) for v in found] for rule in rules
             if (found := rule.violations(imports))}
 
 
@@ -65,7 +83,9 @@ def add_line(path: Path, line: str) -> None:
 
 @pytest.mark.parametrize(("file", "added", "rule"), [
     # function-level imports count as much as top-level ones
-    ("engine/mrhash/search.py", "\n\ndef _peek():\n    from qgis.core import QgsProject\n",
+    ("engine/mrhash/search/searcher.py", "\n\ndef _peek():\n    from qgis.core import QgsProject\n",
+     "the engine never imports QGIS"),
+    ("research/mrhash_research/baselines.py", "\nimport qgis.core\n",
      "the engine never imports QGIS"),
     ("engine/mrhash_contract/bands.py", "\nimport osgeo.gdal\n", "the engine never imports QGIS"),
     ("mrhash_qgis/core/results.py", "\n\ndef _score():\n    import torch\n",
@@ -77,6 +97,17 @@ def add_line(path: Path, line: str) -> None:
     # upward: the contract reaching into the engine, relatively and absolutely
     ("engine/mrhash_contract/protocol.py", "\n\ndef _late():\n    from mrhash import errors\n",
      "the engine's layers import only downwards"),
+    # a stage reaching up to a later one, a root module to a stage, the engine to research
+    ("engine/mrhash/raster/tiling.py",
+     "\n\ndef _late():\n    from mrhash.search.searcher import Searcher\n",
+     "the engine's layers import only downwards"),
+    ("engine/mrhash/errors.py", "\n\ndef _late():\n    from mrhash.app import doctor\n",
+     "the engine's layers import only downwards"),
+    ("engine/mrhash/app/worker.py", "\nimport mrhash_research.evaluate\n",
+     "the engine's layers import only downwards"),
+    # inside one stage: the folder importing the build that imports it
+    ("engine/mrhash/index/folder.py", "\n\ndef _late():\n    from mrhash.index import build\n",
+     ACYCLIC),
 ])
 def test_an_added_upward_import_breaks_its_rule(tree, file, added, rule):
     add_line(tree / file, added)

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 import skimage.data
 import torch
-from mrhash.backbone import Backbone, band_mapping
+from mrhash.model.backbone import Backbone, band_mapping
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mrhash.baselines import ITQ, LSH
+from mrhash_research.baselines import ITQ, LSH
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_lsh_is_seeded_and_preserves_angles(features: np.ndarray) -> None:
 
 
 def test_float_with_band_stats_weighs_both_blocks_equally(features: np.ndarray) -> None:
-    from mrhash.baselines import float_with_band_stats
+    from mrhash_research.baselines import float_with_band_stats
 
     rng = np.random.default_rng(1)
     stats = rng.standard_normal((300, 26)) * 1000 + 50  # raw scale must not matter

@@ -9,9 +9,9 @@ import os
 
 import pytest
 import shapely
-from mrhash.catalog import scan
-from mrhash.commands import raster as raster_commands
+from mrhash.app.commands import raster as raster_commands
 from mrhash.errors import BadInput
+from mrhash.raster.catalog import scan
 
 
 @pytest.fixture()

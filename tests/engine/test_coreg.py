@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from mrhash.coreg import MultiSourceReader
 from mrhash.errors import BadInput
-from mrhash.sources import Footprint, SourceSpec, open_source
-from mrhash.tiling import tile_grid
+from mrhash.raster.coreg import MultiSourceReader
+from mrhash.raster.geometry import Footprint
+from mrhash.raster.sources import SourceSpec, open_source
+from mrhash.raster.tiling import tile_grid
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.warp import transform as transform_points
@@ -200,7 +201,7 @@ def test_read_point_in_another_crs(landsat_dir, size):
 def test_separable_fast_path_is_plain_bilinear(sentinel2_dir, monkeypatch):
     """Same-CRS reads of coarser bands take a two-pass shortcut; it must give the values of the
     general four-neighbour bilinear (float32 rounding aside)."""
-    import mrhash.sources as sources
+    import mrhash.raster.sources as sources
 
     spec = SourceSpec("p", tuple(str(sentinel2_dir / f"s2_{b}.jp2") for b in ("B04", "B05", "B09")))
     with open_source(spec) as source:

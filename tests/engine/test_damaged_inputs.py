@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import test_index_support as support
-from mrhash.cli import main
+from mrhash.app.cli import main
+from mrhash.app.worker import Worker
 from mrhash.errors import user_error
-from mrhash.worker import Worker
 from test_worker import Engine
 
 TRAIN = ("train", "--epochs", "1", "--ae-epochs", "1", "--clusters", "2")
@@ -81,7 +81,7 @@ def _answer(method: str, params: dict, timeout: float = 60) -> dict:
 # -- 3. model packages: bounded before anything is allocated -------------------------------
 def _package(tiny_model: Path, path: Path, change) -> Path:
     """A copy of the tiny model whose config (or raw metadata) `change` rewrote."""
-    from mrhash.package import METADATA_KEY, _metadata
+    from mrhash.model.package import METADATA_KEY, _metadata
     from safetensors.torch import load_file, save_file
 
     config = json.loads(_metadata(tiny_model.read_bytes())[METADATA_KEY])
@@ -100,7 +100,7 @@ def _package(tiny_model: Path, path: Path, change) -> Path:
     (lambda c: '{"bits": 64, "patch_size": ', "header is not JSON"),
 ])
 def test_damaged_model_headers_are_bad_model(tiny_model, tmp_path, change, fragment):
-    from mrhash.package import load_model
+    from mrhash.model.package import load_model
 
     broken = _package(tiny_model, tmp_path / "broken.safetensors", change)
     started = time.monotonic()
@@ -161,7 +161,7 @@ def test_damaged_index_metadata_is_bad_index(built_index, tmp_path, sql, fragmen
 
 
 def test_a_codes_cache_with_bits_7_is_named_and_rebuilt(built_index, tmp_path):
-    from mrhash.index import _HEADER_LEN, MAGIC, BinaryIndex
+    from mrhash.index.hamming import _HEADER_LEN, MAGIC, BinaryIndex
 
     index = tmp_path / "index"
     shutil.copytree(built_index, index)

@@ -29,7 +29,7 @@ HANG_BOUND_S = 20
 @pytest.fixture(scope="module")
 def local():
     """`--dask local:2`, as the engine starts it."""
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     cluster = connect("local:2")
     yield cluster
@@ -66,7 +66,7 @@ def test_local_n_listens_on_loopback_only_over_tls_without_http(local):
 
 def test_no_client_without_the_runs_certificate_gets_in(local):
     from distributed.security import Security
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     port = _port(local.local.scheduler_address)
     start = time.monotonic()
@@ -89,7 +89,7 @@ def test_no_client_without_the_runs_certificate_gets_in(local):
 def test_a_cluster_of_ones_own_needs_its_certificates():
     """Refused at once, naming the settings: a tls:// address without the client's
     certificates, a tcp:// address where the configuration requires encryption."""
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     with pytest.raises(BadInput, match="tls:// scheduler needs the certificates .*"
                                        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE"):
@@ -102,7 +102,7 @@ def test_a_cluster_of_ones_own_needs_its_certificates():
 def test_local_n_refuses_rather_than_open_without_tls(monkeypatch):
     """Without `cryptography` no certificate can be made: local:N refuses, starts nothing."""
     from distributed.security import Security
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     def no_cryptography(*_args, **_kwargs):
         raise ImportError("Using `Security.temporary` requires `cryptography`")
@@ -119,8 +119,8 @@ def test_local_n_refuses_rather_than_open_without_tls(monkeypatch):
 def test_mrhash_index_on_local_n_builds_the_local_index(tiny_model, rasters, tmp_path):
     """The command line's `--dask local:2` (the secured cluster, started and stopped by the
     command): the digest of a single-process build, and nothing on stderr but the summary."""
-    from mrhash.indexer import build_index
-    from mrhash.info import index_info
+    from mrhash.index.build import build_index
+    from mrhash.index.info import index_info
 
     build_index(rasters, tiny_model, tmp_path / "single", TILE)
     out = subprocess.run([sys.executable, "-m", "mrhash", "index", str(rasters), "--model",
@@ -177,7 +177,7 @@ def http_port() -> Iterator[int]:
 @pytest.mark.parametrize("server", ["silent_port", "http_port"])
 def test_an_address_that_is_no_dask_scheduler_fails_within_seconds(server, request):
     """The engine's own timeout (no test shortcut): distributed alone waited minutes."""
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     port = request.getfixturevalue(server)
     start = time.monotonic()

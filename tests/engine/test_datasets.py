@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrhash.datasets import RasterSamples, aux_source_specs, specs_from_paths
 from mrhash.errors import BadInput
-from mrhash.package import load_model
-from mrhash.sources import Footprint, open_source
-from mrhash.train import TrainConfig, train_model
+from mrhash.model.datasets import RasterSamples, aux_source_specs, specs_from_paths
+from mrhash.model.package import load_model
+from mrhash.model.train import TrainConfig, train_model
+from mrhash.raster.geometry import Footprint
+from mrhash.raster.sources import open_source
 
 RGB = ("B04", "B03", "B02")
 
@@ -82,7 +83,7 @@ def test_an_unreadable_collection_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_worker_train_request_with_a_sar_folder(bigearthnet_dir: Path, tmp_path: Path) -> None:
     """The plugin's wizard sends folders; a folder of SAR patches becomes one collection."""
-    from mrhash.worker import train_config
+    from mrhash.app.worker import train_config
     from mrhash_contract.protocol import TrainRequest
 
     config = train_config(TrainRequest.from_params({

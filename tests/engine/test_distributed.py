@@ -13,8 +13,8 @@ import sys
 
 import pytest
 from mrhash.errors import BadInput, Cancelled
-from mrhash.indexer import build_index
-from mrhash.info import index_info
+from mrhash.index.build import build_index
+from mrhash.index.info import index_info
 from mrhash.jobs import JobControl
 from test_index_support import THREADS_ENV, TILE
 
@@ -35,7 +35,7 @@ def cluster():
     its tls:// address and a client. Builds are given the address, its certificate in the
     Dask settings: as a user's own TLS cluster."""
     import dask
-    from mrhash.distributed import connect
+    from mrhash.index.dask import connect
 
     os.environ["MRHASH_THREADS"] = "1"  # the workers inherit it: codes as the tests' own
     started = connect("local:2")
@@ -118,7 +118,7 @@ def test_a_cancelled_dask_build_resumes_to_the_same_index(tiny_model, all_raster
 
 
 def test_a_wrong_scheduler_address_writes_nothing(tiny_model, rasters, tmp_path, monkeypatch):
-    import mrhash.distributed as dask_build
+    import mrhash.index.dask as dask_build
 
     monkeypatch.setattr(dask_build, "CONNECT_TIMEOUT_S", 2)
     with socket.socket() as sock:  # a port nobody listens on
@@ -141,11 +141,11 @@ def test_a_wrong_scheduler_address_writes_nothing(tiny_model, rasters, tmp_path,
 def test_a_raster_a_worker_cannot_read_names_the_shared_paths(tiny_model, rasters, tmp_path):
     """What a worker answers for a raster it cannot open (another machine without the share):
     an error naming the file and the same-paths rule, not a crash for Dask to retry."""
-    from mrhash.distributed import Part, encode_parts
-    from mrhash.indexer import open_for_model
-    from mrhash.package import load_model, package_bytes
-    from mrhash.sources import SourceSpec
-    from mrhash.tiling import tile_grid
+    from mrhash.index.dask import Part, encode_parts
+    from mrhash.index.encode import open_for_model
+    from mrhash.model.package import load_model, package_bytes
+    from mrhash.raster.sources import SourceSpec
+    from mrhash.raster.tiling import tile_grid
 
     model = load_model(tiny_model)
     spec = SourceSpec("primary", (str(next(rasters.glob("*.tif"))),), model.primary.bands)

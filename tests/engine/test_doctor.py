@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import tomllib
-from mrhash.doctor import RUNTIME_PACKAGES, missing_dependency
-from mrhash.worker import error_payload
+from mrhash.app.doctor import check
+from mrhash.app.worker import error_payload
+from mrhash.dependencies import OPTIONAL_PACKAGES, RUNTIME_PACKAGES
+from mrhash.errors import MissingDependency
 from test_worker import Engine
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
@@ -22,10 +24,16 @@ def _name(requirement: str) -> str:
 
 
 def test_requirements_are_declared_once_and_completely():
-    """pyproject's dependencies, requirements.txt's pins and doctor's checks name the same
-    packages (attrs is pinned only for rasterio's affine)."""
-    declared = {_name(r) for r in tomllib.loads((ENGINE / "pyproject.toml").read_text())[
-        "project"]["dependencies"]}
+    """pyproject's dependencies with its extras, requirements.txt's pins and doctor's checks
+    name the same packages (attrs is pinned only for rasterio's affine); the extras are the
+    optional packages, each under the extra the engine's message names."""
+    project = tomllib.loads((ENGINE / "pyproject.toml").read_text())["project"]
+    extras = {extra: {_name(r) for r in requirements}
+              for extra, requirements in project["optional-dependencies"].items()}
+    declared = {_name(r) for r in project["dependencies"]}.union(*extras.values())
+    assert {(extra, _name(RUNTIME_PACKAGES[module]))
+            for module, (extra, _) in OPTIONAL_PACKAGES.items()} == {
+        (extra, name) for extra, names in extras.items() for name in names}
     pinned = {_name(line) for line in (ENGINE / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     checked = {_name(package) for package in RUNTIME_PACKAGES.values()}
@@ -61,7 +69,7 @@ def test_worker_answers_doctor():
 
 
 def test_a_missing_module_is_named_by_its_package():
-    error = missing_dependency(ModuleNotFoundError("No module named 'PIL'", name="PIL"))
+    error = MissingDependency.of(ModuleNotFoundError("No module named 'PIL'", name="PIL"))
     assert (error.code, error.module, error.package) == ("missing_dependency", "PIL", "Pillow")
     payload = error_payload(ModuleNotFoundError("No module named 'faiss.x'", name="faiss.x"))
     assert payload == {"code": "missing_dependency", "module": "faiss", "package": "faiss-cpu",
@@ -83,3 +91,16 @@ def test_worker_that_cannot_start_says_which_package_is_missing(tmp_path):
     assert event["event"] == "failed"
     assert event["error"]["code"] == "missing_dependency"
     assert event["error"]["package"] == "torch"
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch):
+    """Without the dask extra the engine still checks out (doctor lists it as optional), and
+    what needs it says which extra to install."""
+    for module in ("dask", "distributed"):  # what `import` finds when neither is installed
+        monkeypatch.setitem(sys.modules, module, None)
+    report = check()
+    assert report["ok"], report["problems"]
+    assert report["missing_optional"] == [
+        f"the engine's Python lacks the package {name} (import {name} failed); indexing on a "
+        "Dask cluster needs it: install the engine with `pip install mrhash[dask]`"
+        for name in ("dask", "distributed")]

@@ -10,10 +10,13 @@ import struct
 
 import numpy as np
 import pytest
-from mrhash.embeddings import LATENT_WEIGHT, EmbeddingTable, pack_codes, sign_values
 from mrhash.errors import IndexCorrupted
-from mrhash.indexer import DB_FILE, EMBEDDINGS_FILE, IndexFolder, build_index
-from mrhash.search import Searcher, run_query
+from mrhash.index.build import build_index
+from mrhash.index.embeddings import LATENT_WEIGHT, EmbeddingTable, sign_values
+from mrhash.index.folder import IndexFolder
+from mrhash.model.package import pack_codes
+from mrhash.search.searcher import Searcher, run_query
+from mrhash_contract.index_layout import DB_FILE, EMBEDDINGS_FILE
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import TILE
 
@@ -110,9 +113,9 @@ def test_codes_are_the_sign_of_the_embeddings():
 
 def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, rasters,
                                                                  tmp_path, monkeypatch):
-    from mrhash.indexer import open_for_model
-    from mrhash.package import HashModel, load_model
-    from mrhash.sources import SourceSpec
+    from mrhash.index.encode import open_for_model
+    from mrhash.model.package import HashModel, load_model
+    from mrhash.raster.sources import SourceSpec
 
     calls = []
     real = HashModel.embed
@@ -143,7 +146,7 @@ def test_the_indexer_stores_each_tiles_embedding_from_one_encode(tiny_model, ras
     # the first tile's embedding is the model's relaxed code and latent of its patch
     with open_for_model(SourceSpec("primary", (rows[0][2],), model.primary.bands),
                         model) as source:
-        from mrhash.tiling import tile_grid
+        from mrhash.raster.tiling import tile_grid
 
         tile = tile_grid(source, TILE)[0]
         patch, valid = source.read(tile.footprint, (TILE, TILE))
@@ -218,7 +221,7 @@ def test_a_stale_or_foreign_embeddings_cache_is_rebuilt(tiny_model, rasters, tmp
 
 def test_the_benchmarks_grown_index_keeps_codes_and_embeddings_together(tiny_model, rasters,
                                                                         tmp_path, capsys):
-    from mrhash.benchmarks.indexing import grow_index
+    from mrhash_research.benchmarks.indexing import grow_index
 
     index_dir = tmp_path / "index"
     build_index(rasters, tiny_model, index_dir, TILE)
@@ -247,7 +250,8 @@ def test_a_model_of_format_1_without_a_latent_still_indexes_queries_and_refines(
     """A package written before the latent was kept: codes-only embeddings, same codes."""
     import json
 
-    from mrhash.package import METADATA_KEY, load_model, read_package
+    from mrhash.model.package import METADATA_KEY, load_model, read_package
+    from mrhash.search.refine import refine
     from mrhash_contract.protocol import Example, RefineRequest
     from safetensors.torch import save_file
 
@@ -272,7 +276,7 @@ def test_a_model_of_format_1_without_a_latent_still_indexes_queries_and_refines(
     try:
         assert searcher.embeddings.dim == 64
         assert searcher.search(QueryRequest(tile=3, k=1))["hits"][0]["id"] == 3
-        refined = searcher.refine(RefineRequest([Example(relevant=True, tile=3),
+        refined = refine(searcher, RefineRequest([Example(relevant=True, tile=3),
                                                  Example(relevant=False, tile=9)], k=5))
         assert len(refined["hits"]) == 5
     finally:

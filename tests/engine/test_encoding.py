@@ -10,13 +10,12 @@ import numpy as np
 import rasterio
 import shapely
 import torch
-from mrhash.datasets import RasterSamples
-from mrhash.evaluate import encode_samples
-from mrhash.indexer import build_index
-from mrhash.package import load_model
-from mrhash.search import run_query
-from mrhash.sources import SourceSpec
-from mrhash.train import TrainConfig, normalise, train_model
+from mrhash.index.build import build_index
+from mrhash.model.datasets import RasterSamples, encode_samples
+from mrhash.model.package import load_model
+from mrhash.model.train import TrainConfig, normalise, train_model
+from mrhash.raster.sources import SourceSpec
+from mrhash.search.searcher import run_query
 from mrhash_contract.protocol import QueryRequest
 from rasterio.transform import from_origin
 

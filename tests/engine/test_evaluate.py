@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from mrhash.evaluate import _expected_scores, hamming_distances, scan_dataset, score
+from mrhash_research.evaluate import _expected_scores, hamming_distances, scan_dataset, score
 
 
 def _plain_scores(rel_in_order: list[int], cutoff: int, k: int) -> tuple[float, float, float]:
@@ -75,10 +75,10 @@ TINY = ["--input-size", "32", "--epochs", "2", "--ae-epochs", "2", "--clusters",
 
 
 def _run(argv: list[str]) -> int:
-    from mrhash.commands import model
+    from mrhash_research import commands
 
     parser = argparse.ArgumentParser(prog="mrhash")
-    model.register(parser.add_subparsers(dest="command", required=True))
+    commands.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -126,9 +126,9 @@ def test_eval_over_seeds_reports_sample_sd_and_the_unseen_half(tiny_dataset: Pat
 
 
 def test_stratified_halves_and_seed_lists() -> None:
-    from mrhash.commands.model import parse_seeds
     from mrhash.errors import BadInput
-    from mrhash.evaluate import stratified_halves
+    from mrhash_research.commands import parse_seeds
+    from mrhash_research.evaluate import stratified_halves
 
     labels = ["a"] * 5 + ["b"] * 4 + ["c"]
     first, second = stratified_halves(labels)
@@ -143,9 +143,9 @@ def test_training_sees_only_pixels_not_class_folders(tiny_dataset: Path, tmp_pat
                                                       ) -> None:
     """The same images without any class folder (flat, renamed, same order) give the very
     same codes: nothing about labels reaches training."""
-    from mrhash.datasets import specs_from_paths
-    from mrhash.package import load_model
-    from mrhash.train import TrainConfig, train_model
+    from mrhash.model.datasets import specs_from_paths
+    from mrhash.model.package import load_model
+    from mrhash.model.train import TrainConfig, train_model
 
     paths, labels = scan_dataset(tiny_dataset)
     flat = tmp_path / "flat"

@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 import shapely
-from mrhash import export
 from mrhash.errors import BadInput, Cancelled, IndexCorrupted
-from mrhash.export import export_index
-from mrhash.indexer import DB_FILE
+from mrhash.index import export
+from mrhash.index.build import DB_FILE
+from mrhash.index.export import export_index
 from mrhash.jobs import JobControl
 from test_index_support import THREADS_ENV, indexed_folder
 

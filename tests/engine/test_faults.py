@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 from mrhash.fileio import exclusive_lock
-from mrhash.model_history import generation_path
+from mrhash.model.history import generation_path
 from rasterio.transform import from_origin
 from test_index_support import THREADS_ENV, raster_folder
 from test_worker import Engine
@@ -312,7 +312,7 @@ def test_a_file_replaced_with_the_same_size_and_mtime_is_encoded_again(tiny_mode
 
 
 def test_a_model_with_nan_weights_is_refused(tiny_model, archive, tmp_path):
-    from mrhash.package import METADATA_KEY, _metadata
+    from mrhash.model.package import METADATA_KEY, _metadata
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(tiny_model)
@@ -455,7 +455,7 @@ def test_retraining_to_an_existing_model_keeps_the_one_it_replaces(eurosat_dir, 
 
 
 def test_absurd_sizes_in_a_model_package_are_refused(tiny_model, tmp_path):
-    from mrhash.package import METADATA_KEY, _metadata
+    from mrhash.model.package import METADATA_KEY, _metadata
     from safetensors.torch import load_file, save_file
 
     config = json.loads(_metadata(Path(tiny_model).read_bytes())[METADATA_KEY])

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 import shapely
-from mrhash import export
-from mrhash.export import BBOX_FIELDS, export_index, hilbert_keys
+from mrhash.index import export
+from mrhash.index.export import BBOX_FIELDS, export_index, hilbert_keys
 from test_export import stored
 from test_index_support import indexed_folder, synthetic_index
 

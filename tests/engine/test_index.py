@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mrhash.benchmarks.search import numpy_scan
 from mrhash.errors import IndexCorrupted
-from mrhash.index import BinaryIndex, IndexPolicy, recall_lower_bound, tie_aware_recall
+from mrhash.index.hamming import BinaryIndex, IndexPolicy, recall_lower_bound, tie_aware_recall
+from mrhash_research.benchmarks.search import numpy_scan
 
 
 def _brute(codes: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ TILE = 32  # EuroSAT rasters are 64 px: 4 tiles each
 
 def train_tiny_model(out_dir: Path, eurosat_dir: Path, seed: int = 0) -> Path:
     """1 hash epoch, 2 autoencoder epochs, 32 px patches at 32 px backbone input, 3 bands."""
-    from mrhash.sources import SourceSpec
-    from mrhash.train import TrainConfig, train_model
+    from mrhash.model.train import TrainConfig, train_model
+    from mrhash.raster.sources import SourceSpec
 
     files = sorted(eurosat_dir.glob("*/*.tif"))[::5][:8]  # one of each of 8 classes
     config = TrainConfig(
@@ -59,7 +59,7 @@ def tiny_model_path(tmp_path_factory, eurosat_dir: Path) -> Path:
 
 def indexed_folder(tmp_path_factory, eurosat_dir: Path, name: str) -> Path:
     """A real index (tiny model, 9 EuroSAT rasters, 36 tiles) in a fresh folder."""
-    from mrhash.indexer import build_index
+    from mrhash.index.build import build_index
 
     root = tmp_path_factory.mktemp(name)
     model = tiny_model_path(tmp_path_factory, eurosat_dir)
@@ -72,9 +72,9 @@ def synthetic_index(index_dir: Path, raster: Path, relaxed, columns: int = 20) -
     where the tie structure is chosen. Tile i is a 0.005 degree box on a grid of `columns`
     (0.01 degree apart) near 10E 50N; all point to one real raster."""
     import numpy as np
-    from mrhash.embeddings import pack_codes
-    from mrhash.indexer import IndexFolder
-    from mrhash.metadata import FileState, TileRow
+    from mrhash.index.folder import IndexFolder
+    from mrhash.index.store import FileState, TileRow
+    from mrhash.model.package import pack_codes
 
     folder = IndexFolder(index_dir, create=True)
     store = folder.store

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mrhash.errors import BadInput, Cancelled, IndexCorrupted
-from mrhash.indexer import CODES_FILE, DB_FILE, IndexFolder, build_index
+from mrhash.index.build import build_index
+from mrhash.index.folder import IndexFolder
 from mrhash.jobs import JobControl
-from mrhash.search import run_query
+from mrhash.search.searcher import run_query
+from mrhash_contract.index_layout import CODES_FILE, DB_FILE
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE
 
@@ -37,7 +39,7 @@ def assert_consistent(index_dir: Path) -> None:
     """The FAISS file holds exactly the database's tiles, saved at its generation."""
     folder = IndexFolder(index_dir)
     try:
-        from mrhash.index import BinaryIndex
+        from mrhash.index.hamming import BinaryIndex
 
         index, header = BinaryIndex.load(index_dir / CODES_FILE)
         assert header["generation"] == folder.store.generation
@@ -108,7 +110,7 @@ def test_another_model_is_refused_and_rebuild_accepts_it(tiny_model, rasters, tm
         build_index(rasters, other, index_dir, TILE)
     assert caught.value.fix == "rebuild" and "--rebuild" in caught.value.message
     with pytest.raises(IndexCorrupted, match="built with model"):
-        from mrhash.package import load_model
+        from mrhash.model.package import load_model
 
         run_query(index_dir, QueryRequest(tile=1, k=3), model=load_model(other))
     rebuilt = build_index(rasters, other, index_dir, TILE, rebuild=True)

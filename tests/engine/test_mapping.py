@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import shapely
 from mrhash.errors import BadInput
-from mrhash.mapping import (
+from mrhash.search.mapping import (
     AREAS,
     TILES,
     area_km2,
@@ -30,8 +30,8 @@ from mrhash.mapping import (
     parquet_outputs,
     probability,
 )
-from mrhash.refine import Marks, logistic_fit, refine
-from mrhash.search import Searcher
+from mrhash.search.refine import Marks, logistic_fit, refine
+from mrhash.search.searcher import Searcher
 from mrhash_contract.protocol import Example, MapRequest, RefineRequest
 from test_export import GDAL_PYTHON
 from test_index_support import THREADS_ENV, indexed_folder

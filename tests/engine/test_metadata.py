@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from mrhash.errors import IndexCorrupted
-from mrhash.metadata import FileState, MetadataStore, TileRow
+from mrhash.index.store import FileState, MetadataStore, TileRow
 
 
 def _rows(n: int, start: int = 0, lon0: float = 10.0) -> list[TileRow]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from mrhash.model import HashHead, MultiSourceAutoencoder, TargetBlock
-from mrhash.pseudolabels import kl_divergence, kmeans, soft_assign, target_distribution
+from mrhash.model.networks import HashHead, MultiSourceAutoencoder, TargetBlock
+from mrhash.model.pseudolabels import kl_divergence, kmeans, soft_assign, target_distribution
 
 
 def test_autoencoder_reconstructs_every_block_and_weights_them() -> None:
@@ -66,7 +66,7 @@ def test_soft_assignment_and_sharpened_target() -> None:
 
 
 def test_adjusted_rand_index_is_label_free_agreement() -> None:
-    from mrhash.pseudolabels import adjusted_rand_index
+    from mrhash.model.pseudolabels import adjusted_rand_index
 
     a = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
     renamed = torch.tensor([2, 2, 2, 0, 0, 0, 1, 1, 1])  # same groups, other cluster ids
@@ -80,7 +80,7 @@ def test_adjusted_rand_index_is_label_free_agreement() -> None:
 
 
 def test_agreement_keeps_the_typical_restart() -> None:
-    from mrhash.pseudolabels import kmeans, most_agreeing
+    from mrhash.model.pseudolabels import kmeans, most_agreeing
 
     typical = torch.tensor([0, 0, 1, 1, 2, 2])
     odd = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -94,7 +94,7 @@ def test_agreement_keeps_the_typical_restart() -> None:
 
 
 def test_similarity_loss_is_zero_only_for_the_same_ranking_geometry() -> None:
-    from mrhash.train import similarity_loss
+    from mrhash.model.train import similarity_loss
 
     gen = torch.Generator().manual_seed(0)
     latent = torch.randn(16, 8, generator=gen)

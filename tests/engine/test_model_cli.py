@@ -13,7 +13,7 @@ from mrhash.errors import BadInput
 
 
 def _run(argv: list[str]) -> int:
-    from mrhash.commands import model
+    from mrhash.app.commands import model
 
     parser = argparse.ArgumentParser(prog="mrhash")
     model.register(parser.add_subparsers(dest="command", required=True))

@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 import rasterio
-from mrhash.model_history import generation_path
+from mrhash.model.history import generation_path
 from test_index_support import TILE, raster_folder
 from test_output_guard import checksums, mrhash  # bounded, no traceback
 from test_worker import Engine

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from mrhash.errors import BadInput
-from mrhash.normalize import BandStats, compute_stats
+from mrhash.raster.normalize import BandStats, compute_stats
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mrhash.errors import BadInput
-from mrhash.indexer import open_for_model, tile_patches
-from mrhash.onnx_encoder import relative_difference
-from mrhash.package import METADATA_KEY, load_model, read_package
-from mrhash.sources import SourceSpec
-from mrhash.tiling import tile_grid
+from mrhash.index.encode import open_for_model, tile_patches
+from mrhash.model.onnx_encoder import relative_difference
+from mrhash.model.package import METADATA_KEY, load_model, read_package
+from mrhash.raster.sources import SourceSpec
+from mrhash.raster.tiling import tile_grid
 from safetensors.torch import save
 
 

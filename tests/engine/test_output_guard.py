@@ -20,13 +20,13 @@ from pathlib import Path
 
 import loopback_http as lh
 import pytest
-from mrhash.cli import main
-from mrhash.datasets import remote_aux_spec, specs_from_paths
+from mrhash.app.cli import main
 from mrhash.errors import BadInput
-from mrhash.export import export_index
 from mrhash.fileio import exclusive_lock
-from mrhash.pull_cache import MARKER, cache_report, prefetch
-from mrhash.remote import HttpSettings, RemoteOptions
+from mrhash.index.export import export_index
+from mrhash.model.datasets import remote_aux_spec, specs_from_paths
+from mrhash.raster.pull_cache import MARKER, cache_report, prefetch
+from mrhash.remote.access import HttpSettings, RemoteOptions
 from test_index_support import THREADS_ENV, indexed_folder, tiny_model_path
 from test_worker import Engine
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from mrhash.backbone import Backbone
 from mrhash.errors import BadInput, ModelFormatError
-from mrhash.model import HashNet
-from mrhash.normalize import BandStats
-from mrhash.package import FORMAT_VERSION, load_model, save_model
-from mrhash.sources import SourceSpec
+from mrhash.model.backbone import Backbone
+from mrhash.model.networks import HashNet
+from mrhash.model.package import FORMAT_VERSION, load_model, save_model
+from mrhash.raster.normalize import BandStats
+from mrhash.raster.sources import SourceSpec
 
 
 def _config(path: str) -> dict:
@@ -118,7 +118,7 @@ def test_the_autoencoder_encoder_travels_with_the_package(eurosat_patches, tmp_p
     the relaxed code then the latent, as the network does. A stale "latent" in a config never
     outlives the weights, and a format-1 config cannot claim one."""
     import safetensors.torch
-    from mrhash.model import mlp
+    from mrhash.model.networks import mlp
 
     torch.manual_seed(1)
     backbone = Backbone(3, input_size=32)

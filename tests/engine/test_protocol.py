@@ -8,8 +8,8 @@ import io
 import json
 
 import pytest
+from mrhash.app.worker import Worker
 from mrhash.errors import BadInput, user_error
-from mrhash.worker import Worker
 from mrhash_contract import protocol
 from mrhash_contract.protocol import (
     REQUESTS,

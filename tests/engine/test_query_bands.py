@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from mrhash.bandinfo import BandMismatch
-from mrhash.indexer import build_index
-from mrhash.search import run_query
-from mrhash.worker import error_payload
+from mrhash.app.worker import error_payload
+from mrhash.index.build import build_index
+from mrhash.raster.bandinfo import BandMismatch
+from mrhash.search.searcher import run_query
 from mrhash_contract.band_profiles import BandFacts, identify, map_roles, propose
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from mrhash.indexer import build_index
+from mrhash.index.build import build_index
 from test_index_support import THREADS_ENV, TILE
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from mrhash.benchmarks import read
+from mrhash_research.benchmarks import read
 
 
 def test_bench_read_smoke(sentinel2_dir):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import shapely
 from mrhash.errors import BadInput, user_error
-from mrhash.indexer import IndexFolder
-from mrhash.refine import (
+from mrhash.index.folder import IndexFolder
+from mrhash.search.refine import (
     ALPHA,
     BACKGROUND_WEIGHT,
     BIAS_L2,
@@ -28,7 +28,7 @@ from mrhash.refine import (
     rocchio,
     top_k,
 )
-from mrhash.search import Searcher, run_query
+from mrhash.search.searcher import Searcher, run_query
 from mrhash_contract.protocol import Example, QueryRequest, RefineRequest, RequestError
 from scipy.optimize import minimize
 from test_index_support import THREADS_ENV, indexed_folder
@@ -160,7 +160,7 @@ def test_an_irrelevant_mark_pushes_its_tile_down(searcher):
 def test_a_k_past_the_shortlist_continues_in_logistic_order(searcher, monkeypatch):
     """The propagation's graph is bounded (SHORTLIST tiles); further hits follow in the
     logistic order, below the shortlist, scores still decreasing."""
-    from mrhash import refine as refine_module
+    from mrhash.search import refine as refine_module
 
     monkeypatch.setattr(refine_module, "SHORTLIST", 10)
     request = _request([6, 20], [7], k=30)
@@ -213,7 +213,7 @@ def test_bad_refine_requests(searcher):
     for params, message in cases:
         # read (RequestError) or checked by the engine: a BadInput (or finer) error either way
         with pytest.raises((RequestError, BadInput), match=message) as raised:
-            searcher.refine(RefineRequest.from_params(params))
+            refine(searcher, RefineRequest.from_params(params))
         assert isinstance(user_error(raised.value), BadInput)
 
 

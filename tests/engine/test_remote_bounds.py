@@ -16,10 +16,10 @@ from pathlib import Path
 
 import loopback_http as lh
 import pytest
-from mrhash.datasets import remote_aux_spec, specs_from_paths
-from mrhash.pull_cache import prefetch
-from mrhash.remote import HttpSettings, RemoteError, RemoteOptions
-from mrhash.stac import CrawlLimits, StacSearch, find_items
+from mrhash.model.datasets import remote_aux_spec, specs_from_paths
+from mrhash.raster.pull_cache import prefetch
+from mrhash.remote.access import HttpSettings, RemoteError, RemoteOptions
+from mrhash.remote.stac import CrawlLimits, StacSearch, find_items
 
 FAST = HttpSettings(timeout_s=2.0, retries=0, retry_delay_s=0.1)
 WORLD = (-180.0, -90.0, 180.0, 90.0)

@@ -15,13 +15,16 @@ from pathlib import Path
 import loopback_http as lh
 import numpy as np
 import pytest
-from mrhash.cli import main
-from mrhash.datasets import RasterSamples, remote_aux_spec, specs_from_paths
+from mrhash.app.cli import main
+from mrhash.app.worker import train_config
 from mrhash.errors import Cancelled, MrHashError
 from mrhash.jobs import JobControl
-from mrhash.package import load_model
-from mrhash.pull_cache import MARKER, RemotePuller, cache_report, prefetch, train_pulling
-from mrhash.remote import (
+from mrhash.model.datasets import RasterSamples, remote_aux_spec, specs_from_paths
+from mrhash.model.package import load_model
+from mrhash.model.train import TrainConfig, train_model, train_pulling
+from mrhash.raster.pull_cache import MARKER, RemotePuller, cache_report, prefetch
+from mrhash.raster.sources import SourceSpec, open_source
+from mrhash.remote.access import (
     AssetMissing,
     HttpSettings,
     NoCoverage,
@@ -34,10 +37,7 @@ from mrhash.remote import (
     guess_kind,
     http_json,
 )
-from mrhash.sources import SourceSpec, open_source
-from mrhash.stac import DateRange, find_items
-from mrhash.train import TrainConfig, train_model
-from mrhash.worker import train_config
+from mrhash.remote.stac import DateRange, find_items
 from mrhash_contract.protocol import TrainRequest
 
 DATES, CLOUD = "2021-01-01/2021-12-31", 20.0
@@ -319,7 +319,7 @@ def test_worker_train_params_for_remote_sources(tmp_path) -> None:
         train_config(request)
     except MrHashError as error:  # the primary does not exist: only the aux specs matter
         assert "a.tif" in error.message
-    from mrhash.worker import _specs
+    from mrhash.app.worker import _specs
 
     stac, web, b8 = (_specs(e, "x", request)[0] for e in request.auxiliary)
     assert stac.remote.kind == "stac" and stac.bands == ("B05", "B11")

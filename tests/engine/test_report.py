@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrhash.datasets import RasterSamples, specs_from_paths
-from mrhash.package import load_model
-from mrhash.report import GOOD, POOR, Thresholds, model_report
-from mrhash.train import TrainConfig, train_model
+from mrhash.model.datasets import RasterSamples, specs_from_paths
+from mrhash.model.package import load_model
+from mrhash.model.report import GOOD, POOR, Thresholds, model_report
+from mrhash.model.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mrhash.worker import Worker
+from mrhash.app.worker import Worker
 
 # every request field, with a valid-looking base request of its method (nothing exists
 # at these paths, and nothing listens on port 9: a request that passes the types fails on

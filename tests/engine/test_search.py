@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import shapely
 from mrhash.errors import BadInput, OutsideIndex
-from mrhash.indexer import IndexFolder, build_index
-from mrhash.search import Searcher, haversine_m, run_query
+from mrhash.index.build import build_index
+from mrhash.index.folder import IndexFolder
+from mrhash.raster.geometry import haversine_m
+from mrhash.search.searcher import Searcher, run_query
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE
 
@@ -65,7 +67,7 @@ def test_query_by_point_reads_the_covering_raster(index_dir):
     bare = run_query(index_dir, QueryRequest(point=(x, y), crs=tile.crs.split(":")[1], k=5))
     assert bare["query"]["code"] == tile.code.hex()
     # the same point given in EPSG:4326
-    from mrhash.search import transform_point
+    from mrhash.raster.geometry import transform_point
 
     lon, lat = transform_point(x, y, tile.crs, "EPSG:4326")
     by_lonlat = run_query(index_dir, QueryRequest(point=(lon, lat), k=5))
@@ -222,7 +224,7 @@ def test_query_cli_writes_json(index_dir, tmp_path):
 
 def test_moved_model_is_reported_and_can_be_given(index_dir, tiny_model, tmp_path):
     from mrhash.errors import IndexCorrupted
-    from mrhash.package import load_model
+    from mrhash.model.package import load_model
 
     tile = _tile(index_dir, 2)
     point = ((tile.bounds[0] + tile.bounds[2]) / 2, (tile.bounds[1] + tile.bounds[3]) / 2)

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 from mrhash.errors import BadInput, OutsideIndex
-from mrhash.indexer import build_index
-from mrhash.search import ShardedSearcher, merge_top_k, run_query
+from mrhash.index.build import build_index
+from mrhash.search.searcher import ShardedSearcher, merge_top_k, run_query
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import THREADS_ENV, TILE, model_path
 
@@ -104,9 +104,9 @@ def test_several_indexes_map_as_one(shards, tmp_path):
 
     import numpy as np
     import rasterio
-    from mrhash.mapping import map_index, probability
-    from mrhash.refine import Marks, logistic_fit
-    from mrhash.search import Searcher
+    from mrhash.search.mapping import map_index, probability
+    from mrhash.search.refine import Marks, logistic_fit
+    from mrhash.search.searcher import Searcher
     from mrhash_contract.protocol import Example, MapRequest
 
     indexes, whole, raster, _model = shards

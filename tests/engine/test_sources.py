@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import rasterio
 from mrhash.errors import BadInput
-from mrhash.sources import (
-    Footprint,
+from mrhash.raster.geometry import Footprint
+from mrhash.raster.sources import (
     SourceSpec,
     group_band_files,
-    normalize_band_name,
     open_source,
     raster_files,
     spec_from_folder,
 )
+from mrhash_contract.bands import normalize_band_name
 from rasterio.transform import from_origin
 
 

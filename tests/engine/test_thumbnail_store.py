@@ -16,10 +16,11 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-from mrhash.indexer import IndexFolder, build_index
-from mrhash.search import Searcher
-from mrhash.thumbnail_store import ThumbnailReader
-from mrhash.thumbnails import THUMBNAIL_PX, render
+from mrhash.index.build import build_index
+from mrhash.index.folder import IndexFolder
+from mrhash.index.thumbnail_store import ThumbnailReader
+from mrhash.index.thumbnails import THUMBNAIL_PX, render
+from mrhash.search.searcher import Searcher
 from mrhash_contract.index_layout import DB_FILE, THUMBNAILS_FILE, meta
 from mrhash_contract.protocol import QueryRequest
 from PIL import Image

@@ -11,12 +11,20 @@ import pytest
 import rasterio
 import rasterio.io
 from mrhash.errors import BadInput
-from mrhash.indexer import IndexFolder, build_index
-from mrhash.metadata import TileRecord
-from mrhash.normalize import BandStats
-from mrhash.package import load_model
-from mrhash.sources import SourceSpec, open_source
-from mrhash.thumbnails import _png, display_bands, render, stretch, thumbnail
+from mrhash.index.build import build_index
+from mrhash.index.folder import IndexFolder
+from mrhash.index.store import TileRecord
+from mrhash.index.thumbnails import (
+    PNG_COMPRESS_LEVEL,
+    _png,
+    display_bands,
+    render,
+    stretch,
+    thumbnail,
+)
+from mrhash.model.package import load_model
+from mrhash.raster.normalize import BandStats
+from mrhash.raster.sources import SourceSpec, open_source
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
@@ -62,12 +70,12 @@ def _record(paths: tuple[str, ...] | Path, window: tuple[int, int, int, int]) ->
 
 
 def _encode(image: np.ndarray, size: int) -> bytes:
-    """PNG bytes as the thumbnails write them (nearest resize to `size`)."""
+    """PNG bytes as the thumbnails write them (nearest resize to `size`, their zlib level)."""
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if picture.size != (size, size):
         picture = picture.resize((size, size), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
@@ -184,7 +192,7 @@ def test_thumbnails_share_the_models_colour_scale(tiny_model, rasters, tmp_path)
 def test_the_query_has_its_own_thumbnail(tiny_model, rasters, tmp_path):
     """Beside the hits, the query's picture: a stored tile's own thumbnail, or the footprint
     read from the raster (point queries), on the same colour scale."""
-    from mrhash.search import Searcher
+    from mrhash.search.searcher import Searcher
     from mrhash_contract.protocol import QueryRequest
 
     build_index(rasters, tiny_model, tmp_path / "index", TILE)

@@ -10,11 +10,13 @@ import sqlite3
 import numpy as np
 import pytest
 import shapely
-from mrhash import search
-from mrhash.embeddings import LATENT_WEIGHT
-from mrhash.index import BinaryIndex, IndexPolicy
-from mrhash.indexer import DB_FILE, IndexFolder, build_index
-from mrhash.search import Searcher, haversine_m, run_query
+from mrhash.index.build import DB_FILE, build_index
+from mrhash.index.embeddings import LATENT_WEIGHT
+from mrhash.index.folder import IndexFolder
+from mrhash.index.hamming import BinaryIndex, IndexPolicy
+from mrhash.raster.geometry import haversine_m
+from mrhash.search import searcher as search
+from mrhash.search.searcher import Searcher, run_query
 from mrhash_contract.protocol import QueryRequest
 from test_index_support import TILE, synthetic_index
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from mrhash.commands import raster as raster_commands
+from mrhash.app.commands import raster as raster_commands
 from mrhash.errors import BadInput
-from mrhash.sources import SourceSpec, open_source
-from mrhash.tiling import Tile, tile_grid
+from mrhash.raster.sources import SourceSpec, open_source
+from mrhash.raster.tiling import Tile, tile_grid
 
 
 def run_cli(*argv: str) -> int:

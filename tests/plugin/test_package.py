@@ -29,7 +29,10 @@ def test_zip_holds_plugin_and_engine_and_the_engine_is_found(tmp_path):
     for source in (REPO / "engine" / "mrhash_contract").glob("*.py"):
         assert archive.read(f"mrhash_qgis/engine/mrhash_contract/{source.name}") == \
             source.read_bytes()
-    assert "mrhash_qgis/engine/mrhash/worker.py" in names
+    assert "mrhash_qgis/engine/mrhash/app/worker.py" in names
+    # the research beside the engine (scores against baselines, benchmarks) stays out
+    assert not [n for n in names if "research" in n or "benchmarks" in n
+                or n.endswith(("/evaluate.py", "/baselines.py"))]
     assert "mrhash_qgis/engine/requirements.txt" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     zipfile.ZipFile(package).extractall(tmp_path / "plugins")

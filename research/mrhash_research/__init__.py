@@ -1,0 +1,3 @@
+"""Research beside the engine, not shipped with the plugin: retrieval scores of MrHash against
+baselines (`evaluate`, `baselines`), the benchmarks behind docs/BENCHMARKS.md, and their
+`mrhash eval` / `mrhash bench` commands (registered through an entry point)."""
