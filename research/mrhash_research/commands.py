@@ -1,5 +1,5 @@
-"""The research sub-commands, registered into `mrhash` through the "mrhash.commands" entry point
-when this package is installed: `eval` (retrieval mAP / P@10 of MrHash and baselines on a
+"""The research sub-commands, which `mrhash` registers when this package is installed
+(`app/cli.py`'s EXTENSION_MODULES): `eval` (retrieval mAP / P@10 of MrHash and baselines on a
 labelled folder) and `bench <name>` (benchmarks, each in `mrhash_research.benchmarks.<module>`
 with `add_arguments(parser)` and `run(args) -> dict`, written as JSON to --json or stdout)."""
 

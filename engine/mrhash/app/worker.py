@@ -360,16 +360,12 @@ class Worker:
         return export_index(request.index, request.format, request.output, job)
 
     def _run_index(self, params: dict, job: JobControl) -> dict:
-        from mrhash.index.build import build_index
+        from mrhash.index.build import index_request
 
         request = IndexRequest.from_params(params)
         model = self.model(request.model)
         try:
-            result = build_index(request.folder, request.model, request.index,
-                                 request.tile_size, request.stride, job,
-                                 min_valid=request.min_valid, rebuild=request.rebuild,
-                                 model=model, bands=request.bands, dask=request.dask,
-                                 thumbnails=request.thumbnails)
+            result = index_request(request, job, model=model)
         finally:
             self._drop_searcher(request.index)
         return result.to_dict()

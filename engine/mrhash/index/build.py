@@ -27,6 +27,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     DB_FILE,
     LOCK_FILE,
 )
+from mrhash_contract.protocol import IndexRequest
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
@@ -219,6 +220,16 @@ def build_index(folder: str | Path, model_path: str | Path, index_dir: str | Pat
             cluster.close()
     check_bands_found(result, bands)
     return result
+
+
+def index_request(request: IndexRequest, job: JobControl | None = None, *, model=None,
+                  batch_size: int = BATCH_SIZE) -> IndexResult:
+    """`build_index` of the contract's request: what the worker's `index` method and
+    `mrhash index` both call (each turns its input into an IndexRequest first)."""
+    return build_index(request.folder, request.model, request.index, request.tile_size,
+                       request.stride, job, min_valid=request.min_valid,
+                       rebuild=request.rebuild, batch_size=batch_size, model=model,
+                       bands=request.bands, dask=request.dask, thumbnails=request.thumbnails)
 
 
 def check_bands_found(result: IndexResult, bands: Sequence[int | str] | None) -> None:

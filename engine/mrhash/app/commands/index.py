@@ -178,12 +178,13 @@ class ProgressPrinter:
 
 @outputs_checked(indexes=["index"], models=["model"])
 def run_index(args: argparse.Namespace) -> int:
-    from mrhash_contract.bands import parse_bands
+
+    from mrhash_contract.protocol import IndexRequest
 
     from mrhash.app.cli import write_json
     from mrhash.device import limit_threads, resolve_device
     from mrhash.errors import Cancelled
-    from mrhash.index.build import DB_FILE, build_index
+    from mrhash.index.build import DB_FILE, index_request
     from mrhash.jobs import JobControl
     from mrhash.model.package import load_model
 
@@ -196,11 +197,12 @@ def run_index(args: argparse.Namespace) -> int:
     model = (load_model(args.model).to(resolve_device(args.device))
              .use_encoder(args.encoder))
     try:
-        result = build_index(args.folder, args.model, args.index, args.tile_size, args.stride,
-                             job, min_valid=args.min_valid, rebuild=args.rebuild,
-                             batch_size=args.batch_size, model=model,
-                             bands=parse_bands(args.bands), dask=args.dask,
-                             thumbnails=args.thumbnails)
+        request = IndexRequest(folder=args.folder, model=args.model, index=args.index,
+                               tile_size=args.tile_size, stride=args.stride,
+                               min_valid=args.min_valid, rebuild=args.rebuild,
+                               bands=_bands(args.bands), dask=args.dask,
+                               thumbnails=args.thumbnails)
+        result = index_request(request, job, model=model, batch_size=args.batch_size)
     except Cancelled:
         printer.close()
         print("mrhash index: cancelled; committed tiles are kept, run the same command to "
