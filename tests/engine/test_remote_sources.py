@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mrhash.app.cli import main
 from mrhash.app.worker import train_config
-from mrhash.errors import Cancelled, MrHashError
+from mrhash.errors import BadInput, Cancelled, MrHashError
 from mrhash.jobs import JobControl
 from mrhash.model.datasets import RasterSamples, remote_aux_spec, specs_from_paths
 from mrhash.model.package import load_model
@@ -34,9 +34,9 @@ from mrhash.remote.access import (
     RemoteOptions,
     RemoteUnreachable,
     gdal_path,
-    guess_kind,
     http_json,
 )
+from mrhash.remote.kinds import KINDS, RemoteKind, guess_kind, kind_for, kind_of
 from mrhash.remote.stac import DateRange, find_items
 from mrhash_contract.protocol import TrainRequest
 
@@ -328,3 +328,21 @@ def test_worker_train_params_for_remote_sources(tmp_path) -> None:
     assert web.remote.kind == "raster" and web.remote.date is None
     assert b8.paths == ("s3://bucket/B08.tif",) and b8.bands == (1,)
     assert SourceSpec.from_dict(stac.to_dict()) == stac
+
+
+def test_each_kind_of_remote_source_is_one_class_of_the_registry():
+    """The three kinds (web service, raster URL, STAC) are RemoteKind classes in KINDS, asked
+    in order; a recorded source's kind is found again from its recorded name and text."""
+    assert all(isinstance(kind, RemoteKind) for kind in KINDS)
+    assert [type(kind_of(text)).__name__ for text in (
+        "WMTS:https://x.org/wmts?SERVICE=WMTS,layer=a", "<GDAL_WMS><Service/></GDAL_WMS>",
+        "https://x.org/a/b.tif", "/vsis3/bucket/b.tif", "https://x.org/stac/v1",
+        "stac+https://x.org/api/scene.tif")] == [
+        "WebService", "WebService", "GdalRaster", "GdalRaster", "Stac", "Stac"]
+    assert kind_of("https://x.org/a/b.tif").band_list(["4", "B8"]) == (4, "B8")
+    assert kind_of("https://x.org/stac").band_list(["1", "B8"]) == ("1", "B8")  # assets
+    assert type(kind_for(RemoteOptions("raster"), "WCS:https://x.org/wcs")).__name__ == \
+        "WebService"
+    assert kind_for(RemoteOptions("stac"), "https://x.org/a/b.tif").searches
+    with pytest.raises(BadInput, match="remote source kind"):
+        kind_for(RemoteOptions("ftp"), "ftp://x.org/a.tif")

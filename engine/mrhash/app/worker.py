@@ -117,14 +117,16 @@ def _remote_spec(entry: SourceEntry, name: str, request: TrainRequest):
     from mrhash.raster.pull_cache import default_cache_dir
     from mrhash.raster.sources import SourceSpec
     from mrhash.remote.access import RemoteOptions
+    from mrhash.remote.kinds import kind_of
 
-    kind = "stac" if entry.stac else "raster"
     text = str(entry.stac or entry.url)
-    bands = entry.assets if kind == "stac" else entry.bands
+    kind = kind_of("stac+" + text if entry.stac else text)  # the entry says which it is
+    bands = entry.assets if kind.searches else entry.bands
     cloud = entry.max_cloud if entry.max_cloud is not None else request.aux_max_cloud
     options = RemoteOptions(
-        kind, entry.collection, (entry.date or request.aux_date) if kind == "stac" else None,
-        float(cloud) if cloud is not None and kind == "stac" else None,
+        kind.name, entry.collection,
+        (entry.date or request.aux_date) if kind.searches else None,
+        float(cloud) if cloud is not None and kind.searches else None,
         request.pull_cache or default_cache_dir(request.output))
     return SourceSpec(entry.name or name, (text,), tuple(bands) if bands else None, options)
 

@@ -35,7 +35,8 @@ from mrhash.raster.sources import (
     source_groups,
 )
 from mrhash.raster.tiling import Tile, tile_grid
-from mrhash.remote.access import RemoteOptions, guess_kind, is_remote
+from mrhash.remote.access import RemoteOptions, is_remote
+from mrhash.remote.kinds import kind_of
 
 
 class Samples(Protocol):
@@ -275,13 +276,13 @@ def remote_aux_spec(name: str, text: str, defaults: RemoteOptions | None = None
         text, bands = head, tuple(b.strip() for b in tail.split(",") if b.strip())
     else:
         bands = ()
-    kind = guess_kind(text)
-    base = defaults or RemoteOptions(kind)
-    options = RemoteOptions(kind, base.collection, base.date if kind == "stac" else None,
-                            base.max_cloud if kind == "stac" else None, base.cache_dir,
+    kind = kind_of(text)
+    base = defaults or RemoteOptions(kind.name)
+    options = RemoteOptions(kind.name, base.collection, base.date if kind.searches else None,
+                            base.max_cloud if kind.searches else None, base.cache_dir,
                             base.http)
-    parsed = tuple(int(b) if b.isdigit() and kind == "raster" else b for b in bands)
-    if kind == "stac" and not parsed:
+    parsed = kind.band_list(bands)
+    if kind.searches and not parsed:
         raise BadInput(f"--aux-source {name}: a STAC source needs its assets, e.g. "
                        f"{name}={text}@B05,B8A,B11", path=text)
     return SourceSpec(name, (text,), parsed or None, options)

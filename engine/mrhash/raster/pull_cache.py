@@ -50,12 +50,10 @@ from mrhash.remote.access import (
     diagnose,
     display_url,
     gdal_http,
-    gdal_path,
     is_http,
     is_service,
-    stac_url,
-    with_timeout,
 )
+from mrhash.remote.kinds import Resolver, kind_for
 from mrhash.remote.vrt import check_remote_raster
 
 MARKER = "mrhash-pull-cache.json"
@@ -229,7 +227,7 @@ class RemotePuller:
         self.http: HttpSettings = self.options.http
         self.stats = PullStats(cache_dir=str(self.root))
         self._opened: dict[tuple[str, ...], Source] = {}
-        self._search = None
+        self._resolver: Resolver | None = None
         # the primary's pixel as a fraction of its footprint's side (for_primary): a web
         # service is read no finer than about twice that
         self._primary_res: float | None = None
@@ -278,37 +276,14 @@ class RemotePuller:
     # -- pulling -------------------------------------------------------------------------
     def _remote_spec(self, footprint: Footprint, job: JobControl | None
                      ) -> tuple[SourceSpec, dict]:
-        """The GDAL-readable spec of what covers `footprint`, and what to record of it."""
-        if self.options.kind == "stac":
-            from mrhash.remote.stac import DateRange, StacSearch
-
-            if not self.spec.bands:
-                raise BadInput(f"STAC source {self.spec.name!r}: name the assets to read, "
-                               "e.g. URL@B05,B8A,B11", path=self.spec.paths[0])
-            if self._search is None:
-                self._search = StacSearch(stac_url(self.spec.paths[0]), self.options.collection,
-                                          DateRange.parse(self.options.date),
-                                          self.options.max_cloud, self.http)
-            self._search.check = job.check if job else None
-            item = self._search.best(footprint.geometry_in("EPSG:4326"))
-            hrefs = [item.asset_href(str(asset)) for asset in self.spec.bands]
-            return (SourceSpec(self.spec.name, tuple(gdal_path(h) for h in hrefs)),
-                    {"item": item.id, "item_url": item.url, "datetime": item.datetime,
-                     "cloud_cover": item.cloud_cover, "urls": hrefs,
-                     "names": [str(a) for a in self.spec.bands]})
-        paths = tuple(self._service_file(p) if is_service(p) else gdal_path(p)
-                      for p in self.spec.paths)
-        return SourceSpec(self.spec.name, paths, self.spec.bands), {"urls": list(self.spec.paths)}
-
-    def _service_file(self, text: str) -> str:
-        """An inline WMS driver XML written beside the cache (GDAL opens it as a file), with
-        a timeout; WMTS:/WCS: strings and .xml files as given."""
-        if not text.lstrip().startswith("<GDAL_WMS"):
-            return text
-        path = self.folder / f"service-{_digest(text, 8)}.xml"
-        if not path.is_file():
-            atomic_write_bytes(path, with_timeout(text, self.http).encode())
-        return str(path)
+        """The GDAL-readable spec of what covers `footprint`, and what to record of it (its
+        kind says: remote/kinds.py)."""
+        if self._resolver is None:
+            self._resolver = kind_for(self.options, self.spec.paths[0]).resolver(
+                self.spec.name, self.spec.paths, self.spec.bands, self.options, self.folder)
+        found = self._resolver.covering(footprint.geometry_in("EPSG:4326"),
+                                        job.check if job else None)
+        return SourceSpec(self.spec.name, found.paths, found.bands), found.record
 
     def _open(self, spec: SourceSpec) -> Source:
         if spec.paths not in self._opened:

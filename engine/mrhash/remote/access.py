@@ -143,18 +143,6 @@ def is_remote(text: str) -> bool:
     return "://" in text or text.startswith(NETWORK_VSI) or is_service(text)
 
 
-def guess_kind(text: str) -> str:
-    """"stac" or "raster" for a `--aux-source` URL: a raster file name, a /vsi path or a web
-    service is a raster; `stac+https://…`, JSON, `/collections/…`, `/search` and any other
-    web address are STAC."""
-    if text.startswith("stac+"):
-        return "stac"
-    if is_service(text) or text.startswith(("/vsi", "s3://")):
-        return "raster"
-    path = urllib.parse.urlparse(text).path.lower()
-    return "raster" if path.endswith(RASTER_SUFFIXES) else "stac"
-
-
 def stac_url(text: str) -> str:
     """The URL of a STAC source text (`stac+https://…` says STAC where the guess would not)."""
     return text[len("stac+"):] if text.startswith("stac+") else text

@@ -240,6 +240,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mrhash.model.train import TrainConfig, train_pulling
     from mrhash.raster.pull_cache import default_cache_dir
     from mrhash.remote.access import RemoteOptions
+    from mrhash.remote.kinds import kind_for
 
     limit_threads()
     rgb = parse_bands(args.rgb)
@@ -247,7 +248,8 @@ def run_train(args: argparse.Namespace) -> int:
                            cache_dir=args.pull_cache or default_cache_dir(args.output))
     auxiliary = parse_aux_sources(args.aux_source, remote)
     check_remote_defaults(args.aux_date, args.aux_max_cloud, any(
-        spec.remote is not None and spec.remote.kind == "stac" for spec in auxiliary))
+        spec.remote is not None and kind_for(spec.remote, spec.paths[0]).searches
+        for spec in auxiliary))
     config = TrainConfig(
         primary=tuple(specs_from_paths(args.primary, parse_bands(args.primary_bands))),
         output=args.output, auxiliary=auxiliary,
