@@ -28,6 +28,8 @@ from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.settings import EngineSettings
 
 LOG_TAG = "MrHash"
+# how long a worker that exited may take to hand over the rest of its stderr (its reason)
+STDERR_DRAIN_S = 2.0
 STATE_STOPPED, STATE_STARTING, STATE_READY, STATE_FAILED = "stopped", "starting", "ready", "failed"
 # What fixes a failed engine, for the buttons the dock and Settings show.
 FIX_SETUP, FIX_REPAIR, FIX_SETTINGS = "setup", "repair", "settings"
@@ -181,10 +183,11 @@ class EngineClient(QObject):
                        FIX_SETTINGS)
             return
         process = self._process
-        threading.Thread(target=self._read_stdout, args=(process,), daemon=True,
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(process,), daemon=True,
+                                         name="mrhash-stderr")
+        stderr_reader.start()
+        threading.Thread(target=self._read_stdout, args=(process, stderr_reader), daemon=True,
                          name="mrhash-stdout").start()
-        threading.Thread(target=self._read_stderr, args=(process,), daemon=True,
-                         name="mrhash-stderr").start()
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         """Start if needed and block until the worker said it is ready; raise EngineError."""
@@ -263,7 +266,7 @@ class EngineClient(QObject):
             process.stdin.flush()
 
     # reader threads
-    def _read_stdout(self, process: subprocess.Popen) -> None:
+    def _read_stdout(self, process: subprocess.Popen, stderr_reader: threading.Thread) -> None:
         for line in process.stdout:
             line = line.strip()
             if not line:
@@ -275,6 +278,8 @@ class EngineClient(QObject):
                 continue
             self._dispatch(message)
         code = process.wait()
+        # the last words on stderr (why it died) may still be in the pipe: read them first
+        stderr_reader.join(timeout=STDERR_DRAIN_S)
         if process is self._process:  # died on its own, not stopped by us
             self._process = None
             tail = "\n".join(self._stderr_tail)
