@@ -4,6 +4,7 @@ that names the file and the problem; none of them should ever surface as a trace
 from __future__ import annotations
 
 from mrhash_contract import protocol
+from mrhash_contract.protocol import FIX_REBUILD
 
 from mrhash.dependencies import OPTIONAL_PACKAGES, package_of
 
@@ -95,7 +96,7 @@ def user_error(error: BaseException) -> MrHashError | None:
                         "is kept)")
     if isinstance(error, sqlite3.DatabaseError):
         return IndexCorrupted(f"the index database is damaged or unreadable ({error}); "
-                              "rebuild the index", fix="rebuild")
+                              "rebuild the index", fix=FIX_REBUILD)
     if isinstance(error, OSError):
         where = error.filename if isinstance(error.filename, str) else None
         return BadInput(error.strerror or str(error), path=where)

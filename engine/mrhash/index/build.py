@@ -27,7 +27,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     DB_FILE,
     LOCK_FILE,
 )
-from mrhash_contract.protocol import IndexRequest
+from mrhash_contract.protocol import FIX_REBUILD, IndexRequest
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
@@ -128,16 +128,16 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
         raise IndexCorrupted(
             f"index was built with another model (fingerprint {meta['fingerprint'][:12]}, "
             f"{built_with}); {model_path} has {model.fingerprint[:12]}. Use that "
-            "model, another index folder, or --rebuild", path=str(folder.root), fix="rebuild")
+            "model, another index folder, or --rebuild", path=str(folder.root), fix=FIX_REBUILD)
     recorded = (int(meta["tile_size"]), int(meta["stride"]), float(meta["min_valid"]))
     if recorded != (tile_size, stride, min_valid):
         raise BadInput(f"index was built with tile size {recorded[0]}, stride {recorded[1]}, "
                        f"min valid {recorded[2]}; use the same or --rebuild",
-                       path=str(folder.root), fix="rebuild")
+                       path=str(folder.root), fix=FIX_REBUILD)
     if index_bands(meta, model) != bands:
         raise BadInput(f"index was built with bands {_bands_text(index_bands(meta, model))}, "
                        f"not {_bands_text(bands)}; use the same or --rebuild",
-                       path=str(folder.root), fix="rebuild")
+                       path=str(folder.root), fix=FIX_REBUILD)
     # the model file may have moved: remember where it is now
     folder.store.set_meta({"model_path": recorded_path})
     register_index(recorded_path, folder.root, model.fingerprint)

@@ -18,6 +18,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     THUMBNAIL_DIR,
     THUMBNAILS_FILE,
 )
+from mrhash_contract.protocol import FIX_INDEX, FIX_REBUILD
 
 from mrhash.errors import BadInput, IndexCorrupted
 from mrhash.index.embeddings import EmbeddingTable
@@ -54,7 +55,7 @@ class IndexFolder:
         self.root = index_root(root, create)
         if not create and not (self.root / DB_FILE).is_file():
             raise IndexCorrupted(f"not an index folder (no {DB_FILE}; build one with "
-                                 "`mrhash index`)", path=str(self.root), fix="index")
+                                 "`mrhash index`)", path=str(self.root), fix=FIX_INDEX)
         self.store = MetadataStore(self.root / DB_FILE, create=create, read_only=read_only)
 
     @property
@@ -82,7 +83,7 @@ class IndexFolder:
         if bits is None:
             raise IndexCorrupted("index has no model recorded (interrupted before its first "
                                  "raster); run `mrhash index` again", path=str(self.root),
-                                 fix="index")
+                                 fix=FIX_INDEX)
         return int(bits)
 
     @property
@@ -158,7 +159,7 @@ def check_meta(meta: dict[str, str], path: str) -> None:
     bits one of the contract's BITS, bands JSON, a fingerprint with the model)."""
     def damaged(why: str) -> IndexCorrupted:
         return IndexCorrupted(f"damaged index metadata: {why}; rebuild the index with "
-                              "`mrhash index --rebuild`", path=path, fix="rebuild")
+                              "`mrhash index --rebuild`", path=path, fix=FIX_REBUILD)
 
     for key, (low, high) in META_RANGES.items():
         text = meta.get(key)

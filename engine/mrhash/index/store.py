@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mrhash_contract.protocol import FIX_REBUILD
 
 from mrhash.errors import BadInput, IndexCorrupted
 from mrhash.index.embeddings import EmbeddingTable, sign_values, to_blobs
@@ -204,11 +205,11 @@ class MetadataStore:
                                path=self.path) from None
             raise IndexCorrupted(f"unreadable index database ({error}); rebuild it with "
                                  "`mrhash index --rebuild`", path=self.path,
-                                 fix="rebuild") from None
+                                 fix=FIX_REBUILD) from None
         if version != str(SCHEMA_VERSION):
             raise IndexCorrupted(f"index schema version {version}, this engine reads "
                                  f"{SCHEMA_VERSION}; rebuild it with `mrhash index --rebuild`",
-                                 path=self.path, fix="rebuild")
+                                 path=self.path, fix=FIX_REBUILD)
 
     def close(self) -> None:
         self.db.close()
@@ -234,7 +235,7 @@ class MetadataStore:
         except ValueError:
             raise IndexCorrupted(f"damaged index metadata: generation is {text!r}, not a "
                                  "number; rebuild the index with `mrhash index --rebuild`",
-                                 path=self.path, fix="rebuild") from None
+                                 path=self.path, fix=FIX_REBUILD) from None
 
     def _bump(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
@@ -343,13 +344,13 @@ class MetadataStore:
                 or not (0 < width <= MAX_WINDOW and 0 < height <= MAX_WINDOW):
             raise IndexCorrupted(f"tile {row[0]} has the window {tuple(row[5:9])}, which no "
                                  "tile grid makes: the database is damaged; rebuild the index",
-                                 path=self.path, fix="rebuild")
+                                 path=self.path, fix=FIX_REBUILD)
         try:
             return _tile_record(row)
         except (ValueError, TypeError):
             raise IndexCorrupted(f"tile {row[0]}'s raster paths are not a JSON list: the "
                                  "database is damaged; rebuild the index", path=self.path,
-                                 fix="rebuild") from None
+                                 fix=FIX_REBUILD) from None
 
     def all_codes(self, code_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids ascending, codes [n, code_bytes]) of every tile: rebuilds the FAISS cache."""
@@ -362,7 +363,7 @@ class MetadataStore:
         if bad is not None:
             raise IndexCorrupted(f"tile {bad} has a code that is not {code_bytes} bytes: the "
                                  "database is damaged; rebuild the index", path=self.path,
-                                 fix="rebuild")
+                                 fix=FIX_REBUILD)
         ids = np.asarray([row[0] for row in rows], dtype=np.int64)
         codes = np.frombuffer(b"".join(row[1] for row in rows), np.uint8).reshape(-1, code_bytes)
         return ids, codes

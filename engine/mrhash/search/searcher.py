@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 from mrhash_contract import index_layout
-from mrhash_contract.protocol import Place, QueryRequest
+from mrhash_contract.protocol import FIX_MODEL, FIX_REBUILD, Place, QueryRequest
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex, validated
 from mrhash.index.build import DB_FILE
@@ -177,7 +177,7 @@ class Searcher:
                 f"index was built with model {self.fingerprint[:12]} "
                 f"({self.model_path}), not {fingerprint[:12]}: query with that model "
                 "or rebuild the index with `mrhash index --rebuild`",
-                path=str(self.folder.root), fix="rebuild")
+                path=str(self.folder.root), fix=FIX_REBUILD)
 
     def use_model(self, model) -> None:
         self._check_fingerprint(model.fingerprint)
@@ -196,7 +196,7 @@ class Searcher:
         if path is None or not Path(path).is_file():
             raise IndexCorrupted(f"the index's model {self.model_path} is missing; give "
                                  "the same model where it is now (--model)",
-                                 path=str(self.folder.root), fix="model")
+                                 path=str(self.folder.root), fix=FIX_MODEL)
         return str(path)
 
     @property
