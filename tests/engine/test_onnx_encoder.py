@@ -135,3 +135,23 @@ def test_int8_refused_with_the_reason_without_quantisation_tools(tiny_model, tmp
     assert not Path(f"{model_file}.int8.onnx").exists()
     assert load_model(model_file).encoder_used == "onnx"  # the float encoder is unaffected
 
+
+def test_bench_encoders_scores_every_encoder_on_real_rasters(tiny_model, eurosat_dir):
+    import argparse
+
+    from mrhash.benchmarks import encoders
+
+    parser = argparse.ArgumentParser()
+    encoders.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model), "--folder", str(eurosat_dir),
+                              "--encoders", "torch,onnx,onnx-int8", "--repeats", "1",
+                              "--min-tiles", "8"])
+    figures = encoders.run(args)
+    rows = figures["encoders"]
+    assert figures["images"] == len(list(eurosat_dir.glob("*/*.tif")))
+    assert {name: row["runs"] for name, row in rows.items()} == {
+        "torch": "torch", "onnx": "onnx", "onnx-int8": "onnx-int8"}
+    assert rows["torch"]["bits_equal_to_torch"] == 1.0
+    assert rows["onnx"]["bits_equal_to_torch"] >= 0.999
+    assert abs(rows["onnx"]["map"] - rows["torch"]["map"]) <= 0.005
+    assert all(0.0 < row["map"] <= 1.0 and row["tiles_per_s"] > 0 for row in rows.values())

@@ -9,7 +9,7 @@ import importlib
 from mrhash.outputs import outputs_checked
 
 # sub-command -> module in mrhash.benchmarks
-BENCHMARKS = {"read": "read", "search": "search", "index": "indexing"}
+BENCHMARKS = {"read": "read", "search": "search", "index": "indexing", "encoders": "encoders"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
