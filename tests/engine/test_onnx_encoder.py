@@ -155,3 +155,14 @@ def test_bench_encoders_scores_every_encoder_on_real_rasters(tiny_model, eurosat
     assert rows["onnx"]["bits_equal_to_torch"] >= 0.999
     assert abs(rows["onnx"]["map"] - rows["torch"]["map"]) <= 0.005
     assert all(0.0 < row["map"] <= 1.0 and row["tiles_per_s"] > 0 for row in rows.values())
+
+
+def test_encoder_threads_from_the_environment(tiny_model, monkeypatch):
+    monkeypatch.setenv("MRHASH_ENCODER_THREADS", "1")
+    model = load_model(tiny_model)
+    assert model.encoder_used == "onnx"
+    assert model._compiled.session.get_session_options().intra_op_num_threads == 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MRHASH_ENCODER_THREADS", bad)
+        with pytest.raises(BadInput, match="MRHASH_ENCODER_THREADS"):
+            _ = load_model(tiny_model).encoder_used
