@@ -106,14 +106,6 @@ def stages(model_path: str, folder: str, encoder: str) -> dict:
             "cores_busy": round(cpu / wall, 2), "stages": figures}
 
 
-def busy_cpu_s() -> float:
-    """CPU seconds every process of the machine has used since boot (/proc/stat): with the
-    command's own CPU, what other jobs took during a run."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
     """`name=ENV;FLAGS` -> (name, env, flags); ENV is space-separated KEY=VALUE pairs."""
     name, _, rest = text.partition("=")
@@ -124,6 +116,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
 
 def variants(model_path: str, folder: str, specs: list[str], repeats: int) -> dict:
     """Each variant's `mrhash index` runs, alternated (see the module doc)."""
+    from mrhash.benchmarks import OthersCores
+
     runs: dict[str, list[dict]] = {}
     parsed = [parse_variant(spec) for spec in specs]
     with tempfile.TemporaryDirectory(prefix="mrhash-profile-") as tmp:
@@ -134,12 +128,13 @@ def variants(model_path: str, folder: str, specs: list[str], repeats: int) -> di
                            model_path, "--index", str(Path(tmp) / name), "--rebuild",
                            "--json", str(out), *flags]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                load, busy, wall = os.getloadavg()[0], busy_cpu_s(), time.perf_counter()
-                subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(REPO / "engine"), **env})
+                load = os.getloadavg()[0]
+                with OthersCores() as others:
+                    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONPATH": str(REPO / "engine"),
+                                        **env})
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                wall, busy = time.perf_counter() - wall, busy_cpu_s() - busy
                 result = json.loads(out.read_text())
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 runs.setdefault(name, []).append(
@@ -147,7 +142,7 @@ def variants(model_path: str, folder: str, specs: list[str], repeats: int) -> di
                      "command_cpu_ms_per_tile": round(cpu / result["added"] * 1000, 3),
                      "load_before": round(load, 2),
                      # cores other jobs kept busy meanwhile (0 on a quiet machine)
-                     "others_cores": round(max(busy - cpu, 0.0) / wall, 2)})
+                     "others_cores": others.cores})
     return {name: {"tiles_per_s": statistics.median(r["tiles_per_s"] for r in rows),
                    "others_cores_max": max(r["others_cores"] for r in rows),
                    "command_cpu_ms_per_tile": statistics.median(r["command_cpu_ms_per_tile"]
