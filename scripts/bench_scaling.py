@@ -126,7 +126,7 @@ def task_probe(model_path: str, raster: str, n_tiles: int = 256) -> dict:
     with open_for_model(spec, model) as source:
         tiles = tile_grid(source, model.patch_size)[:n_tiles]
     data = package_bytes(model_path)
-    args = (model.fingerprint, model_path, [Part(0, spec, tiles, 0)], 32)
+    args = (model.fingerprint, model_path, model.encoder_used, [Part(0, spec, tiles, 0)], 32)
 
     def timed(run) -> list[float]:
         times = []

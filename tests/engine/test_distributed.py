@@ -154,7 +154,7 @@ def test_a_raster_a_worker_cannot_read_names_the_shared_paths(tiny_model, raster
     missing = SourceSpec("primary", (str(tmp_path / "not_on_this_worker.tif"),),
                          model.primary.bands)
     answers = encode_parts(package_bytes(tiny_model), model.fingerprint, str(tiny_model),
-                           [Part(0, spec, tiles, 0), Part(1, missing, tiles, 0)], 32)
+                           "auto", [Part(0, spec, tiles, 0), Part(1, missing, tiles, 0)], 32)
     (key0, _, values), (key1, _, error) = answers
     assert (key0, key1) == (0, 1) and values.shape == (len(tiles), model.bits + model.latent_dim)
     assert "not_on_this_worker.tif" in error and "same paths" in error

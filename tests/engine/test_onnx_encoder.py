@@ -18,6 +18,7 @@ from mrhash.model.onnx_encoder import INT8_CHECK_AGREEMENT, code_agreement, rela
 from mrhash.model.package import METADATA_KEY, load_model, read_package
 from mrhash.raster.sources import SourceSpec
 from mrhash.raster.tiling import tile_grid
+from mrhash_contract.protocol import FIX_REBUILD
 from safetensors.torch import save
 
 
@@ -169,3 +170,31 @@ def test_encoder_threads_from_the_environment(tiny_model, monkeypatch):
         monkeypatch.setenv("MRHASH_ENCODER_THREADS", bad)
         with pytest.raises(BadInput, match="MRHASH_ENCODER_THREADS"):
             _ = load_model(tiny_model).encoder_used
+
+
+def test_an_index_keeps_one_encoder_precision(tiny_model, tmp_path, eurosat_dir):
+    """An index records what encoded it; int8 codes never join a float index (about 5 % of
+    their bits differ), torch and onnx may extend each other's."""
+    from mrhash.index.build import build_index
+    from mrhash.index.info import index_info
+
+    model_file = tmp_path / "model.safetensors"
+    shutil.copy(tiny_model, model_file)
+    rasters = tmp_path / "rasters"
+    shutil.copytree(eurosat_dir / "Forest", rasters)
+    index = tmp_path / "index"
+    build_index(rasters, model_file, index, model=load_model(model_file).use_encoder("onnx-int8"))
+    built = index_info(index)
+    assert (built["encoder"], built["encoder_precision"]) == ("onnx-int8", "int8")
+
+    shutil.copy(next((eurosat_dir / "River").glob("*.tif")), rasters / "new.tif")
+    with pytest.raises(BadInput, match="--encoder onnx-int8 or --rebuild") as refused:
+        build_index(rasters, model_file, index, model=load_model(model_file))
+    assert refused.value.fix == FIX_REBUILD
+    assert index_info(index)["digest"] == built["digest"]  # nothing written
+
+    build_index(rasters, model_file, index, model=load_model(model_file), rebuild=True)
+    assert index_info(index)["encoder_precision"] == "float"
+    (rasters / "new.tif").rename(rasters / "moved.tif")
+    build_index(rasters, model_file, index, model=load_model(model_file).use_encoder("torch"))
+    assert index_info(index)["encoder"] == "torch"

@@ -114,13 +114,15 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
     # a kept generation of a model is recorded as that model: it finds the generation by the
     # fingerprint, and the index stays registered with the model a training replaces
     recorded_path = str(owner(model_path).resolve())
+    precision = encoder_precision(model.encoder_used)
     if "fingerprint" not in meta:
         folder.store.set_meta({"fingerprint": model.fingerprint, "bits": model.bits,
                                "latent": model.latent_dim,
                                "model_path": recorded_path,
                                "patch_size": model.patch_size, "tile_size": tile_size,
                                "stride": stride, "min_valid": min_valid,
-                               "bands": json.dumps(list(bands) if bands else None)})
+                               "bands": json.dumps(list(bands) if bands else None),
+                               "encoder_precision": precision, "encoder": model.encoder_used})
         register_index(recorded_path, folder.root, model.fingerprint)
         return
     if meta["fingerprint"] != model.fingerprint:
@@ -138,9 +140,26 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
         raise BadInput(f"index was built with bands {_bands_text(index_bands(meta, model))}, "
                        f"not {_bands_text(bands)}; use the same or --rebuild",
                        path=str(folder.root), fix=FIX_REBUILD)
+    # int8 codes differ from float ones in ~5 % of bits (docs/BENCHMARKS.md): one index, one
+    # precision, so a tile's code never depends on which build reached its raster
+    built = meta.get("encoder_precision", "float")  # indexes from before: float encoders
+    if built != precision:
+        raise BadInput(f"index was built with the {built} encoder ({_ENCODER_OF[built]}), "
+                       f"this build encodes with {model.encoder_used}; use --encoder "
+                       f"{_ENCODER_OF[built]} or --rebuild",
+                       path=str(folder.root), fix=FIX_REBUILD)
     # the model file may have moved: remember where it is now
-    folder.store.set_meta({"model_path": recorded_path})
+    folder.store.set_meta({"model_path": recorded_path, "encoder": model.encoder_used})
     register_index(recorded_path, folder.root, model.fingerprint)
+
+
+_ENCODER_OF = {"float": "onnx", "int8": "onnx-int8"}  # a precision -> the encoder giving it
+
+
+def encoder_precision(encoder: str) -> str:
+    """`int8` or `float`: the precision of an encoder's codes (torch and onnx agree on
+    >= 99.9 % of bits, so they may extend each other's indexes)."""
+    return "int8" if encoder == "onnx-int8" else "float"
 
 
 def _bands_text(bands: tuple[int | str, ...] | None) -> str:

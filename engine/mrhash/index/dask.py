@@ -196,7 +196,7 @@ def dask_setup(server: Server) -> None:
 
 
 # -- on the workers ------------------------------------------------------------------------
-_MODELS: dict[str, object] = {}  # fingerprint -> model, per worker process
+_MODELS: dict[tuple[str, str], object] = {}  # (fingerprint, encoder) -> model, per worker
 _SOURCES: dict[tuple, object] = {}  # the rasters a worker read last, kept open (oldest first)
 OPEN_SOURCES = 4  # consecutive blocks of a raster go to the same workers: no re-open each
 
@@ -212,15 +212,16 @@ class Part:
     offset: int
 
 
-def _worker_model(model_bytes: bytes, fingerprint: str, label: str):
-    model = _MODELS.get(fingerprint)
+def _worker_model(model_bytes: bytes, fingerprint: str, label: str, encoder: str):
+    model = _MODELS.get((fingerprint, encoder))
     if model is None:
         import torch
 
 
         torch.set_num_threads(int(os.environ.get("MRHASH_THREADS") or 0) or _cores_per_task())
         _restore_malloc()
-        model = _MODELS.setdefault(fingerprint, model_from_bytes(model_bytes, label))
+        model = _MODELS.setdefault((fingerprint, encoder),
+                                   model_from_bytes(model_bytes, label).use_encoder(encoder))
     return model
 
 
@@ -253,12 +254,12 @@ def _cores_per_task() -> int:
     return max((os.cpu_count() or 1) // max(tasks, 1), 1)
 
 
-def encode_parts(model_bytes: bytes, fingerprint: str, label: str, parts: list[Part],
-                 batch_size: int) -> list[tuple[int, int, np.ndarray | str]]:
+def encode_parts(model_bytes: bytes, fingerprint: str, label: str, encoder: str,
+                 parts: list[Part], batch_size: int) -> list[tuple[int, int, np.ndarray | str]]:
     """A task: (key, offset, embeddings float32 [n, bits + latent]) per part, or (key, offset,
     error message) for a raster the worker could not read: a deterministic failure is an
     answer, not a crash for Dask to retry."""
-    model = _worker_model(model_bytes, fingerprint, label)
+    model = _worker_model(model_bytes, fingerprint, label, encoder)
     out: list[tuple[int, int, np.ndarray | str]] = []
     for part in parts:
         path = part.spec.paths[0]
@@ -317,6 +318,8 @@ class DaskRunner:
         self.window = TASKS_PER_WORKER * cluster.n_workers
         self.fingerprint = builder.model.fingerprint
         self.label = str(builder.model.path)
+        # the workers encode as this process would (the index records one precision)
+        self.encoder = builder.model.encoder_used
         # sent once to every worker; tasks carry a reference
         self.model_bytes = cluster.client.scatter(model_bytes, broadcast=True)
         self.pending: dict[int, _Pending] = {}
@@ -350,8 +353,8 @@ class DaskRunner:
     def _send(self) -> None:
         if self.parts:
             self.futures.add(self.cluster.client.submit(
-                encode_parts, self.model_bytes, self.fingerprint, self.label, self.parts,
-                self.builder.batch_size, pure=False))
+                encode_parts, self.model_bytes, self.fingerprint, self.label, self.encoder,
+                self.parts, self.builder.batch_size, pure=False))
             self.parts = []
 
     def _collect(self, wait_below: int) -> list[FileOutcome]:

@@ -29,6 +29,9 @@ def index_info(index_dir: str | Path) -> dict:
             "tile_size": int(meta["tile_size"]) if "tile_size" in meta else None,
             "stride": int(meta["stride"]) if "stride" in meta else None,
             "bands": json.loads(meta.get("bands") or "null"),
+            # what encoded the last build; indexes from before recorded none
+            "encoder": meta.get("encoder"),
+            "encoder_precision": meta.get("encoder_precision", "float"),
             "rasters": rasters["done"],
             "rasters_unfinished": rasters["partial"],
             "generation": store.generation,
