@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,10 @@ def test_an_index_keeps_one_encoder_precision(tiny_model, tmp_path, eurosat_dir)
     """An index records what encoded it; int8 codes never join a float index (about 5 % of
     their bits differ), torch and onnx may extend each other's."""
     from mrhash.index.build import build_index
+    from mrhash.index.folder import IndexFolder
     from mrhash.index.info import index_info
+    from mrhash.search.searcher import Searcher
+    from mrhash_contract.protocol import QueryRequest
 
     model_file = tmp_path / "model.safetensors"
     shutil.copy(tiny_model, model_file)
@@ -186,6 +190,19 @@ def test_an_index_keeps_one_encoder_precision(tiny_model, tmp_path, eurosat_dir)
     build_index(rasters, model_file, index, model=load_model(model_file).use_encoder("onnx-int8"))
     built = index_info(index)
     assert (built["encoder"], built["encoder_precision"]) == ("onnx-int8", "int8")
+    # a float worker's model queries it with int8 codes: a tile's centre finds that tile
+    searcher = Searcher(index)
+    try:
+        searcher.use_model(load_model(model_file))
+        assert searcher.model.encoder_used == "onnx-int8"
+        with closing(IndexFolder(index, read_only=True)) as folder:
+            tile = folder.store.tiles([3])[3]
+        minx, miny, maxx, maxy = tile.bounds
+        found = searcher.search(QueryRequest(point=((minx + maxx) / 2, (miny + maxy) / 2),
+                                             crs=tile.crs, k=5))
+        assert found["query"]["code"] == tile.code.hex()
+    finally:
+        searcher.close()
 
     shutil.copy(next((eurosat_dir / "River").glob("*.tif")), rasters / "new.tif")
     with pytest.raises(BadInput, match="--encoder onnx-int8 or --rebuild") as refused:

@@ -39,6 +39,7 @@ from mrhash.jobs import JobControl
 from mrhash.log import log
 from mrhash.model.config import BUILD_RANGES, check_range
 from mrhash.model.history import model_file, owner, register_index
+from mrhash.model.onnx_encoder import ENCODER_OF_PRECISION, encoder_precision
 from mrhash.model.package import load_model, package_bytes
 from mrhash.raster.sources import (
     RASTER_EXTENSIONS,
@@ -140,26 +141,16 @@ def _check_settings(folder: IndexFolder, model, tile_size: int, stride: int,
         raise BadInput(f"index was built with bands {_bands_text(index_bands(meta, model))}, "
                        f"not {_bands_text(bands)}; use the same or --rebuild",
                        path=str(folder.root), fix=FIX_REBUILD)
-    # int8 codes differ from float ones in ~5 % of bits (docs/BENCHMARKS.md): one index, one
-    # precision, so a tile's code never depends on which build reached its raster
+    # one index, one precision: a tile's code never depends on which build reached its raster
     built = meta.get("encoder_precision", "float")  # indexes from before: float encoders
     if built != precision:
-        raise BadInput(f"index was built with the {built} encoder ({_ENCODER_OF[built]}), "
-                       f"this build encodes with {model.encoder_used}; use --encoder "
-                       f"{_ENCODER_OF[built]} or --rebuild",
-                       path=str(folder.root), fix=FIX_REBUILD)
+        wanted = ENCODER_OF_PRECISION[built].replace("auto", "onnx")
+        raise BadInput(f"index was built with the {built} encoder ({wanted}), this build "
+                       f"encodes with {model.encoder_used}; use --encoder {wanted} or "
+                       "--rebuild", path=str(folder.root), fix=FIX_REBUILD)
     # the model file may have moved: remember where it is now
     folder.store.set_meta({"model_path": recorded_path, "encoder": model.encoder_used})
     register_index(recorded_path, folder.root, model.fingerprint)
-
-
-_ENCODER_OF = {"float": "onnx", "int8": "onnx-int8"}  # a precision -> the encoder giving it
-
-
-def encoder_precision(encoder: str) -> str:
-    """`int8` or `float`: the precision of an encoder's codes (torch and onnx agree on
-    >= 99.9 % of bits, so they may extend each other's indexes)."""
-    return "int8" if encoder == "onnx-int8" else "float"
 
 
 def _bands_text(bands: tuple[int | str, ...] | None) -> str:

@@ -37,6 +37,9 @@ ENCODER_HELP = ("what encodes on a CPU: auto (the compiled ONNX encoder, torch w
                 "equal to torch's, so query with the encoder the index was built with) or "
                 "torch (for comparisons); CUDA runs torch")
 PRECISIONS = {"onnx": "fp32", "onnx-int8": "int8"}  # encoder choice -> graph precision
+# the precision an index records (one per index: int8 codes differ from float ones in ~5 %
+# of bits) -> the encoder that gives it; torch and onnx agree on >= 99.9 % of bits
+ENCODER_OF_PRECISION = {"float": "auto", "int8": "onnx-int8"}
 FORMAT = "1"  # bump when the exported graph changes: older cache files are rebuilt
 OPSET = 17
 CHECK_TOLERANCE = 1e-3  # largest onnx - torch difference, relative (`relative_difference`)
@@ -46,6 +49,11 @@ CHECK_TOLERANCE = 1e-3  # largest onnx - torch difference, relative (`relative_d
 INT8_CHECK_AGREEMENT = 0.75
 CALIBRATION_PATCHES = 64
 INPUT, OUTPUT = "x01", "embedding"
+
+
+def encoder_precision(encoder: str) -> str:
+    """`int8` or `float`: the precision of the codes an encoder choice gives."""
+    return "int8" if encoder == "onnx-int8" else "float"
 
 
 class EncoderUnavailable(Exception):

@@ -10,6 +10,7 @@ absent in format 1, whose packages still load and give codes-only embeddings).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -94,6 +95,15 @@ class HashModel:
         self.encoder = name
         self._compiled = None
         return self
+
+    def with_encoder(self, name: str) -> HashModel:
+        """This model encoding with `name` (see `use_encoder`), its network shared, not
+        copied: what an index of another precision than the worker's encoder queries with."""
+        if name == self.encoder:
+            return self
+        twin = copy.copy(self)
+        twin._compiled_lock = threading.Lock()
+        return twin.use_encoder(name)
 
     @property
     def encoder_used(self) -> str:

@@ -32,6 +32,7 @@ from mrhash.index.thumbnail_store import ThumbnailReader
 from mrhash.index.thumbnails import display_bands, query_thumbnail, thumbnail
 from mrhash.log import log
 from mrhash.model import history as model_history
+from mrhash.model.onnx_encoder import ENCODER_OF_PRECISION, encoder_precision
 from mrhash.model.package import load_model, pack_codes, read_card
 from mrhash.raster.bandinfo import query_bands
 from mrhash.raster.geometry import (
@@ -180,7 +181,12 @@ class Searcher:
                 path=str(self.folder.root), fix=FIX_REBUILD)
 
     def use_model(self, model) -> None:
+        """Encode queries with `model`, at the precision the index was built with (an int8
+        index's queries are int8 codes too, whatever the worker's encoder)."""
         self._check_fingerprint(model.fingerprint)
+        precision = self._meta.get("encoder_precision", "float")
+        if encoder_precision(model.encoder) != precision:
+            model = model.with_encoder(ENCODER_OF_PRECISION[precision])
         self._model = model
 
     @property
