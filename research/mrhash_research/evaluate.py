@@ -369,7 +369,7 @@ def evaluate_dataset(dataset: str | Path, bits: Sequence[int], methods: Sequence
     return {"results": aggregate(rows), "n_images": len(paths), "seeds": seeds,
             "seconds": round(time.monotonic() - started, 2), "timings": timings,
             "dataset": str(dataset),
-            "train": {**base.params(), "aux_bands": [list(a) for a in aux_bands],
+            "train": {**base.values(), "aux_bands": [list(a) for a in aux_bands],
                       "primary_bands": list(primary_bands)},
             "ties": "expected value over random order within equal distances",
             "sd": "sample standard deviation (ddof = 1) over seeds",

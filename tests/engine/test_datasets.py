@@ -83,7 +83,7 @@ def test_an_unreadable_collection_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_worker_train_request_with_a_sar_folder(bigearthnet_dir: Path, tmp_path: Path) -> None:
     """The plugin's wizard sends folders; a folder of SAR patches becomes one collection."""
-    from mrhash.app.worker import train_config
+    from mrhash.model.train import train_config
     from mrhash_contract.protocol import TrainRequest
 
     config = train_config(TrainRequest.from_params({

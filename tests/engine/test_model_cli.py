@@ -62,3 +62,58 @@ def test_cli_input_errors(small_folder: Path, tmp_path: Path) -> None:
         with pytest.raises(BadInput, match="no CUDA"):
             _run([*base, "--device", "cuda"])
     assert not (tmp_path / "m.st").exists()
+
+
+class _Reached(Exception):
+    """Raised by the stand-in of train.train_request: the request it was called with."""
+
+
+def _reached(monkeypatch, run) -> object:
+    """The TrainRequest `run()` hands to model.train.train_request (which is not run)."""
+    from mrhash.model import train
+
+    def stand_in(request, job=None):
+        raise _Reached(request)
+
+    monkeypatch.setattr(train, "train_request", stand_in)
+    with pytest.raises(_Reached) as reached:
+        run()
+    return reached.value.args[0]
+
+
+def test_the_cli_and_the_worker_reach_the_same_training(small_folder: Path, eurosat_dir: Path,
+                                                        tmp_path: Path, monkeypatch) -> None:
+    """`mrhash train` and the worker's `train` turn equivalent inputs into the same
+    TrainRequest for the same engine function; the CLI's `NAME=a.tif,b.tif` is a stacked
+    entry: one auxiliary raster of both files' bands."""
+    import io
+
+    from mrhash.app.worker import Worker
+    from mrhash.jobs import JobControl
+    from mrhash.model.train import train_config
+
+    a, b = (str(p) for p in sorted((eurosat_dir / "Forest").glob("*.tif"))[:2])
+    sar, output = eurosat_dir / "River", str(tmp_path / "m.safetensors")
+    stac, dates = "https://x.org/stac/v1/collections/s2", "2020-04-01/2020-09-30"
+    cli = _reached(monkeypatch, lambda: _run([
+        "train", "--primary", str(small_folder), "--primary-bands", "4,3,2", "--rgb", "1,2,3",
+        "--aux", "nir=8", "--aux-source", f"sar={sar}", "--aux-source", f"swir={a},{b}@11,12",
+        "--aux-source", f"s2={stac}@B05,B8A", "--aux-date", dates, "--bits", "32",
+        "--clusters", "3", "--epochs", "2", "--lr", "0.01", "--device", "cpu",
+        "--output", output]))
+    params = {"output": output, "primary": {"folder": str(small_folder), "bands": [4, 3, 2]},
+              "aux_bands": [{"name": "nir", "bands": [8]}], "aux_date": dates,
+              "auxiliary": [{"name": "sar", "folder": str(sar)},
+                            {"name": "swir", "paths": [a, b], "bands": [11, 12],
+                             "stacked": True},
+                            {"name": "s2", "stac": stac, "assets": ["B05", "B8A"]}],
+              "rgb": [0, 1, 2], "bits": 32, "clusters": 3, "epochs": 2, "lr": 0.01,
+              "device": "cpu"}
+    worker = _reached(monkeypatch, lambda: Worker(io.StringIO(), "cpu")._run_train(
+        params, JobControl()))
+    assert cli == worker
+    config = train_config(cli)
+    swir = [spec for spec in config.auxiliary if spec.name == "swir"]
+    assert [(s.paths, s.bands) for s in swir] == [((a, b), (11, 12))]
+    assert {s.name for s in config.auxiliary} == {"sar", "swir", "s2"}
+    assert (config.bits, config.epochs, config.lr, config.rgb) == (32, 2, 0.01, (0, 1, 2))

@@ -24,7 +24,7 @@ from mrhash.app.cli import main
 from mrhash.errors import BadInput
 from mrhash.fileio import exclusive_lock
 from mrhash.index.export import export_index
-from mrhash.model.datasets import remote_aux_spec, specs_from_paths
+from mrhash.model.datasets import remote_entry, remote_spec, specs_from_paths
 from mrhash.raster.pull_cache import MARKER, cache_report, prefetch
 from mrhash.remote.access import HttpSettings, RemoteOptions
 from test_index_support import THREADS_ENV, indexed_folder, tiny_model_path
@@ -183,7 +183,7 @@ def pulled(tmp_path, eurosat_dir):
         mine.mkdir()
         (mine / "precious.txt").write_text("years of work\n")
         for cache in (mine, made):
-            spec = remote_aux_spec("aux", f"{server.url}/aux.tif@1,2",
+            spec = remote_spec(remote_entry("aux", f"{server.url}/aux.tif@1,2"),
                                    RemoteOptions("raster", cache_dir=str(cache), http=FAST))
             stats = prefetch(specs_from_paths([str(raster)]), [spec])
             assert stats.pulled == 1 and stats.bytes > 0

@@ -24,6 +24,7 @@ from mrhash_contract.protocol import (
     RequestError,
     ScanRequest,
     SourceEntry,
+    TrainOptions,
     TrainRequest,
 )
 
@@ -45,9 +46,11 @@ ROUND_TRIPS = [
     TrainRequest("/m/model.safetensors", SourceEntry.local(["/d/a.tif", "/d/b.tif"], [4, 3, 2]),
                  [SourceEntry(name="s2", stac="https://x.org/stac", assets=["B05"],
                               max_cloud=20.0),
-                  SourceEntry(name="web", url="https://tiles.x.org/{z}/{x}/{y}.png", bands=[1])],
+                  SourceEntry(name="web", url="https://tiles.x.org/{z}/{x}/{y}.png", bands=[1]),
+                  SourceEntry(name="swir", paths=["/d/b11.tif", "/d/b12.tif"], stacked=True)],
                  [("nir", [8])], "2021-01-01/2021-12-31", 30.0, "/cache",
-                 {"bits": 32, "clusters": 10, "rgb": [0, 1, 2]}),
+                 TrainOptions(bits=32, clusters=10, rgb=(0, 1, 2))),
+    TrainRequest("/m/model.safetensors", SourceEntry(folder="/d/scenes")),
     MapRequest([Example(tile=3, relevant=True), Example(point=(10.0, 50.0), raster="/d/a.tif",
                                                         bands=[1, 1, 1], relevant=True),
                 Example(tile=9, relevant=False)], "/m/index", "/out/map.gpkg",
@@ -91,6 +94,66 @@ def test_wrong_values_name_the_parameter(cls, params, message):
     with pytest.raises(RequestError, match=message) as raised:
         cls.from_params(params)
     assert isinstance(user_error(raised.value), BadInput)  # reaches users as bad_input
+
+
+# every option set to a value other than its default (each of its own type)
+ALL_OPTIONS = TrainOptions(
+    rgb=(3, 2, 1), bits=128, clusters=9, latent_dim=32, patch_size=48, stride=24,
+    input_size=96, trainable_blocks=2, epochs=3, ae_epochs=0, max_steps=50, max_samples=500,
+    batch_size=16, lr=0.01, backbone_lr=0.002, lr_step=2, lr_gamma=0.9, recon_weight=0.5,
+    stats_weight=2.0, alpha=0.5, views=4, augment_ae=False, consistency_weight=0.0,
+    contrastive_weight=0.1, similarity_weight=0.0, kmeans_restarts=2, kmeans_select="agreement",
+    heads=3, head_step=0, seed=7, device="cpu", backbone="other-net",
+    backbone_weights="/w/lite0.pt")
+
+
+def test_train_options_are_flat_in_the_params_and_come_back_typed():
+    assert ALL_OPTIONS.values().keys() == ALL_OPTIONS.to_params().keys()  # all not default
+    request = TrainRequest("/m/m.safetensors", SourceEntry(folder="/d"), options=ALL_OPTIONS)
+    params = json.loads(json.dumps(request.to_params()))
+    assert params["epochs"] == 3 and params["rgb"] == [3, 2, 1] and "options" not in params
+    assert TrainRequest.from_params(params) == request
+    # what clients sent before: options beside the sources, defaults left out, None = default
+    read = TrainRequest.from_params({"output": "m", "primary": {"folder": "p"}, "bits": 32,
+                                     "lr": 1, "stride": None, "rgb": [0, 1, 2]})
+    assert read.options == TrainOptions(bits=32, lr=1.0, rgb=(0, 1, 2))
+    assert isinstance(read.options.lr, float) and TrainOptions().to_params() == {}
+    ALL_OPTIONS.check()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": "1"}, "train option epochs must be a whole number, got '1'"),
+    ({"bits": 16.0}, "train option bits must be a whole number"),
+    ({"bits": 24}, r"train option bits must be one of \(16, 32, 64, 128\), got 24"),
+    ({"augment_ae": "false"}, "train option augment_ae must be true or false"),
+    ({"rgb": [0, 1]}, "train option rgb must be three whole numbers"),
+    ({"device": ["cpu"]}, "train option device must be a string"),
+    ({"stride": 0}, "train option stride must be between 1 and 8192, got 0"),
+    ({"trainable_blocks": 1000}, "trainable_blocks must be between 0 and 64, got 1000"),
+    ({"clusters": 1}, "train option clusters must be >= 2"),
+    ({"views": 9}, "train option views must be 1..8"),
+    ({"input_size": 100}, "train option input_size must be a multiple of 32"),
+    ({"lr": 0}, "train option lr must be a positive number, got 0.0"),
+    ({"alpha": -1}, "train option alpha must be a number >= 0"),
+    ({"lr_gamma": 2}, r"train option lr_gamma must be a number in \(0, 1\]"),
+    ({"kmeans_select": "labels"}, "train option kmeans_select must be one of inertia"),
+    ({"colour": 1, "epochs": 2}, "unknown train options: colour"),
+    ({"options": {"epochs": 2}}, "unknown train options: options"),
+])
+def test_a_wrong_train_option_is_named(options, message):
+    with pytest.raises(RequestError, match=message) as raised:
+        TrainRequest.from_params({"output": "m", "primary": {"folder": "p"}, **options})
+    assert isinstance(user_error(raised.value), BadInput)
+    if "unknown" not in message:  # the same check for options built in-process
+        with pytest.raises(RequestError, match=message):
+            TrainOptions(**options).check()
+
+
+def test_a_stacked_source_entry_needs_paths():
+    with pytest.raises(RequestError, match="stacked says how paths are read"):
+        SourceEntry.from_params({"folder": "/d", "stacked": True}, "auxiliary[0]")
+    with pytest.raises(RequestError, match="stacked must be true or false"):
+        SourceEntry.from_params({"paths": ["/d/a.tif"], "stacked": "yes"}, "auxiliary[0]")
 
 
 def test_validation_and_the_bare_epsg_code():

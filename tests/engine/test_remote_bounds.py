@@ -16,7 +16,7 @@ from pathlib import Path
 
 import loopback_http as lh
 import pytest
-from mrhash.model.datasets import remote_aux_spec, specs_from_paths
+from mrhash.model.datasets import remote_entry, remote_spec, specs_from_paths
 from mrhash.raster.pull_cache import prefetch
 from mrhash.remote.access import HttpSettings, RemoteError, RemoteOptions
 from mrhash.remote.stac import CrawlLimits, StacSearch, find_items
@@ -141,7 +141,7 @@ def test_the_pull_cache_never_copies_a_local_file_a_remote_item_names(server, pr
     local = f"file://{precious}/precious.tif"
     url = write(server, "stac/items.json", page([item("it", local)], None))
     cache = tmp_path / "cache"
-    spec = remote_aux_spec("s2", f"{url}@B05", RemoteOptions("stac", cache_dir=str(cache),
+    spec = remote_spec(remote_entry("s2", f"{url}@B05"), RemoteOptions("stac", cache_dir=str(cache),
                                                             http=FAST))
     primary = specs_from_paths([str(sorted((eurosat_dir / "Forest").glob("*.tif"))[0])])
     before = digest(precious / "precious.tif")
@@ -212,7 +212,7 @@ def test_a_get_only_server_is_not_reported_as_http_405(server, monkeypatch, tmp_
     primary = specs_from_paths([str(sorted((eurosat_dir / "Forest").glob("*.tif"))[0])])
     for name, fragment in (("broken.tif", "not a readable remote raster"),
                            ("missing.tif", "HTTP 404")):
-        spec = remote_aux_spec("aux", f"{server.url}/{name}", RemoteOptions(
+        spec = remote_spec(remote_entry("aux", f"{server.url}/{name}"), RemoteOptions(
             "raster", cache_dir=str(tmp_path / "cache"), http=FAST))
         started = time.monotonic()
         with pytest.raises(RemoteError) as caught:
@@ -243,7 +243,8 @@ def vrt_of(raster: Path, source: str, relative: bool = False) -> str:
 
 
 def pull_vrt(url: str, primary: Path, cache: Path) -> None:
-    spec = remote_aux_spec("vrt", url, RemoteOptions("raster", cache_dir=str(cache), http=FAST))
+    spec = remote_spec(remote_entry("vrt", url),
+                       RemoteOptions("raster", cache_dir=str(cache), http=FAST))
     prefetch(specs_from_paths([str(primary)]), [spec])
 
 

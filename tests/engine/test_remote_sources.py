@@ -16,12 +16,17 @@ import loopback_http as lh
 import numpy as np
 import pytest
 from mrhash.app.cli import main
-from mrhash.app.worker import train_config
 from mrhash.errors import BadInput, Cancelled, MrHashError
 from mrhash.jobs import JobControl
-from mrhash.model.datasets import RasterSamples, remote_aux_spec, specs_from_paths
+from mrhash.model.datasets import (
+    RasterSamples,
+    auxiliary_specs,
+    remote_entry,
+    remote_spec,
+    specs_from_paths,
+)
 from mrhash.model.package import load_model
-from mrhash.model.train import TrainConfig, train_model, train_pulling
+from mrhash.model.train import TrainConfig, train_config, train_model, train_pulling
 from mrhash.raster.pull_cache import MARKER, RemotePuller, cache_report, prefetch
 from mrhash.raster.sources import SourceSpec, open_source
 from mrhash.remote.access import (
@@ -68,7 +73,7 @@ def server(remote_data):
 
 def _stac(server: lh.LoopbackServer, cache: Path, http: HttpSettings = HttpSettings(),
           assets: str = "B05,B8A,B11", path: str = "/stac/collection.json") -> SourceSpec:
-    spec = remote_aux_spec("s2", f"{server.url}{path}@{assets}",
+    spec = remote_spec(remote_entry("s2", f"{server.url}{path}@{assets}"),
                            RemoteOptions("stac", date=DATES, max_cloud=CLOUD,
                                          cache_dir=str(cache), http=http))
     assert spec is not None and spec.remote.kind == "stac"
@@ -94,12 +99,12 @@ def test_source_texts_are_told_apart() -> None:
     assert guess_kind("https://x.org/stac/v1/collections/sentinel-2-l2a") == "stac"
     assert guess_kind("stac+https://x.org/api/scene.tif") == "stac"
     assert guess_kind("WMTS:https://x.org/wmts?SERVICE=WMTS,layer=a") == "raster"
-    spec = remote_aux_spec("s2", "https://user:pw@x.org/collections/s2@B05,B8A")
+    spec = remote_spec(remote_entry("s2", "https://user:pw@x.org/collections/s2@B05,B8A"))
     assert spec.paths == ("https://user:pw@x.org/collections/s2",) and spec.bands == ("B05",
                                                                                        "B8A")
-    assert remote_aux_spec("local", "/data/s2/") is None
+    assert remote_entry("local", "/data/s2/") is None
     with pytest.raises(MrHashError, match="needs its assets"):
-        remote_aux_spec("s2", "https://x.org/collections/s2")
+        remote_entry("s2", "https://x.org/collections/s2")
     assert DateRange.parse("2021-06-01/..").contains("2021-07-01T00:00:00Z")
     assert not DateRange.parse("2021-06-01/2021-06-30").contains("2021-07-01T00:00:00Z")
     with pytest.raises(MrHashError, match="ends before"):
@@ -200,8 +205,8 @@ def test_cog_url_and_xyz_tiles_train(server, remote_data, tmp_path) -> None:
     through a GDAL WMS (TMS) description, as a QGIS XYZ layer holds it."""
     cog = remote_data.items["s2_cloudy"][0].relative_to(remote_data.root)
     defaults = RemoteOptions("raster", cache_dir=str(tmp_path / "cache"))
-    specs = (remote_aux_spec("b05", f"{server.url}/{cog}", defaults),
-             remote_aux_spec("web", lh.tms_xml(server.url), defaults))
+    specs = (remote_spec(remote_entry("b05", f"{server.url}/{cog}"), defaults),
+             remote_spec(remote_entry("web", lh.tms_xml(server.url)), defaults))
     assert [s.remote.kind for s in specs] == ["raster", "raster"]
     config = TrainConfig(primary=_primaries(remote_data, uncovered=False), auxiliary=specs,
                          output=str(tmp_path / "m.safetensors"), **TRAIN)
@@ -233,19 +238,19 @@ def test_errors_name_the_url(server, remote_data, tmp_path) -> None:
     with pytest.raises(AssetMissing, match=r"s2_west.*no asset 'B99'.*B05, B11, B8A"):
         prefetch(primary, [_stac(server, cache, assets="B05,B99")])
     # a COG that is not there, through /vsicurl/
-    missing = remote_aux_spec("b05", f"{server.url}/cogs/none.tif",
+    missing = remote_spec(remote_entry("b05", f"{server.url}/cogs/none.tif"),
                               RemoteOptions("raster", cache_dir=str(cache), http=FAST))
     with pytest.raises(RemoteNotFound, match=r"none\.tif"):
         prefetch(primary, [missing])
     # an XYZ tile the server does not have (the uncovered raster is outside the tile set)
-    web = remote_aux_spec("web", lh.tms_xml(server.url),
+    web = remote_spec(remote_entry("web", lh.tms_xml(server.url)),
                           RemoteOptions("raster", cache_dir=str(cache), http=FAST))
     with pytest.raises(RemoteNotFound, match=r"/xyz/\$\{z\}/\$\{x\}/\$\{y\}\.png: HTTP 404"):
         prefetch(_primaries(remote_data)[-1:], [web])
     # a COG whose bytes need credentials
     server.failures["/cogs/"] = 403
     cog = remote_data.items["s2_west"][0].relative_to(remote_data.root)
-    guarded = remote_aux_spec("b05", f"{server.url}/{cog}",
+    guarded = remote_spec(remote_entry("b05", f"{server.url}/{cog}"),
                               RemoteOptions("raster", cache_dir=str(cache), http=FAST))
     with pytest.raises(RemoteAuthRequired, match="403"):
         prefetch(primary, [guarded])
@@ -319,9 +324,7 @@ def test_worker_train_params_for_remote_sources(tmp_path) -> None:
         train_config(request)
     except MrHashError as error:  # the primary does not exist: only the aux specs matter
         assert "a.tif" in error.message
-    from mrhash.app.worker import _specs
-
-    stac, web, b8 = (_specs(e, "x", request)[0] for e in request.auxiliary)
+    stac, web, b8 = auxiliary_specs(request)
     assert stac.remote.kind == "stac" and stac.bands == ("B05", "B11")
     assert (stac.remote.date, stac.remote.max_cloud) == (DATES, 30.0)
     assert stac.remote.cache_dir == f"{params['output']}.pull-cache"

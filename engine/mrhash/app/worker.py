@@ -40,7 +40,6 @@ from mrhash_contract.protocol import (
     QueryRequest,
     RefineRequest,
     ScanRequest,
-    SourceEntry,
     StacItemsRequest,
     TilesRequest,
     TrainRequest,
@@ -109,56 +108,6 @@ def protocol_stdout() -> TextIO:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return stream
-
-
-def _remote_spec(entry: SourceEntry, name: str, request: TrainRequest):
-    """The spec of a remote auxiliary entry; the request's aux_date / aux_max_cloud /
-    pull_cache are the defaults of its date, max_cloud and cache."""
-    from mrhash.raster.pull_cache import default_cache_dir
-    from mrhash.raster.sources import SourceSpec
-    from mrhash.remote.access import RemoteOptions
-    from mrhash.remote.kinds import kind_of
-
-    text = str(entry.stac or entry.url)
-    kind = kind_of("stac+" + text if entry.stac else text)  # the entry says which it is
-    bands = entry.assets if kind.searches else entry.bands
-    cloud = entry.max_cloud if entry.max_cloud is not None else request.aux_max_cloud
-    options = RemoteOptions(
-        kind.name, entry.collection,
-        (entry.date or request.aux_date) if kind.searches else None,
-        float(cloud) if cloud is not None and kind.searches else None,
-        request.pull_cache or default_cache_dir(request.output))
-    return SourceSpec(entry.name or name, (text,), tuple(bands) if bands else None, options)
-
-
-def _specs(entry: SourceEntry, name: str, request: TrainRequest | None = None) -> list:
-    """Source specs of a train request's source entry (a remote one only as auxiliary)."""
-    from mrhash.model.datasets import specs_from_paths
-
-    if entry.remote:
-        if request is None:
-            raise BadInput("the primary must be local rasters (paths or a folder); remote "
-                           "sources are auxiliary only", path=entry.url or entry.stac)
-        return [_remote_spec(entry, name, request)]
-    return specs_from_paths(entry.paths or [str(entry.folder)], entry.bands, entry.name or name)
-
-
-def train_config(request: TrainRequest):
-    """TrainConfig of a `train` request: its source entries become source specs; its options
-    are TrainConfig fields by name (bits, clusters, epochs, patch_size, ...)."""
-    from mrhash.model.config import check_remote_defaults
-    from mrhash.model.train import TrainConfig
-
-    values = TrainConfig.typed_options(request.options)  # epochs "1" is refused, not trained
-    check_remote_defaults(request.aux_date, request.aux_max_cloud,
-                          any(entry.stac for entry in request.auxiliary))
-    auxiliary = []
-    for i, entry in enumerate(request.auxiliary):
-        auxiliary += _specs(entry, f"aux{i + 1}", request)
-    return TrainConfig(primary=tuple(_specs(request.primary, "primary")),
-                       output=request.output, auxiliary=tuple(auxiliary),
-                       aux_bands=tuple((name, tuple(bands)) for name, bands in request.aux_bands),
-                       **values)
 
 
 def _reject_constant(name: str) -> None:
@@ -342,12 +291,12 @@ class Worker:
         return scan(ScanRequest.from_params(params).folder, job)
 
     def _run_train(self, params: dict, job: JobControl) -> dict:
-        from mrhash.model.train import train_pulling
+        from mrhash.model.train import train_request
 
-        config = train_config(TrainRequest.from_params(params))
-        if config.device == "auto":
-            config.device = self.device.type
-        result, pulled = train_pulling(config, job)
+        request = TrainRequest.from_params(params)
+        if request.options.device == "auto":  # `mrhash serve --device` chose for its jobs
+            request.options.device = self.device.type
+        result, pulled = train_request(request, job)
         return {**result.to_dict(), **({"pull": pulled.to_dict()} if pulled else {})}
 
     def _run_stac_items(self, params: dict, job: JobControl) -> dict:

@@ -1,3 +1,3 @@
 """Patches to codes: the backbones, the MrHash networks, pseudo multi-labels, the training
-configuration and datasets, training itself (its entry point, `train.train_pulling`), the
+configuration and datasets, training itself (its entry point, `train.train_request`), the
 model package on disk with its history, and the compiled CPU encoder."""

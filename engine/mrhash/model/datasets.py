@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from mrhash_contract.protocol import SourceEntry, TrainRequest
 
 from mrhash.errors import BadInput
+from mrhash.model.config import check_remote_defaults
 from mrhash.raster.coreg import MultiSourceReader
-from mrhash.raster.pull_cache import PullStats, RemotePuller, ensure_cache, remote_specs, stats_of
+from mrhash.raster.pull_cache import (
+    PullStats,
+    RemotePuller,
+    default_cache_dir,
+    ensure_cache,
+    remote_specs,
+    stats_of,
+)
 from mrhash.raster.sources import (
     Source,
     SourceSpec,
@@ -261,13 +270,12 @@ class RasterSamples:
                 for items in per_source]
 
 
-def remote_aux_spec(name: str, text: str, defaults: RemoteOptions | None = None
-                    ) -> SourceSpec | None:
-    """A remote auxiliary source from `--aux-source NAME=TEXT` (None when TEXT is local):
+def remote_entry(name: str, text: str) -> SourceEntry | None:
+    """The source entry of `--aux-source NAME=TEXT` when TEXT is remote (None when local):
     `URL[@BANDS]` (a COG or any GDAL raster by http(s)/s3 URL or /vsicurl/ path), a GDAL
     web-service description (WMS driver XML inline or as a .xml file, `WMTS:…`, `WCS:…`) or a
     STAC URL with its assets, `URL@B05,B8A,B11` (`stac+URL` says STAC when the guess from the
-    URL would not). `defaults` carry the date range, cloud limit and cache folder."""
+    URL would not)."""
     if not is_remote(text):
         return None
     head, sep, tail = text.rpartition("@")
@@ -277,15 +285,58 @@ def remote_aux_spec(name: str, text: str, defaults: RemoteOptions | None = None
     else:
         bands = ()
     kind = kind_of(text)
-    base = defaults or RemoteOptions(kind.name)
-    options = RemoteOptions(kind.name, base.collection, base.date if kind.searches else None,
-                            base.max_cloud if kind.searches else None, base.cache_dir,
-                            base.http)
-    parsed = kind.band_list(bands)
-    if kind.searches and not parsed:
+    parsed = list(kind.band_list(bands)) or None
+    if not kind.searches:
+        return SourceEntry(name, url=text, bands=parsed)
+    if not parsed:
         raise BadInput(f"--aux-source {name}: a STAC source needs its assets, e.g. "
                        f"{name}={text}@B05,B8A,B11", path=text)
-    return SourceSpec(name, (text,), parsed or None, options)
+    return SourceEntry(name, stac=text, assets=[str(asset) for asset in parsed])
+
+
+def remote_spec(entry: SourceEntry, defaults: RemoteOptions | None = None) -> SourceSpec:
+    """The spec of a remote source entry; `defaults` carry the date range and cloud limit of
+    a STAC entry that sets none, the cache folder and the HTTP settings."""
+    text = str(entry.stac or entry.url)
+    kind = kind_of("stac+" + text if entry.stac else text)  # the entry says which it is
+    base = defaults or RemoteOptions(kind.name)
+    cloud = entry.max_cloud if entry.max_cloud is not None else base.max_cloud
+    options = RemoteOptions(
+        kind.name, entry.collection or base.collection,
+        (entry.date or base.date) if kind.searches else None,
+        float(cloud) if cloud is not None and kind.searches else None, base.cache_dir,
+        base.http)
+    bands = entry.assets if kind.searches else entry.bands
+    return SourceSpec(entry.name or "auxiliary", (text,), tuple(bands) if bands else None,
+                      options)
+
+
+def entry_specs(entry: SourceEntry, name: str, remote: RemoteOptions | None = None
+                ) -> list[SourceSpec]:
+    """The source specs of a train request's entry, named `name` unless it names itself:
+    a folder's rasters, its paths' (one raster of them all when `stacked`), or its remote
+    source with the `remote` defaults (None: the primary, which must be local)."""
+    label = entry.name or name
+    if entry.remote:
+        if remote is None:
+            raise BadInput("the primary must be local rasters (paths or a folder); remote "
+                           "sources are auxiliary only", path=entry.url or entry.stac)
+        return [remote_spec(replace(entry, name=label), remote)]
+    if entry.stacked:
+        return aux_source_specs(label, entry.paths or [], entry.bands)
+    return specs_from_paths(entry.paths or [str(entry.folder)], entry.bands, label)
+
+
+def auxiliary_specs(request: TrainRequest) -> list[SourceSpec]:
+    """The specs of a train request's auxiliary entries (aux1, aux2, ... where unnamed);
+    remote ones default to the request's aux_date, aux_max_cloud and pull_cache (else the
+    cache beside the model)."""
+    check_remote_defaults(request.aux_date, request.aux_max_cloud,
+                          any(entry.stac for entry in request.auxiliary))
+    remote = RemoteOptions("stac", date=request.aux_date, max_cloud=request.aux_max_cloud,
+                           cache_dir=request.pull_cache or default_cache_dir(request.output))
+    return [spec for i, entry in enumerate(request.auxiliary, 1)
+            for spec in entry_specs(entry, f"aux{i}", remote)]
 
 
 def encode_samples(model, samples, batch: int = 256) -> np.ndarray:

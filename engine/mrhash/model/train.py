@@ -33,20 +33,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from mrhash_contract.protocol import TrainRequest
 
 from mrhash.device import resolve_device
 from mrhash.errors import BadInput
 from mrhash.jobs import JobControl
 from mrhash.model.backbone import Backbone, backbone_spec
 from mrhash.model.config import VALID_BITS, TrainConfig
-from mrhash.model.datasets import RasterSamples, Samples
+from mrhash.model.datasets import RasterSamples, Samples, auxiliary_specs, entry_specs
 from mrhash.model.history import keep_replaced
 from mrhash.model.networks import HashNet, MultiSourceAutoencoder, TargetBlock
 from mrhash.model.package import save_model
 from mrhash.model.pseudolabels import kl_divergence, kmeans, soft_assign, target_distribution
 from mrhash.model.report import model_report
 from mrhash.raster.normalize import BandStats, compute_stats
-from mrhash.raster.pull_cache import prefetch, remote_specs
+from mrhash.raster.pull_cache import PullStats, prefetch, remote_specs
 
 STATS_SAMPLE = 512  # patches per source used to compute the normalisation percentiles
 # memory allowed for the cached activations of the augmented views: at input 64 a view costs
@@ -508,7 +509,7 @@ def package_config(config: TrainConfig, cache: FeatureCache, samples_meta: dict[
                          for name, stats in zip(cache.names, cache.stats, strict=True)},
         "bits": config.bits,
         "backbone": config.backbone,
-        "params": config.params(),
+        "params": config.values(),  # the hyper-parameters
         "training": samples_meta,
     }
 
@@ -572,9 +573,29 @@ def check_bits(bits: Sequence[int]) -> None:
         raise BadInput(f"bits must be among {VALID_BITS}, got {bad}")
 
 
-def train_pulling(config, job: JobControl | None = None):
-    """`train_model` after pulling its remote sources (progress stage "pull", then the
-    training's): (TrainResult, PullStats | None). The CLI and the worker train through here."""
+def train_config(request: TrainRequest) -> TrainConfig:
+    """The TrainConfig of the contract's train request (the one place one is built from the
+    request's options): each source entry becomes its specs, the options are the config's."""
+    auxiliary = auxiliary_specs(request)  # first: a wrong aux_date is said before any file
+    return TrainConfig(primary=tuple(entry_specs(request.primary, "primary")),
+                       output=request.output, auxiliary=tuple(auxiliary),
+                       aux_bands=tuple((name, tuple(bands)) for name, bands in request.aux_bands),
+                       **request.options.values())
+
+
+def train_request(request: TrainRequest, job: JobControl | None = None
+                  ) -> tuple[TrainResult, PullStats | None]:
+    """The training a request asks for: `train_model` of its config after pulling its remote
+    sources (progress stage "pull", then the training's). The one way to a training: the
+    worker's `train` and `mrhash train` each turn their input into a TrainRequest and call
+    this."""
+    return train_pulling(train_config(request), job)
+
+
+def train_pulling(config: TrainConfig, job: JobControl | None = None
+                  ) -> tuple[TrainResult, PullStats | None]:
+    """`train_model` after pulling the config's remote sources (progress stage "pull", then
+    the training's)."""
     config.auxiliary = tuple(remote_specs(config.auxiliary, config.output))
     pulled = prefetch(config.primary, config.auxiliary, job)
     return train_model(config, job), pulled

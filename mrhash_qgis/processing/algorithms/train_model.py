@@ -24,7 +24,7 @@ from mrhash_qgis.contract.choices import (
     DEFAULT_PATCH_SIZE,
     DEVICES,
 )
-from mrhash_qgis.contract.protocol import SourceEntry, TrainRequest
+from mrhash_qgis.contract.protocol import SourceEntry, TrainOptions, TrainRequest
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths
 
@@ -97,14 +97,14 @@ class TrainModelAlgorithm(EngineAlgorithm):
             output, SourceEntry.local([primary] if isinstance(primary, str) else primary,
                                       list(bands) if bands else None),
             [SourceEntry.local([path], None, f"aux{i}") for i, path in enumerate(auxiliary, 1)],
-            options={
-                "bits": BITS[self.parameterAsEnum(parameters, "BITS", context)],
-                "clusters": self.parameterAsInt(parameters, "CLUSTERS", context),
-                "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
-                "ae_epochs": self.parameterAsInt(parameters, "AE_EPOCHS", context),
-                "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
-                "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-                "seed": self.parameterAsInt(parameters, "SEED", context)})
+            options=TrainOptions(
+                bits=BITS[self.parameterAsEnum(parameters, "BITS", context)],
+                clusters=self.parameterAsInt(parameters, "CLUSTERS", context),
+                epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+                ae_epochs=self.parameterAsInt(parameters, "AE_EPOCHS", context),
+                patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
+                device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+                seed=self.parameterAsInt(parameters, "SEED", context)))
         result = self.run_engine(request, feedback)
         feedback.pushInfo(tr("model {model} ({fingerprint})").format(
             model=result.get("model"), fingerprint=result.get("fingerprint", "")[:12]))

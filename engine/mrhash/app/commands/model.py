@@ -9,6 +9,7 @@ from typing import Any
 
 from mrhash_contract.bands import parse_bands
 from mrhash_contract.choices import BITS, DEVICES
+from mrhash_contract.protocol import SourceEntry, TrainOptions, TrainRequest
 
 from mrhash.errors import BadInput
 from mrhash.outputs import outputs_checked
@@ -55,8 +56,8 @@ examples:
 """
 
 
-# training options for stable, rotation-robust codes: (TrainConfig field, None, help); the
-# argparse type of each is the range validate() checks (config.TRAIN_RANGES, FLOAT_RANGES)
+# training options for stable, rotation-robust codes: (TrainOptions field, None, help); the
+# argparse type of each holds it to the contract's bounds (config.train_option)
 STABILITY_OPTIONS = (
     ("views", None, "rotations/flips of each primary tile seen in training, 1-8 (1 = no "
                    "augmentation; training only, encoding is unchanged)"),
@@ -71,11 +72,11 @@ STABILITY_OPTIONS = (
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Hyper-parameters shared by `train` and the research `eval` (defaults from
-    train.TrainConfig)."""
-    from mrhash.model.config import TRAIN_RANGES, TrainConfig, float_option, train_option
+    """Hyper-parameters shared by `train` and the research `eval` (defaults from the
+    contract's TrainOptions)."""
+    from mrhash.model.config import train_option
 
-    d = TrainConfig(primary=(), output="")
+    d = TrainOptions()
     g = parser.add_argument_group("training")
     g.add_argument("--clusters", type=int, default=d.clusters,
                    help=f"k of the k-means pseudo-labels (default {d.clusters})")
@@ -102,19 +103,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                    help="train on a random sample of at most this many tiles (default: all)")
     g.add_argument("--batch-size", type=train_option("batch_size"),
                    default=d.batch_size)
-    g.add_argument("--lr", type=float_option("lr"), default=d.lr,
+    g.add_argument("--lr", type=train_option("lr"), default=d.lr,
                    help=f"heads' learning rate ({d.lr})")
-    g.add_argument("--backbone-lr", type=float_option("backbone_lr"), default=d.backbone_lr,
+    g.add_argument("--backbone-lr", type=train_option("backbone_lr"), default=d.backbone_lr,
                    help=f"fine-tuned blocks' learning rate ({d.backbone_lr})")
-    g.add_argument("--recon-weight", type=float_option("recon_weight"), default=d.recon_weight,
+    g.add_argument("--recon-weight", type=train_option("recon_weight"), default=d.recon_weight,
                    help=f"lambda of the reconstruction loss ({d.recon_weight})")
-    g.add_argument("--stats-weight", type=float_option("stats_weight"), default=d.stats_weight,
+    g.add_argument("--stats-weight", type=train_option("stats_weight"), default=d.stats_weight,
                    help="weight of each source's band mean/std target vs its features "
                         f"({d.stats_weight})")
     for name, _, text in STABILITY_OPTIONS:
         default = getattr(d, name)
         g.add_argument(f"--{name.replace('_', '-')}", default=default,
-                       type=train_option(name) if name in TRAIN_RANGES else float_option(name),
+                       type=train_option(name),
                        help=f"{text} (default {default})")
     g.add_argument("--kmeans-select", default=d.kmeans_select, choices=["inertia", "agreement"],
                    help="which restart to keep, without labels: lowest inertia, or the "
@@ -197,22 +198,46 @@ def parse_aux_bands(items: list[str]) -> tuple[tuple[str, tuple[int | str, ...]]
     return tuple(out)
 
 
-def parse_aux_sources(items: list[str], remote=None) -> tuple:
-    """Specs of --aux-source items; `remote`: RemoteOptions defaults of remote ones."""
-    from mrhash.model.datasets import aux_source_specs, remote_aux_spec
+def _band_list(text: str | None) -> list[int | str] | None:
+    """Bands as typed ("4,3,2") as a request holds them; None: every band."""
+    bands = parse_bands(text)
+    return list(bands) if bands else None
 
-    specs = []
+
+def parse_aux_sources(items: list[str]) -> list[SourceEntry]:
+    """Source entries of --aux-source items: remote ones (datasets.remote_entry), a file or
+    a folder, or `a.tif,b.tif`: the files of one raster, their bands concatenated (a
+    `stacked` entry)."""
+    from mrhash.model.datasets import remote_entry
+
+    entries = []
     for item in items:
         name, sep, rest = item.partition("=")
-        pulled = remote_aux_spec(name.strip(), rest, remote) if sep and name.strip() else None
-        if pulled is not None:
-            specs.append(pulled)
+        name = name.strip()
+        remote = remote_entry(name, rest) if sep and name else None
+        if remote is not None:
+            entries.append(remote)
             continue
         paths, _, bands = rest.partition("@")
-        if not sep or not name.strip() or not paths:
+        if not sep or not name or not paths:
             raise BadInput(f"--aux-source {item!r}: expected NAME=PATH[,PATH...][@BANDS]")
-        specs += aux_source_specs(name.strip(), paths.split(","), parse_bands(bands))
-    return tuple(specs)
+        files, parsed = paths.split(","), _band_list(bands)
+        entries.append(SourceEntry.local(files, parsed, name) if len(files) == 1 else
+                       SourceEntry(name, paths=files, bands=parsed, stacked=True))
+    return entries
+
+
+def request_of(args: argparse.Namespace) -> TrainRequest:
+    """The contract's request of `mrhash train`'s arguments (what the worker reads from its
+    params): the one way to a training is through a TrainRequest."""
+    rgb = parse_bands(args.rgb)
+    return TrainRequest(
+        args.output, SourceEntry.local(list(args.primary), _band_list(args.primary_bands)),
+        parse_aux_sources(args.aux_source),
+        [(name, list(bands)) for name, bands in parse_aux_bands(args.aux)],
+        args.aux_date, args.aux_max_cloud, args.pull_cache,
+        TrainOptions(bits=args.bits, rgb=tuple(int(b) - 1 for b in rgb) if rgb else None,
+                     **training_kwargs(args)))
 
 
 def progress_printer(label: str):
@@ -235,28 +260,12 @@ def run_train(args: argparse.Namespace) -> int:
     from mrhash.app.cli import write_json
     from mrhash.device import limit_threads
     from mrhash.jobs import JobControl
-    from mrhash.model.config import check_remote_defaults
-    from mrhash.model.datasets import specs_from_paths
-    from mrhash.model.train import TrainConfig, train_pulling
-    from mrhash.raster.pull_cache import default_cache_dir
-    from mrhash.remote.access import RemoteOptions
-    from mrhash.remote.kinds import kind_for
+    from mrhash.model import train
 
     limit_threads()
-    rgb = parse_bands(args.rgb)
-    remote = RemoteOptions("stac", date=args.aux_date, max_cloud=args.aux_max_cloud,
-                           cache_dir=args.pull_cache or default_cache_dir(args.output))
-    auxiliary = parse_aux_sources(args.aux_source, remote)
-    check_remote_defaults(args.aux_date, args.aux_max_cloud, any(
-        spec.remote is not None and kind_for(spec.remote, spec.paths[0]).searches
-        for spec in auxiliary))
-    config = TrainConfig(
-        primary=tuple(specs_from_paths(args.primary, parse_bands(args.primary_bands))),
-        output=args.output, auxiliary=auxiliary,
-        aux_bands=parse_aux_bands(args.aux), bits=args.bits,
-        rgb=tuple(int(b) - 1 for b in rgb) if rgb else None, **training_kwargs(args))
+    request = request_of(args)
     job = JobControl(progress_printer("train"), min_interval_s=1.0)
-    result, pulled = train_pulling(config, job)
+    result, pulled = train.train_request(request, job)
     if pulled is not None:
         print(pulled.summary(), file=sys.stderr)
     for skip in result.skipped:
