@@ -5,6 +5,7 @@ polygons as the query, the search area, and hit rasters that never hide the hits
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 from conftest import wait_for
@@ -20,10 +21,10 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT, QueryResult
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT, Place, QueryResult
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, QUERY_LAYER_NAME
 from mrhash_qgis.core.results import gpkg_of
-from mrhash_qgis.core.searches import saved_searches
+from mrhash_qgis.core.searches import Search, saved_searches
 from mrhash_qgis.ui.dock import result_summary
 
 
@@ -234,3 +235,22 @@ def test_ties_are_named_in_the_status():
     assert "tie" not in result_summary(QueryResult.from_result(
         {**answer, "hits": [hit], "ties": {"distance": 0, "count": 1}}), "query")
     assert result_summary(QueryResult.from_result({**answer, "hits": []}), "query") == "No hits."
+
+
+def test_a_search_saved_before_loads_with_typed_places():
+    # the JSON an earlier version kept in the project: places as params, marks as where
+    saved = {"index": "/i", "k": 5, "name": "fields",
+             "queries": [{"point": [500000, 4170000], "crs": "EPSG:32618", "raster": "/d/a.tif",
+                          "bands": [1, 1, 1], "indexed_tile": 7}],
+             "marks": [{"where": {"tile": 3}, "relevant": True},
+                       {"where": {"tile": 4}, "relevant": False}]}
+    search = Search.from_dict(json.loads(json.dumps(saved)))
+    assert search.queries == [Place(point=(500000.0, 4170000.0), crs="EPSG:32618",
+                                    raster="/d/a.tif", bands=[1, 1, 1])]
+    assert search.queried_tiles() == {7} and search.marked_tiles() == {3, 4}
+    assert search.mark_of(Place(tile=3)) == RELEVANT and search.mark_of(Place(tile=9)) == ""
+    assert Search.from_dict(json.loads(json.dumps(search.to_dict()))) == search
+    request = search.request()  # marks: a refine of the place queried and the marks
+    assert [(e.tile, e.relevant) for e in request.examples] == [(None, True), (3, True),
+                                                                (4, False)]
+    assert request.examples[0].point == (500000.0, 4170000.0)
