@@ -22,6 +22,7 @@ from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
+from mrhash_qgis.contract.protocol import Place
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.layer_uri import layer_path
 
@@ -55,16 +56,15 @@ class QueryLocation:
     lonlat: tuple[float, float] | None = None  # the point in EPSG:4326 (to find a tile)
     layer_id: str | None = None  # the raster layer under the click (its band choices)
 
-    def params(self) -> dict:
-        """The engine's query params: the rectangle on its raster, or the point (+ the raster
-        under it, indexed or not, which the patch around the point is read from)."""
+    def place(self) -> Place:
+        """The engine's place: the rectangle on its raster, or the point (+ the raster under
+        it, indexed or not, which the patch around the point is read from)."""
         if self.footprint_wkt and self.raster:
-            return {"raster": self.raster, "footprint": self.footprint_wkt,
-                    "footprint_crs": self.crs}
-        params = {"point": list(self.point), "crs": self.crs}
-        if self.raster and os.path.isfile(self.raster):
-            params["raster"] = self.raster
-        return params
+            return Place(raster=self.raster, footprint=self.footprint_wkt,
+                         footprint_crs=self.crs)
+        return Place(point=self.point, crs=self.crs,
+                     raster=self.raster if self.raster and os.path.isfile(self.raster)
+                     else None)
 
 
 def raster_under(point: QgsPointXY, crs: QgsCoordinateReferenceSystem,

@@ -1,10 +1,11 @@
 """The worker protocol, typed (docs/ARCHITECTURE.md, *Protocol*): the method names, the
-error codes, one request dataclass per method and the shapes of the results.
+error codes, one request dataclass per method and one result dataclass per answer.
 
 The plugin builds a request and sends `to_params()`; the engine reads it back with
 `from_params()`, which raises `RequestError` naming the parameter and the problem, and then
-`validate()`s it. Results stay JSON objects on the wire; their keys are the `TypedDict`s at
-the end, read by both sides. Standard library only (the plugin imports it inside QGIS).
+`validate()`s it. The other way, the engine builds a result and sends `to_result()`; the
+plugin reads it back with `from_result()`, which raises `ResultError` naming the field.
+Standard library only (the plugin imports it inside QGIS).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypedDict, TypeVar
+from functools import cache
+from types import UnionType
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from . import choices
+from .band_profiles import BandLayout
 
 # -- method names --------------------------------------------------------------------------
 SCAN = "scan"
@@ -910,80 +914,269 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
     return float(value[0]), float(value[1]), float(value[2]), float(value[3])
 
 
-# -- results (JSON objects on the wire; these are their keys) ------------------------------
-class Hit(TypedDict, total=False):
+# -- results: a dataclass each, both ways ---------------------------------------------------
+class ResultError(ValueError):
+    """A result of the engine that is not what the protocol says (a bug of one side): the
+    message names the field, e.g. `QueryResult.hits[3].distance`."""
+
+
+# a field whose None goes on the line as null (`ties: null` of a refine, a raster's `nodata`)
+# rather than being left out: fields defaulting to None are otherwise absent when None
+_NULL = {"null": True}
+
+
+def _typed(hint: Any, value: Any, where: str) -> Any:
+    """`value` read from JSON as `hint` (int, float, str, bool, Any, X | None, list[X],
+    dict[str, X] or a Result), or ResultError naming `where`."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        if value is None and type(None) in args:
+            return None
+        [kind] = [a for a in args if a is not type(None)]  # the results' unions: X | None
+        return _typed(kind, value, where)
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ResultError(f"{where} must be a list, got {_shown(value)}")
+        return [_typed(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ResultError(f"{where} must be an object, got {_shown(value)}")
+        return {k: _typed(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Result):
+        return hint.from_result(value, where)
+    if hint is float and _is_number(value):
+        return float(value)
+    if (hint is int and _is_int(value)) or (hint in (str, bool) and isinstance(value, hint)):
+        return value
+    raise ResultError(f"{where} must be {getattr(hint, '__name__', hint)}, got {_shown(value)}")
+
+
+def _wire(value: Any) -> Any:
+    """A field's value as JSON: Results as their objects, lists and dicts of them too."""
+    if isinstance(value, Result):
+        return value.to_result()
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    return value
+
+
+_R = TypeVar("_R", bound="Result")
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A result class's field types, resolved once (a result of 100,000 hits reads them for
+    each hit)."""
+    return get_type_hints(cls)
+
+
+@dataclass
+class Result:
+    """A result of the worker (the `result` of a reply line): `to_result()` is the JSON
+    object the engine sends, `from_result()` reads one back with every field's type checked
+    (ResultError naming the field); keys the class does not know are ignored."""
+
+    @classmethod
+    def from_result(cls: type[_R], data: Any, where: str = "") -> _R:
+        where = where or cls.__name__
+        if not isinstance(data, dict):
+            raise ResultError(f"{where} must be a JSON object, got {_shown(data)}")
+        hints = _hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name in data:
+                values[f.name] = _typed(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise ResultError(f"{where}.{f.name} is missing")
+        return cls(**values)
+
+    def to_result(self) -> dict[str, Any]:
+        return {f.name: _wire(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None or f.default is not None
+                or f.metadata.get("null")}
+
+
+@dataclass
+class Hit(Result):
+    """One indexed tile found: its rank, Hamming distance to the query's code and score
+    (similarity of the embeddings, which orders ties; refine: its score; tiles: 0)."""
+
     rank: int
     id: int
-    distance: int            # Hamming distance to the query's code
-    score: float             # similarity of the embeddings (orders ties); refine: its score
-    path: str                # the raster read (the primary's first file)
-    paths: list[str]
-    window: list[int]        # col, row, width, height in the raster's pixels
+    distance: int
+    score: float
+    path: str                 # the raster read (the primary's first file)
+    footprint: dict[str, Any]  # GeoJSON geometry, EPSG:4326
+    paths: list[str] = field(default_factory=list)
+    window: list[int] = field(default_factory=list)  # col, row, width, height (pixels)
+    crs: str = ""
+    bounds: list[float] = field(default_factory=list)  # in crs
+    thumbnail: str | None = None  # a PNG's path (asked for, and made)
+    index: str | None = None  # the index folder (several searched as one)
+
+
+@dataclass
+class Ties(Result):
+    """How many indexed tiles (passing the filters) share rank 1's distance."""
+
+    distance: int | None       # rank 1's distance (None: no hit)
+    count: int
+    capped: bool = False       # count is a lower bound
+
+
+@dataclass
+class MarkedPlace(Result):
+    """An example of a refine as the engine read it."""
+
+    relevant: bool
+    path: str
+    bounds: list[float]
     crs: str
-    bounds: list[float]      # in crs
-    footprint: dict          # GeoJSON geometry, EPSG:4326
-    thumbnail: str | None
-    index: str               # the index folder (sharded searches)
+    tile: int | None = None
 
 
-class Ties(TypedDict):
-    distance: int | None     # rank 1's distance
-    count: int               # indexed tiles at that distance (passing the filters)
-    capped: bool             # count is a lower bound
+@dataclass
+class QueryPlace(Result):
+    """The `query` of a result: the place searched with (a refine: its first relevant
+    example, with the counts and the examples); empty for `tiles`."""
+
+    footprint: dict[str, Any] | None = None  # GeoJSON geometry, EPSG:4326
+    crs: str | None = None
+    bounds: list[float] | None = None        # in crs
+    code: str | None = None                  # hex
+    path: str | None = None
+    tile: int | None = None
+    thumbnail: str | None = None
+    n_relevant: int | None = None
+    n_irrelevant: int | None = None
+    examples: list[MarkedPlace] | None = None
 
 
-class QueryResult(TypedDict, total=False):
-    query: dict              # footprint (GeoJSON), crs, bounds, code, path / tile, thumbnail
+@dataclass
+class QueryResult(Result):
+    """The result of `query`, `refine` and `tiles`: the hits, best first."""
+
+    query: QueryPlace
     hits: list[Hit]
     n_tiles: int
     seconds: float
-    ties: Ties
-    display_bands: list[int]  # the rasters' bands the thumbnails show (R, G, B), 1-based
-    display_limits: list[list[float]]  # [low, high] raw values of each, stretched to 0-255
+    ties: Ties | None = field(default=None, metadata=_NULL)  # refine, tiles: None
+    index: str | None = None
+    indexes: list[str] | None = None         # several searched as one
+    layout: str | None = None                # the codes' FAISS layout
+    display_bands: list[int] | None = None   # the bands thumbnails show (R, G, B), 1-based
+    display_limits: list[list[float]] | None = None  # [low, high] of each, stretched 0-255
 
 
-class OpenResult(TypedDict):
+@dataclass
+class OpenResult(Result):
+    """The result of `open`."""
+
     index: str               # the index folder, resolved
     n_tiles: int
     model: str               # the model file loaded
     seconds: float           # what opening and warming took
 
 
-class IndexResult(TypedDict, total=False):
+@dataclass
+class FileProblem(Result):
+    """A file left out, and why."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class IndexResult(Result):
+    """The result of `index` (the engine's build fills it as it goes)."""
+
     index: str
     n_tiles: int
-    added: int
-    removed: int
-    unchanged: int
-    files_indexed: int
-    files_removed: int
-    skipped: list[dict]      # [{path, error}]
-    kept: list[dict]
-    seconds: float
-    tiles_per_s: float
+    added: int = 0          # tiles added
+    removed: int = 0        # tiles removed (files gone or changed)
+    unchanged: int = 0      # rasters left as they were
+    files_indexed: int = 0
+    files_removed: int = 0
+    skipped: list[FileProblem] = field(default_factory=list)
+    kept: list[FileProblem] = field(default_factory=list)  # rasters whose folder was unread
+    seconds: float = 0.0
+    tiles_per_s: float = 0.0
 
 
-class ScanResult(TypedDict):
+@dataclass
+class ScannedLayout(Result):
+    """What a scanned source's bands are (band_profiles.identify)."""
+
+    roles: list[str | None]
+    product: str = ""
+    assumed: bool = False
+
+
+@dataclass
+class ScannedSource(Result):
+    """One raster source of a `scan` (a file, or the per-band files of one product)."""
+
+    name: str
+    paths: list[str]
+    crs: str
+    res: list[float]
+    width: int
+    height: int
+    count: int
+    bands: list[str | None]
+    band_res: list[list[float]]
+    dtype: str
+    nodata: float | None
+    footprint: dict[str, Any]        # crs, bounds, wkt (native)
+    footprint_wgs84: dict[str, Any]  # geojson, wkt, bounds
+    layout: ScannedLayout | None = None  # None from an engine before layouts
+
+    def band_layout(self) -> BandLayout | None:
+        """What its bands are, as band_profiles reads them (None from an older engine)."""
+        if self.layout is None:
+            return None
+        return BandLayout(tuple(r or None for r in self.layout.roles), self.layout.product,
+                          self.layout.assumed)
+
+
+@dataclass
+class ScanResult(Result):
+    """The result of `scan`: every raster source of a folder, and the files unread."""
+
     folder: str
     n_files: int
-    sources: list[dict]      # name, paths, crs, res, bands, footprint, footprint_wgs84, ...
-    errors: list[dict]       # [{path, error}]
+    sources: list[ScannedSource]
+    errors: list[FileProblem]
 
 
-class ExportResult(TypedDict):
+@dataclass
+class ExportResult(Result):
+    """The result of `export`."""
+
     output: str
     format: str
     n_tiles: int
     seconds: float
 
 
-class MapDetection(TypedDict):
+@dataclass
+class MapDetection(Result):
+    """A tile a map detected."""
+
     id: int
     path: str
     score: float
+    index: str | None = None  # the index folder (several mapped as one)
 
 
-class MapResult(TypedDict):
+@dataclass
+class MapResult(Result):
+    """The result of `map`: the GeoPackage written and what it holds."""
+
     output: str
     calibration: str
     threshold: float
@@ -995,6 +1188,49 @@ class MapResult(TypedDict):
     n_areas: int
     detections: list[MapDetection]
     seconds: float
+
+
+@dataclass
+class MapParquet(Result):
+    """The two GeoParquet files of a map's export."""
+
+    areas: str
+    tiles: str
+
+
+@dataclass
+class ExportMapResult(Result):
+    """The result of `export_map`."""
+
+    outputs: MapParquet
+    n_tiles: int              # detections written
+    n_marked: int
+    n_areas: int
+    threshold: float
+    seconds: float
+
+
+@dataclass
+class StacItem(Result):
+    """A STAC item found over the bbox."""
+
+    id: str
+    url: str
+    datetime: str | None = field(metadata=_NULL)
+    cloud_cover: float | None = field(metadata=_NULL)
+    bbox: list[float]
+    geometry: dict[str, Any]  # GeoJSON, EPSG:4326
+    assets: list[str]
+
+
+@dataclass
+class StacItemsResult(Result):
+    """The result of `stac_items`: the items, the best first."""
+
+    url: str
+    count: int
+    items: list[StacItem]
+    requests: int
 
 
 REQUESTS: dict[str, Any] = {cls.METHOD: cls for cls in (

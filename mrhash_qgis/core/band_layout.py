@@ -9,6 +9,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsRasterLayer
 
 from mrhash_qgis.contract.band_profiles import BandFacts, BandLayout, identify
+from mrhash_qgis.contract.protocol import ScannedSource
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
 
@@ -64,9 +65,6 @@ def remember_bands(layer: QgsRasterLayer, bands: list[int]) -> None:
 
 
 def scanned_layout(source: dict) -> BandLayout | None:
-    """The layout of a source of the engine's `scan` result (None from an older engine)."""
-    layout = source.get("layout")
-    if not isinstance(layout, dict) or not isinstance(layout.get("roles"), list):
-        return None
-    return BandLayout(tuple(r or None for r in layout["roles"]), str(layout.get("product", "")),
-                      bool(layout.get("assumed")))
+    """The layout of a source of the engine's `scan` result, as the training wizard holds it
+    (None from an older engine)."""
+    return ScannedSource.from_result(source).band_layout()

@@ -6,6 +6,8 @@ for templates and Processing sinks."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from qgis.core import (
     QgsFeature,
@@ -22,6 +24,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
+from mrhash_qgis.contract.protocol import Hit, QueryPlace
 from mrhash_qgis.core.fields import field
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
@@ -35,6 +38,25 @@ HIT_FIELDS = (("rank", "int"), ("distance", "double"), ("source", "string"),
 QUERY_FIELDS = (("query", "int"), ("kind", "string"), ("params", "string"))
 # near -> far; a short, colour-blind-safe ramp
 DISTANCE_COLOURS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
+
+
+@dataclass
+class ShownHit(Hit):
+    """A hit as the dock shows it: with the analyst's mark (relevant, irrelevant or ""), or
+    (`is_query`) the place queried itself, shown first with its footprint and picture."""
+
+    mark: str = ""
+    is_query: bool = False
+
+    @classmethod
+    def of(cls, hit: Hit, **changes) -> ShownHit:
+        """`hit` (a Hit of a result, or a ShownHit) with `changes` (rank, score, mark)."""
+        return cls(**{**vars(hit), **changes})
+
+    @classmethod
+    def query(cls, place: QueryPlace) -> ShownHit:
+        return cls(0, place.tile or 0, 0, 0.0, place.path or "", place.footprint or {},
+                   thumbnail=place.thumbnail, is_query=True)
 
 
 def geometry_from_geojson(geometry: dict | str) -> QgsGeometry:
@@ -77,20 +99,18 @@ def set_attributes(feature: QgsFeature, values: dict) -> None:
         feature.setAttribute(name, value)
 
 
-def hit_features(layer: QgsVectorLayer, hits: list[dict], query: int = 1) -> list[QgsFeature]:
-    """One feature per hit; `query` numbers the query the hits answer (layers that keep the
-    results of several queries)."""
+def hit_features(layer: QgsVectorLayer, hits: Sequence[Hit], query: int = 1
+                 ) -> list[QgsFeature]:
+    """One feature per hit (with its mark when shown); `query` numbers the query the hits
+    answer (layers that keep the results of several queries)."""
     features = []
     for hit in hits:
         feature = QgsFeature(layer.fields())
-        feature.setGeometry(geometry_from_geojson(hit["footprint"]))
-        score = hit.get("score")
+        feature.setGeometry(geometry_from_geojson(hit.footprint))
         set_attributes(feature, {
-            "rank": int(hit["rank"]), "distance": float(hit["distance"]),
-            "source": str(hit["path"]), "hit_id": str(hit.get("id", "")),
-            "thumbnail": str(hit.get("thumbnail") or ""), "query": query,
-            "score": float(score) if score is not None else None,
-            "mark": str(hit.get("mark") or "")})
+            "rank": hit.rank, "distance": float(hit.distance), "source": hit.path,
+            "hit_id": str(hit.id), "thumbnail": hit.thumbnail or "", "query": query,
+            "score": hit.score, "mark": hit.mark if isinstance(hit, ShownHit) else ""})
         features.append(feature)
     return features
 
@@ -100,7 +120,7 @@ def usable(layer: QgsVectorLayer | None) -> bool:
     return layer is not None and not sip.isdeleted(layer) and layer.isValid()
 
 
-def hits_layer(hits: list[dict], layer: QgsVectorLayer | None = None,
+def hits_layer(hits: Sequence[Hit], layer: QgsVectorLayer | None = None,
                replace: bool = True, name: str = HITS_LAYER_NAME,
                query: int = 1, store=None) -> QgsVectorLayer:
     """Fill `layer` (else the hits layer of `store`, a ResultsStore, else a new memory layer)
@@ -200,9 +220,9 @@ def replace_in_project(layer: QgsVectorLayer, project: QgsProject | None = None)
         project.addMapLayer(layer)
 
 
-def hits_from_layer(layer: QgsVectorLayer, query: int | None = None) -> list[dict]:
-    """The hits of a results layer (of query number `query`, default the latest) in the
-    engine's hit format, ranked: what the dock shows again when a project is reopened."""
+def hits_from_layer(layer: QgsVectorLayer, query: int | None = None) -> list[ShownHit]:
+    """The hits of a results layer (of query number `query`, default the latest) with their
+    marks, ranked: what the dock shows again when a project is reopened."""
     features = list(layer.getFeatures())
     if not features:
         return []
@@ -213,14 +233,14 @@ def hits_from_layer(layer: QgsVectorLayer, query: int | None = None) -> list[dic
         if int(feature["query"] or 0) != query:
             continue
         score, thumbnail, mark = feature["score"], feature["thumbnail"], feature["mark"]
-        hits.append({"rank": int(feature["rank"]), "distance": float(feature["distance"]),
-                     "path": str(feature["source"]), "id": str(feature["hit_id"]),
-                     # NULL attributes read as QVariant objects: keep only real values
-                     "thumbnail": thumbnail if isinstance(thumbnail, str) and thumbnail else None,
-                     "score": float(score) if isinstance(score, (int, float)) else None,
-                     "mark": mark if isinstance(mark, str) else "",
-                     "footprint": feature.geometry().asWkt()})
-    return sorted(hits, key=lambda hit: hit["rank"])
+        hits.append(ShownHit(
+            int(feature["rank"]), int(feature["hit_id"]), int(feature["distance"]),
+            # NULL attributes read as QVariant objects: keep only real values
+            float(score) if isinstance(score, (int, float)) else 0.0, str(feature["source"]),
+            json.loads(feature.geometry().asJson()),
+            thumbnail=thumbnail if isinstance(thumbnail, str) and thumbnail else None,
+            mark=mark if isinstance(mark, str) else ""))
+    return sorted(hits, key=lambda hit: hit.rank)
 
 
 def set_hit_mark(layer: QgsVectorLayer, hit_id, mark: str) -> None:

@@ -15,7 +15,13 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import SourceProposal
 from mrhash_qgis.contract.choices import DEFAULT_AE_EPOCHS, DEFAULT_EPOCHS
-from mrhash_qgis.contract.protocol import IndexRequest, SourceEntry, TrainOptions, TrainRequest
+from mrhash_qgis.contract.protocol import (
+    IndexRequest,
+    IndexResult,
+    SourceEntry,
+    TrainOptions,
+    TrainRequest,
+)
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient
 from mrhash_qgis.core.engine_task import EngineTask
@@ -110,7 +116,7 @@ class QuickStart(QObject):
     index, result)` or `failed(code, message)` (code `cancelled` when the user stopped)."""
 
     stepped = pyqtSignal(float, str)
-    finished = pyqtSignal(str, str, dict)
+    finished = pyqtSignal(str, str, object)  # model, index, the IndexResult
     failed = pyqtSignal(str, str)
 
     def __init__(self, client: EngineClient, parent=None):
@@ -178,7 +184,7 @@ class QuickStart(QObject):
         QuickStartPlan.forget()
         settings.LAST_INDEX.put(plan.index)
         self.stepped.emit(1.0, tr("Done."))
-        self.finished.emit(plan.model, plan.index, result)
+        self.finished.emit(plan.model, plan.index, IndexResult.from_result(result))
 
     def _stage_failed(self, code: str, message: str, _fix: str) -> None:
         self.task = None

@@ -7,7 +7,7 @@ can be re-run later by whoever opens the project."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from qgis.core import QgsProject
 
@@ -16,6 +16,7 @@ from mrhash_qgis.contract.protocol import (
     IRRELEVANT,
     MAP_THRESHOLD,
     RELEVANT,
+    Example,
     MapRequest,
     Place,
     QueryRequest,
@@ -26,19 +27,22 @@ PROJECT_SCOPE = "MrHash"
 SAVED_KEY = "saved_searches"
 
 
-@dataclass
-class Example:
-    """One marked example: a place as the engine's query params (`tile`, `point` + `crs`
-    (+ `raster`), or `footprint` + `footprint_crs` (+ `raster`)) and whether it is relevant."""
+def place_fields(place: Place) -> dict:
+    """The Place fields of a place or an example (what makes another request of it)."""
+    return {f.name: getattr(place, f.name) for f in fields(Place)}
 
-    where: dict
-    relevant: bool = True
 
-    def key(self) -> str:
-        return json.dumps(self.where, sort_keys=True)
+def saved_place(place: Place) -> dict:
+    """A place as the engine's params, the saved searches' JSON of it."""
+    saved = {k: v for k, v in place_fields(place).items() if v is not None}
+    if place.point is not None:
+        saved["point"] = list(place.point)
+    return saved
 
-    def to_engine(self) -> protocol.Example:
-        return protocol.Example(**Place.place_params(self.where), relevant=self.relevant)
+
+def read_place(saved: dict) -> Place:
+    """A place of a saved search (ValueError naming the field when it is not one)."""
+    return Place(**Place.place_params(saved))
 
 
 @dataclass
@@ -47,25 +51,29 @@ class Search:
 
     index: str
     k: int = 12
-    queries: list[dict] = field(default_factory=list)   # the places queried (relevant)
-    marks: list[Example] = field(default_factory=list)  # hits marked by the analyst
+    queries: list[Place] = field(default_factory=list)   # the places queried (relevant)
+    marks: list[Example] = field(default_factory=list)   # hits marked by the analyst
     within: str | None = None                           # WKT, EPSG:4326
     exclude_radius: float = 0.0                         # metres from the query
     name: str = ""
     maps: list[str] = field(default_factory=list)       # the GeoPackages of its maps, by round
     map_threshold: float = MAP_THRESHOLD                # the confidence its map is shown at
+    # the indexed tiles under the places queried that were read from a raster: the queries
+    # themselves, never shown as their hits
+    indexed_tiles: list[int] = field(default_factory=list)
 
-    def mark(self, where: dict, relevant: bool | None) -> None:
-        """Mark a hit relevant / not relevant (None: unmark); a later mark replaces it."""
-        key = json.dumps(where, sort_keys=True)
-        self.marks = [m for m in self.marks if m.key() != key]
+    def mark(self, place: Place, relevant: bool | None) -> None:
+        """Mark a place (a hit's tile) relevant / not relevant (None: unmark); a later mark
+        replaces it."""
+        where = place_fields(place)
+        self.marks = [m for m in self.marks if place_fields(m) != where]
         if relevant is not None:
-            self.marks.append(Example(dict(where), relevant))
+            self.marks.append(Example(**where, relevant=relevant))
 
-    def mark_of(self, where: dict) -> str:
-        key = json.dumps(where, sort_keys=True)
+    def mark_of(self, place: Place) -> str:
+        where = place_fields(place)
         for example in self.marks:
-            if example.key() == key:
+            if place_fields(example) == where:
                 return RELEVANT if example.relevant else IRRELEVANT
         return ""
 
@@ -80,16 +88,11 @@ class Search:
 
     def marked_tiles(self) -> set[int]:
         """The indexed tiles marked relevant or not (marks of other places left out)."""
-        return {int(m.where["tile"]) for m in self.marks if m.where.get("tile") is not None}
+        return {m.tile for m in self.marks if m.tile is not None}
 
     def queried_tiles(self) -> set[int]:
         """The indexed tiles that are the queried places themselves: never shown as hits."""
-        tiles = set()
-        for place in self.queries:
-            for key in ("tile", "indexed_tile"):
-                if place.get(key) is not None:
-                    tiles.add(int(place[key]))
-        return tiles
+        return {q.tile for q in self.queries if q.tile is not None} | set(self.indexed_tiles)
 
     def request(self, thumbnails: bool = True) -> QueryRequest | RefineRequest:
         """The engine request for this search."""
@@ -97,17 +100,16 @@ class Search:
             raise ValueError("a search needs a place to query")
         if len(self.queries) == 1 and not self.marks:
             # the queried tile comes back first (distance 0): one more, then it is dropped
-            return QueryRequest(**Place.place_params(self.queries[0]), index=self.index,
+            return QueryRequest(**place_fields(self.queries[0]), index=self.index,
                                 k=min(self.k + len(self.queried_tiles()), protocol.MAX_K),
                                 within=self.within,
                                 exclude_radius=self.exclude_radius, thumbnails=thumbnails)
         return RefineRequest(self.examples(), self.index, k=self.k, within=self.within,
                              thumbnails=thumbnails)
 
-    def examples(self) -> list[protocol.Example]:
+    def examples(self) -> list[Example]:
         """The places queried (relevant) and the marks, as the engine's examples."""
-        return [Example(q).to_engine() for q in self.queries] + [m.to_engine()
-                                                                  for m in self.marks]
+        return [Example(**place_fields(q), relevant=True) for q in self.queries] + self.marks
 
     def map_request(self, output: str, threshold: float = MAP_THRESHOLD) -> MapRequest:
         """The engine request mapping every tile like the examples into `output`."""
@@ -115,18 +117,32 @@ class Search:
                           threshold=threshold, within=self.within)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The search as JSON (a mark as {where: place params, relevant}, as ever)."""
+        return {"index": self.index, "k": self.k,
+                "queries": [saved_place(q) for q in self.queries],
+                "marks": [{"where": saved_place(m), "relevant": m.relevant}
+                          for m in self.marks],
+                "within": self.within, "exclude_radius": self.exclude_radius,
+                "name": self.name, "maps": list(self.maps),
+                "map_threshold": self.map_threshold, "indexed_tiles": list(self.indexed_tiles)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Search:
-        marks = [Example(dict(m["where"]), bool(m["relevant"])) for m in data.get("marks", [])]
+        """A search saved now or by an earlier version (whose queries each named their
+        `indexed_tile`)."""
+        queries = [dict(q) for q in data.get("queries", [])]
+        marks = [Example(**place_fields(read_place(dict(m["where"]))),
+                         relevant=bool(m["relevant"])) for m in data.get("marks", [])]
+        indexed = [int(t) for t in data.get("indexed_tiles", [])] + [
+            int(q["indexed_tile"]) for q in queries if q.get("indexed_tile") is not None]
         return cls(index=str(data["index"]), k=int(data.get("k", 12)),
-                   queries=[dict(q) for q in data.get("queries", [])], marks=marks,
+                   queries=[read_place(q) for q in queries], marks=marks,
                    within=data.get("within"),
                    exclude_radius=float(data.get("exclude_radius") or 0.0),
                    name=str(data.get("name", "")),
                    maps=[str(path) for path in data.get("maps", [])],
-                   map_threshold=float(data.get("map_threshold", MAP_THRESHOLD)))
+                   map_threshold=float(data.get("map_threshold", MAP_THRESHOLD)),
+                   indexed_tiles=indexed)
 
 
 def saved_searches(project: QgsProject | None = None) -> list[Search]:

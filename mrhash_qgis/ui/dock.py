@@ -47,7 +47,12 @@ from mrhash_qgis.contract.protocol import (
     QUERY,
     RELEVANT,
     ExportMapRequest,
+    ExportMapResult,
+    Hit,
+    MapResult,
     OpenRequest,
+    Place,
+    QueryResult,
     TilesRequest,
 )
 from mrhash_qgis.core import settings
@@ -70,6 +75,7 @@ from mrhash_qgis.core.engine_client import (
 from mrhash_qgis.core.hits_layer import (
     HITS_LAYER_NAME,
     QUERY_LAYER_NAME,
+    ShownHit,
     geometry_from_geojson,
     hits_from_layer,
     hits_layer,
@@ -107,10 +113,11 @@ def _setting_checkbox(text: str, setting: settings.Setting, tooltip: str) -> QCh
 
 
 class MrHashDock(QgsDockWidget):
-    """Emits `queryFinished(result)` once hits are on the map and in the grid."""
+    """Emits `queryFinished(result)` (a QueryResult of the hits shown) once hits are on the
+    map and in the grid, `mapFinished(result)` (a MapResult) once a map's layers are."""
 
-    queryFinished = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
-    mapFinished = pyqtSignal(dict)    # noqa: N815
+    queryFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming)
+    mapFinished = pyqtSignal(object)    # noqa: N815
     queryFailed = pyqtSignal(str)     # noqa: N815
     quickStartRequested = pyqtSignal()  # noqa: N815
     indexRequested = pyqtSignal(str)  # noqa: N815 (a model to build an index with)
@@ -403,7 +410,11 @@ class MrHashDock(QgsDockWidget):
         index = self._index()
         if index is None:
             return None
-        return self.run_search(self._new_search(index, [self._where(index, location)]))
+        place, indexed_tile = self._where(index, location)
+        search = self._new_search(index, [place])
+        if indexed_tile is not None:
+            search.indexed_tiles.append(indexed_tile)
+        return self.run_search(search)
 
     def query_selected_features(self, layer=None) -> EngineRequest | None:
         """A new search for places like the selected polygons of `layer` (default: the active
@@ -419,7 +430,7 @@ class MrHashDock(QgsDockWidget):
             return None
         return self.run_search(self._new_search(index, footprints))
 
-    def _new_search(self, index: str, queries: list[dict]) -> Search:
+    def _new_search(self, index: str, queries: list[Place]) -> Search:
         return Search(index=index, k=self.k_spin.value(), queries=queries,
                       within=self._within(), exclude_radius=float(self.exclude_spin.value()))
 
@@ -458,44 +469,40 @@ class MrHashDock(QgsDockWidget):
             failed=self._show_error)
         return self._request
 
-    def _where(self, index: str, location: QueryLocation) -> dict:
+    def _where(self, index: str, location: QueryLocation) -> tuple[Place, int | None]:
         """The engine's place of a click: the indexed tile under it (snap), else the patch
         around it on the raster layer under it, read with the bands the analyst chose for
-        that layer; `indexed_tile` names the tile under the click, which is the query
-        itself and never one of its hits."""
+        that layer; and the indexed tile under the click, which is the query itself and
+        never one of its hits."""
         tile = (IndexReader(index).tile_at(*location.lonlat)
                 if location.lonlat and not location.footprint_wkt else None)
         if self.snap_check.isChecked() and tile is not None:
-            return {"tile": tile}
-        params = location.params()
+            return Place(tile=tile), None
+        place = location.place()
         layer = QgsProject.instance().mapLayer(location.layer_id or "")
-        if "raster" in params and isinstance(layer, QgsRasterLayer):
-            bands = remembered_bands(layer)
-            if bands:
-                params["bands"] = bands
+        if place.raster and isinstance(layer, QgsRasterLayer):
+            place.bands = remembered_bands(layer)
             self._query_layer_id = layer.id()
-        if tile is not None:
-            params["indexed_tile"] = tile
-        return params
+        return place, tile
 
     def _store(self) -> ResultsStore:
         return ResultsStore.for_project(self.search.index if self.search else "",
                                         (HITS_LAYER_NAME, QUERY_LAYER_NAME))
 
-    def _show_result(self, result: dict, method: str = QUERY) -> None:
+    def _show_result(self, answer: dict, method: str = QUERY) -> None:
+        result = QueryResult.from_result(answer)
         queried = self.search.queried_tiles() if self.search else set()
-        hits = [hit for hit in result.get("hits", []) if int(hit["id"]) not in queried]
-        hits = hits[:self.search.k] if self.search else hits
-        for rank, hit in enumerate(hits, start=1):  # ranks of what is shown
-            hit["rank"] = rank
-        result = {**result, "hits": hits}
-        self._display = (result.get("display_bands") or [], result.get("display_limits") or [])
+        kept = [hit for hit in result.hits if hit.id not in queried]
+        kept = kept[:self.search.k] if self.search else kept
+        # ranked as shown, with the analyst's marks
+        hits = [ShownHit.of(hit, rank=rank, mark=self._mark_of(hit))
+                for rank, hit in enumerate(kept, start=1)]
+        result.hits = hits
+        self._display = (result.display_bands or [], result.display_limits or [])
         restyle_hit_rasters(*self._display)
         project = QgsProject.instance()
-        for hit in hits:
-            hit["mark"] = self.search.mark_of({"tile": int(hit["id"])}) if self.search else ""
-        query = result.get("query") or {}
-        footprints = [query["footprint"]] if query.get("footprint") else []
+        query = result.query
+        footprints = [query.footprint] if query.footprint else []
         # the thumbnails first: what the analyst looks at shows before the layers are written
         self.results.grid.set_hits(hits, query if footprints else None,
                                    by_score=method != QUERY)
@@ -521,6 +528,9 @@ class MrHashDock(QgsDockWidget):
         replace_in_project(self.query_layer, project)
         self._remember_search()
         self.queryFinished.emit(result)
+
+    def _mark_of(self, hit: Hit) -> str:
+        return self.search.mark_of(Place(tile=hit.id)) if self.search else ""
 
     def _show_error(self, code: str, message: str) -> None:
         error = self._request.error if self._request is not None else None
@@ -554,8 +564,8 @@ class MrHashDock(QgsDockWidget):
             return True
         remember_bands(layer, dialog.bands())
         for place in self.search.queries:
-            if place.get("raster") == layer_path(layer):
-                place["bands"] = dialog.bands()
+            if place.raster == layer_path(layer):
+                place.bands = dialog.bands()
         self.run_search(self.search)
         return True
 
@@ -584,21 +594,22 @@ class MrHashDock(QgsDockWidget):
                                            failed=self._show_error)
         return self._request
 
-    def _show_map(self, result: dict) -> None:
+    def _show_map(self, answer: dict) -> None:
+        result = MapResult.from_result(answer)
         try:
-            detections = Detections.open(result["output"])
+            detections = Detections.open(result.output)
         except OSError as error:
             self._fail(str(error))
             return
         detections.add_to(QgsProject.instance())
-        self.search.maps.append(str(result["output"]))
-        self.search.map_threshold = float(result.get("threshold", 0.5))
+        self.search.maps.append(result.output)
+        self.search.map_threshold = result.threshold
         self.map_panel.show_detections(detections, self.search.map_threshold)
         self._show_detections_in_view(detections)
         self._remember_search()
         self.status_label.setText(tr("All {n:,} tiles of the index scored: {counts} are like "
                                      "your examples. Move Confidence to keep more or fewer."
-                                     ).format(n=int(result.get("n_scored") or 0),
+                                     ).format(n=result.n_scored,
                                               counts=self.map_panel.count_label.text()))
         self.iface.mapCanvas().refresh()
         self.mapFinished.emit(result)
@@ -633,11 +644,10 @@ class MrHashDock(QgsDockWidget):
         scores = dict(chosen)
         request = TilesRequest([tile for tile, _ in chosen], index=self.search.index)
 
-        def show(result: dict) -> None:
-            hits = result.get("hits", [])
-            for rank, hit in enumerate(hits, start=1):
-                hit.update(rank=rank, score=scores.get(int(hit["id"])),
-                           mark=self.search.mark_of({"tile": int(hit["id"])}))
+        def show(answer: dict) -> None:
+            # each shown with its map score, the confidence the analyst checks
+            hits = [ShownHit.of(hit, rank=rank, score=scores[hit.id], mark=self._mark_of(hit))
+                    for rank, hit in enumerate(QueryResult.from_result(answer).hits, start=1)]
             self.results.grid.set_hits(hits, by_score=True)
             self.results.show_search(self.search)
             first = tr("most doubtful first") if order == DOUBTFUL else tr("likeliest first")
@@ -675,10 +685,10 @@ class MrHashDock(QgsDockWidget):
     def _export_map_parquet(self, detections: Detections, path: str) -> EngineRequest:
         request = ExportMapRequest(layer_path(detections.tiles), path, self.map_panel.threshold)
 
-        def done(result: dict) -> None:
-            outputs = result.get("outputs") or {}
+        def done(answer: dict) -> None:
+            outputs = ExportMapResult.from_result(answer).outputs
             words = tr("Map exported as GeoParquet: {areas} and {tiles}").format(
-                areas=outputs.get("areas"), tiles=outputs.get("tiles"))
+                areas=outputs.areas, tiles=outputs.tiles)
             self.status_label.setText(words)
             self.iface.messageBar().pushMessage("MrHash", words, Qgis.MessageLevel.Success, 8)
 
@@ -706,19 +716,19 @@ class MrHashDock(QgsDockWidget):
         return written
 
     # marks, saved searches, export
-    def mark_hits(self, hits: list[dict], mark: str) -> None:
+    def mark_hits(self, hits: list[Hit], mark: str) -> None:
         """Mark hits relevant / not relevant ("" clears) for the next Refine."""
         if self.search is None or not hits:
             return
         relevant = {RELEVANT: True, IRRELEVANT: False}.get(mark)
         detections = self.map_panel.detections
         for hit in hits:
-            self.search.mark({"tile": int(hit["id"])}, relevant)
-            self.results.grid.set_mark(hit["id"], mark)
+            self.search.mark(Place(tile=hit.id), relevant)
+            self.results.grid.set_mark(hit.id, mark)
             if usable(self.hits_layer):
-                set_hit_mark(self.hits_layer, hit["id"], mark)
+                set_hit_mark(self.hits_layer, hit.id, mark)
             if detections is not None:
-                detections.set_mark(int(hit["id"]), mark)
+                detections.set_mark(hit.id, mark)
         self._remember_search()
         counts = {"relevant": self.search.n_relevant, "irrelevant": self.search.n_irrelevant}
         self.status_label.setText((tr(
@@ -801,36 +811,36 @@ class MrHashDock(QgsDockWidget):
         return Detections(*found), self.search.map_threshold if self.search else 0.5
 
     # results
-    def _on_canvas(self, hit: dict) -> QgsGeometry:
+    def _on_canvas(self, hit: Hit) -> QgsGeometry:
         """A hit's footprint in the canvas CRS."""
-        geometry = geometry_from_geojson(hit["footprint"])
+        geometry = geometry_from_geojson(hit.footprint)
         geometry.transform(QgsCoordinateTransform(
             QgsCoordinateReferenceSystem(WGS84),
             self.iface.mapCanvas().mapSettings().destinationCrs(), QgsProject.instance()))
         return geometry
 
-    def highlight_hit(self, hit: dict) -> None:
+    def highlight_hit(self, hit: Hit) -> None:
         """A selected thumbnail's footprint flashes on the map; the map does not move."""
         canvas = self.iface.mapCanvas()
         canvas.flashGeometries([self._on_canvas(hit)], canvas.mapSettings().destinationCrs())
 
-    def open_hit(self, hit: dict) -> None:
+    def open_hit(self, hit: ShownHit) -> None:
         """Double-click: the map zooms to the hit and shows its raster (a hit's)."""
         self.zoom_to_hit(hit)
-        if not hit.get("is_query"):
+        if not hit.is_query:
             self.add_hit_raster(hit)
 
-    def zoom_to_hit(self, hit: dict) -> None:
+    def zoom_to_hit(self, hit: Hit) -> None:
         canvas = self.iface.mapCanvas()
         extent = self._on_canvas(hit).boundingBox()
         extent.scale(3.0)  # some context around the hit
         canvas.setExtent(extent)
         canvas.refresh()
 
-    def add_hit_raster(self, hit: dict) -> QgsRasterLayer | None:
+    def add_hit_raster(self, hit: Hit) -> QgsRasterLayer | None:
         """The hit's raster in the project, below the results layers so it never hides them;
         a raster already in the project is reused (made visible), not added twice."""
-        path = str(hit["path"])
+        path = hit.path
         project = QgsProject.instance()
         for layer in project.mapLayers().values():
             if isinstance(layer, QgsRasterLayer) and layer_path(layer) == path:
@@ -895,12 +905,12 @@ def show_like_thumbnail(layer: QgsRasterLayer, bands: list[int],
         setter(stretch)
 
 
-def selected_footprints(layer) -> list[dict]:
-    """Footprint query params of the selected polygons of `layer` (in the layer's CRS)."""
+def selected_footprints(layer) -> list[Place]:
+    """The selected polygons of `layer` as footprint places (in the layer's CRS)."""
     if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != POLYGON_GEOMETRY:
         return []
     crs = crs_text(layer.crs())
-    return [{"footprint": feature.geometry().asWkt(), "footprint_crs": crs}
+    return [Place(footprint=feature.geometry().asWkt(), footprint_crs=crs)
             for feature in layer.selectedFeatures() if not feature.geometry().isEmpty()]
 
 
@@ -917,18 +927,16 @@ def selected_area(layer) -> QgsGeometry | None:
     return area
 
 
-def result_summary(result: dict, method: str) -> str:
+def result_summary(result: QueryResult, method: str) -> str:
     """The status line: how many hits, and how many places tie when the query is ambiguous."""
-    hits = result.get("hits", [])
-    if not hits:
+    if not result.hits:
         return tr("No hits.")
     text = (tr("{n} similar places") if method == QUERY
-            else tr("{n} places like your examples")).format(n=len(hits))
-    ties = result.get("ties") or {}
-    count = int(ties.get("count") or 0)
-    if method == QUERY and count > 1:
+            else tr("{n} places like your examples")).format(n=len(result.hits))
+    ties = result.ties
+    if method == QUERY and ties is not None and ties.count > 1:
         text += " · " + tr("{count}{more} places tie at distance {distance}: ordered by the "
-                           "finer score").format(count=f"{count:,}",
-                                                 more="+" if ties.get("capped") else "",
-                                                 distance=ties.get("distance"))
+                           "finer score").format(count=f"{ties.count:,}",
+                                                 more="+" if ties.capped else "",
+                                                 distance=ties.distance)
     return text

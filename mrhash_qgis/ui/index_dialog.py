@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
-from mrhash_qgis.contract.protocol import IndexRequest
+from mrhash_qgis.contract.protocol import IndexRequest, IndexResult
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import FIX_REBUILD, EngineClient, log
 from mrhash_qgis.core.engine_task import EngineTask
@@ -251,27 +251,26 @@ class IndexDialog(QDialog):
             self.task.cancel()
         self.close()
 
-    def _done(self, result: dict) -> None:
+    def _done(self, answer: dict) -> None:
         self.task = None
         self._building(False)
         self.progress.setValue(100)
-        skipped, kept = result.get("skipped", []), result.get("kept", [])
+        result = IndexResult.from_result(answer)
+        skipped, kept = result.skipped, result.kept
         for verb, items in (("skipped", skipped), ("kept", kept)):
             for item in items:
-                log(f"index {verb} {item.get('path')}: {item.get('error')}",
-                    Qgis.MessageLevel.Warning)
+                log(f"index {verb} {item.path}: {item.error}", Qgis.MessageLevel.Warning)
         text = tr("{n} tiles indexed (added {added}, removed {removed}, unchanged "
-                  "{unchanged})").format(n=result.get("n_tiles"), added=result.get("added"),
-                                         removed=result.get("removed"),
-                                         unchanged=result.get("unchanged"))
+                  "{unchanged})").format(n=result.n_tiles, added=result.added,
+                                         removed=result.removed, unchanged=result.unchanged)
         if skipped:
             text += tr("; {n} file(s) skipped, e.g. {error} (all in the MrHash log)").format(
-                n=len(skipped), error=skipped[0].get("error"))
+                n=len(skipped), error=skipped[0].error)
         if kept:
             text += tr("; the tiles of {n} raster(s) in folders that are gone or unreadable "
                        "were kept (tick Rebuild to drop them)").format(n=len(kept))
         self.status_label.setText(text)
-        index = result.get("index", self.index_widget.filePath())
+        index = result.index
         settings.LAST_INDEX.put(index)
         try:
             self.footprints = add_footprints_layer(index)

@@ -25,9 +25,8 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import SourceProposal, propose
-from mrhash_qgis.contract.protocol import ScanRequest
+from mrhash_qgis.contract.protocol import IndexResult, ScanRequest, ScanResult
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.band_layout import scanned_layout
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
@@ -146,20 +145,19 @@ class QuickStartDialog(QDialog):
         self._scan = self.client.submit(ScanRequest(folder), finished=self._scanned,
                                         failed=self._scan_failed)
 
-    def _scanned(self, result: dict) -> None:
+    def _scanned(self, answer: dict) -> None:
         if self.sender() is not self._scan:  # an answer for a folder typed earlier
             return
-        sources = result.get("sources", [])
-        errors = result.get("errors", [])
+        result = ScanResult.from_result(answer)
+        sources, errors = result.sources, result.errors
         if not sources:
             reason = (tr(" ({n} unreadable, e.g. {error})").format(
-                n=len(errors), error=errors[0].get("error")) if errors else "")
+                n=len(errors), error=errors[0].error) if errors else "")
             self.plan_label.setText(tr(
                 "No raster MrHash can read in {folder}{reason}. Choose the folder that holds "
-                "your GeoTIFF, JP2 or VRT files.").format(folder=result.get("folder"),
-                                                           reason=reason))
+                "your GeoTIFF, JP2 or VRT files.").format(folder=result.folder, reason=reason))
             return
-        layout = scanned_layout(sources[0])
+        layout = sources[0].band_layout()
         self.n_rasters = len(sources)
         self.proposal = propose(layout) if layout is not None else None
         self._show_plan(layout_words(layout) if layout is not None else "")
@@ -243,10 +241,10 @@ class QuickStartDialog(QDialog):
         self.progress.setValue(int(100 * fraction))
         self.status_label.setText(message)
 
-    def _finished(self, model: str, index: str, result: dict) -> None:
+    def _finished(self, model: str, index: str, result: IndexResult) -> None:
         self._running(False)
         text = tr("Your imagery is indexed ({n:,} tiles). Click the map on it to find similar "
-                  "places.").format(n=int(result.get("n_tiles") or 0))
+                  "places.").format(n=result.n_tiles)
         self.status_label.setText(text)
         self.ready.emit(model, index)
         self.iface.messageBar().pushMessage("MrHash", text, Qgis.MessageLevel.Success, 10)

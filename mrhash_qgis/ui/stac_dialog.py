@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from mrhash_qgis.contract import protocol
+from mrhash_qgis.contract.protocol import StacItem, StacItemsResult
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest
 from mrhash_qgis.core.hits_layer import geometry_from_geojson
 from mrhash_qgis.core.i18n import tr
@@ -48,7 +49,7 @@ class StacDialog(QDialog):
         self.setWindowTitle(tr("MrHash — STAC catalogue"))
         self.setMinimumWidth(680)
         self.client, self.canvas, self.bbox = client, canvas, bbox
-        self.items: list[dict] = []
+        self.items: list[StacItem] = []
         self.bands: list = []  # QgsRubberBand of each item found
         self._search: EngineRequest | None = None
         form = QFormLayout()
@@ -133,7 +134,7 @@ class StacDialog(QDialog):
 
     def coverage(self) -> QgsGeometry | None:
         """The union of the items found (EPSG:4326)."""
-        outlines = [geometry_from_geojson(item["geometry"]) for item in self.items]
+        outlines = [geometry_from_geojson(item.geometry) for item in self.items]
         return QgsGeometry.unaryUnion(outlines) if outlines else None
 
     # searching
@@ -146,14 +147,14 @@ class StacDialog(QDialog):
         self._search = self.client.request(protocol.STAC_ITEMS, self.query(), finished=self._found,
                                            failed=self._failed)
 
-    def _found(self, result: dict) -> None:
+    def _found(self, answer: dict) -> None:
         self.search_button.setEnabled(True)
-        self.items = list(result.get("items", []))
+        self.items = StacItemsResult.from_result(answer).items
         self.list.clear()
         for item in self.items:
-            cloud = item.get("cloud_cover")
+            cloud = item.cloud_cover
             self.list.addItem(tr("{id} · {date} · cloud {cloud}").format(
-                id=item["id"], date=(item.get("datetime") or "?")[:10],
+                id=item.id, date=(item.datetime or "?")[:10],
                 cloud="?" if cloud is None else f"{cloud:.0f}%"))
         self.status_label.setText(tr("{n} items cover the primary source (most coverage "
                                      "first); they are drawn on the map.").format(
@@ -181,7 +182,7 @@ class StacDialog(QDialog):
         wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
         for item in self.items:
             band = polygon_band(self.canvas, ITEM_COLOUR, 40)
-            band.setToGeometry(geometry_from_geojson(item["geometry"]), wgs84)
+            band.setToGeometry(geometry_from_geojson(item.geometry), wgs84)
             self.bands.append(band)
 
     def clear_canvas(self) -> None:

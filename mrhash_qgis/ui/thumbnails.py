@@ -4,13 +4,15 @@ each picture; hits marked relevant / not relevant by the analyst get a green / r
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 
 from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from qgis.PyQt.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QMenu
 
-from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT, QueryPlace
+from mrhash_qgis.core.hits_layer import ShownHit
 from mrhash_qgis.core.i18n import tr
 
 THUMB_PX = 96
@@ -54,24 +56,24 @@ def framed(pixmap: QPixmap, colour: str | None) -> QPixmap:
     return framed_pixmap
 
 
-def caption(hit: dict, by_score: bool = False) -> str:
+def caption(hit: ShownHit, by_score: bool = False) -> str:
     """"#3  d=5" (Hamming distance, what a query is ranked by) or "#3  0.912" (the score a
     refined list is ranked by), with the analyst's mark."""
-    if hit.get("is_query"):
+    if hit.is_query:
         return tr("query")
-    mark = {RELEVANT: " ✓", IRRELEVANT: " ✗"}.get(hit.get("mark") or "", "")
-    if by_score and hit.get("score") is not None:
-        return f"#{hit['rank']}  {float(hit['score']):.3f}{mark}"
-    return f"#{hit['rank']}  d={hit['distance']:g}{mark}"
+    mark = {RELEVANT: " ✓", IRRELEVANT: " ✗"}.get(hit.mark, "")
+    if by_score:
+        return f"#{hit.rank}  {hit.score:.3f}{mark}"
+    return f"#{hit.rank}  d={hit.distance:g}{mark}"
 
 
 class ThumbnailGrid(QListWidget):
-    """Icons of the query and its hits; `hitClicked` / `hitActivated` carry the hit dict (the
+    """Icons of the query and its hits; `hitClicked` / `hitActivated` carry the ShownHit (the
     query's has `is_query`); `markRequested(hits, mark)` asks to mark the selected hits
     (mark "relevant", "irrelevant" or "" to clear) from the context menu."""
 
-    hitClicked = pyqtSignal(dict)    # noqa: N815 (Qt signal naming)
-    hitActivated = pyqtSignal(dict)  # noqa: N815
+    hitClicked = pyqtSignal(object)    # noqa: N815 (Qt signal naming)
+    hitActivated = pyqtSignal(object)  # noqa: N815
     markRequested = pyqtSignal(list, str)  # noqa: N815
 
     def __init__(self, parent=None):
@@ -90,7 +92,7 @@ class ThumbnailGrid(QListWidget):
         self.itemClicked.connect(lambda item: self.hitClicked.emit(item.data(HIT_ROLE)))
         self.itemDoubleClicked.connect(lambda item: self.hitActivated.emit(item.data(HIT_ROLE)))
 
-    def set_hits(self, hits: list[dict], query: dict | None = None,
+    def set_hits(self, hits: list[ShownHit], query: QueryPlace | None = None,
                  by_score: bool = False) -> None:
         """Show `query` (the query's footprint, path and thumbnail, if any) then `hits`;
         `by_score`: the captions show the score the hits are ranked by (a refine)."""
@@ -98,16 +100,15 @@ class ThumbnailGrid(QListWidget):
         self.scrollToTop()  # new results from their first, wherever the last ones were read
         self.by_score = by_score
         if query is not None:
-            self._add({**query, "is_query": True}, tr("the place you queried; double-click: "
+            self._add(ShownHit.query(query), tr("the place you queried; double-click: "
                                                       "zoom"))
         for hit in hits:
-            name = Path(str(hit.get("path", ""))).name
-            score = f"\n{tr('score')} {hit['score']:.3f}" if hit.get("score") is not None else ""
-            self._add(hit, f"{name}\nwindow {hit.get('window')}{score}\n"
+            self._add(hit, f"{Path(hit.path).name}\nwindow {hit.window}\n"
+                      f"{tr('score')} {hit.score:.3f}\n"
                       + tr("click: show on the map · double-click: zoom and add the raster · "
                            "right-click: mark"))
 
-    def _add(self, hit: dict, tooltip: str) -> None:
+    def _add(self, hit: ShownHit, tooltip: str) -> None:
         item = QListWidgetItem(caption(hit))
         item.setToolTip(tooltip)
         item.setData(HIT_ROLE, hit)
@@ -116,25 +117,24 @@ class ThumbnailGrid(QListWidget):
 
     def _paint(self, item: QListWidgetItem) -> None:
         hit = item.data(HIT_ROLE)
-        colour = MARK_COLOURS["query"] if hit.get("is_query") else MARK_COLOURS.get(
-            hit.get("mark") or "")
-        item.setIcon(QIcon(framed(hit_pixmap(hit.get("thumbnail")), colour)))
+        colour = MARK_COLOURS["query"] if hit.is_query else MARK_COLOURS.get(hit.mark)
+        item.setIcon(QIcon(framed(hit_pixmap(hit.thumbnail), colour)))
         item.setText(caption(hit, self.by_score))
 
     def hit_items(self) -> list[QListWidgetItem]:
         return [self.item(row) for row in range(self.count())
-                if not self.item(row).data(HIT_ROLE).get("is_query")]
+                if not self.item(row).data(HIT_ROLE).is_query]
 
-    def selected_hits(self) -> list[dict]:
+    def selected_hits(self) -> list[ShownHit]:
         return [item.data(HIT_ROLE) for item in self.selectedItems()
-                if not item.data(HIT_ROLE).get("is_query")]
+                if not item.data(HIT_ROLE).is_query]
 
-    def set_mark(self, hit_id, mark: str) -> None:
+    def set_mark(self, hit_id: int, mark: str) -> None:
         """Show hit `hit_id` as marked (`mark`: relevant, irrelevant or "")."""
         for item in self.hit_items():
             hit = item.data(HIT_ROLE)
-            if str(hit.get("id")) == str(hit_id):
-                item.setData(HIT_ROLE, {**hit, "mark": mark})
+            if hit.id == hit_id:
+                item.setData(HIT_ROLE, replace(hit, mark=mark))
                 self._paint(item)
 
     def _menu(self, position) -> None:

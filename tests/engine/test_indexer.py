@@ -84,7 +84,7 @@ def test_unreadable_files_are_skipped_and_listed(tiny_model, rasters, tmp_path):
     good = sorted(rasters.glob("*.tif"))[0].read_bytes()
     (rasters / "truncated.tif").write_bytes(good[: len(good) // 2])
     result = build_index(rasters, tiny_model, tmp_path / "index", TILE)
-    skipped = {Path(s["path"]).name: s["error"] for s in result.skipped}
+    skipped = {Path(s.path).name: s.error for s in result.skipped}
     assert set(skipped) == {"garbage.tif", "truncated.tif"}
     assert all(name in error for name, error in skipped.items())
     assert result.n_tiles == 36
@@ -308,7 +308,7 @@ def test_index_rasters_of_another_band_layout(tiny_model, rasters, tmp_path):
     # without a band selection the model's 4,3,2 do not exist in 3-band files
     plain = build_index(rgb_dir, tiny_model, tmp_path / "plain", TILE)
     assert plain.n_tiles == 0 and len(plain.skipped) == 9
-    assert "band 4" in plain.skipped[0]["error"]
+    assert "band 4" in plain.skipped[0].error
     # nothing indexed: no index left behind, so the same folder takes the right bands next
     assert not (tmp_path / "plain" / DB_FILE).exists()
     assert build_index(rgb_dir, tiny_model, tmp_path / "plain", TILE,

@@ -11,6 +11,15 @@ import sys
 import threading
 
 import pytest
+from mrhash_contract.protocol import (
+    ExportMapResult,
+    ExportResult,
+    IndexResult,
+    MapResult,
+    OpenResult,
+    QueryResult,
+    ScanResult,
+)
 from test_index_support import THREADS_ENV, TILE
 
 
@@ -129,6 +138,7 @@ def test_index_jobs_progress_busy_cancel_and_queries(engine, tiny_model, rasters
     final, progress = engine.until_done("6")
     result = final["result"]
     assert result["n_tiles"] == 9 * 25 and result["skipped"] == []
+    assert IndexResult.from_result(result).added == 9 * 25
     assert set(result) >= {"index", "n_tiles", "added", "removed", "unchanged", "skipped"}
     assert progress and all({"done", "total", "fraction", "eta_s", "message"} <= set(p)
                             for p in progress)
@@ -202,6 +212,16 @@ def test_refine_export_and_fix_hints(engine, tiny_model, rasters, tmp_path):
                               output=str(tmp_path / "map.parquet"))["result"]
     assert exported["n_tiles"] == mapped["n_detected"] and exported["n_marked"] == 1
     assert (tmp_path / "map_areas.parquet").is_file()
+    # every answer of a real index is its typed result, read back as the plugin reads it
+    assert QueryResult.from_result(refined).query.n_relevant == 1
+    assert QueryResult.from_result(refined).hits[0].thumbnail.endswith(".png")
+    queried = QueryResult.from_result(queried)
+    assert queried.ties.distance == 0 and queried.hits[0].rank == 1 and queried.layout
+    assert [h.id for h in QueryResult.from_result(shown).hits] == [7, 3, 12]
+    assert OpenResult.from_result(opened).n_tiles == 36
+    assert ExportResult.from_result(final["result"]).format == "gpkg"
+    assert MapResult.from_result(mapped).detections[0].index is None
+    assert ExportMapResult.from_result(exported).outputs.areas.endswith("map_areas.parquet")
 
 
 def test_train_and_scan_jobs(engine, eurosat_dir, rasters, tmp_path):
@@ -221,6 +241,7 @@ def test_train_and_scan_jobs(engine, eurosat_dir, rasters, tmp_path):
     assert bad["error"]["code"] == "bad_input" and "wings" in bad["error"]["message"]
     scan = engine.request("s", "scan", folder=str(rasters))["result"]
     assert len(scan["sources"]) == 9
+    assert all(s.band_layout() for s in ScanResult.from_result(scan).sources)
 
 
 def test_stray_prints_go_to_stderr():

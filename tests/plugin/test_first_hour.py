@@ -239,15 +239,15 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
         assert actions == 4
         dock.resize(380, 720)
         screenshot(dock, "quick_start_3_first_hits")
-        hits = got[-1]["hits"]
-        assert len(hits) == 5 and [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+        hits = got[-1].hits
+        assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
         assert len(dock.results.grid.hit_items()) == 5
         clicked = dock.search.queried_tiles()
-        assert clicked and not clicked & {int(h["id"]) for h in hits}  # the query is no hit
+        assert clicked and not clicked & {int(h.id) for h in hits}  # the query is no hit
         # a hit's raster shows the bands its thumbnail shows: red, green, blue = 4, 3, 2
         shown = dock.add_hit_raster(hits[0]).renderer()
         assert (shown.redBand(), shown.greenBand(), shown.blueBand()) == (4, 3, 2)
-        low, high = got[-1]["display_limits"][0]  # stretched over the thumbnails' values
+        low, high = got[-1].display_limits[0]  # stretched over the thumbnails' values
         red = shown.redContrastEnhancement()
         assert (red.minimumValue(), red.maximumValue()) == pytest.approx((low, high))
 
@@ -274,7 +274,7 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
 
             remember_bands(one, [1, 1, 1])
             for place in dock.search.queries:
-                place["bands"] = [1, 1, 1]
+                place.bands = [1, 1, 1]
             dock.run_search(dock.search)
             return True
 
@@ -379,6 +379,7 @@ def test_a_query_while_the_index_is_built_says_when_it_is_ready(qgis_iface, trai
                                                                engine):
     from osgeo import gdal
 
+    from mrhash_qgis.contract.protocol import Place
     from mrhash_qgis.core.searches import Search
     from mrhash_qgis.ui.dock import MrHashDock
     from mrhash_qgis.ui.index_dialog import IndexDialog
@@ -403,7 +404,7 @@ def test_a_query_while_the_index_is_built_says_when_it_is_ready(qgis_iface, trai
     dock.index_widget.setFilePath(str(tmp_path / "big_index"))
     failed: list[str] = []
     dock.queryFailed.connect(failed.append)
-    dock.run_search(Search(index=str(tmp_path / "big_index"), k=3, queries=[{"tile": 1}]))
+    dock.run_search(Search(index=str(tmp_path / "big_index"), k=3, queries=[Place(tile=1)]))
     wait_for(lambda: failed or ended, 60, "the query's answer")
     assert failed and "The index is being built: query again when it is done, in about" in (
         failed[0]), failed

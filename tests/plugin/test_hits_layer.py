@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mrhash_qgis.contract.protocol import Hit
 from mrhash_qgis.core.hits_layer import DISTANCE_COLOURS, distance_classes, hits_layer
 
 
@@ -16,7 +17,7 @@ def test_distance_classes_are_integer_ranges_covering_every_distance():
 
 def test_hits_layer_legend_names_distances():
     square = {"type": "Polygon", "coordinates": [[[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]]]}
-    hits = [{"rank": r, "id": r, "distance": d, "path": f"/data/t{r}.tif", "footprint": square}
+    hits = [Hit(r, r, d, 0.5, f"/data/t{r}.tif", square)
             for r, d in enumerate((0, 2, 2, 5), start=1)]
     layer = hits_layer(hits)
     ranges = layer.renderer().ranges()

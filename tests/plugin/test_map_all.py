@@ -12,19 +12,19 @@ from conftest import screenshot, wait_for
 from qgis.core import QgsProject, QgsVectorLayer
 from test_results import _finish, _query
 
-from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT
+from mrhash_qgis.contract.protocol import IRRELEVANT, RELEVANT, MapResult
 from mrhash_qgis.core.detections import AREAS_LAYER_NAME, DOUBTFUL, TILES_LAYER_NAME, kept
 from mrhash_qgis.ui.thumbnails import HIT_ROLE
 
 
-def _map(dock, errors: list[str]) -> dict:
-    maps: list[dict] = []
+def _map(dock, errors: list[str]) -> MapResult:
+    maps: list = []
     dock.mapFinished.connect(maps.append)
     dock.queryFailed.connect(lambda message: maps.append({"error": message}))
     dock.map_panel.map_button.click()
     wait_for(lambda: maps or errors, 120, "the map")
     assert not errors, errors[0]
-    assert "error" not in maps[0], maps[0]
+    assert isinstance(maps[0], MapResult), maps[0]
     return maps[0]
 
 
@@ -50,18 +50,18 @@ def test_map_slider_update_export_and_reopen(qgis_iface, built_index, rgb_layer,
     monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: errors.append(
         "".join(traceback.format_exception(kind, value, tb))))
     dock, tool, results = _query(qgis_iface, built_index, rgb_layer)
-    hits = results[0]["hits"]
+    hits = results[0].hits
     dock.mark_hits([hits[0], hits[1]], RELEVANT)
     dock.mark_hits([hits[-1]], IRRELEVANT)
     first = _map(dock, errors)
-    assert first["n_scored"] == 50 and first["threshold"] == 0.5
+    assert first.n_scored == 50 and first.threshold == 0.5
     project = QgsProject.instance()
     [areas] = project.mapLayersByName(AREAS_LAYER_NAME)
     [tiles] = project.mapLayersByName(TILES_LAYER_NAME)
     panel = dock.map_panel
     assert panel.map_button.text() == "Update the map" and panel.slider.value() == 50
     at_half = kept(tiles)
-    assert at_half == first["n_detected"] and kept(areas) == first["n_areas"]
+    assert at_half == first.n_detected and kept(areas) == first.n_areas
     assert panel.count_label.text().startswith(f"{at_half:,} tile")
     assert panel.count_label.text().endswith("at 0.50")
     # the slider keeps fewer or more tiles at once, without the engine
@@ -83,29 +83,29 @@ def test_map_slider_update_export_and_reopen(qgis_iface, built_index, rgb_layer,
     wait_for(lambda: "most doubtful first" in dock.status_label.text(), 30, "the thumbnails")
     shown = [item.data(HIT_ROLE) for item in dock.results.grid.hit_items()]
     assert 0 < len(shown) <= dock.search.k
-    assert all(h["thumbnail"] and h["score"] is not None for h in shown)
-    doubt = [abs(h["score"] - 0.70) for h in shown]
+    assert all(h.thumbnail and h.score is not None for h in shown)
+    doubt = [abs(h.score - 0.70) for h in shown]
     assert doubt == sorted(doubt)
-    assert not {h["id"] for h in shown} & dock.search.marked_tiles()
+    assert not {h.id for h in shown} & dock.search.marked_tiles()
     every = {int(f["id"]): f["score"] for f in dock.map_panel.detections.every_tile()
              .getFeatures()}
     assert doubt[-1] <= min(abs(score - 0.70) for tile, score in every.items()
-                            if tile not in {h["id"] for h in shown}
+                            if tile not in {h.id for h in shown}
                             and tile not in dock.search.marked_tiles()
                             and tile not in dock.search.queried_tiles()) + 1e-6
     wrong = shown[0]
     dock.mark_hits([wrong], IRRELEVANT)  # as the ✗ button does
-    assert marks_in(tiles)[int(wrong["id"])] == IRRELEVANT  # on the canvas at once
+    assert marks_in(tiles)[int(wrong.id)] == IRRELEVANT  # on the canvas at once
     assert "Update the map" in dock.status_label.text()
     screenshot(dock, "dock_map_check")
 
     # a wrong hit marked too, Update: a new round with the marks made since
     dock.mark_hits([hits[2]], IRRELEVANT)
     second = _map(dock, errors)
-    assert second["output"] != first["output"] and len(dock.search.maps) == 2
+    assert second.output != first.output and len(dock.search.maps) == 2
     assert len(project.mapLayersByName(AREAS_LAYER_NAME)) == 1  # the new map replaces it
     [tiles] = project.mapLayersByName(TILES_LAYER_NAME)
-    assert marks_in(tiles)[int(wrong["id"])] == IRRELEVANT
+    assert marks_in(tiles)[int(wrong.id)] == IRRELEVANT
 
     # GeoParquet, written by the engine: both layers, at the confidence shown, with marks
     _done(dock.export_map(str(tmp_path / "map.parquet")), errors, "the GeoParquet export")

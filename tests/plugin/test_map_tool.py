@@ -34,27 +34,27 @@ def test_click_query_gives_hits_layer_and_thumbnails(qgis_iface, built_index, rg
     tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the query")
 
-    hits = results[0]["hits"]
+    hits = results[0].hits
     assert len(hits) == 5
     layer = QgsProject.instance().mapLayersByName(HITS_LAYER_NAME)[0]
     features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
-    assert [f["rank"] for f in features] == [h["rank"] for h in hits]
+    assert [f["rank"] for f in features] == [h.rank for h in hits]
     distances = [f["distance"] for f in features]
     assert distances == sorted(distances)
     # the archive holds the clicked crop itself: that tile is the query, shown as the query
     # and not as hit #1 taking a slot
-    assert results[0]["query"]["path"] == str(s2.rgb)  # read from the layer clicked on
+    assert results[0].query.path == str(s2.rgb)  # read from the layer clicked on
     to_wgs84 = QgsCoordinateTransform(rgb_layer.crs(), layer.crs(), QgsProject.instance())
     clicked = to_wgs84.transform(target)
     assert not any(f.geometry().contains(clicked) and f["source"].endswith("s2_rgb_a.tif")
                    for f in features)
-    assert int(dock.search.queries[0]["indexed_tile"]) not in {int(h["id"]) for h in hits}
+    assert dock.search.indexed_tiles[0] not in {int(h.id) for h in hits}
     assert layer.renderer().type() == "graduatedSymbol"
     # thumbnails: the query first, then one per hit, real pictures from the engine
-    assert dock.grid.item(0).data(HIT_ROLE)["is_query"]
+    assert dock.grid.item(0).data(HIT_ROLE).is_query
     assert len(dock.grid.hit_items()) == 5
     assert dock.grid.hit_items()[0].text().startswith("#1  d=")
-    assert all(hit.get("thumbnail") for hit in hits)
+    assert all(hit.thumbnail for hit in hits)
     # the user removes the hits layer; the next query makes a new one
     QgsProject.instance().removeMapLayers([layer.id()])
     tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
@@ -78,16 +78,16 @@ def test_click_snapped_to_the_indexed_tile(qgis_iface, built_index, rgb_layer, s
     tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
     tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the snapped query")
-    query = results[0]["query"]
-    assert query["path"] == str(s2.archive_dir / "s2_rgb_a.tif")
+    query = results[0].query
+    assert query.path == str(s2.archive_dir / "s2_rgb_a.tif")
     # the query is the stored tile (64 px = 640 m) under the click, found exactly
-    minx, miny, maxx, maxy = query["bounds"]
+    minx, miny, maxx, maxy = query.bounds
     assert (maxx - minx, maxy - miny) == (640, 640)
     assert minx <= target.x() <= maxx and miny <= target.y() <= maxy
-    hits = results[0]["hits"]
-    assert len(hits) == 12 and [h["rank"] for h in hits] == list(range(1, 13))
+    hits = results[0].hits
+    assert len(hits) == 12 and [h.rank for h in hits] == list(range(1, 13))
     # the tile clicked is the query, not one of its hits
-    assert not any(h["path"] == query["path"] and h["window"] == [64, 128, 64, 64]
+    assert not any(h.path == query.path and h.window == [64, 128, 64, 64]
                    for h in hits)
     QgsProject.instance().removeAllMapLayers()
     tool.release()
@@ -134,15 +134,15 @@ def test_rectangle_drag_and_result_actions(qgis_iface, built_index, rgb_layer, s
     assert location.crs == "EPSG:32618" and location.raster == str(s2.rgb)
     assert location.footprint_wkt.startswith("Polygon")
     wait_for(lambda: results, 60, "the rectangle query")
-    hits = results[0]["hits"]
-    assert results[0]["query"]["path"] == str(s2.rgb)  # a rectangle reads the raster under it
+    hits = results[0].hits
+    assert results[0].query.path == str(s2.rgb)  # a rectangle reads the raster under it
     dock.zoom_to_hit(hits[0])
-    west, south, east, north = hits[0]["bounds"]  # in the hit's CRS (the archive's, 32618)
+    west, south, east, north = hits[0].bounds  # in the hit's CRS (the archive's, 32618)
     assert canvas.extent().contains(QgsCoordinateTransform(
         rgb_layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance()
     ).transform(QgsPointXY((west + east) / 2, (south + north) / 2)))
     added = dock.add_hit_raster(hits[0])
-    assert added.isValid() and added.source() == hits[0]["path"]
+    assert added.isValid() and added.source() == hits[0].path
     QgsProject.instance().removeAllMapLayers()
     tool.release()
 
@@ -177,11 +177,11 @@ def test_click_on_a_raster_outside_the_index_queries_that_raster(
     tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, pixel))
     tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, pixel))
     wait_for(lambda: results, 60, "the fallback query")
-    query = results[0]["query"]
-    assert query["path"] == str(elsewhere)
-    minx, miny, maxx, maxy = query["bounds"]
+    query = results[0].query
+    assert query.path == str(elsewhere)
+    minx, miny, maxx, maxy = query.bounds
     assert round(maxx - minx) == 640  # the index's 64 px tiles x 10 m
-    assert len(results[0]["hits"]) == 5
+    assert len(results[0].hits) == 5
     QgsProject.instance().removeAllMapLayers()
     tool.release()
 

@@ -83,7 +83,7 @@ def test_stac_dialog_finds_and_draws_items(qgis_iface, engine, server) -> None:
     dialog.cloud_spin.setValue(20)
     dialog.search()
     wait_for(lambda: dialog.search_button.isEnabled(), 60, "the filtered STAC search")
-    assert [i["id"] for i in dialog.items] == ["s2_east", "s2_west"] and len(dialog.bands) == 2
+    assert [i.id for i in dialog.items] == ["s2_east", "s2_west"] and len(dialog.bands) == 2
     assert dialog.source() == {"stac": f"{server.url}/stac/collection.json",
                                "assets": ["B05", "B8A", "B11"], "date": "/".join(DATES),
                                "max_cloud": 20.0}

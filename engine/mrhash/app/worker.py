@@ -37,6 +37,7 @@ from mrhash_contract.protocol import (
     IndexRequest,
     MapRequest,
     OpenRequest,
+    OpenResult,
     QueryRequest,
     RefineRequest,
     ScanRequest,
@@ -251,9 +252,8 @@ class Worker:
         request = OpenRequest.from_params(params)
         searcher = self._query_searcher(request)
         searcher.warm()
-        return {"index": str(searcher.folder.root), "n_tiles": searcher.index.ntotal,
-                "model": searcher.model.path,
-                "seconds": round(time.perf_counter() - started, 4)}
+        return OpenResult(str(searcher.folder.root), searcher.index.ntotal, searcher.model.path,
+                          round(time.perf_counter() - started, 4)).to_result()
 
     def _query_searcher(self, request: QueryRequest | RefineRequest | TilesRequest
                        | OpenRequest):
@@ -319,7 +319,7 @@ class Worker:
             result = index_request(request, job, model=model)
         finally:
             self._drop_searcher(request.index)
-        return result.to_dict()
+        return result.to_result()
 
     def _run_map(self, params: dict, job: JobControl) -> dict:
         from mrhash.search.mapping import run_map

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from mrhash_contract.index_layout import (  # the folder's layout, shared with t
     DB_FILE,
     LOCK_FILE,
 )
-from mrhash_contract.protocol import FIX_REBUILD, IndexRequest
+from mrhash_contract.protocol import FIX_REBUILD, FileProblem, IndexRequest, IndexResult
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError
 from mrhash.fileio import exclusive_lock
@@ -55,24 +54,6 @@ if TYPE_CHECKING:  # the writer's module is imported only when a build stores th
 BATCH_SIZE = 32
 
 
-@dataclass
-class IndexResult:
-    index: str
-    n_tiles: int
-    added: int = 0          # tiles added
-    removed: int = 0        # tiles removed (files gone or changed)
-    unchanged: int = 0      # rasters left as they were
-    files_indexed: int = 0
-    files_removed: int = 0
-    skipped: list[dict] = field(default_factory=list)  # [{path, error}]
-    kept: list[dict] = field(default_factory=list)  # indexed rasters whose folder was unread
-    seconds: float = 0.0
-    tiles_per_s: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def discover(folder: str | Path, bands: Sequence[int | str] | None
              ) -> tuple[list[SourceSpec], FolderListing]:
     """Every raster (or per-band product) under `folder` (absolute paths), with the model's
@@ -88,7 +69,7 @@ def _account(result: IndexResult, builder: Builder, outcome: FileOutcome) -> Non
         result.removed += outcome.removed
         result.files_indexed += 1
         return
-    result.skipped.append({"path": outcome.path, "error": outcome.error})
+    result.skipped.append(FileProblem(outcome.path, outcome.error))
     # nothing half-indexed stays behind a file that failed midway
     result.removed += builder.remove(outcome.path)
 
@@ -245,11 +226,11 @@ def index_request(request: IndexRequest, job: JobControl | None = None, *, model
 def check_bands_found(result: IndexResult, bands: Sequence[int | str] | None) -> None:
     """BadInput when bands were given and every raster was skipped for lacking them: "no
     tile was indexed" with exit 0 would hide a wrong --bands."""
-    missing = [s for s in result.skipped if "does not exist" in str(s.get("error"))]
+    missing = [s for s in result.skipped if "does not exist" in s.error]
     if bands and result.n_tiles == 0 and missing and len(missing) == len(result.skipped):
         raise BadInput(f"--bands {_bands_text(tuple(bands))}: a band does not exist in any "
-                       f"raster of the folder (e.g. {missing[0]['path']}: "
-                       f"{missing[0]['error']})", path=str(result.index))
+                       f"raster of the folder (e.g. {missing[0].path}: "
+                       f"{missing[0].error})", path=str(result.index))
 
 
 def check_found(folder: str | Path, listing: FolderListing) -> None:
@@ -298,7 +279,7 @@ def _build_with(builder: Builder, index_folder: IndexFolder, specs: list[SourceS
     result = IndexResult(str(index_folder.root.resolve()), 0)
     records = index_folder.store.files()
     present = {spec.paths[0] for spec in specs}
-    result.skipped += listing.problems
+    result.skipped += [FileProblem(**problem) for problem in listing.problems]
     unreached: list[str] = []
     try:
         for path in sorted(set(records) - present):
@@ -331,9 +312,9 @@ def _build_with(builder: Builder, index_folder: IndexFolder, specs: list[SourceS
                 result.removed += builder.remove(path)
                 result.files_removed += 1
             else:
-                result.kept.append({"path": path, "error": "its folder is gone, empty or "
-                                    "unreadable (an unmounted share?): its tiles are kept "
-                                    "(rebuild the index to drop them)"})
+                result.kept.append(FileProblem(path, "its folder is gone, empty or unreadable "
+                                               "(an unmounted share?): its tiles are kept "
+                                               "(rebuild the index to drop them)"))
     except BaseException:
         # also on cancel or a full disk: what was committed stays searchable; a failure to
         # save the cache must not hide the error that stopped the build

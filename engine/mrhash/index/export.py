@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from mrhash_contract import index_layout
+from mrhash_contract.protocol import ExportResult
 
 from mrhash.errors import BadInput
 from mrhash.fileio import atomic_output, check_writable
@@ -495,5 +496,5 @@ def export_index(index_dir: str | Path, fmt: str | None, output: str | Path,
         folder.close()
     if job:
         job.report(n_tiles, n_tiles, "done", force=True)
-    return {"output": str(Path(output).resolve()), "format": fmt, "n_tiles": n_tiles,
-            "seconds": round(time.monotonic() - started, 2)}
+    return ExportResult(str(Path(output).resolve()), fmt, n_tiles,
+                        round(time.monotonic() - started, 2)).to_result()

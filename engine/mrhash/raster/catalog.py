@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import shapely
+from mrhash_contract.protocol import FileProblem, ScannedLayout, ScannedSource, ScanResult
 
 from mrhash.errors import MrHashError
 from mrhash.jobs import JobControl
@@ -24,35 +25,22 @@ from mrhash.raster.sources import (
 WGS84 = "EPSG:4326"
 
 
-def describe_source(source: Source, name: str) -> dict:
-    """Catalogue entry of an opened source (JSON-ready)."""
+def describe_source(source: Source, name: str) -> ScannedSource:
+    """Catalogue entry of an opened source."""
     native = source.footprint
     outline = native.geometry_in(WGS84)
-    return {
-        "name": name,
-        "paths": list(source.spec.paths),
-        "crs": source.crs,
-        "res": list(source.res),
-        "width": source.width,
-        "height": source.height,
-        "count": source.count,
-        "bands": list(source.band_names),
-        "band_res": [list(r) for r in source.band_resolutions],
-        "dtype": source.dtype,
-        # what the bands are (contract band_profiles): the plugin proposes the sources of a
-        # training from it
-        "layout": _layout(source),
-        "nodata": source.nodata,
-        "footprint": {"crs": native.crs, "bounds": list(native.bounds),
-                      "wkt": native.polygon().wkt},
-        "footprint_wgs84": {"geojson": shapely.geometry.mapping(outline),
-                            "wkt": outline.wkt, "bounds": list(outline.bounds)},
-    }
-
-
-def _layout(source: Source) -> dict:
+    # what the bands are (contract band_profiles): the plugin proposes the sources of a
+    # training from it
     layout = layout_of(source)
-    return {"roles": list(layout.roles), "product": layout.product, "assumed": layout.assumed}
+    return ScannedSource(
+        name, list(source.spec.paths), source.crs, [float(r) for r in source.res],
+        source.width, source.height, source.count, list(source.band_names),
+        [[float(v) for v in r] for r in source.band_resolutions], str(source.dtype),
+        source.nodata,
+        {"crs": native.crs, "bounds": list(native.bounds), "wkt": native.polygon().wkt},
+        {"geojson": shapely.geometry.mapping(outline), "wkt": outline.wkt,
+         "bounds": list(outline.bounds)},
+        ScannedLayout(list(layout.roles), layout.product, layout.assumed))
 
 
 def _source_name(paths: tuple[str, ...]) -> str:
@@ -64,11 +52,11 @@ def _source_name(paths: tuple[str, ...]) -> str:
 
 
 def scan(folder: str | Path, job: JobControl | None = None) -> dict:
-    """Describe every raster source under `folder` (recursively):
-    {folder, sources: [...], errors: [{path, error}]}."""
+    """Describe every raster source under `folder` (recursively): the ScanResult as the
+    worker sends it, {folder, n_files, sources: [...], errors: [{path, error}]}."""
     listing = list_rasters(folder)
     root, files = Path(listing.root), listing.files
-    errors: list[dict] = list(listing.problems)
+    errors = [FileProblem(**problem) for problem in listing.problems]
     good: list[str] = []
     for done, path in enumerate(files):
         if job:
@@ -78,14 +66,14 @@ def scan(folder: str | Path, job: JobControl | None = None) -> dict:
             check_raster(path).close()
             good.append(path)
         except MrHashError as error:
-            errors.append({"path": path, "error": error.message})
+            errors.append(FileProblem(path, error.message))
     sources = []
     for paths in source_groups(good):
         try:
             with open_source(SourceSpec(name=_source_name(paths), paths=paths)) as source:
                 sources.append(describe_source(source, source.spec.name))
         except MrHashError as error:
-            errors.append({"path": paths[0], "error": error.message})
+            errors.append(FileProblem(paths[0], error.message))
     if job:
         job.report(len(files), len(files), "scanned", force=True)
-    return {"folder": str(root), "n_files": len(files), "sources": sources, "errors": errors}
+    return ScanResult(str(root), len(files), sources, errors).to_result()

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 
 import shapely
 from mrhash_contract.bands import normalize_band_name
+from mrhash_contract.protocol import StacItem, StacItemsResult
 from shapely.geometry import shape
 
 from mrhash.errors import BadInput
@@ -108,12 +109,11 @@ class Item:
             raise RemoteError(f"STAC item {self.id!r} has an asset without href", url=self.url)
         return follow_link(self.url, str(href), "asset href", ASSET_SCHEMES)
 
-    def summary(self) -> dict:
+    def summary(self) -> StacItem:
         """The item as the worker's `stac_items` answers it (GeoJSON outline)."""
-        return {"id": self.id, "url": self.url, "datetime": self.datetime,
-                "cloud_cover": self.cloud_cover, "bbox": list(self.geometry.bounds),
-                "geometry": shapely.geometry.mapping(self.geometry),
-                "assets": sorted(self.assets)}
+        return StacItem(self.id, self.url, self.datetime, self.cloud_cover,
+                        list(self.geometry.bounds), shapely.geometry.mapping(self.geometry),
+                        sorted(self.assets))
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,8 @@ class StacSearch:
 
 def find_items(params: dict, check=None) -> dict:
     """The worker's `stac_items`: {url, collection?, bbox (EPSG:4326), date?, max_cloud?,
-    limit? (500)} -> {url, count, items: [Item.summary()], requests}, the best first (most
+    limit? (500)} -> the StacItemsResult as the worker sends it: {url, count, items:
+    [Item.summary()], requests}, the best first (most
     of the bbox covered, then least cloudy, then latest)."""
     url = params.get("url")
     if not url:
@@ -353,5 +354,5 @@ def find_items(params: dict, check=None) -> dict:
         i.geometry.intersection(area).area, -(i.cloud_cover if i.cloud_cover is not None
                                                else 100.0), i.datetime or ""))
     limit = int(params.get("limit") or 500)
-    return {"url": url, "count": len(items), "items": [i.summary() for i in items[:limit]],
-            "requests": search.requests}
+    return StacItemsResult(str(url), len(items), [i.summary() for i in items[:limit]],
+                           search.requests).to_result()

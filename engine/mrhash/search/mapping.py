@@ -40,7 +40,15 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from mrhash_contract.protocol import IRRELEVANT, RELEVANT, MapRequest
+from mrhash_contract.protocol import (
+    IRRELEVANT,
+    RELEVANT,
+    ExportMapResult,
+    MapDetection,
+    MapParquet,
+    MapRequest,
+    MapResult,
+)
 
 from mrhash.errors import BadInput, validated
 from mrhash.fileio import atomic_output
@@ -211,7 +219,7 @@ class ShardScores:
 
 
 def _write(path: Path, parts: list[ShardScores], threshold: float
-           ) -> tuple[list[dict], Areas, tuple | None]:
+           ) -> tuple[list[MapDetection], Areas, tuple | None]:
     """The tiles layer (streamed from each index's store, RECORD_CHUNK tiles at a time; each
     marked tile with its mark, and its index folder) and the areas layer; -> (the detections
     {id, path, score, index} best first, the areas, tiles' extent). A feature's fid is its
@@ -264,8 +272,7 @@ def _write(path: Path, parts: list[ShardScores], threshold: float
     finally:
         db.close()
     several = len(parts) > 1
-    detections = [{"id": int(i), "path": p, "score": round(s, 6), **({"index": root}
-                                                                     if several else {})}
+    detections = [MapDetection(int(i), p, round(s, 6), root if several else None)
                   for i, p, s, _, root in sorted(detected, key=lambda d: (-d[2], d[4], d[0]))]
     return detections, areas, extent
 
@@ -279,11 +286,11 @@ def map_index(searcher: Searcher | ShardedSearcher, request: MapRequest,
               job: JobControl | None = None) -> dict:
     """Score every tile of the searcher's index (or of each index of a ShardedSearcher, with
     one scorer fitted for all) for the request's examples and write the GeoPackage (module
-    doc). -> the MapResult: output, calibration, threshold, floor, n_scored, n_tiles (in the
-    tiles layer), n_detected, detected_km2 (of the areas), n_areas, detections [{id, path,
-    score, index (several indexes)}] best first, seconds. Every bad input (no relevant
-    example, an unknown tile, a threshold outside [0, 1], an output that may not be
-    written) is BadInput before anything is written."""
+    doc). -> the MapResult as the worker sends it: output, calibration, threshold, floor,
+    n_scored, n_tiles (in the tiles layer), n_detected, detected_km2 (of the areas), n_areas,
+    detections [{id, path, score, index (several indexes)}] best first, seconds. Every bad
+    input (no relevant example, an unknown tile, a threshold outside [0, 1], an output that
+    may not be written) is BadInput before anything is written."""
     started = time.perf_counter()
     validated(request)
     shards = searcher.shards if isinstance(searcher, ShardedSearcher) else [searcher]
@@ -305,12 +312,10 @@ def map_index(searcher: Searcher | ShardedSearcher, request: MapRequest,
     n_scored = sum(part.scored.n_scored for part in parts)
     if job:
         job.report(n_scored, n_scored, "done", force=True)
-    return {"output": str(Path(request.output).resolve()), "calibration": CALIBRATION,
-            "threshold": request.threshold, "floor": request.tile_floor,
-            "n_scored": n_scored, "n_tiles": sum(len(part.scored.ids) for part in parts),
-            "n_detected": len(detections), "detected_km2": round(float(areas.km2.sum()), 6),
-            "n_areas": len(areas.paths), "detections": detections,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return MapResult(str(Path(request.output).resolve()), CALIBRATION, request.threshold,
+                     request.tile_floor, n_scored, sum(len(part.scored.ids) for part in parts),
+                     len(detections), round(float(areas.km2.sum()), 6), len(areas.paths),
+                     detections, round(time.perf_counter() - started, 3)).to_result()
 
 
 def run_map(request: MapRequest, model=None, job: JobControl | None = None,
@@ -414,8 +419,7 @@ def export_map(map_path: str | Path, output: str | Path, threshold: float,
             job.check()
     if job:
         job.report(1, 1, "done", force=True)
-    return {"outputs": {layer: str(path.resolve()) for layer, path in outputs.items()},
-            "n_tiles": sum(bool(t[7]) for t in tiles),
-            "n_marked": sum(t[8] is not None for t in tiles), "n_areas": len(areas),
-            "threshold": threshold,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return ExportMapResult(
+        MapParquet(**{layer: str(path.resolve()) for layer, path in outputs.items()}),
+        sum(bool(t[7]) for t in tiles), sum(t[8] is not None for t in tiles), len(areas),
+        threshold, round(time.perf_counter() - started, 3)).to_result()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from mrhash_contract.protocol import Example, RefineRequest
+from mrhash_contract.protocol import Example, MarkedPlace, RefineRequest
 
 from mrhash.errors import BadInput, OutsideIndex, validated
 from mrhash.raster.geometry import parse_wkt
@@ -279,8 +279,8 @@ class Marks:
 
 def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = logistic,
            propagation_weight: float = PROPAGATION_WEIGHT) -> dict:
-    """The `query`-shaped result of a refine request (see the module doc); `scorer` and
-    `propagation_weight` (0: none) are what the benchmark compares."""
+    """The QueryResult of a refine request as the worker sends it (see the module doc);
+    `scorer` and `propagation_weight` (0: none) are what the benchmark compares."""
     started = time.perf_counter()
     marks = Marks.of(searcher, request)
     probes, relevant, irrelevant, rows = marks.probes, marks.relevant, marks.irrelevant, marks.rows
@@ -306,9 +306,8 @@ def refine(searcher: Searcher, request: RefineRequest, scorer: Scorer = logistic
     ranked = [(0, int(ids[j]), float(value)) for j, value in zip(best, final, strict=True)]
     hits = searcher.hits(ranked, request.thumbnails,
                          distance=lambda record: _hamming(record.code, codes))
-    query = {**searcher.describe(relevant[0], request.thumbnails), "n_relevant": len(relevant),
-             "n_irrelevant": len(irrelevant),
-             "examples": [{"relevant": e.relevant, **p.about,
-                           "bounds": list(p.footprint.bounds), "crs": p.footprint.crs}
-                          for e, p in probes]}
-    return searcher.result(query, hits, started, ties=None)
+    query = searcher.describe(relevant[0], request.thumbnails)
+    query.n_relevant, query.n_irrelevant = len(relevant), len(irrelevant)
+    query.examples = [MarkedPlace(e.relevant, p.about["path"], list(p.footprint.bounds),
+                                  p.footprint.crs, p.about.get("tile")) for e, p in probes]
+    return searcher.result(query, hits, started, None).to_result()

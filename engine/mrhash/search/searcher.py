@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import shapely
 from mrhash_contract import index_layout
-from mrhash_contract.protocol import FIX_MODEL, FIX_REBUILD, Place, QueryRequest
+from mrhash_contract.protocol import (
+    FIX_MODEL,
+    FIX_REBUILD,
+    Hit,
+    Place,
+    QueryPlace,
+    QueryRequest,
+    QueryResult,
+    Ties,
+)
 
 from mrhash.errors import BadInput, IndexCorrupted, MrHashError, OutsideIndex, validated
 from mrhash.index.build import DB_FILE
@@ -76,11 +85,11 @@ class Probe:
         west, south, east, north = self.footprint.to("EPSG:4326").bounds
         return (west + east) / 2, (south + north) / 2
 
-    def describe(self) -> dict:
+    def describe(self) -> QueryPlace:
         """The `query` part of a result."""
-        return {"footprint": geojson(self.footprint), "crs": self.footprint.crs,
-                "bounds": list(self.footprint.bounds), "code": self.code[0].tobytes().hex(),
-                **self.about}
+        return QueryPlace(geojson(self.footprint), self.footprint.crs,
+                          list(self.footprint.bounds), self.code[0].tobytes().hex(),
+                          self.about["path"], self.about.get("tile"))
 
 
 def _pairs(dist: np.ndarray, ids: np.ndarray) -> list[tuple[int, int]]:
@@ -400,11 +409,11 @@ class Searcher:
         return [(int(dist[j]), int(ids[j]), float(scores[j])) for j in order]
 
     def _ties(self, probe: Probe, query: QueryRequest, passing: list[tuple[int, int]],
-              complete: bool) -> dict:
+              complete: bool) -> Ties:
         """How many indexed tiles (passing the filters) share rank 1's distance: "37 places
         tie at distance 0". `capped`: the count is a lower bound (at most TIE_COUNT_MAX)."""
         if not passing:
-            return {"distance": None, "count": 0, "capped": False}
+            return Ties(None, 0, False)
         first = passing[0][0]
         count = sum(d == first for d, _ in passing)
         exact = complete or passing[-1][0] > first
@@ -413,26 +422,22 @@ class Searcher:
             dist, ids = self.index.search(probe.code, min(TIE_COUNT_MAX + 1, self.index.ntotal))
             count = int(((dist[0] == first) & (ids[0] >= 0)).sum())
             exact = count <= TIE_COUNT_MAX
-        return {"distance": first, "count": min(count, TIE_COUNT_MAX),
-                "capped": not exact or count > TIE_COUNT_MAX}
+        return Ties(first, min(count, TIE_COUNT_MAX), not exact or count > TIE_COUNT_MAX)
 
     def hit(self, rank: int, tile_id: int, distance: int, score: float, record: TileRecord,
-            thumbnails: bool, footprint: dict | None = None) -> dict:
-        """One hit of a result (the keys the plugin reads: rank, id, distance, path,
-        footprint, thumbnail); `footprint`: its GeoJSON when made with others' (`hits`)."""
-        hit = {"rank": rank, "id": tile_id, "distance": distance, "score": round(score, 4),
-               "path": record.path, "paths": list(record.paths), "window": list(record.window),
-               "crs": record.crs, "bounds": list(record.bounds),
-               "footprint": footprint or geojson(Footprint(record.crs, record.bounds))}
+            thumbnails: bool, footprint: dict | None = None) -> Hit:
+        """One hit of a result; `footprint`: its GeoJSON when made with others' (`hits`)."""
+        hit = Hit(rank, tile_id, distance, round(score, 4), record.path,
+                  footprint or geojson(Footprint(record.crs, record.bounds)), list(record.paths),
+                  list(record.window), record.crs, list(record.bounds))
         if thumbnails:
             try:
-                hit["thumbnail"] = str(self._thumbnail(record))
+                hit.thumbnail = str(self._thumbnail(record))
             except MrHashError as error:  # a moved raster must not lose the hit
                 log.warning(f"no thumbnail for tile {tile_id}: {error}")
-                hit["thumbnail"] = None
         return hit
 
-    def describe(self, probe: Probe, thumbnails: bool) -> dict:
+    def describe(self, probe: Probe, thumbnails: bool) -> QueryPlace:
         """The `query` part of a result, with the query's own thumbnail when asked (a stored
         tile's, or the picture of the footprint read)."""
         described = probe.describe()
@@ -444,14 +449,13 @@ class Searcher:
                 else:
                     picture = query_thumbnail(self.folder.thumbnail_dir, probe.paths,
                                               probe.footprint, self.card, self.bands)
-                described["thumbnail"] = str(picture)
+                described.thumbnail = str(picture)
             except (MrHashError, OSError) as error:  # the hits matter more than the picture
                 log.warning(f"no thumbnail for the query: {error}")
-                described["thumbnail"] = None
         return described
 
     def hits(self, ranked: list[tuple[int, int, float]], thumbnails: bool,
-             distance: Callable[[TileRecord], int] | None = None) -> list[dict]:
+             distance: Callable[[TileRecord], int] | None = None) -> list[Hit]:
         """Hits of (distance, id, score) in rank order (tiles gone from the store dropped);
         `distance` replaces the ranked distance (refine: to the nearest relevant code)."""
         records = self.folder.store.tiles(i for _, i, _ in ranked)
@@ -481,11 +485,13 @@ class Searcher:
                 "display_limits": [[round(stats.low[p], 4), round(stats.high[p], 4)]
                                    for p in positions]}
 
-    def result(self, query_part: dict, hits: list[dict], started: float, **extra) -> dict:
-        result = {"query": query_part, "hits": hits, "index": str(self.folder.root),
-                  "n_tiles": self.index.ntotal, "layout": self.index.kind,
-                  "seconds": round(time.perf_counter() - started, 4), **extra}
-        return {**result, **self.display()}
+    def result(self, query_part: QueryPlace, hits: list[Hit], started: float,
+               ties: Ties | None) -> QueryResult:
+        """The result of a query, refine or tiles request over this index."""
+        return QueryResult(query_part, hits, self.index.ntotal,
+                           round(time.perf_counter() - started, 4), ties,
+                           index=str(self.folder.root), layout=self.index.kind,
+                           **self.display())
 
     def check_not_empty(self) -> None:
         if self.index.ntotal == 0:
@@ -493,6 +499,7 @@ class Searcher:
                            path=str(self.folder.root))
 
     def search(self, query: QueryRequest) -> dict:
+        """The QueryResult of `query`, as the worker sends it."""
         validated(query)
         started = time.perf_counter()
         self.check_not_empty()
@@ -502,7 +509,7 @@ class Searcher:
         ranked = self._reranked(probe, passing, query.k)
         return self.result(self.describe(probe, query.thumbnails),
                            self.hits(ranked, query.thumbnails), started,
-                           ties=self._ties(probe, query, passing, complete))
+                           self._ties(probe, query, passing, complete)).to_result()
 
     def tiles(self, request) -> dict:
         """The `tiles` request's tiles as hits, in its order (an unknown id: BadInput)."""
@@ -512,8 +519,8 @@ class Searcher:
         if missing:
             raise BadInput(f"no tile with id {missing[0]} in the index",
                            path=str(self.folder.root))
-        return self.result({}, self.hits([(0, i, 0.0) for i in request.ids],
-                                         request.thumbnails), started)
+        return self.result(QueryPlace(), self.hits([(0, i, 0.0) for i in request.ids],
+                                                   request.thumbnails), started, None).to_result()
 
 
 def merge_top_k(per_shard: list[list[tuple[int, int, float]]], k: int
@@ -594,18 +601,19 @@ class ShardedSearcher:
             record = records[number].get(tile_id)
             if record is not None:
                 shard = self.shards[number]
-                hits.append({**shard.hit(len(hits) + 1, tile_id, d, score, record,
-                                         query.thumbnails), "index": str(shard.folder.root)})
+                hit = shard.hit(len(hits) + 1, tile_id, d, score, record, query.thumbnails)
+                hit.index = str(shard.folder.root)
+                hits.append(hit)
         first = best[0][0] if best else None
         tie_counts = [shard._ties(probe, query, passing, complete)
                       for shard, (passing, complete) in zip(self.shards, found, strict=True)]
-        ties = {"distance": first,
-                "count": sum(t["count"] for t in tie_counts if t["distance"] == first),
-                "capped": any(t["capped"] for t in tie_counts if t["distance"] == first)}
-        return {"query": reader.describe(probe, query.thumbnails), "hits": hits,
-                "indexes": [str(shard.folder.root) for shard in self.shards],
-                "n_tiles": sum(shard.index.ntotal for shard in self.shards),
-                "seconds": round(time.perf_counter() - started, 4), "ties": ties}
+        ties = Ties(first, sum(t.count for t in tie_counts if t.distance == first),
+                    any(t.capped for t in tie_counts if t.distance == first))
+        return QueryResult(reader.describe(probe, query.thumbnails), hits,
+                           sum(shard.index.ntotal for shard in self.shards),
+                           round(time.perf_counter() - started, 4), ties,
+                           indexes=[str(shard.folder.root) for shard in self.shards]
+                           ).to_result()
 
 
 def run_query(index_dirs: str | Path | list[str | Path], query: QueryRequest, model=None,

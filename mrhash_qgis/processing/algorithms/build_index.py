@@ -12,7 +12,7 @@ from qgis.core import (
 )
 
 from mrhash_qgis.contract.bands import parse_bands
-from mrhash_qgis.contract.protocol import IndexRequest
+from mrhash_qgis.contract.protocol import IndexRequest, IndexResult
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -69,13 +69,12 @@ class BuildIndexAlgorithm(EngineAlgorithm):
             rebuild=self.parameterAsBool(parameters, "REBUILD", context),
             bands=list(bands) if bands else None,
             dask=self.parameterAsString(parameters, "DASK", context).strip() or None)
-        result = self.run_engine(request, feedback)
-        for skipped in result.get("skipped", []):
+        result = IndexResult.from_result(self.run_engine(request, feedback))
+        for skipped in result.skipped:
             feedback.reportError(tr("skipped {path}: {error}").format(
-                path=skipped.get("path"), error=skipped.get("error")))
-        feedback.pushInfo(tr("{n} tiles in {index}").format(n=result.get("n_tiles"),
-                                                            index=result.get("index")))
-        return {"OUTPUT_INDEX": result.get("index", request.index),
-                "N_TILES": result.get("n_tiles"), "ADDED": result.get("added"),
-                "REMOVED": result.get("removed"), "UNCHANGED": result.get("unchanged"),
-                "SKIPPED": len(result.get("skipped", []))}
+                path=skipped.path, error=skipped.error))
+        feedback.pushInfo(tr("{n} tiles in {index}").format(n=result.n_tiles,
+                                                            index=result.index))
+        return {"OUTPUT_INDEX": result.index, "N_TILES": result.n_tiles,
+                "ADDED": result.added, "REMOVED": result.removed,
+                "UNCHANGED": result.unchanged, "SKIPPED": len(result.skipped)}

@@ -9,7 +9,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
-from mrhash_qgis.contract.protocol import ExportRequest
+from mrhash_qgis.contract.protocol import ExportRequest, ExportResult
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
 
@@ -41,7 +41,7 @@ class ExportIndexAlgorithm(EngineAlgorithm):
         fmt = FORMATS[self.parameterAsEnum(parameters, "FORMAT", context)][0]
         request = ExportRequest(self.parameterAsFile(parameters, "INDEX", context),
                                 self.parameterAsFileOutput(parameters, "OUTPUT", context), fmt)
-        result = self.run_engine(request, feedback)
+        result = ExportResult.from_result(self.run_engine(request, feedback))
         feedback.pushInfo(tr("{n} tiles written to {output}").format(
-            n=result.get("n_tiles", 0), output=result.get("output", request.output)))
-        return {"OUTPUT": result.get("output", request.output)}
+            n=result.n_tiles, output=result.output))
+        return {"OUTPUT": result.output}

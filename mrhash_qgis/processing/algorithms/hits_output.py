@@ -13,6 +13,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from mrhash_qgis.contract.protocol import Hit
 from mrhash_qgis.core.hits_layer import HITS_LAYER_NAME, hit_features, hits_layer, style_hits
 from mrhash_qgis.core.i18n import tr
 
@@ -35,7 +36,7 @@ def hits_parameter(name: str = "OUTPUT") -> QgsProcessingParameterFeatureSink:
                                              QgsProcessing.SourceType.TypeVectorPolygon)
 
 
-def write_hits(algorithm, hits: list[dict], parameters, context, feedback,
+def write_hits(algorithm, hits: list[Hit], parameters, context, feedback,
                name: str = "OUTPUT") -> dict:
     """Write `hits` to the sink parameter `name`; -> the algorithm's result dict."""
     template = hits_layer([])

@@ -10,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from mrhash_qgis.contract.protocol import MAP_THRESHOLD, MapRequest
+from mrhash_qgis.contract.protocol import MAP_THRESHOLD, MapRequest, MapResult
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.refine import RefineAlgorithm
 
@@ -45,10 +45,9 @@ class MapSimilarAlgorithm(RefineAlgorithm):
                              index=self.parameterAsFile(parameters, "INDEX", context),
                              output=output,
                              threshold=self.parameterAsDouble(parameters, "THRESHOLD", context))
-        result = self.run_engine(request, feedback)
+        result = MapResult.from_result(self.run_engine(request, feedback))
         feedback.pushInfo(tr("{n} of {scored} tiles detected in {areas} areas").format(
-            n=result.get("n_detected"), scored=result.get("n_scored"),
-            areas=result.get("n_areas")))
-        written = result.get("output", output)
+            n=result.n_detected, scored=result.n_scored, areas=result.n_areas))
+        written = result.output
         return {"OUTPUT": written, "AREAS": f"{written}|layername=areas",
                 "TILES": f"{written}|layername=tiles"}

@@ -10,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from mrhash_qgis.contract.protocol import QueryRequest
+from mrhash_qgis.contract.protocol import QueryRequest, QueryResult
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
@@ -60,5 +60,5 @@ class QueryAtPointAlgorithm(EngineAlgorithm):
             index=self.parameterAsFile(parameters, "INDEX", context),
             k=self.parameterAsInt(parameters, "K", context),
             exclude_radius=self.parameterAsDouble(parameters, "EXCLUDE_RADIUS", context))
-        hits = self.run_engine(request, feedback).get("hits", [])
+        hits = QueryResult.from_result(self.run_engine(request, feedback)).hits
         return write_hits(self, hits, parameters, context, feedback)

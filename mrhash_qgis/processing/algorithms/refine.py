@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from mrhash_qgis.contract.protocol import Example, RefineRequest
+from mrhash_qgis.contract.protocol import Example, QueryResult, RefineRequest
 from mrhash_qgis.core.crs import crs_text
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm
@@ -90,5 +90,5 @@ class RefineAlgorithm(EngineAlgorithm):
         request = RefineRequest(self.examples(parameters, context),
                                 self.parameterAsFile(parameters, "INDEX", context),
                                 k=self.parameterAsInt(parameters, "K", context))
-        hits = self.run_engine(request, feedback).get("hits", [])
+        hits = QueryResult.from_result(self.run_engine(request, feedback)).hits
         return write_hits(self, hits, parameters, context, feedback)

@@ -207,7 +207,7 @@ def run_index(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     printer.close()
-    write_json(args.json, result.to_dict())
+    write_json(args.json, result.to_result())
     print(f"mrhash index: {result.n_tiles} tiles ({result.added} added, {result.removed} "
           f"removed, {result.unchanged} rasters unchanged, {len(result.skipped)} skipped, "
           f"{len(result.kept)} kept unread) in "
@@ -217,8 +217,8 @@ def run_index(args: argparse.Namespace) -> int:
               "rasters or --bands and run again)", file=sys.stderr)
     for verb, items in (("skipped", result.skipped), ("kept", result.kept)):
         for item in items:
-            said = item["error"] if item["error"].startswith(item["path"]) else \
-                f"{item['path']}: {item['error']}"
+            said = item.error if item.error.startswith(item.path) else \
+                f"{item.path}: {item.error}"
             print(f"  {verb} {said}", file=sys.stderr)
     return 0
 
