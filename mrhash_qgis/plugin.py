@@ -155,7 +155,7 @@ class MrHashPlugin:
         is on the map yet, one of the indexed rasters in the bands the model looks at, zoomed
         to — imagery to click on; the dock ready to query."""
         from mrhash_qgis.core.index_footprints import add_footprints_layer
-        from mrhash_qgis.ui.dock import show_like_thumbnail
+        from mrhash_qgis.core.raster_style import show_like_thumbnail
 
         try:
             footprints = add_footprints_layer(index)

@@ -132,8 +132,8 @@ def got_result(result):
     pending = state["pending"]
     if pending is not None and "result" not in pending:
         pending["result"] = time.perf_counter()
-        pending["hits"] = len(result.get("hits", []))
-        pending["seconds_engine"] = result.get("seconds")
+        pending["hits"] = len(result.hits)
+        pending["seconds_engine"] = result.seconds
 
 
 def canvas_drawn():

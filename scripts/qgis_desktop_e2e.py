@@ -95,9 +95,9 @@ def mark_and_refine():
 
 
 def after_refine(result, first_hits):
-    marked = {first_hits[1]["id"], first_hits[2]["id"], first_hits[-1]["id"]}
-    log_step("refined", n=len(result["hits"]),
-             marked_returned=len(marked & {h["id"] for h in result["hits"]}),
+    marked = {first_hits[1].id, first_hits[2].id, first_hits[-1].id}
+    log_step("refined", n=len(result.hits),
+             marked_returned=len(marked & {h.id for h in result.hits}),
              status=plugin().dock.status_label.text())
     later(2.0, save_and_reopen)
 

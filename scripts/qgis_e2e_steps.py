@@ -107,9 +107,9 @@ def click_query(x, y, crs, then, timeout=60):
 
 def hits_step(result):
     """Log the hits of a query: count, best hit, layers in the project, thumbnails shown."""
-    hits = result["hits"]
+    hits = result.hits
     names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
-    log_step("hits", n=len(hits), best_distance=hits[0]["distance"] if hits else None,
-             best_path=hits[0]["path"] if hits else None, layers=names,
+    log_step("hits", n=len(hits), best_distance=hits[0].distance if hits else None,
+             best_path=hits[0].path if hits else None, layers=names,
              thumbnails=len(plugin().dock.grid.hit_items()))
     status["n_hits"] = len(hits)

@@ -17,6 +17,8 @@ from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface
 
+from mrhash_qgis.contract.protocol import Place
+
 sys.path.insert(0, os.environ["MRHASH_E2E_SCRIPTS"])
 import qgis_e2e_steps as e2e  # noqa: E402
 
@@ -120,7 +122,7 @@ def click_map():
 
 def got_hits(result):
     dock = e2e.plugin().dock
-    hits = result["hits"]
+    hits = result.hits
     e2e.log_step("first hits", actions=len(actions), what=actions, n=len(hits),
              thumbnails=len(dock.grid.hit_items()), status=dock.status_label.text(),
              windows=other_windows())
@@ -183,8 +185,8 @@ def checked():
     mark(0, dock.results.irrelevant_button)
     e2e.log_step("checked", counts=e2e.keep["counts"], shown=len(shown),
                  irrelevant=dock.search.n_irrelevant,
-                 marked=dock.search.mark_of({"tile": int(shown[0]["id"])}),
-                 scores=[h.get("score") for h in shown], status=dock.status_label.text(),
+                 marked=dock.search.mark_of(Place(tile=shown[0].id)),
+                 scores=[h.score for h in shown], status=dock.status_label.text(),
                  windows=other_windows())
     e2e.later(1.5, update_map)
 

@@ -28,11 +28,13 @@ def load_layers(demo: Demo, result: dict, store=None):
     ResultsStore, when given: memory layers lose their features in a saved project)."""
     from qgis.core import QgsProject, QgsRasterLayer
 
+    from mrhash_qgis.contract.protocol import QueryResult
     from mrhash_qgis.core.hits_layer import hits_layer, query_layer
 
+    typed = QueryResult.from_result(result)  # the command's JSON, as the plugin reads it
     scene = QgsRasterLayer(str(demo.scene), "Sentinel-2 scene (RGB, 10 m)")
-    hits = hits_layer(result["hits"], store=store)
-    footprint = query_layer([result["query"]["footprint"]], store)
+    hits = hits_layer(typed.hits, store=store)
+    footprint = query_layer([typed.query.footprint], store)
     project = QgsProject.instance()
     project.setCrs(scene.crs())
     for layer in (scene, hits, footprint):

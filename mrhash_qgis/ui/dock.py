@@ -1,24 +1,19 @@
-"""The MrHash dock: engine state, model / index pickers, query options, and the results:
-thumbnails, marks and Refine, export, saved searches."""
+"""The MrHash dock, the view of a search: engine state, model / index pickers, query options,
+and the results: thumbnails, marks and Refine, the map of every place like these, export,
+saved searches. What a search asks the engine and keeps is core/search_session.py's."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     Qgis,
-    QgsApplication,
-    QgsContrastEnhancement,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsGeometry,
-    QgsMultiBandColorRenderer,
     QgsProject,
     QgsRasterLayer,
-    QgsRasterMinMaxOrigin,
-    QgsTask,
-    QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
@@ -37,70 +32,47 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from mrhash_qgis.contract.band_profiles import role_words
 from mrhash_qgis.contract.index_layout import IndexReader, IndexUnreadable
 from mrhash_qgis.contract.protocol import (
-    CANCELLED,
-    IRRELEVANT,
     MAP_THRESHOLD,
-    OUTSIDE_INDEX,
     QUERY,
-    RELEVANT,
-    ExportMapRequest,
-    ExportMapResult,
     Hit,
     MapResult,
     OpenRequest,
-    Place,
     QueryResult,
-    TilesRequest,
 )
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.band_layout import remember_bands, remembered_bands
-from mrhash_qgis.core.crs import crs_text
-from mrhash_qgis.core.detections import (
-    AREAS_LAYER_NAME,
-    DOUBTFUL,
-    TILES_LAYER_NAME,
-    Detections,
-)
+from mrhash_qgis.core.detections import DOUBTFUL, Detections
 from mrhash_qgis.core.engine_client import (
-    FIX_BANDS,
     FIX_REPAIR,
     FIX_SETUP,
     STATE_FAILED,
     EngineClient,
     EngineRequest,
 )
-from mrhash_qgis.core.hits_layer import (
-    HITS_LAYER_NAME,
-    QUERY_LAYER_NAME,
-    ShownHit,
-    geometry_from_geojson,
-    hits_from_layer,
-    hits_layer,
-    query_layer,
-    replace_in_project,
-    set_hit_mark,
-    usable,
-)
+from mrhash_qgis.core.hits_layer import ShownHit, geometry_from_geojson, usable
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
-from mrhash_qgis.core.quick_start import duration_words
-from mrhash_qgis.core.results import ResultsStore, export_layer, export_layers
-from mrhash_qgis.core.searches import PROJECT_SCOPE, Search, save_search, saved_searches
+from mrhash_qgis.core.raster_style import show_like_thumbnail
+from mrhash_qgis.core.results import export_layer, export_layers
+from mrhash_qgis.core.search_places import (
+    WGS84,
+    WITHIN_ANYWHERE,
+    WITHIN_EXTENT,
+    WITHIN_SELECTION,
+    search_area,
+    selected_footprints,
+)
+from mrhash_qgis.core.search_session import SearchOptions, SearchSession
+from mrhash_qgis.core.searches import Search, saved_searches
 from mrhash_qgis.core.setup_task import EngineSetup
-from mrhash_qgis.map_tool import POLYGON_GEOMETRY, QueryLocation
+from mrhash_qgis.map_tool import QueryLocation
 from mrhash_qgis.ui.band_dialog import BandChoiceDialog
 from mrhash_qgis.ui.index_dialog import index_model
 from mrhash_qgis.ui.results_panel import ResultsPanel
 
-WGS84 = "EPSG:4326"
-# on a raster layer this plugin styled like the thumbnails: "cut" (a cumulative cut, before
-# the thumbnails' stretch was known) or "limits" (the thumbnails' own values)
-STYLED_PROPERTY = "mrhash/styled"
-CURRENT_KEY = "current_search"
-WITHIN_ANYWHERE, WITHIN_EXTENT, WITHIN_SELECTION = "anywhere", "extent", "selection"
+if TYPE_CHECKING:  # the results layers are the session's: only named here
+    from qgis.core import QgsVectorLayer
 
 
 def _setting_checkbox(text: str, setting: settings.Setting, tooltip: str) -> QCheckBox:
@@ -131,17 +103,38 @@ class MrHashDock(QgsDockWidget):
         self.client = client
         self.setup = setup or EngineSetup(client)
         self.map_tool = map_tool
-        self.hits_layer: QgsVectorLayer | None = None
-        self.query_layer: QgsVectorLayer | None = None
-        self.search: Search | None = None
-        self._request: EngineRequest | None = None
-        self._query_layer_id: str | None = None  # the raster layer the last click read
-        # the bands of the hits' rasters their thumbnails show, and the values stretched
-        self._display: tuple[list[int], list[list[float]]] = ([], [])
+        self.session = SearchSession(client, self)
+        self.session.ask_bands = self._ask_bands
         self._offered_model = ""  # the model the "Index a folder with" button offers
 
         body = QWidget()
         layout = QVBoxLayout(body)
+        self._add_engine_rows(layout)
+        self._add_choices(layout)
+        self._add_query_rows(layout)
+        self._add_results(layout)
+        self.setWidget(body)
+
+        self.session.said.connect(self.status_label.setText)
+        self.session.failed.connect(self._fail)
+        self.session.hitsArrived.connect(self._show_hits)
+        self.session.resultShown.connect(self.queryFinished)
+        self.session.mapArrived.connect(self._show_map)
+        self.session.detectionsToCheck.connect(self._show_to_check)
+        self.session.searchChanged.connect(self.results.show_search)
+        self.session.exported.connect(self._said_done)
+        self.client.stateChanged.connect(self._show_state)
+        self.client.ready.connect(lambda _info: self._show_state(self.client.state))
+        self.client.ready.connect(lambda _info: self._open_index())
+        self._show_state(self.client.state)
+        # a bound method: the connection goes with the dock when the plugin unloads
+        QgsProject.instance().readProject.connect(self._project_read)
+        self.restore_from_project()
+        self._show_index_model()  # the remembered index's model, said from the start
+
+    def _add_engine_rows(self, layout: QVBoxLayout) -> None:
+        """The engine's state, Restart, Set up / Repair with its progress, and the guided
+        start."""
         engine_row = QHBoxLayout()
         self.engine_label = QLabel()
         self.engine_label.setWordWrap(True)
@@ -171,6 +164,8 @@ class MrHashDock(QgsDockWidget):
         self.setup.stepped.connect(self._show_setup_step)
         self.setup.finished.connect(self._setup_finished)
 
+    def _add_choices(self, layout: QVBoxLayout) -> None:
+        """The model and the index, and the settings of a new search."""
         form = QFormLayout()
         self.model_widget = QgsFileWidget()
         self.model_widget.setFilePath(settings.LAST_MODEL.get())
@@ -224,10 +219,13 @@ class MrHashDock(QgsDockWidget):
             tr("Keep earlier results (add each query's hits)"), settings.QUERY_APPEND,
             tr("Off: each query replaces the hits layer. On: hits are added, numbered by query "
                "in its 'query' field"))
+        self.session.keep_earlier = self.append_check.isChecked()
+        self.append_check.toggled.connect(lambda on: setattr(self.session, "keep_earlier", on))
         layout.addWidget(self.snap_check)
         layout.addWidget(self.append_check)
-        self.queries_made = 0
 
+    def _add_query_rows(self, layout: QVBoxLayout) -> None:
+        """Query on map, Query selected polygons, and the status line."""
         query_row = QHBoxLayout()
         self.query_button = QPushButton(tr("Query on map"))
         self.query_button.setCheckable(True)
@@ -243,6 +241,9 @@ class MrHashDock(QgsDockWidget):
         self.status_label = QLabel(tr("Click on the map to find similar places."))
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+
+    def _add_results(self, layout: QVBoxLayout) -> None:
+        """The thumbnails with marks, Refine, export and saved searches; the map panel."""
         self.results = ResultsPanel()
         self.grid = self.results.grid
         self.grid.hitClicked.connect(self.highlight_hit)
@@ -257,16 +258,6 @@ class MrHashDock(QgsDockWidget):
         self.map_panel.exportRequested.connect(lambda: self.export_map())
         self.map_panel.checkRequested.connect(self.check_detections)
         layout.addWidget(self.results, 1)
-        self.setWidget(body)
-
-        self.client.stateChanged.connect(self._show_state)
-        self.client.ready.connect(lambda _info: self._show_state(self.client.state))
-        self.client.ready.connect(lambda _info: self._open_index())
-        self._show_state(self.client.state)
-        # a bound method: the connection goes with the dock when the plugin unloads
-        QgsProject.instance().readProject.connect(self._project_read)
-        self.restore_from_project()
-        self._show_index_model()  # the remembered index's model, said from the start
 
     def _project_read(self, _document) -> None:
         self.restore_from_project()
@@ -396,7 +387,19 @@ class MrHashDock(QgsDockWidget):
         self.engine_label.setText(text)
         self.engine_label.setToolTip(self.client.last_error if state == STATE_FAILED else "")
 
-    # queries
+    # the search: the session asks the engine, the dock shows
+    @property
+    def search(self) -> Search | None:
+        return self.session.search
+
+    @property
+    def hits_layer(self) -> QgsVectorLayer | None:
+        return self.session.hits_layer
+
+    @property
+    def query_layer(self) -> QgsVectorLayer | None:
+        return self.session.query_layer
+
     def _index(self) -> str | None:
         index = self.index_widget.filePath()
         if not index:
@@ -405,16 +408,19 @@ class MrHashDock(QgsDockWidget):
             return None
         return index
 
+    def _options(self) -> SearchOptions:
+        """The settings of a new search, as the widgets say now."""
+        return SearchOptions(k=self.k_spin.value(), exclude_radius=float(self.exclude_spin.value()),
+                             within=search_area(self.within_combo.currentData(),
+                                                self.iface.mapCanvas(), self.iface.activeLayer()))
+
     def run_query(self, location: QueryLocation) -> EngineRequest | None:
         """A new search at a clicked point or a dragged rectangle (marks start afresh)."""
         index = self._index()
         if index is None:
             return None
-        place, indexed_tile = self._where(index, location)
-        search = self._new_search(index, [place])
-        if indexed_tile is not None:
-            search.indexed_tiles.append(indexed_tile)
-        return self.run_search(search)
+        return self.session.query_at(index, location, self._options(),
+                                     snap=self.snap_check.isChecked())
 
     def query_selected_features(self, layer=None) -> EngineRequest | None:
         """A new search for places like the selected polygons of `layer` (default: the active
@@ -422,191 +428,65 @@ class MrHashDock(QgsDockWidget):
         index = self._index()
         if index is None:
             return None
-        layer = layer or self.iface.activeLayer()
-        footprints = selected_footprints(layer)
+        footprints = selected_footprints(layer or self.iface.activeLayer())
         if not footprints:
             self._fail(tr("Select one or more polygons of a vector layer first (the active "
                           "layer's selection is the query)."))
             return None
-        return self.run_search(self._new_search(index, footprints))
-
-    def _new_search(self, index: str, queries: list[Place]) -> Search:
-        return Search(index=index, k=self.k_spin.value(), queries=queries,
-                      within=self._within(), exclude_radius=float(self.exclude_spin.value()))
-
-    def _within(self) -> str | None:
-        """WKT (EPSG:4326) of the area chosen to search in, None for anywhere."""
-        choice = self.within_combo.currentData()
-        to_wgs84 = QgsCoordinateReferenceSystem(WGS84)
-        if choice == WITHIN_EXTENT:
-            canvas = self.iface.mapCanvas()
-            transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), to_wgs84,
-                                               QgsProject.instance())
-            return QgsGeometry.fromRect(transform.transformBoundingBox(canvas.extent())).asWkt()
-        if choice == WITHIN_SELECTION:
-            area = selected_area(self.iface.activeLayer())
-            return area.asWkt() if area is not None else None
-        return None
+        return self.session.query_places(index, footprints, self._options())
 
     def refine(self) -> EngineRequest | None:
         """Search the whole index again with the marks of the current search."""
-        if self.search is None or not self.search.marks:
+        request = self.session.refine(self.k_spin.value())
+        if request is None:
             self._fail(tr("Mark some hits relevant or not relevant first (select thumbnails, "
                           "then ✓ Relevant or ✗ Not relevant)."))
-            return None
-        self.search.k = self.k_spin.value()
-        return self.run_search(self.search)
+        return request
 
     def run_search(self, search: Search) -> EngineRequest:
-        if self._request is not None and not self._request.done:
-            self._request.cancel()
-        request = search.request()
-        method = request.METHOD
-        self.search = search
-        self.status_label.setText(tr("Searching…") if method == QUERY else tr("Refining…"))
-        self._request = self.client.submit(
-            request, finished=lambda result: self._show_result(result, method),
-            failed=self._show_error)
-        return self._request
+        return self.session.run(search)
 
-    def _where(self, index: str, location: QueryLocation) -> tuple[Place, int | None]:
-        """The engine's place of a click: the indexed tile under it (snap), else the patch
-        around it on the raster layer under it, read with the bands the analyst chose for
-        that layer; and the indexed tile under the click, which is the query itself and
-        never one of its hits."""
-        tile = (IndexReader(index).tile_at(*location.lonlat)
-                if location.lonlat and not location.footprint_wkt else None)
-        if self.snap_check.isChecked() and tile is not None:
-            return Place(tile=tile), None
-        place = location.place()
-        layer = QgsProject.instance().mapLayer(location.layer_id or "")
-        if place.raster and isinstance(layer, QgsRasterLayer):
-            place.bands = remembered_bands(layer)
-            self._query_layer_id = layer.id()
-        return place, tile
-
-    def _store(self) -> ResultsStore:
-        return ResultsStore.for_project(self.search.index if self.search else "",
-                                        (HITS_LAYER_NAME, QUERY_LAYER_NAME))
-
-    def _show_result(self, answer: dict, method: str = QUERY) -> None:
-        result = QueryResult.from_result(answer)
-        queried = self.search.queried_tiles() if self.search else set()
-        kept = [hit for hit in result.hits if hit.id not in queried]
-        kept = kept[:self.search.k] if self.search else kept
-        # ranked as shown, with the analyst's marks
-        hits = [ShownHit.of(hit, rank=rank, mark=self._mark_of(hit))
-                for rank, hit in enumerate(kept, start=1)]
-        result.hits = hits
-        self._display = (result.display_bands or [], result.display_limits or [])
-        restyle_hit_rasters(*self._display)
-        project = QgsProject.instance()
+    def _show_hits(self, result: QueryResult, method: str) -> None:
+        """The hits in the thumbnails and the query outlined on the map, before the session
+        writes the layers."""
         query = result.query
-        footprints = [query.footprint] if query.footprint else []
-        # the thumbnails first: what the analyst looks at shows before the layers are written
-        self.results.grid.set_hits(hits, query if footprints else None,
+        self.results.grid.set_hits(result.hits, query if query.footprint else None,
                                    by_score=method != QUERY)
         self.status_label.setText(result_summary(result, method))
-        if footprints and self.map_tool is not None:
-            self.map_tool.highlight(geometry_from_geojson(footprints[0]),
+        if query.footprint and self.map_tool is not None:
+            self.map_tool.highlight(geometry_from_geojson(query.footprint),
                                     QgsCoordinateReferenceSystem(WGS84))
-        self._adopt_project_layers()
-        self.queries_made += 1
-        replace = not self.append_check.isChecked()
-        try:  # the search's two layers updated in place: none recreated, none swapped
-            store = self._store()
-            self.hits_layer = hits_layer(hits, self.hits_layer if usable(self.hits_layer)
-                                         else None, replace=replace, query=self.queries_made,
-                                         store=store)
-            self.query_layer = query_layer(
-                footprints, store, replace=replace, query=self.queries_made, kind=method,
-                params=self.search.to_dict() if self.search else {}, layer=self.query_layer)
-        except OSError as error:
-            self._fail(tr("Cannot keep the results: {error}").format(error=error))
-            return
-        replace_in_project(self.hits_layer, project)
-        replace_in_project(self.query_layer, project)
-        self._remember_search()
-        self.queryFinished.emit(result)
 
-    def _mark_of(self, hit: Hit) -> str:
-        return self.search.mark_of(Place(tile=hit.id)) if self.search else ""
-
-    def _show_error(self, code: str, message: str) -> None:
-        error = self._request.error if self._request is not None else None
-        if error is not None and error.fix == FIX_BANDS and self._ask_bands(error.needs):
-            return
-        building = index_being_built()
-        if code != CANCELLED and building is not None:
-            eta = getattr(building, "last_event", {}).get("eta_s")
-            self._fail(tr("The index is being built: query again when it is done{when} "
-                          "(its progress is in the task manager).").format(
-                when=tr(", in about {time}").format(time=duration_words(float(eta)))
-                if eta is not None else ""))
-        elif code == OUTSIDE_INDEX:
-            self._fail(tr("The place you clicked is outside the indexed imagery: click on "
-                          "your imagery where the index's tiles are, or put a raster layer "
-                          "under the click (its patch is then the query)."))
-        elif code != CANCELLED:
-            self._fail(tr("Query failed: {message}").format(message=message))
-
-    def _ask_bands(self, needs: list[str]) -> bool:
-        """The query layer's bands could not be matched to the model's: ask once which
-        bands to read (remembered on the layer), and query again. False when there is no
-        layer to ask about or the analyst declines."""
-        layer = QgsProject.instance().mapLayer(self._query_layer_id or "")
-        if not isinstance(layer, QgsRasterLayer) or self.search is None or not needs:
-            return False
+    def _ask_bands(self, layer: QgsRasterLayer, needs: list[str]) -> list[int | str] | None:
+        """Which bands of `layer` to read as the model's `needs` (None: the analyst
+        declined)."""
         dialog = BandChoiceDialog(layer, needs, self)
-        if not dialog.exec():
-            self._fail(tr("Not queried: {layer} has no bands chosen for the model's "
-                          "{roles}.").format(layer=layer.name(), roles=role_words(needs)))
-            return True
-        remember_bands(layer, dialog.bands())
-        for place in self.search.queries:
-            if place.raster == layer_path(layer):
-                place.bands = dialog.bands()
-        self.run_search(self.search)
-        return True
+        return dialog.bands() if dialog.exec() else None
 
     def _fail(self, message: str) -> None:
         self.status_label.setText(message)
         self.iface.messageBar().pushMessage("MrHash", message, Qgis.MessageLevel.Critical, 8)
         self.queryFailed.emit(message)
 
+    def _said_done(self, words: str) -> None:
+        self.status_label.setText(words)
+        self.iface.messageBar().pushMessage("MrHash", words, Qgis.MessageLevel.Success, 8)
+
     # the map of every place like the examples
     def map_all(self) -> EngineRequest | None:
         """Score every tile of the index for the search's places and marks; the detections
-        (areas over their tiles) arrive as layers, filtered by the confidence slider. Each
-        round writes a GeoPackage of its own beside the project's results."""
-        if self.search is None:
-            self._fail(tr("Query a place first, then Map all like these."))
-            return None
-        if self._request is not None and not self._request.done:
-            self._request.cancel()
-        store = self._store()
-        output = store.path.with_name(f"{store.path.stem}_map_{len(self.search.maps) + 1}.gpkg")
+        (areas over their tiles) arrive as layers, filtered by the confidence slider."""
         # an update keeps the confidence the analyst chose: its areas are merged at it
         threshold = self.map_panel.threshold if self.map_panel.detections else MAP_THRESHOLD
-        request = self.search.map_request(str(output), threshold)
-        self.status_label.setText(tr("Mapping every tile of the index…"))
-        self._request = self.client.submit(request, finished=self._show_map,
-                                           failed=self._show_error)
-        return self._request
+        request = self.session.map_all(threshold)
+        if request is None:
+            self._fail(tr("Query a place first, then Map all like these."))
+        return request
 
-    def _show_map(self, answer: dict) -> None:
-        result = MapResult.from_result(answer)
-        try:
-            detections = Detections.open(result.output)
-        except OSError as error:
-            self._fail(str(error))
-            return
-        detections.add_to(QgsProject.instance())
-        self.search.maps.append(result.output)
-        self.search.map_threshold = result.threshold
-        self.map_panel.show_detections(detections, self.search.map_threshold)
+    def _show_map(self, result: MapResult, detections: Detections) -> None:
+        threshold = self.search.map_threshold if self.search else result.threshold
+        self.map_panel.show_detections(detections, threshold)
         self._show_detections_in_view(detections)
-        self._remember_search()
         self.status_label.setText(tr("All {n:,} tiles of the index scored: {counts} are like "
                                      "your examples. Move Confidence to keep more or fewer."
                                      ).format(n=result.n_scored,
@@ -634,29 +514,19 @@ class MrHashDock(QgsDockWidget):
         if detections is None or self.search is None:
             self._fail(tr("No map to check yet: press Map all like these first."))
             return None
-        threshold = self.map_panel.threshold
-        chosen = detections.to_check(threshold, order, self.search.k,
-                                     self.search.marked_tiles() | self.search.queried_tiles())
-        if not chosen:
+        request = self.session.check_detections(detections, self.map_panel.threshold, order)
+        if request is None:
             self._fail(tr("Every detection at this confidence is marked already: Update the "
                           "map, or lower Confidence to check more."))
-            return None
-        scores = dict(chosen)
-        request = TilesRequest([tile for tile, _ in chosen], index=self.search.index)
+        return request
 
-        def show(answer: dict) -> None:
-            # each shown with its map score, the confidence the analyst checks
-            hits = [ShownHit.of(hit, rank=rank, score=scores[hit.id], mark=self._mark_of(hit))
-                    for rank, hit in enumerate(QueryResult.from_result(answer).hits, start=1)]
-            self.results.grid.set_hits(hits, by_score=True)
-            self.results.show_search(self.search)
-            first = tr("most doubtful first") if order == DOUBTFUL else tr("likeliest first")
-            self.status_label.setText(tr(
-                "{n} detections, {first}: mark the wrong ones ✗ and the right ones ✓, then "
-                "Update the map.").format(n=len(hits), first=first))
-
-        self._request = self.client.submit(request, finished=show, failed=self._show_error)
-        return self._request
+    def _show_to_check(self, hits: list[ShownHit], order: str) -> None:
+        self.results.grid.set_hits(hits, by_score=True)
+        self.results.show_search(self.search)
+        first = tr("most doubtful first") if order == DOUBTFUL else tr("likeliest first")
+        self.status_label.setText(tr(
+            "{n} detections, {first}: mark the wrong ones ✗ and the right ones ✓, then "
+            "Update the map.").format(n=len(hits), first=first))
 
     def export_map(self, path: str | None = None) -> Path | EngineRequest | None:
         """The detected areas and tiles (as filtered now) and the marks that made them: to
@@ -673,7 +543,7 @@ class MrHashDock(QgsDockWidget):
             if not path:
                 return None
         if Path(path).suffix.lower() == ".parquet":
-            return self._export_map_parquet(detections, path)
+            return self.session.export_map_parquet(detections, path, self.map_panel.threshold)
         # the marks: every marked tile of the map, the detections' and those below the
         # confidence alike
         layers = [("areas", detections.areas), ("tiles", detections.tiles),
@@ -681,22 +551,6 @@ class MrHashDock(QgsDockWidget):
         return self._export(path, tr("Export map"), "mrhash_map.gpkg", tr("GeoPackage (*.gpkg)"),
                             lambda target: export_layers(layers, target, marked_only=("marks",)),
                             tr("Map exported to {path}"))
-
-    def _export_map_parquet(self, detections: Detections, path: str) -> EngineRequest:
-        request = ExportMapRequest(layer_path(detections.tiles), path, self.map_panel.threshold)
-
-        def done(answer: dict) -> None:
-            outputs = ExportMapResult.from_result(answer).outputs
-            words = tr("Map exported as GeoParquet: {areas} and {tiles}").format(
-                areas=outputs.areas, tiles=outputs.tiles)
-            self.status_label.setText(words)
-            self.iface.messageBar().pushMessage("MrHash", words, Qgis.MessageLevel.Success, 8)
-
-        def failed(_code: str, message: str) -> None:
-            self._fail(tr("Map not exported: {message}").format(message=message))
-
-        self.status_label.setText(tr("Exporting the map as GeoParquet…"))
-        return self.client.submit(request, finished=done, failed=failed)
 
     def _export(self, path: str | None, title: str, default_name: str, filters: str,
                 write, done: str) -> Path | None:
@@ -720,30 +574,16 @@ class MrHashDock(QgsDockWidget):
         """Mark hits relevant / not relevant ("" clears) for the next Refine."""
         if self.search is None or not hits:
             return
-        relevant = {RELEVANT: True, IRRELEVANT: False}.get(mark)
         detections = self.map_panel.detections
+        self.session.mark(hits, mark, detections)
         for hit in hits:
-            self.search.mark(Place(tile=hit.id), relevant)
             self.results.grid.set_mark(hit.id, mark)
-            if usable(self.hits_layer):
-                set_hit_mark(self.hits_layer, hit.id, mark)
-            if detections is not None:
-                detections.set_mark(hit.id, mark)
-        self._remember_search()
         counts = {"relevant": self.search.n_relevant, "irrelevant": self.search.n_irrelevant}
         self.status_label.setText((tr(
             "You marked {relevant} relevant and {irrelevant} not relevant: press Update the "
             "map to map again with them.") if detections is not None else tr(
             "You marked {relevant} relevant and {irrelevant} not relevant: press Refine to "
             "search the whole index again.")).format(**counts))
-
-    def _remember_search(self) -> None:
-        """The current search (with its marks) lives in the project: reopened, Refine goes on
-        where it stopped."""
-        self.results.show_search(self.search)
-        if self.search is not None:
-            QgsProject.instance().writeEntry(PROJECT_SCOPE, CURRENT_KEY,
-                                             json.dumps(self.search.to_dict()))
 
     def save_search(self, name: str | None = None) -> None:
         if self.search is None:
@@ -753,7 +593,7 @@ class MrHashDock(QgsDockWidget):
             name, ok = QInputDialog.getText(self, tr("Save search"), tr("Name:"), text=default)
             if not ok or not name.strip():
                 return
-        save_search(self.search, name.strip())
+        self.session.save(name.strip())
         self.results.set_saved(saved_searches())
         self.iface.messageBar().pushMessage(
             "MrHash", tr("Search “{name}” saved in the project (save the project to keep "
@@ -762,53 +602,26 @@ class MrHashDock(QgsDockWidget):
     def run_saved(self, search: Search) -> EngineRequest:
         self.index_widget.setFilePath(search.index)
         self.k_spin.setValue(search.k)
-        return self.run_search(Search.from_dict(search.to_dict()))
+        return self.session.run(Search.from_dict(search.to_dict()))
 
     def export_hits(self, path: str | None = None) -> Path | None:
-        if not usable(self.hits_layer):
+        layer = self.hits_layer
+        if not usable(layer):
             self._fail(tr("No hits to export yet: run a query first."))
             return None
         return self._export(path, tr("Export hits"), "mrhash_hits.gpkg",
                             tr("GeoPackage (*.gpkg);;CSV (*.csv)"),
-                            lambda target: export_layer(self.hits_layer, target),
+                            lambda target: export_layer(layer, target),
                             tr("Hits exported to {path}"))
 
-    def _adopt_project_layers(self) -> None:
-        """Take over the results layers of a reopened project (their GeoPackage goes on)."""
-        project = QgsProject.instance()
-        for attribute, name in (("hits_layer", HITS_LAYER_NAME), ("query_layer", QUERY_LAYER_NAME)):
-            if not usable(getattr(self, attribute)):
-                found = [layer for layer in project.mapLayersByName(name) if usable(layer)]
-                setattr(self, attribute, found[0] if found else None)
-        if usable(self.hits_layer) and self.queries_made == 0:
-            numbers = [int(f["query"] or 0) for f in self.hits_layer.getFeatures()]
-            self.queries_made = max(numbers, default=0)
-
     def restore_from_project(self) -> None:
-        """After a project is read: its saved searches, its current search and marks, and its
-        latest hits in the grid."""
-        self.hits_layer = self.query_layer = None
-        self.queries_made = 0
-        text, _ok = QgsProject.instance().readEntry(PROJECT_SCOPE, CURRENT_KEY, "")
-        try:
-            self.search = Search.from_dict(json.loads(text)) if text else None
-        except (KeyError, TypeError, ValueError):
-            self.search = None
-        self._adopt_project_layers()
-        hits = hits_from_layer(self.hits_layer) if usable(self.hits_layer) else []
+        """After a project is read: its saved searches, its current search and marks, its
+        latest hits in the grid and its last map."""
+        hits, detections, threshold = self.session.restore_from_project()
         self.results.grid.set_hits(hits)
         self.results.set_saved(saved_searches())
         self.results.show_search(self.search)
-        self.map_panel.show_detections(*self._project_map())
-
-    def _project_map(self) -> tuple[Detections | None, float]:
-        """The last map of a reopened project (its layers), at the confidence it was shown."""
-        project = QgsProject.instance()
-        found = [next((layer for layer in project.mapLayersByName(name) if usable(layer)), None)
-                 for name in (AREAS_LAYER_NAME, TILES_LAYER_NAME)]
-        if None in found:
-            return None, 0.5
-        return Detections(*found), self.search.map_threshold if self.search else 0.5
+        self.map_panel.show_detections(detections, threshold)
 
     # results
     def _on_canvas(self, hit: Hit) -> QgsGeometry:
@@ -852,7 +665,7 @@ class MrHashDock(QgsDockWidget):
         if not layer.isValid():
             self._fail(tr("{path}: QGIS cannot open this raster").format(path=path))
             return None
-        show_like_thumbnail(layer, *self._display)
+        show_like_thumbnail(layer, *self.session.display)
         project.addMapLayer(layer, False)
         root = project.layerTreeRoot()
         positions = [root.children().index(node) for node in
@@ -860,71 +673,6 @@ class MrHashDock(QgsDockWidget):
                       if usable(r)) if node is not None and node.parent() is root]
         root.insertLayer(max(positions) + 1 if positions else len(root.children()), layer)
         return layer
-
-
-def restyle_hit_rasters(bands: list[int], limits: list[list[float]]) -> None:
-    """Rasters this plugin put on the map before the thumbnails' stretch was known (the
-    guided start's) drawn like the thumbnails once a result says how."""
-    if not limits:
-        return
-    for layer in QgsProject.instance().mapLayers().values():
-        if isinstance(layer, QgsRasterLayer) and layer.customProperty(STYLED_PROPERTY) == "cut":
-            show_like_thumbnail(layer, bands, limits)
-            layer.triggerRepaint()
-
-
-def index_being_built() -> QgsTask | None:
-    """The index build of this plugin that is running, if any (its queries wait for it)."""
-    prefix = tr("MrHash: index {folder}").split("{")[0]
-    return next((task for task in QgsApplication.taskManager().activeTasks()
-                 if task.description().startswith(prefix)), None)
-
-
-def show_like_thumbnail(layer: QgsRasterLayer, bands: list[int],
-                        limits: list[list[float]] | None = None) -> None:
-    """Draw a hit's raster with the bands its thumbnail shows (red, green, blue of the
-    model), not QGIS's default bands 1, 2, 3, stretched over the same values as the
-    thumbnails (the model's band limits) when known, else a 2-98 % cumulative cut."""
-    if len(bands) != 3 or max(bands) > layer.bandCount():
-        return
-    layer.setCustomProperty(STYLED_PROPERTY, "limits" if limits else "cut")
-    provider = layer.dataProvider()
-    renderer = QgsMultiBandColorRenderer(provider, *bands)
-    layer.setRenderer(renderer)
-    if not limits or len(limits) != 3:
-        layer.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum,
-                                     QgsRasterMinMaxOrigin.CumulativeCut)
-        return
-    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
-               renderer.setBlueContrastEnhancement)
-    for band, (low, high), setter in zip(bands, limits, setters, strict=True):
-        stretch = QgsContrastEnhancement(provider.dataType(band))
-        stretch.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
-        stretch.setMinimumValue(float(low))
-        stretch.setMaximumValue(float(high))
-        setter(stretch)
-
-
-def selected_footprints(layer) -> list[Place]:
-    """The selected polygons of `layer` as footprint places (in the layer's CRS)."""
-    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != POLYGON_GEOMETRY:
-        return []
-    crs = crs_text(layer.crs())
-    return [Place(footprint=feature.geometry().asWkt(), footprint_crs=crs)
-            for feature in layer.selectedFeatures() if not feature.geometry().isEmpty()]
-
-
-def selected_area(layer) -> QgsGeometry | None:
-    """Union of the selected polygons of `layer`, in EPSG:4326 (None without a selection)."""
-    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != POLYGON_GEOMETRY:
-        return None
-    geometries = [f.geometry() for f in layer.selectedFeatures() if not f.geometry().isEmpty()]
-    if not geometries:
-        return None
-    area = QgsGeometry.unaryUnion(geometries)
-    area.transform(QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem(WGS84),
-                                          QgsProject.instance()))
-    return area
 
 
 def result_summary(result: QueryResult, method: str) -> str:
