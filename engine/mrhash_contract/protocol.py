@@ -1154,6 +1154,41 @@ class ScanResult(Result):
 
 
 @dataclass
+class PullSummary(Result):
+    """What pulling a training's remote sources did (its result's `pull`)."""
+
+    footprints: int = 0      # primary footprints asked for
+    pulled: int = 0          # read from the network
+    from_cache: int = 0      # already in the cache
+    no_coverage: int = 0     # no STAC item / remote raster there: those samples are skipped
+    bytes: int = 0           # cached bytes written by this run
+    seconds: float = 0.0
+    cache_dir: str = ""
+    cache_bytes: int = 0     # the cache's size on disk after the run
+    cache_files: int = 0
+
+
+@dataclass
+class TrainResult(Result):
+    """The result of `train`: the model package written and how the training went."""
+
+    model: str
+    fingerprint: str
+    seconds: float
+    n_samples: int
+    device: str
+    history: list[dict[str, Any]] = field(default_factory=list)  # a row per epoch
+    skipped: list[dict[str, str]] = field(default_factory=list)  # samples left out, and why
+    timings: dict[str, float] = field(default_factory=dict)
+    # where the model this run replaced was kept (model_history)
+    previous: str | None = field(default=None, metadata=_NULL)
+    report: dict[str, Any] | None = field(default=None, metadata=_NULL)  # label-free report
+    # earlier generations removed because no index names them any more
+    removed_generations: list[str] = field(default_factory=list)
+    pull: PullSummary | None = None  # remote sources: what was pulled
+
+
+@dataclass
 class ExportResult(Result):
     """The result of `export`."""
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from qgis.core import Qgis, QgsRasterLayer
 
 from mrhash_qgis.contract.band_profiles import BandFacts, BandLayout, identify
-from mrhash_qgis.contract.protocol import ScannedSource
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.core.layer_uri import layer_path
 
@@ -62,9 +61,3 @@ def remembered_bands(layer: QgsRasterLayer) -> list[int] | None:
 
 def remember_bands(layer: QgsRasterLayer, bands: list[int]) -> None:
     layer.setCustomProperty(QUERY_BANDS_PROPERTY, ",".join(map(str, bands)))
-
-
-def scanned_layout(source: dict) -> BandLayout | None:
-    """The layout of a source of the engine's `scan` result, as the training wizard holds it
-    (None from an older engine)."""
-    return ScannedSource.from_result(source).band_layout()

@@ -21,6 +21,7 @@ from mrhash_qgis.contract.protocol import (
     SourceEntry,
     TrainOptions,
     TrainRequest,
+    TrainResult,
 )
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient
@@ -174,7 +175,7 @@ class QuickStart(QObject):
         self.task = None
         plan = self.plan
         if plan.stage == TRAIN:
-            plan.model = str(result.get("model") or plan.model)
+            plan.model = TrainResult.from_result(result).model or plan.model
             settings.LAST_MODEL.put(plan.model)
             plan.stage = INDEX
             plan.save()

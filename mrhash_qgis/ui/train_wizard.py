@@ -58,9 +58,16 @@ from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.band_profiles import BandLayout, propose
 from mrhash_qgis.contract.bands import parse_bands
 from mrhash_qgis.contract.choices import BITS, DEVICES
-from mrhash_qgis.contract.protocol import ScanRequest, SourceEntry, TrainOptions, TrainRequest
+from mrhash_qgis.contract.protocol import (
+    ScanRequest,
+    ScanResult,
+    SourceEntry,
+    TrainOptions,
+    TrainRequest,
+    TrainResult,
+)
 from mrhash_qgis.core import settings
-from mrhash_qgis.core.band_layout import band_description, band_label, layer_layout, scanned_layout
+from mrhash_qgis.core.band_layout import band_description, band_label, layer_layout
 from mrhash_qgis.core.engine_client import EngineClient, EngineRequest, log
 from mrhash_qgis.core.engine_task import EngineTask
 from mrhash_qgis.core.environment import PLUGIN_DIR
@@ -539,12 +546,12 @@ class AuxiliaryPage(QWizardPage):
 
     def _scanned(self, result: dict) -> None:
         path = self._scans.pop(self.sender())
-        sources = result.get("sources", [])
-        outlines = [geometry_from_geojson(s["footprint_wgs84"]["wkt"])
-                    for s in sources if s.get("footprint_wgs84")]
+        sources = ScanResult.from_result(result).sources
+        outlines = [geometry_from_geojson(s.footprint_wgs84["wkt"])
+                    for s in sources if s.footprint_wgs84.get("wkt")]
         if outlines:
             self._footprints[path] = QgsGeometry.unaryUnion(outlines)
-        layout = scanned_layout(sources[0]) if sources else None
+        layout = sources[0].band_layout() if sources else None
         if layout is not None:
             self.layouts[path] = layout
             self.layoutRead.emit(path)
@@ -715,7 +722,7 @@ class TrainPage(QWizardPage):
         self.setTitle(tr("4 · Training"))
         self.setSubTitle(tr("The engine trains in its own process, as a QGIS task: QGIS stays "
                             "responsive, and closing the wizard can keep it running."))
-        self.result: dict | None = None
+        self.result: TrainResult | None = None
         layout = QVBoxLayout(self)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -813,7 +820,7 @@ class TrainWizard(QWizard):
         return self.task is not None
 
     def _index_with_model(self) -> None:
-        self.indexRequested.emit(self.train_page.result["model"])
+        self.indexRequested.emit(self.train_page.result.model)
 
     def _closed(self, _code: int) -> None:
         self.auxiliary_page.clear_canvas()
@@ -931,25 +938,25 @@ class TrainWizard(QWizard):
         self.task = None
         self._lock_back(False)
         page = self.train_page
-        page.result = result
+        page.result = trained = TrainResult.from_result(result)
         page.progress.setValue(100)
         page.cancel_button.setEnabled(False)
         page.index_button.setEnabled(True)
-        model = result.get("model", "")
+        model = trained.model
         text = tr("Model saved: {model} ({seconds} s)").format(
-            model=model, seconds=f"{result.get('seconds', 0):.0f}")
-        pull = result.get("pull")
-        if pull:
+            model=model, seconds=f"{trained.seconds:.0f}")
+        pull = trained.pull
+        if pull is not None:
             text += tr(". Pulled {mb} MB for {n} places ({cached} from the cache, {missing} "
                        "not covered); the cache {cache} holds {total} MB").format(
-                mb=f"{pull['bytes'] / 1e6:.1f}", n=pull["footprints"], cached=pull["from_cache"],
-                missing=pull["no_coverage"], cache=pull["cache_dir"],
-                total=f"{pull['cache_bytes'] / 1e6:.1f}")
-        if result.get("previous"):
+                mb=f"{pull.bytes / 1e6:.1f}", n=pull.footprints, cached=pull.from_cache,
+                missing=pull.no_coverage, cache=pull.cache_dir,
+                total=f"{pull.cache_bytes / 1e6:.1f}")
+        if trained.previous:
             text += tr(". The model it replaced is kept as {previous} (indexes built with it "
-                       "still use it)").format(previous=result["previous"])
+                       "still use it)").format(previous=trained.previous)
         page.status_label.setText(text)
-        page.report_label.setText(report_text(result.get("report")))
+        page.report_label.setText(report_text(trained.report))
         settings.LAST_MODEL.put(model)
         page.completeChanged.emit()
         if not self.isVisible():  # kept running in the background: say so where the user is

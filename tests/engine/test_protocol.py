@@ -31,6 +31,7 @@ from mrhash_contract.protocol import (
     MarkedPlace,
     OpenRequest,
     OpenResult,
+    PullSummary,
     QueryPlace,
     QueryRequest,
     QueryResult,
@@ -47,6 +48,7 @@ from mrhash_contract.protocol import (
     Ties,
     TrainOptions,
     TrainRequest,
+    TrainResult,
 )
 
 ROUND_TRIPS = [
@@ -240,6 +242,10 @@ RESULTS = [
     StacItemsResult("https://x.org/stac", 1, [StacItem(
         "s2_east", "https://x.org/stac/items/s2_east.json", None, 12.5, [0.0, 0.0, 1.0, 1.0],
         SQUARE, ["B04", "B08"])], 2),
+    TrainResult("/m/x.safetensors", "ab12", 12.5, 400, "cpu",
+                [{"epoch": 1, "loss": 0.5}], [{"path": "/d/bad.tif", "error": "unreadable"}],
+                {"features_s": 2.0}, None, {"verdict": "ok"}, [],
+                PullSummary(6, 6, 0, 0, 1024, 1.5, "/m/x.safetensors.pull-cache", 1024, 6)),
 ]
 
 

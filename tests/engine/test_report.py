@@ -25,7 +25,7 @@ def trained(eurosat_dir: Path, tmp_path_factory) -> tuple[dict, object, np.ndarr
     result = train_model(config)
     with RasterSamples(config.primary, patch_size=64) as samples:
         patches = samples.read_batch(range(len(samples)))[0][0]
-    return result.to_dict()["report"], load_model(result.model), patches
+    return result.report, load_model(result.model), patches
 
 
 def test_report_matches_the_encoding_path(trained) -> None:

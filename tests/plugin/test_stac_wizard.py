@@ -155,9 +155,9 @@ def test_wizard_trains_with_stac_and_xyz_layer(qgis_iface, engine, server, prima
         assert not failures, failures
         assert any(e.get("stage") == "pull" for e in events)  # the pull in the progress
         result = wizard.train_page.result
-        assert result["pull"]["pulled"] == 12 and result["pull"]["cache_bytes"] > 0
+        assert result.pull.pulled == 12 and result.pull.cache_bytes > 0
         assert "Pulled" in wizard.train_page.status_label.text()
-        assert Path(result["pull"]["cache_dir"]) == tmp_path / "remote.safetensors.pull-cache"
+        assert Path(result.pull.cache_dir) == tmp_path / "remote.safetensors.pull-cache"
         wizard.reject()
     finally:
         QgsProject.instance().removeAllMapLayers()

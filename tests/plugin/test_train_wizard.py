@@ -85,7 +85,7 @@ def test_wizard_trained_and_saved_the_model(trained):
     wizard = trained.wizard
     page = wizard.train_page
     assert Path(trained.model).is_file()
-    assert page.result["model"] == trained.model
+    assert page.result.model == trained.model
     assert page.isComplete()
     assert page.progress.value() == 100
     # the loss plot received every epoch of both stages
@@ -102,7 +102,7 @@ def test_wizard_trained_and_saved_the_model(trained):
     assert page.index_button.isEnabled()
     assert wizard.button(QWizard.WizardButton.BackButton).isEnabled()  # unlocked once done
     # the engine's label-free model report, in plain words
-    report = page.result["report"]
+    report = page.result.report
     assert "separates your tiles" in report["verdict"]
     text = page.report_label.text()
     assert report["verdict"] in text and "distinct codes" in text and "Clusters:" in text

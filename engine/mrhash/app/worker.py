@@ -296,8 +296,8 @@ class Worker:
         request = TrainRequest.from_params(params)
         if request.options.device == "auto":  # `mrhash serve --device` chose for its jobs
             request.options.device = self.device.type
-        result, pulled = train_request(request, job)
-        return {**result.to_dict(), **({"pull": pulled.to_dict()} if pulled else {})}
+        result, _pulled = train_request(request, job)
+        return result.to_result()
 
     def _run_stac_items(self, params: dict, job: JobControl) -> dict:
         from mrhash.remote.stac import find_items

@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from mrhash_contract.protocol import TrainRequest
+from mrhash_contract.protocol import TrainRequest, TrainResult
 
 from mrhash.device import resolve_device
 from mrhash.errors import BadInput
@@ -67,25 +67,6 @@ def views_that_fit(config: TrainConfig, n: int, front_bytes: int) -> int:
     if config.views <= 1:
         return 1
     return max(1, min(config.views, 1 + VIEW_CACHE_BYTES // max(1, n * front_bytes)))
-
-
-@dataclass
-class TrainResult:
-    model: str
-    fingerprint: str
-    seconds: float
-    n_samples: int
-    device: str
-    history: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    previous: str | None = None  # where the model this run replaced was kept (model_history)
-    report: dict[str, Any] | None = None  # label-free model report (report.py)
-    # earlier generations removed because no index names them any more
-    removed_generations: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -598,4 +579,6 @@ def train_pulling(config: TrainConfig, job: JobControl | None = None
     the training's)."""
     config.auxiliary = tuple(remote_specs(config.auxiliary, config.output))
     pulled = prefetch(config.primary, config.auxiliary, job)
-    return train_model(config, job), pulled
+    result = train_model(config, job)
+    result.pull = pulled
+    return result, pulled

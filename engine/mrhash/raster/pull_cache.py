@@ -29,11 +29,12 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from mrhash_contract.protocol import PullSummary
 from rasterio._err import CPLE_BaseError  # GDAL's errors (a failed HTTP range read)
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
@@ -75,26 +76,13 @@ def default_cache_dir(output: str) -> str:
 
 
 @dataclass
-class PullStats:
-    """What pulling did in a run (the train result's `pull`)."""
-
-    footprints: int = 0      # primary footprints asked for
-    pulled: int = 0          # read from the network
-    from_cache: int = 0      # already in the cache
-    no_coverage: int = 0     # no STAC item / remote raster there: those samples are skipped
-    bytes: int = 0           # cached bytes written by this run
-    seconds: float = 0.0
-    cache_dir: str = ""
-    cache_bytes: int = 0     # the cache's size on disk after the run
-    cache_files: int = 0
+class PullStats(PullSummary):
+    """What pulling did in a run (the train result's `pull`), added up over the pullers."""
 
     def add(self, other: PullStats) -> None:
         for name in ("footprints", "pulled", "from_cache", "no_coverage", "bytes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds = round(self.seconds + other.seconds, 2)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def summary(self) -> str:
         return (f"pulled {self.pulled} footprint(s) ({self.bytes / 1e6:.1f} MB in "

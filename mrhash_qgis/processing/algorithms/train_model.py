@@ -24,7 +24,7 @@ from mrhash_qgis.contract.choices import (
     DEFAULT_PATCH_SIZE,
     DEVICES,
 )
-from mrhash_qgis.contract.protocol import SourceEntry, TrainOptions, TrainRequest
+from mrhash_qgis.contract.protocol import SourceEntry, TrainOptions, TrainRequest, TrainResult
 from mrhash_qgis.core.i18n import tr
 from mrhash_qgis.processing.algorithms.base import EngineAlgorithm, source_paths
 
@@ -105,7 +105,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
                 patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
                 device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
                 seed=self.parameterAsInt(parameters, "SEED", context)))
-        result = self.run_engine(request, feedback)
+        trained = TrainResult.from_result(self.run_engine(request, feedback))
         feedback.pushInfo(tr("model {model} ({fingerprint})").format(
-            model=result.get("model"), fingerprint=result.get("fingerprint", "")[:12]))
-        return {"OUTPUT_MODEL": result.get("model", output), "SECONDS": result.get("seconds")}
+            model=trained.model, fingerprint=trained.fingerprint[:12]))
+        return {"OUTPUT_MODEL": trained.model or output, "SECONDS": trained.seconds}

@@ -281,8 +281,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"removed the earlier model {removed}: no index uses it any more",
               file=sys.stderr)
     if args.json:
-        write_json(args.json, {**result.to_dict(),
-                               **({"pull": pulled.to_dict()} if pulled else {})})
+        write_json(args.json, result.to_result())
     return 0
 
 
