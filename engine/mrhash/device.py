@@ -13,6 +13,7 @@ DEVICE_CHOICES = DEVICES
 
 def resolve_device(name: str = "auto"):
     """`auto` -> CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a user error."""
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
@@ -26,6 +27,7 @@ def resolve_device(name: str = "auto"):
 
 
 def device_name(device) -> str:
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
     if device.type == "cuda":
@@ -36,6 +38,7 @@ def device_name(device) -> str:
 def limit_threads(max_threads: int | None = None) -> int:
     """Cap torch's intra-op threads (the CPU is often shared with QGIS or other jobs).
     MRHASH_THREADS overrides; default: all cores but at most 4."""
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
     env = os.environ.get("MRHASH_THREADS")

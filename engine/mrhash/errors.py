@@ -3,6 +3,8 @@ that names the file and the problem; none of them should ever surface as a trace
 
 from __future__ import annotations
 
+import sqlite3
+
 from mrhash_contract import protocol
 from mrhash_contract.protocol import FIX_REBUILD
 
@@ -83,8 +85,6 @@ class MissingDependency(MrHashError):
 def user_error(error: BaseException) -> MrHashError | None:
     """The user-facing form of an error raised below the engine's own checks (a missing
     package, a damaged database, a file system failure), or None for a real bug."""
-    import sqlite3
-
     if isinstance(error, MrHashError):
         return error
     if isinstance(error, protocol.RequestError):

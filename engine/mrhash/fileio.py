@@ -121,11 +121,13 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     try:
         try:
             if sys.platform == "win32":
+                # a platform's own locking module: only one of the two exists
                 import msvcrt
 
                 handle.seek(0)
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
             else:
+                # a platform's own locking module: only one of the two exists
                 import fcntl
 
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1189,6 +1189,40 @@ class TrainResult(Result):
 
 
 @dataclass
+class DoctorProblem(Result):
+    """A runtime requirement of the engine that does not load (or a check that failed)."""
+
+    module: str
+    package: str | None
+    message: str
+
+
+@dataclass
+class DoctorResult(Result):
+    """The result of `doctor`: every runtime requirement of the engine imported and the
+    backbone weights read; `ok` only when all of it works."""
+
+    ok: bool
+    engine: str                  # mrhash's version
+    python: str
+    executable: str = ""
+    platform: str = ""
+    packages: dict[str, str | None] = field(default_factory=dict)  # version (None: missing)
+    problems: list[DoctorProblem] = field(default_factory=list)
+    missing_optional: list[str] = field(default_factory=list)  # extras not installed, and why
+    gdal: str | None = None
+    proj: str | None = None
+    torch_cuda_build: str | None = None
+    cuda_available: bool = False
+    cuda_device: str | None = None
+    weights: str | None = None   # the backbone's weights file
+    weights_tensors: int = 0
+    backbones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str | None = None       # the worker's device (the worker's doctor)
+    device_name: str | None = None
+
+
+@dataclass
 class ExportResult(Result):
     """The result of `export`."""
 

@@ -11,6 +11,7 @@ import sys
 from qgis.core import Qgis, QgsProjUtils
 from qgis.PyQt.QtCore import QT_VERSION_STR
 
+from mrhash_qgis.contract.protocol import DoctorResult
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.engine_client import EngineClient
 from mrhash_qgis.core.environment import (
@@ -41,7 +42,7 @@ def _log_tail(lines: int = 15) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def report(client: EngineClient, doctor: dict | None = None) -> str:
+def report(client: EngineClient, doctor: DoctorResult | None = None) -> str:
     """Plain text (Markdown); `doctor`: the engine's `doctor` answer, when it could give one."""
     engine = settings.EngineSettings.load()
     state = settings.managed_state()
@@ -74,15 +75,14 @@ def report(client: EngineClient, doctor: dict | None = None) -> str:
         lines.append(f"- Engine: mrhash {client.info.get('version')} on "
                      f"{client.info.get('device_name') or client.info.get('device')}")
     if doctor:
-        lines.append(f"- Engine Python {doctor.get('python')} ({doctor.get('executable')}) · "
-                     f"GDAL {doctor.get('gdal')} · PROJ {doctor.get('proj')} · torch CUDA "
-                     f"build {doctor.get('torch_cuda_build')} · CUDA available "
-                     f"{doctor.get('cuda_available')}")
+        lines.append(f"- Engine Python {doctor.python} ({doctor.executable}) · "
+                     f"GDAL {doctor.gdal} · PROJ {doctor.proj} · torch CUDA "
+                     f"build {doctor.torch_cuda_build} · CUDA available "
+                     f"{doctor.cuda_available}")
         lines.append("- Packages: " + ", ".join(f"{name} {version or 'MISSING'}" for name, version
-                                                 in (doctor.get("packages") or {}).items()))
-        for problem in doctor.get("problems") or []:
-            lines.append(f"  - problem: {problem.get('package') or problem.get('module')}: "
-                         f"{problem.get('message')}")
+                                                 in doctor.packages.items()))
+        for problem in doctor.problems:
+            lines.append(f"  - problem: {problem.package or problem.module}: {problem.message}")
     lines.append("- Recent engine errors:" if client.recent_errors else "- Recent engine "
                  "errors: none")
     lines += [f"  - {error}" for error in client.recent_errors]

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mrhash_qgis.contract.choices import DEVICES
+from mrhash_qgis.contract.protocol import DoctorResult
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 STAMP_NAME = "mrhash-engine.json"
@@ -615,18 +616,17 @@ def setup_engine(options: SetupOptions, progress: Progress | None = None,
                          "--no-input", "--no-deps", "--no-index", "--force-reinstall",
                          str(wheel)], (0.86, 0.9), 2, "Installing the engine", timeout_s=600)
         run.step(0.90, "Checking that the engine answers (loads PyTorch and the backbone)")
-        report = ask_engine(python, "doctor", "cpu")
+        report = DoctorResult.from_result(ask_engine(python, "doctor", "cpu"))
         run.check_cancelled()
-        if not report.get("ok"):
-            problems = "; ".join(f"{p.get('package') or p.get('module')}: {p.get('message')}"
-                                 for p in report.get("problems", []))
+        if not report.ok:
+            problems = "; ".join(f"{p.package or p.module}: {p.message}" for p in report.problems)
             raise SetupError("engine_failed", f"the engine does not work: {problems}")
         stamp = {
             "engine": engine_version(source), "plugin": plugin_version(),
             "requirements": requirements_digest(source), "device": device,
-            "torch": report["packages"].get("torch"), "python": base.path,
-            "python_version": report.get("python"), "gdal": report.get("gdal"),
-            "proj": report.get("proj"), "cuda_available": report.get("cuda_available"),
+            "torch": report.packages.get("torch"), "python": base.path,
+            "python_version": report.python, "gdal": report.gdal,
+            "proj": report.proj, "cuda_available": report.cuda_available,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "options": {k: str(v) for k, v in asdict(options).items()},
         }

@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
 
 from mrhash_qgis.contract import protocol
 from mrhash_qgis.contract.choices import DEVICES
+from mrhash_qgis.contract.protocol import DoctorResult
 from mrhash_qgis.core import settings
 from mrhash_qgis.core.diagnostics import report
 from mrhash_qgis.core.engine_client import FIX_SETUP, STATE_FAILED, STATE_READY, EngineClient
@@ -256,17 +257,16 @@ class SettingsDialog(QDialog):
         self.test_button.setEnabled(False)
         self.client.request(protocol.DOCTOR, finished=self._tested, failed=self._test_failed)
 
-    def _tested(self, result: dict) -> None:
+    def _tested(self, answer: dict) -> None:
         self.test_button.setEnabled(True)
-        if result.get("ok"):
+        result = DoctorResult.from_result(answer)
+        if result.ok:
             self.result_label.setText(tr("OK: mrhash {engine} on {device} · torch {torch} · "
                                          "GDAL {gdal}").format(
-                engine=result.get("engine"), device=result.get("device_name")
-                or result.get("device"), torch=result["packages"].get("torch"),
-                gdal=result.get("gdal")))
+                engine=result.engine, device=result.device_name or result.device,
+                torch=result.packages.get("torch"), gdal=result.gdal))
         else:
-            problems = "; ".join(f"{p.get('package') or p.get('module')}: {p.get('message')}"
-                                 for p in result.get("problems", []))
+            problems = "; ".join(f"{p.package or p.module}: {p.message}" for p in result.problems)
             self.result_label.setText(tr("Engine incomplete: {problems}. Press Repair.").format(
                 problems=problems))
         self.output.setPlainText(report(self.client, result))
@@ -278,8 +278,8 @@ class SettingsDialog(QDialog):
         self.refresh()
 
     def copy_report(self) -> None:
-        def copy(doctor: dict | None) -> None:
-            text = report(self.client, doctor)
+        def copy(answer: dict | None) -> None:
+            text = report(self.client, DoctorResult.from_result(answer) if answer else None)
             QgsApplication.clipboard().setText(text)
             self.output.setPlainText(text)
             self.result_label.setText(tr("Diagnostics report copied to the clipboard."))

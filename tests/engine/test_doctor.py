@@ -99,8 +99,8 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
     for module in ("dask", "distributed"):  # what `import` finds when neither is installed
         monkeypatch.setitem(sys.modules, module, None)
     report = check()
-    assert report["ok"], report["problems"]
-    assert report["missing_optional"] == [
+    assert report.ok, report.problems
+    assert report.missing_optional == [
         f"the engine's Python lacks the package {name} (import {name} failed); indexing on a "
         "Dask cluster needs it: install the engine with `pip install mrhash[dask]`"
         for name in ("dask", "distributed")]

@@ -11,6 +11,8 @@ import platform
 import sys
 from importlib import metadata
 
+from mrhash_contract.protocol import DoctorProblem, DoctorResult
+
 from mrhash import __version__
 from mrhash.dependencies import OPTIONAL_PACKAGES, RUNTIME_PACKAGES
 from mrhash.errors import MissingDependency
@@ -23,58 +25,60 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _gdal_proj() -> dict:
+def _gdal_proj(result: DoctorResult) -> None:
+    # GDAL (rasterio) only where a raster is opened: the CLI starts without it
     import rasterio
 
-    return {"gdal": rasterio.__gdal_version__, "proj": getattr(rasterio, "__proj_version__", None)}
+    result.gdal = rasterio.__gdal_version__
+    result.proj = getattr(rasterio, "__proj_version__", None)
 
 
-def _torch_device() -> dict:
+def _torch_device(result: DoctorResult) -> None:
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
-    info = {"torch_cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
-    if info["cuda_available"]:
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info
+    result.torch_cuda_build = torch.version.cuda
+    result.cuda_available = torch.cuda.is_available()
+    if result.cuda_available:
+        result.cuda_device = torch.cuda.get_device_name(0)
 
 
-def _backbone_weights() -> dict:
+def _backbone_weights(result: DoctorResult) -> None:
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
+    # torch networks: imported only when a model is built
     from mrhash.model.backbone import BACKBONES, default_weights_path
 
     path = default_weights_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return {"weights": path, "weights_tensors": len(state),
-            "backbones": {name: {"feature_dim": spec.feature_dim, "weights": spec.weights}
-                          for name, spec in BACKBONES.items()}}
+    result.weights, result.weights_tensors = path, len(state)
+    result.backbones = {name: {"feature_dim": spec.feature_dim, "weights": spec.weights}
+                        for name, spec in BACKBONES.items()}
 
 
-def check() -> dict:
+def check() -> DoctorResult:
     """Every runtime requirement imported, the weights read; `ok` only when all of it works.
     An optional package that is not installed is listed in `missing_optional` with what it
     is for (a broken one is a problem)."""
-    report: dict = {
-        "ok": True, "engine": __version__, "python": sys.version.split()[0],
-        "executable": sys.executable, "platform": platform.platform(), "packages": {},
-        "problems": [], "missing_optional": [],
-    }
+    report = DoctorResult(True, __version__, sys.version.split()[0], sys.executable,
+                          platform.platform())
     for module, package in RUNTIME_PACKAGES.items():
         try:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 (a broken package is reported, not raised)
             if (isinstance(error, ModuleNotFoundError) and module in OPTIONAL_PACKAGES
                     and (error.name or "").split(".")[0] == module):
-                report["missing_optional"].append(MissingDependency.of(error).message)
+                report.missing_optional.append(MissingDependency.of(error).message)
             else:
-                report["problems"].append({"module": module, "package": package,
-                                           "message": f"{type(error).__name__}: {error}"})
-        report["packages"][package] = _version(package)
+                report.problems.append(DoctorProblem(module, package,
+                                                     f"{type(error).__name__}: {error}"))
+        report.packages[package] = _version(package)
     for part in (_gdal_proj, _torch_device, _backbone_weights):
         try:
-            report.update(part())
+            part(report)
         except Exception as error:  # noqa: BLE001
-            report["problems"].append({"module": part.__name__.strip("_"), "package": None,
-                                       "message": f"{type(error).__name__}: {error}"})
-    report["ok"] = not report["problems"]
+            report.problems.append(DoctorProblem(part.__name__.strip("_"), None,
+                                                 f"{type(error).__name__}: {error}"))
+    report.ok = not report.problems
     return report

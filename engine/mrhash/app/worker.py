@@ -12,6 +12,8 @@
 - A malformed line or unknown method gets `bad_request`, and so does a line over 1 MiB, nested
   deeper than 64 levels or not UTF-8 (read as bytes: a UTF-16 line never stops the loop); an
   unexpected exception gets `internal` (traceback on stderr); the worker keeps running.
+- Each method imports its stage when first asked (torch, faiss, rasterio), not at the top: the
+  worker answers `status` within about a second of its start, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -223,7 +225,9 @@ class Worker:
     def doctor(self, _params: dict) -> dict:
         from mrhash.app.doctor import check
 
-        return {**check(), "device": self.device.type, "device_name": self.device_name}
+        report = check()
+        report.device, report.device_name = self.device.type, self.device_name
+        return report.to_result()
 
     def status(self, _params: dict) -> dict:
         with self._state_lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -255,8 +256,6 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
            listing: FolderListing, tile_size: int, stride: int, min_valid: float,
            selection: tuple[int | str, ...] | None, job: JobControl | None,
            batch_size: int, make_runner: Callable, thumbnails: bool = True) -> IndexResult:
-    import time
-
     started = time.monotonic()
     _check_settings(index_folder, model, tile_size, stride, min_valid, model_path, selection)
     builder = Builder(index_folder, model, tile_size, stride, min_valid, job, batch_size)
@@ -273,8 +272,6 @@ def _build(index_folder: IndexFolder, model, model_path: str, specs: list[Source
 def _build_with(builder: Builder, index_folder: IndexFolder, specs: list[SourceSpec],
                 listing: FolderListing, job: JobControl | None, make_runner: Callable,
                 started: float) -> IndexResult:
-    import time
-
     runner = make_runner(builder)
     result = IndexResult(str(index_folder.root.resolve()), 0)
     records = index_folder.store.files()

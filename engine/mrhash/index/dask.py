@@ -25,6 +25,8 @@ answer the Dask handshake fails within CONNECT_TIMEOUT_S, naming it.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import os
 import sys
 from dataclasses import dataclass, field
@@ -83,6 +85,7 @@ def connect(address: str) -> Cluster:
     BadInput naming the address when it cannot be reached or does not answer as a Dask
     scheduler within CONNECT_TIMEOUT_S (before anything is written)."""
     try:
+        # the optional dask extra: only for a Dask build
         from distributed import Client
     except ModuleNotFoundError as error:
         raise MissingDependency.of(error) from None
@@ -103,6 +106,7 @@ def connect(address: str) -> Cluster:
 def _client_security(address: str) -> Security:
     """The certificates of a user's own cluster, from the Dask configuration (as every Dask
     client): BadInput at once where they lack for its address."""
+    # the optional dask extra: only for a Dask build
     from distributed.security import Security
 
     security = Security()
@@ -126,8 +130,7 @@ def _handshake(address: str, security: Security) -> None:
     """Open one comm to `address` and close it, the Dask handshake included, within about
     CONNECT_TIMEOUT_S. distributed bounds only the connect: a server that accepts and never
     answers (a wrong port, an HTTP server) held the Client for minutes."""
-    import asyncio
-
+    # the optional dask extra: only for a Dask build
     from distributed.comm import connect as open_comm
 
     async def answer() -> str | None:
@@ -155,6 +158,7 @@ def _local_cluster(address: str) -> Cluster:
     """`local:N`: N worker processes on this machine, every server on 127.0.0.1 only, none
     serving HTTP, all speaking TLS with a certificate made for this run (in memory, handed to
     the workers by their nannies): no other user of the machine can submit code to them."""
+    # the optional dask extra: only for a Dask build
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
@@ -175,6 +179,7 @@ def _local_cluster(address: str) -> Cluster:
     # one task at a time per worker process, torch using its share of the cores (N
     # processes of all the cores' threads would fight over them)
     threads = os.environ.get("MRHASH_THREADS") or str(max((os.cpu_count() or 1) // n, 1))
+    # the optional dask extra: only for a Dask build
     import dask
 
     # the workers start without MALLOC_TRIM_THRESHOLD_ (see _restore_malloc)
@@ -215,6 +220,7 @@ class Part:
 def _worker_model(model_bytes: bytes, fingerprint: str, label: str, encoder: str):
     model = _MODELS.get((fingerprint, encoder))
     if model is None:
+        # torch takes ~1 s to import: only where a network runs
         import torch
 
 
@@ -231,8 +237,6 @@ def _restore_malloc() -> None:
     ran at half speed (docs/SCALING.md). Give large blocks back to the heap."""
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
@@ -246,6 +250,7 @@ def _cores_per_task() -> int:
     """The machine's cores shared by the tasks this worker runs at once (a worker started
     with `--nthreads 1` gives one task every core; MRHASH_THREADS overrides)."""
     try:
+        # the optional dask extra: only for a Dask build
         from distributed import get_worker
 
         tasks = get_worker().state.nthreads
@@ -374,6 +379,7 @@ class DaskRunner:
 
     def _wait(self) -> set:
         """Finished tasks, checking for cancel twice a second meanwhile."""
+        # the optional dask extra: only for a Dask build
         from distributed import wait
 
         while True:

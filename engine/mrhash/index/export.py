@@ -354,6 +354,7 @@ class GeoParquetWriter:
 
     def __init__(self, path: Path, attributes: list[tuple[str, str]], extent: tuple | None,
                  geometry_types: tuple[str, ...] = ("Polygon",)):
+        # the optional parquet extra: only for GeoParquet
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -389,6 +390,7 @@ class GeoParquetWriter:
 
 def box_wkb_array(bounds: np.ndarray):
     """Boxes [n, 4] as a pyarrow binary array of WKB polygons, without a copy a row."""
+    # the optional parquet extra: only for GeoParquet
     import pyarrow as pa
 
     n = len(bounds)
@@ -441,6 +443,7 @@ def geoparquet_written(path: Path, head: bytes, *columns: tuple[str, ...]) -> bo
     lists `columns`."""
     if not head.startswith(b"PAR1"):
         return False
+    # the optional parquet extra: only for GeoParquet
     import pyarrow as pa
     import pyarrow.parquet as pq
 

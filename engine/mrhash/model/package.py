@@ -38,6 +38,7 @@ MAX_BANDS = 1000     # primary bands of a model
 def save_model(path: str | Path, net, config: dict[str, Any]) -> str:
     """Write the package atomically; returns its fingerprint (sha256 of the file bytes, i.e.
     of the weights and the config together)."""
+    # safetensors.torch imports torch: only where a package is read or written
     from safetensors.torch import save
 
 
@@ -79,6 +80,7 @@ class HashModel:
 
     def to(self, device) -> HashModel:
         """Run encodes on `device` (a torch.device or 'cpu' / 'cuda')."""
+        # torch takes ~1 s to import: only where a network runs
         import torch
 
         self._device = torch.device(device)
@@ -120,6 +122,7 @@ class HashModel:
 
     def torch_embed(self, x01: np.ndarray) -> np.ndarray:
         """Torch's embeddings of normalised [N, C, H, W] patches (see `embed`)."""
+        # torch takes ~1 s to import: only where a network runs
         import torch
 
         device = self._device or torch.device("cpu")
@@ -133,6 +136,7 @@ class HashModel:
             return None
         with self._compiled_lock:  # the worker's query and job threads share one model
             if self._compiled is None:
+                # torch takes ~1 s to import: only where a network runs
                 import torch
 
 
@@ -209,6 +213,7 @@ def read_package(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]
 
 def parse_package(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(config, tensors, fingerprint) of a package's bytes (`path` names it in errors)."""
+    # safetensors.torch imports torch: only where a package is read or written
     from safetensors.torch import load
 
     # the config is read and bounded before any tensor is made: a header asking for a 65536
@@ -310,6 +315,7 @@ def load_model(path: str | Path) -> HashModel:
 
 def model_from_bytes(data: bytes, path: str) -> HashModel:
     """The model of a package's bytes; `path` is where it came from (errors, `model.path`)."""
+    # torch networks: imported only when a model is built
     from mrhash.model.backbone import DEFAULT_BACKBONE, Backbone, backbone_spec
     from mrhash.model.networks import HashNet, mlp
 

@@ -25,6 +25,7 @@ is the same with or without the training-only terms: encoding costs the same.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -263,8 +264,6 @@ class Fitted:
 def fit(cache: FeatureCache, config: TrainConfig, device: torch.device,
         progress: Progress | None = None) -> Fitted:
     """Stages 2-4 on cached features."""
-    import copy
-
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     backbone = copy.deepcopy(cache.backbone).to(device).eval()

@@ -149,6 +149,7 @@ def parse_wkt(wkt: str, what: str) -> shapely.Geometry:
 
 def transform_point(x: float, y: float, src: str, dst: str) -> tuple[float, float]:
     """A point of CRS `src` in CRS `dst`; BadInput when it has no position there."""
+    # GDAL (rasterio) only where a raster is opened: the CLI starts without it
     from rasterio.warp import transform
 
     try:

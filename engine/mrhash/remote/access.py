@@ -186,6 +186,7 @@ def with_timeout(xml: str, http: HttpSettings) -> str:
 def gdal_http(http: HttpSettings) -> Iterator[None]:
     """GDAL's HTTP bounded for the block (rasterio.Env is per thread: a worker's job thread
     sets its own)."""
+    # GDAL (rasterio) only where a raster is opened: the CLI starts without it
     import rasterio
 
     with rasterio.Env(**http.gdal_options()):

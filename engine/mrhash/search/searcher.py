@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import shapely
 from mrhash_contract import index_layout
@@ -332,8 +333,6 @@ class Searcher:
         and whether every indexed tile that near was seen (False: a tie group went on)."""
         within = parse_wkt(query.within, "within area") if query.within else None
         if within is not None:
-            import faiss
-
             shapely.prepare(within)
             ids, codes = self.folder.store.codes_within(within.bounds, probe.code.shape[1])
             if not len(ids):

@@ -23,15 +23,15 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     report = check()
     if args.json:
-        write_json(args.json, report)
+        write_json(args.json, report.to_result())
     if args.json != "-":
-        print(f"mrhash {report['engine']} · Python {report['python']} · {report['executable']}")
-        for package, version in report["packages"].items():
+        print(f"mrhash {report.engine} · Python {report.python} · {report.executable}")
+        for package, version in report.packages.items():
             print(f"  {package:34} {version or 'MISSING'}")
-        print(f"  GDAL {report.get('gdal')} · PROJ {report.get('proj')} · CUDA "
-              f"{'available' if report.get('cuda_available') else 'not available'}")
-        for problem in report["problems"]:
-            print(f"problem: {problem['package'] or problem['module']}: {problem['message']}",
+        print(f"  GDAL {report.gdal} · PROJ {report.proj} · CUDA "
+              f"{'available' if report.cuda_available else 'not available'}")
+        for problem in report.problems:
+            print(f"problem: {problem.package or problem.module}: {problem.message}",
                   file=sys.stderr)
-        print("engine OK" if report["ok"] else "engine NOT usable", file=sys.stderr)
-    return 0 if report["ok"] else 1
+        print("engine OK" if report.ok else "engine NOT usable", file=sys.stderr)
+    return 0 if report.ok else 1
