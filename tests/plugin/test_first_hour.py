@@ -175,6 +175,7 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
     from osgeo import gdal
 
     from mrhash_qgis.core import settings
+    from mrhash_qgis.core.band_layout import remembered_bands
     from mrhash_qgis.core.quick_start import QuickStartPlan
     from mrhash_qgis.map_tool import QueryMapTool
     from mrhash_qgis.ui.dock import MrHashDock
@@ -268,21 +269,17 @@ def test_guided_start_from_a_folder_to_hits_in_four_actions(qgis_iface, engine, 
         QgsProject.instance().addMapLayer(one)
         asked: list[list[str]] = []
 
-        def answer(needs: list[str]) -> bool:  # the band dialog, answered as the analyst
+        def answer(layer, needs: list[str]) -> list[int]:  # the band dialog, as the analyst
             asked.append(needs)
-            from mrhash_qgis.core.band_layout import remember_bands
+            assert layer.id() == one.id()
+            return [1, 1, 1]
 
-            remember_bands(one, [1, 1, 1])
-            for place in dock.search.queries:
-                place.bands = [1, 1, 1]
-            dock.run_search(dock.search)
-            return True
-
-        monkeypatch.setattr(dock, "_ask_bands", answer)
+        monkeypatch.setattr(dock.session, "ask_bands", answer)
         dock.run_query(_centre(one, QgsProject.instance()))
         wait_for(lambda: len(got) == 3 or "failed" in dock.status_label.text(), 60, "1 band")
         assert asked == [["red", "green", "blue"]]
         assert len(got) == 3, dock.status_label.text()
+        assert remembered_bands(one) == [1, 1, 1]  # asked once: kept on the layer
         assert python_errors == []
     finally:
         QgsProject.instance().removeAllMapLayers()
