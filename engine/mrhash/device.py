@@ -35,14 +35,17 @@ def device_name(device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+def cpu_threads() -> int:
+    """Threads the engine's CPU work may use (the CPU is often shared with QGIS or other
+    jobs): MRHASH_THREADS, else all cores but at most 4."""
+    env = os.environ.get("MRHASH_THREADS")
+    return max(1, int(env) if env else min(4, os.cpu_count() or 1))
+
+
 def limit_threads(max_threads: int | None = None) -> int:
-    """Cap torch's intra-op threads (the CPU is often shared with QGIS or other jobs).
-    MRHASH_THREADS overrides; default: all cores but at most 4."""
+    """Cap torch's intra-op threads (`cpu_threads` unless given)."""
     # torch takes ~1 s to import: only where a network runs
     import torch
 
-    env = os.environ.get("MRHASH_THREADS")
-    if max_threads is None:
-        max_threads = int(env) if env else min(4, os.cpu_count() or 1)
-    torch.set_num_threads(max(1, max_threads))
+    torch.set_num_threads(max(1, cpu_threads() if max_threads is None else max_threads))
     return torch.get_num_threads()

@@ -71,6 +71,30 @@ def test_every_tile_has_its_rendered_picture_and_queries_need_no_raster(tiny_mod
     assert all(Path(h["thumbnail"]).is_file() for h in result["hits"])
 
 
+def test_a_local_build_never_reads_a_tile_twice_for_its_picture(tiny_model, rasters, tmp_path,
+                                                               monkeypatch):
+    """Issue 26: the pictures come from the patches the build encoded, so the thumbnails never
+    open a raster; tiles bigger than the model's input (patches resampled) read their own
+    window for the picture instead, and still get one each."""
+    from mrhash.index import thumbnail_store
+
+    opened: list[tuple[str, ...]] = []
+    original = thumbnail_store.open_for_thumbnails
+
+    def spy(paths, bands):
+        opened.append(paths)
+        return original(paths, bands)
+
+    monkeypatch.setattr(thumbnail_store, "open_for_thumbnails", spy)
+    index = tmp_path / "index"
+    build_index(rasters, tiny_model, index, TILE)
+    assert pictures(index) == tile_ids(index) and len(pictures(index)) == 36
+    assert opened == []
+    build_index(rasters, tiny_model, tmp_path / "index64", 2 * TILE)
+    assert pictures(tmp_path / "index64") == tile_ids(tmp_path / "index64")
+    assert len(opened) == 9  # one open per raster, for its windows
+
+
 def test_without_thumbnails_none_are_stored_and_queries_render_them(tiny_model, rasters,
                                                                     tmp_path):
     index = tmp_path / "index"

@@ -12,19 +12,24 @@ import rasterio
 import rasterio.io
 from mrhash.errors import BadInput
 from mrhash.index.build import build_index
+from mrhash.index.encode import tile_patches
 from mrhash.index.folder import IndexFolder
 from mrhash.index.store import TileRecord
 from mrhash.index.thumbnails import (
     PNG_COMPRESS_LEVEL,
     _png,
+    batch_pictures,
     display_bands,
+    open_for_thumbnails,
     render,
     stretch,
     thumbnail,
+    tile_picture,
 )
 from mrhash.model.package import load_model
 from mrhash.raster.normalize import BandStats
 from mrhash.raster.sources import SourceSpec, open_source
+from mrhash.raster.tiling import tile_grid
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
@@ -309,3 +314,31 @@ def test_a_window_much_bigger_than_the_thumbnail_is_read_from_the_overviews(mosa
     assert render(_record(with_overviews, window), (4, 3, 2), shown, 160, stats) == \
         _full_read_png(plain, [4, 3, 2], window, shown, 160, stats)
     assert all(out_shape is None for _, out_shape in reads)
+
+
+def test_a_builds_pictures_from_its_encoded_patches_are_those_its_windows_read(mosaics):
+    """Issue 26: a local build makes each tile's stored picture from the patch it encoded
+    (no second read). On the real 13-band mosaic (nodata hole, tiles across blocks), as the
+    build reads them (`tile_patches` on the source opened for the model), the pictures are
+    pixel for pixel those of `tile_picture` reading each window, with the model's colour
+    scale and with per-tile percentiles, for a colour and a grey view; a tile bigger than
+    the model's input (its patch resampled) is left to the window read."""
+    mosaic = mosaics[0]
+    for bands, rgb in (((4, 3, 2, 8), [3, 0, 1]), ((8,), None)):
+        spec = SourceSpec("primary", (str(mosaic),), bands)
+        with open_source(spec) as source, open_for_thumbnails(spec.paths, bands) as again:
+            tiles = tile_grid(source, 64, 40, 0.0)
+            hole = [t for t in tiles if t.valid_fraction < 1]
+            assert hole, "no tile over the nodata hole"
+            chosen = hole[:8] + tiles[:24:3]
+            _, patches, valid = next(tile_patches(source, chosen, 64, len(chosen)))
+            windows = [t.window for t in chosen]
+            for stats in (_stats_for(list(bands)), None):
+                got = batch_pictures(patches, valid, windows, rgb, stats)
+                assert got is not None and len(got) == len(chosen)
+                for window, picture in zip(windows, got, strict=True):
+                    want = tile_picture(again, window, rgb, 128, stats)
+                    assert picture.mode == want.mode and picture.size == want.size
+                    assert np.array_equal(np.asarray(picture), np.asarray(want)), window
+            _, small, small_valid = next(tile_patches(source, chosen, 32, len(chosen)))
+            assert batch_pictures(small, small_valid, windows, rgb, None) is None

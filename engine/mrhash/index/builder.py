@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mrhash.errors import BadInput, MrHashError
-from mrhash.index.encode import encoded_batches, open_for_model
+from mrhash.index.encode import encoded_batches, open_for_build
 from mrhash.index.folder import IndexFolder
 from mrhash.index.store import FileRecord, FileState, TileRow
 from mrhash.jobs import JobControl
@@ -28,7 +28,6 @@ from mrhash.raster.tiling import Tile, tile_grid
 if TYPE_CHECKING:  # the writer's module is imported only when a build stores thumbnails
     from mrhash.index.thumbnail_store import ThumbnailWriter
 
-BATCH_SIZE = 32
 
 
 def _tile_rows(tiles: Sequence[Tile], first_ordinal: int) -> list[TileRow]:
@@ -123,9 +122,12 @@ class Builder:
         self._forget(old_ids)
         return FilePlan(spec, file_id, tiles, 0, len(old_ids))
 
-    def commit(self, plan: FilePlan, embeddings: np.ndarray, file_no: int) -> None:
+    def commit(self, plan: FilePlan, embeddings: np.ndarray, file_no: int,
+               read: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Store the next `len(embeddings)` tiles of the plan (one transaction; the last
-        batch marks the raster done): the code is the sign of the embedding's code part."""
+        batch marks the raster done): the code is the sign of the embedding's code part.
+        `read`: the raw patches and valid masks they were encoded from, where this process
+        read them (the thumbnails are made from those instead of a second read)."""
         todo = plan.todo
         offset = plan.committed
         chunk = todo[offset:offset + len(embeddings)]
@@ -139,7 +141,7 @@ class Builder:
         self.index.add(ids, codes)
         self.embeddings.add(ids, embeddings)
         if self.thumbnails:  # after the tiles' commit: a kill between leaves them to render
-            self.thumbnails.add(plan.spec.paths, plan.spec.bands, chunk, ids)
+            self.thumbnails.add(plan.spec.paths, plan.spec.bands, chunk, ids, read)
         plan.committed += len(ids)
         self.tiles_done += len(ids)
         if self.job:  # no metrics here: they would bypass the report rate limit
@@ -162,14 +164,15 @@ class LocalRunner:
         builder = self.builder
         path = spec.paths[0]
         try:
-            with open_for_model(spec, builder.model) as source:
+            with open_for_build(spec, builder.model) as source:
                 plan = builder.plan(spec, source, record, state)
                 with closing(encoded_batches(builder.model, source, plan.todo,
                                              builder.batch_size)) as batches:
-                    for embeddings in batches:
+                    for batch in batches:
                         if builder.job:
                             builder.job.check()
-                        builder.commit(plan, embeddings, file_no)
+                        builder.commit(plan, batch.embeddings, file_no,
+                                       (batch.patches, batch.valid))
         except (BadInput, OSError) as error:
             return [skipped(error, path)]
         return [FileOutcome(path, plan.committed, plan.removed)]

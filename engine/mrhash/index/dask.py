@@ -270,7 +270,8 @@ def encode_parts(model_bytes: bytes, fingerprint: str, label: str, encoder: str,
         path = part.spec.paths[0]
         try:
             source = _worker_source(part.spec, model)
-            values = list(encoded_batches(model, source, part.tiles, batch_size))
+            values = [batch.embeddings for batch
+                      in encoded_batches(model, source, part.tiles, batch_size)]
             out.append((part.key, part.offset, np.concatenate(values) if values
                         else np.zeros((0, model.bits + model.latent_dim), np.float32)))
         except (MrHashError, OSError) as error:

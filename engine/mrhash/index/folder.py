@@ -7,7 +7,6 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mrhash_contract import index_layout
 from mrhash_contract.choices import BITS
@@ -26,11 +25,6 @@ from mrhash.index.hamming import BinaryIndex
 from mrhash.index.store import MetadataStore
 from mrhash.log import log
 from mrhash.model.config import check_range
-
-if TYPE_CHECKING:  # the writer's module is imported only when a build stores thumbnails
-    pass
-
-BATCH_SIZE = 32
 
 
 def index_root(root: str | Path, create: bool) -> Path:

@@ -26,13 +26,20 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from mrhash_contract import index_layout
 from mrhash_contract.index_layout import DB_FILE, THUMBNAILS_FILE
 from PIL import Image
 
 from mrhash.errors import MrHashError
 from mrhash.index.store import MetadataStore, Transaction, connect_read_only
-from mrhash.index.thumbnails import THUMBNAIL_PX, open_for_thumbnails, png_bytes, tile_picture
+from mrhash.index.thumbnails import (
+    THUMBNAIL_PX,
+    batch_pictures,
+    open_for_thumbnails,
+    png_bytes,
+    tile_picture,
+)
 from mrhash.log import log
 from mrhash.raster.sources import Source
 from mrhash.raster.tiling import Tile
@@ -110,15 +117,22 @@ class ThumbnailWriter:
         return self._source
 
     def add(self, paths: tuple[str, ...], bands: tuple[int | str, ...] | None,
-            tiles: Sequence[Tile], ids: Sequence[int]) -> None:
-        """Render and store the pictures of a committed batch (tile i has id ids[i]). A tile
-        that cannot be read for its picture gets none (a query renders it)."""
+            tiles: Sequence[Tile], ids: Sequence[int],
+            read: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Render and store the pictures of a committed batch (tile i has id ids[i]): from
+        `read`, the raw patches and valid masks its tiles were encoded from, where those are
+        the tiles' own pixels, else from the tiles' windows read again. A tile that cannot be
+        read for its picture gets none (a query renders it)."""
         rows = []
         try:
-            source = self._open(paths, bands)
-            for tile, tile_id in zip(tiles, ids, strict=True):
-                rows.append((int(tile_id), self._jpeg(
-                    tile_picture(source, tile.window, self.rgb, self.size, self.stats))))
+            pictures = None if read is None else batch_pictures(
+                *read, [tile.window for tile in tiles], self.rgb, self.stats)
+            if pictures is None:
+                source = self._open(paths, bands)
+                pictures = [tile_picture(source, tile.window, self.rgb, self.size, self.stats)
+                            for tile in tiles]
+            rows = [(int(tile_id), self._jpeg(picture))
+                    for tile_id, picture in zip(ids, pictures, strict=True)]
         except (MrHashError, OSError) as error:
             log.warning(f"thumbnails of {paths[0]} not stored ({error}); queries render them")
         with Transaction(self.db):

@@ -35,6 +35,7 @@ from mrhash_contract.choices import RASTER_EXTENSIONS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from mrhash.device import cpu_threads
 from mrhash.errors import BadInput
 from mrhash.raster.crs import crs_string
 from mrhash.raster.geometry import Footprint
@@ -396,6 +397,17 @@ class Source:
         them); read-only use."""
         return self._files
 
+    @property
+    def block_side(self) -> int:
+        """The largest side of its files' blocks (a striped file's strips are as wide as
+        the file): a window read decodes the blocks it touches."""
+        return max(max(band_file.dataset.block_shapes[0]) for band_file in self._files)
+
+    def keep_in_memory(self, cache_bytes: int) -> None:
+        """From now on, load whole selected bands into memory up to `cache_bytes` (read
+        once, then served from memory) instead of reading each window from the files."""
+        self._cache_left = cache_bytes
+
     def __repr__(self) -> str:
         return (f"Source({self.spec.name!r}, {self.width}x{self.height}, {self.count} bands, "
                 f"{self.crs}, res={self.res})")
@@ -504,8 +516,9 @@ class Source:
         size = len(band_file.indexes) * ds.width * ds.height * np.dtype(ds.dtypes[0]).itemsize
         if size > self._cache_left:
             return None
-        try:
-            band_file.data = ds.read(band_file.indexes)
+        try:  # decoded by several threads: the build's first batch waits for this
+            with rasterio.Env(GDAL_NUM_THREADS=str(cpu_threads())):
+                band_file.data = ds.read(band_file.indexes)
         except RasterioError as error:
             raise BadInput(f"cannot read raster data ({error})", path=band_file.path) from None
         self._cache_left -= size
