@@ -220,7 +220,7 @@ def test_a_get_only_server_is_not_reported_as_http_405(server, monkeypatch, tmp_
         assert time.monotonic() - started < QUICK_S
         message = caught.value.message
         assert message.startswith(f"{server.url}/{name}: ") and fragment in message, message
-        assert "405" not in message
+        assert "405" not in message.replace(server.url, "")  # (the port may hold 405)
     probes = [entry for entry in server.log if entry[:2] == ("GET", "/broken.tif")]
     assert probes and all(status in (200, 206) for _, _, status in probes)
 

@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # the writer's module is imported only when a build stores th
     from mrhash.index.thumbnail_store import ThumbnailWriter
 
 
-
 def _tile_rows(tiles: Sequence[Tile], first_ordinal: int) -> list[TileRow]:
     """Rows to store; BadInput when a tile has no position in EPSG:4326 (then the raster is
     skipped: a hit must be placeable on the map and in a spatial filter)."""
