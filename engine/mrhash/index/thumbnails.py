@@ -70,17 +70,29 @@ def stretch(array: np.ndarray, valid: np.ndarray,
             low: float = 2, high: float = 98) -> np.ndarray:
     """float [bands, h, w] -> uint8 [h, w, bands]: each band scaled from limits (per-band lows,
     highs) to 0-255, or from its own low/high percentiles when no limits are given."""
-    out = np.zeros(array.shape[1:] + (array.shape[0],), dtype=np.uint8)
-    if not valid.any():
-        return out
-    for i, band in enumerate(array):
-        if limits is None:
-            lo, hi = np.percentile(band[valid], [low, high])
-        else:
-            lo, hi = limits[0][i], limits[1][i]
-        scaled = (band - lo) / (hi - lo) if hi > lo else np.zeros_like(band)
-        out[..., i] = np.where(valid, np.clip(scaled * 255 + 0.5, 0, 255), 0).astype(np.uint8)
-    return out
+    if limits is None:
+        if not valid.any():
+            return np.zeros(array.shape[1:] + (array.shape[0],), dtype=np.uint8)
+        bounds = [np.percentile(band[valid], [low, high]) for band in array]
+        limits = ([float(lo) for lo, _ in bounds], [float(hi) for _, hi in bounds])
+    return stretch_batch(array[None], valid[None], limits)[0]
+
+
+def stretch_batch(array: np.ndarray, valid: np.ndarray,
+                  limits: tuple[list[float], list[float]]) -> np.ndarray:
+    """float [n, bands, h, w] -> uint8 [n, h, w, bands]: each band scaled from limits to
+    0-255, invalid pixels black; a batch's pictures in a few array operations (a build makes
+    them for every batch it encodes)."""
+    low = np.asarray(limits[0], dtype=np.float64)
+    span = np.asarray(limits[1], dtype=np.float64) - low
+    shape = (1, len(low), 1, 1)
+    # in the array's precision, the span taken in float64 first: the bytes of the per-band
+    # arithmetic with Python floats this replaced
+    scaled = ((array - low.astype(array.dtype).reshape(shape))
+              / np.where(span > 0, span, 1.0).astype(array.dtype).reshape(shape))
+    scaled[:, span <= 0] = 0.0
+    out = np.where(valid[:, None], np.clip(scaled * 255 + 0.5, 0, 255), 0).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
 
 
 def _picture(array: np.ndarray, valid: np.ndarray, shown: list[int],
@@ -92,21 +104,6 @@ def _picture(array: np.ndarray, valid: np.ndarray, shown: list[int],
         limits = ([stats.low[b] for b in shown], [stats.high[b] for b in shown])
     image = stretch(array[shown], valid, limits)
     return Image.fromarray(image[..., 0] if len(shown) == 1 else image)
-
-
-def stretch_batch(array: np.ndarray, valid: np.ndarray,
-                  limits: tuple[list[float], list[float]]) -> np.ndarray:
-    """float32 [n, bands, h, w] -> uint8 [n, h, w, bands]: `stretch` with limits, for a
-    batch of patches at once (the same float32 arithmetic, so the same bytes; a build makes
-    a batch's pictures in a few array operations instead of a few per band and tile)."""
-    low = np.asarray(limits[0], dtype=np.float64)
-    span = np.asarray(limits[1], dtype=np.float64) - low  # as stretch's Python floats
-    shape = (1, len(low), 1, 1)
-    scaled = ((array - low.astype(np.float32).reshape(shape))
-              / np.where(span > 0, span, 1.0).astype(np.float32).reshape(shape))
-    scaled[:, span <= 0] = 0.0
-    out = np.where(valid[:, None], np.clip(scaled * 255 + 0.5, 0, 255), 0).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
 
 
 def batch_pictures(patches: np.ndarray, valid: np.ndarray,
